@@ -23,10 +23,36 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:
-    """Block until something accepts TCP connections on host:port."""
+def port_is_free(host: str, port: int) -> bool:
+    """True if nothing listens on host:port (checked by binding it ourselves).
+
+    SO_REUSEADDR as a server sets it, so connections in TIME_WAIT from a previous broker on the
+    same port do not count as "in use".
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_for_port(
+    host: str,
+    port: int,
+    timeout: float = 15.0,
+    proc: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Block until something accepts TCP connections on host:port.
+
+    With ``proc``: fail at once if that process exits first (e.g. a bad flag), instead of
+    waiting out the timeout.
+    """
     deadline = time.monotonic() + timeout
     while True:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"broker exited with code {proc.returncode} before listening")
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return
@@ -62,17 +88,28 @@ class EmbeddedBroker:
         ]
 
     def start(self) -> str:
-        """Start the broker and return its bootstrap address once it accepts connections."""
+        """Start the broker and return its bootstrap address once it accepts connections.
+
+        Raises ``OSError`` if the port is taken: otherwise the readiness check would connect to
+        whatever holds the port and report success while Tansu itself failed to bind.
+        """
+        if not port_is_free(self.host, self.port):
+            raise OSError(f"port {self.port} on {self.host} is already in use")
         out = subprocess.DEVNULL if self.quiet else None
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "warn")
         self._proc = subprocess.Popen(self.command(), stdout=out, stderr=out, env=env)
         try:
-            wait_for_port(self.host, self.port)
-        except TimeoutError:
+            wait_for_port(self.host, self.port, proc=self._proc)
+        except (TimeoutError, RuntimeError):
             self.stop()
             raise
         return self.bootstrap
+
+    @property
+    def running(self) -> bool:
+        """True while the broker process is alive."""
+        return self._proc is not None and self._proc.poll() is None
 
     def wait(self) -> int:
         """Wait in the foreground until the broker exits (``vigil broker``)."""
@@ -80,6 +117,7 @@ class EmbeddedBroker:
         return self._proc.wait()
 
     def stop(self) -> None:
+        """Terminate the broker (SIGTERM, then SIGKILL after 5 s); safe to call twice."""
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return

@@ -1,0 +1,9 @@
+"""Cerbos-compatible policy engine: load and compile a policy bundle once, `check()` many times.
+
+See docs/policies.md for what is supported and the reserved signal attributes.
+"""
+
+from .engine import PolicyEngine
+from .model import ActionResult, CheckResult, CompileIssue, PolicyCompileError
+
+__all__ = ["ActionResult", "CheckResult", "CompileIssue", "PolicyCompileError", "PolicyEngine"]

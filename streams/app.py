@@ -1,0 +1,168 @@
+"""Application wiring: the faust App (lifecycle, web views, the fleet agent) and the pipeline.
+
+faust runs the worker process, its web server (``/metrics``, ``/healthz``, ``/_cerbos/health``,
+``/workers``) and a low-rate agent on ``vigil.workers`` that shows which policy bundle every
+worker runs. The signal hot path is ``PipelineRunner``, a faust-managed service that consumes in
+batches with its own consumer group (faust's per-event stream machinery caps out near 2k events/s
+on these machines; see docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from typing import Any
+
+import faust
+import orjson
+from mode import Service
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from streams import metrics
+from streams.kafka.admin import ensure_topics
+from streams.policy import PolicyEngine
+from streams.processing.pipeline import Pipeline, Topics
+from streams.processing.runner import PipelineRunner, RunnerConfig
+from streams.settings import Settings
+from streams.state.risk import RiskModel
+
+WORKERS_TOPIC = "vigil.workers"
+HEARTBEAT_SECONDS = 5.0
+
+
+def build_pipeline(settings: Settings) -> Pipeline:
+    """Compile the policy bundle and risk model once; raise on a bundle that does not compile."""
+    topics = Topics(
+        signals=frozenset(settings.signal_topics),
+        grants=settings.topic_grants,
+        decisions=settings.topic_decisions,
+        revocations=settings.topic_revocations,
+        deadletter=settings.topic_deadletter,
+    )
+    return Pipeline(
+        topics,
+        PolicyEngine.from_directory(settings.policies),
+        RiskModel.from_directory(settings.policies),
+        output_format=settings.output_format,
+        registry_url=settings.schema_registry_url,
+    )
+
+
+def runner_config(settings: Settings) -> RunnerConfig:
+    data_dir = None if str(settings.data_dir) == ":memory:" else settings.data_dir / "state"
+    return RunnerConfig(
+        bootstrap=settings.bootstrap_servers,
+        group_id=settings.group_id,
+        input_topics=settings.input_topics,
+        changelog_topic=settings.topic_changelog,
+        data_dir=data_dir,
+    )
+
+
+class PipelineService(Service):
+    """Runs the batch pipeline inside the faust worker's lifecycle."""
+
+    def __init__(self, settings: Settings, pipeline: Pipeline, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.pipeline = pipeline
+        self.runner = PipelineRunner(runner_config(settings), pipeline)
+        self._task: asyncio.Task[None] | None = None
+
+    async def on_start(self) -> None:
+        s = self.settings
+        await ensure_topics(
+            s.bootstrap_servers,
+            [*s.input_topics, *s.output_topics, WORKERS_TOPIC],
+            s.partitions,
+            compacted=s.compacted_topics,
+        )
+        await self.runner.start()
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            await self.runner.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.log.exception("pipeline loop crashed; stopping the worker")
+            await self.crash_and_stop()
+
+    async def crash_and_stop(self) -> None:
+        os._exit(70)  # let the supervisor restart us; state is safe (see runner docstring)
+
+    async def on_stop(self) -> None:
+        await self.runner.stop()
+        if self._task is not None:
+            self._task.cancel()
+
+
+def create_app(settings: Settings) -> faust.App:
+    pipeline = build_pipeline(settings)
+    worker_id = f"{socket.gethostname()}:{settings.web_port}"
+    # faust's consumer group is the app id: one per worker, so every worker sees every heartbeat
+    # (and it never collides with the pipeline's group ``settings.group_id``).
+    app = faust.App(
+        f"{settings.group_id}-fleet-{worker_id.replace(':', '-')}",
+        broker=settings.faust_broker,
+        store="memory://",
+        web_port=settings.web_port,
+        web_bind="127.0.0.1",
+        web_host="127.0.0.1",
+        broker_session_timeout=6,
+        broker_heartbeat_interval=1,
+        topic_disable_leader=True,
+        topic_partitions=1,
+        autodiscover=False,
+    )
+    service = PipelineService(settings, pipeline)
+    app.service(service)
+    fleet: dict[str, dict[str, Any]] = {}
+    workers_topic = app.topic(WORKERS_TOPIC, value_serializer="raw", partitions=1)
+
+    @app.agent(workers_topic)
+    async def track_workers(stream: Any) -> None:
+        async for raw in stream:
+            try:
+                beat = orjson.loads(raw)
+                fleet[str(beat["worker_id"])] = beat
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                metrics.DEADLETTERS.labels("heartbeat").inc()
+
+    @app.timer(HEARTBEAT_SECONDS)
+    async def heartbeat() -> None:
+        beat = {
+            "worker_id": worker_id,
+            "policy_digest": pipeline.engine.digest,
+            "partitions": sorted(service.runner.stores),
+            "ready": service.runner.ready.is_set(),
+            "at": int(time.time() * 1000),
+        }
+        await workers_topic.send(value=orjson.dumps(beat))
+
+    @app.page("/metrics")
+    async def prometheus(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        ready = service.runner.ready.is_set()
+        body = {
+            "ready": ready,
+            "partitions": sorted(service.runner.stores),
+            "policy_digest": pipeline.engine.digest,
+        }
+        return web.json(body, status=200 if ready else 503)
+
+    @app.page("/_cerbos/health")
+    async def cerbos_health(web: Any, request: Any) -> Any:
+        return web.json({"status": "SERVING"})
+
+    @app.page("/workers")
+    async def workers(web: Any, request: Any) -> Any:
+        return web.json({"workers": list(fleet.values())})
+
+    return app

@@ -1,0 +1,46 @@
+"""Prometheus metrics of the pipeline (base units, ``_total`` counters, bounded label sets)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+SIGNALS = Counter(
+    "vigil_signals_total",
+    "Signals consumed, by outcome (applied, stale, duplicate)",
+    ["outcome"],
+)
+GRANT_EVENTS = Counter("vigil_grant_events_total", "Grant events consumed, by op", ["op"])
+DEADLETTERS = Counter(
+    "vigil_deadletters_total",
+    "Input records sent to the dead-letter topic, by error kind",
+    ["error"],
+)
+DECISIONS = Counter(
+    "vigil_decisions_total", "Decisions published, by effect and cause", ["effect", "cause"]
+)
+REVOCATIONS = Counter("vigil_revocations_total", "Revocations published, by cause", ["cause"])
+EVALUATION_SECONDS = Histogram(
+    "vigil_policy_evaluation_seconds",
+    "Policy evaluation time per grant",
+    buckets=(5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3),
+)
+BATCH_SECONDS = Histogram(
+    "vigil_batch_seconds",
+    "Wall time of one consumed batch: decode, state, evaluate, produce, persist",
+    buckets=(1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+BATCH_RECORDS = Histogram(
+    "vigil_batch_records",
+    "Records per consumed batch",
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+)
+SIGNAL_LAG_SECONDS = Histogram(
+    "vigil_signal_to_decision_seconds",
+    "From a signal's Kafka timestamp to its decisions being produced",
+    buckets=(1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 5.0),
+)
+ACTIVE_GRANTS = Gauge("vigil_active_grants", "Active grants held by this worker")
+ASSIGNED_PARTITIONS = Gauge("vigil_assigned_partitions", "Input partitions owned by this worker")
+RESTORED_RECORDS = Counter(
+    "vigil_changelog_restored_records_total", "Changelog records replayed into local state"
+)

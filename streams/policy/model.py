@@ -1,0 +1,150 @@
+"""Data shapes of the policy engine: public results and compile errors, plus compiled rules.
+
+Kept free of CEL and YAML so that callers (pipeline, web views) can import the result types
+without pulling in the compiler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+EFFECT_ALLOW = "EFFECT_ALLOW"
+EFFECT_DENY = "EFFECT_DENY"
+NO_MATCH = "NO_MATCH"
+DEFAULT_VERSION = "default"
+
+
+@dataclass(slots=True)
+class ActionResult:
+    """Effect for one action, with the policy key, deciding rule and scope (for audit)."""
+
+    effect: str
+    policy: str
+    rule: str | None
+    scope: str
+
+
+@dataclass(slots=True)
+class CheckResult:
+    """Outcome of one check: per-action effects, active derived roles, evaluation errors."""
+
+    actions: dict[str, ActionResult]
+    effective_derived_roles: list[str]
+    errors: list[str]
+
+    def allowed(self, action: str) -> bool:
+        """True only for an explicit ALLOW; unknown actions are denied (default deny)."""
+        res = self.actions.get(action)
+        return res is not None and res.effect == EFFECT_ALLOW
+
+
+@dataclass(frozen=True, slots=True)
+class CompileIssue:
+    """One compile error: the file, a JSON-ish path into its document, and a message."""
+
+    file: str
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        loc = f"{self.file}: {self.path}" if self.path else self.file
+        return f"{loc}: {self.message}"
+
+
+class PolicyCompileError(Exception):
+    """Raised with every problem found in a bundle, so authors fix them in one pass."""
+
+    def __init__(self, errors: list[CompileIssue]) -> None:
+        self.errors = list(errors)
+        lines = "\n".join(f"  - {e}" for e in self.errors)
+        super().__init__(f"{len(self.errors)} policy compile error(s):\n{lines}")
+
+
+@dataclass(slots=True)
+class Condition:
+    """A compiled `match` tree. Leaves (`op == "expr"`) hold one CEL program each, because Cerbos
+    turns a failing leaf into false *before* combining: `none.of: [<error>]` is true."""
+
+    op: str
+    source: str
+    program: Any = None
+    children: tuple[Condition, ...] = ()
+    uses_runtime: bool = False
+
+    def leaves(self) -> list[Condition]:
+        if self.op == "expr":
+            return [self]
+        return [leaf for child in self.children for leaf in child.leaves()]
+
+
+@dataclass(slots=True)
+class DerivedRole:
+    """A derived role definition; `uid` keys the per-check evaluation cache."""
+
+    uid: int
+    name: str
+    parent_roles: frozenset[str]
+    condition: Condition | None
+    origin: str
+
+    def has_parent(self, role: str) -> bool:
+        return "*" in self.parent_roles or role in self.parent_roles
+
+
+@dataclass(slots=True)
+class Rule:
+    """A resource-policy rule with its action globs compiled to matchers."""
+
+    uid: int
+    name: str
+    actions: tuple[str, ...]
+    action_matchers: tuple[Any, ...]
+    roles: frozenset[str]
+    derived_roles: tuple[DerivedRole, ...]
+    effect: str
+    condition: Condition | None
+
+    def matches_action(self, action: str) -> bool:
+        return any(m(action) for m in self.action_matchers)
+
+
+@dataclass(slots=True)
+class ResourcePolicy:
+    """One compiled resource policy (one scope level) with a memoised (action, role) index."""
+
+    kind: str
+    version: str
+    scope: str
+    key: str
+    file: str
+    rules: list[Rule]
+    derived_roles: dict[str, DerivedRole]
+    uses_runtime: bool = False
+    _index: dict[tuple[str, str], tuple[tuple[Rule, DerivedRole | None], ...]] = field(
+        default_factory=dict
+    )
+
+    def bindings(self, action: str, role: str) -> tuple[tuple[Rule, DerivedRole | None], ...]:
+        """Rules that apply to (action, role); derived-role rules carry the derived role to test.
+
+        Computed on first use and memoised: actions and roles come from small, closed sets.
+        """
+        key = (action, role)
+        found = self._index.get(key)
+        if found is not None:
+            return found
+        out: list[tuple[Rule, DerivedRole | None]] = []
+        for rule in self.rules:
+            if not rule.matches_action(action):
+                continue
+            if "*" in rule.roles or role in rule.roles:
+                out.append((rule, None))
+            for dr in rule.derived_roles:
+                if dr.has_parent(role):
+                    out.append((rule, dr))
+        result = tuple(out)
+        if len(self._index) > 50_000:  # bound memory if callers send unbounded action names
+            self._index.clear()
+        self._index[key] = result
+        return result

@@ -1,0 +1,258 @@
+"""The batch pipeline for one partition: decode → validate → group by subject → apply to state →
+re-evaluate affected grants → decisions, revocations and dead letters.
+
+Pure with respect to Kafka: it takes ``InRecord``s and a ``PartitionStore`` and returns a
+``BatchResult``; ``streams.processing.runner`` moves bytes between it and the broker. Each
+subject's state is read once and written once per batch, whatever the number of its events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from streams import metrics
+from streams.codecs import DecodeError, InputDecoder, OutputEncoder
+from streams.models.grant import GrantEvent, validate_grant_event
+from streams.models.signal import Signal, SignalInvalid, validate_signal
+from streams.policy import PolicyEngine
+from streams.processing.evaluation import Cause, evaluate_grant
+from streams.processing.records import BatchResult, InRecord, OutRecord
+from streams.state.risk import RiskModel
+from streams.state.store import PartitionStore, state_key
+from streams.state.subject import (
+    Applied,
+    SubjectState,
+    apply_signal,
+    expire_grants,
+    grants_seeing,
+    new_state,
+    subject_snapshot,
+)
+
+# Revocation tombstones are kept this long after the grant would have expired (or was revoked).
+TOMBSTONE_RETENTION_MS = 7 * 24 * 3600 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    signals: frozenset[str]
+    grants: str
+    decisions: str
+    revocations: str
+    deadletter: str
+
+
+class Pipeline:
+    """Holds everything prepared once (decoders, encoders, policy engine, risk model)."""
+
+    def __init__(
+        self,
+        topics: Topics,
+        engine: PolicyEngine,
+        risk: RiskModel,
+        *,
+        output_format: str = "avro",
+        registry_url: str | None = None,
+    ) -> None:
+        self.topics = topics
+        self.engine = engine
+        self.risk = risk
+        self._signal_decoder = InputDecoder("Signal", registry_url=registry_url)
+        self._grant_decoder = InputDecoder("GrantEvent", registry_url=registry_url)
+        fmt: Any = output_format
+        self._decision_enc = OutputEncoder(
+            "Decision", fmt, registry_url=registry_url, topic=topics.decisions
+        )
+        self._revocation_enc = OutputEncoder(
+            "Revocation", fmt, registry_url=registry_url, topic=topics.revocations
+        )
+        self._deadletter_enc = OutputEncoder(
+            "DeadLetter", fmt, registry_url=registry_url, topic=topics.deadletter
+        )
+
+    # -- decoding -------------------------------------------------------------------------
+
+    def _dead_letter(self, rec: InRecord, error: str, reason: str, now_ms: int) -> OutRecord:
+        metrics.DEADLETTERS.labels(error).inc()
+        value = self._deadletter_enc.encode(
+            {
+                "reason": reason,
+                "error": error,
+                "topic": rec.topic,
+                "partition": rec.partition,
+                "offset": rec.offset,
+                "key": rec.key,
+                "value": rec.value,
+                "received_at": now_ms,
+            }
+        )
+        return OutRecord(self.topics.deadletter, rec.key, value, self._deadletter_enc.headers)
+
+    def _decode(self, rec: InRecord) -> Signal | GrantEvent:
+        """Decode and validate one record; raise DecodeError or SignalInvalid with a reason."""
+        if rec.topic == self.topics.grants:
+            ev = validate_grant_event(self._grant_decoder.decode(rec.value, rec.headers))
+            if ev.subject_key is None:
+                if not rec.key:
+                    raise SignalInvalid("a released grant needs a principal or a record key")
+                ev.subject_key = rec.key.decode()
+            return ev
+        return validate_signal(self._signal_decoder.decode(rec.value, rec.headers))
+
+    # -- the batch --------------------------------------------------------------------------
+
+    def process(
+        self, records: Sequence[InRecord], store: PartitionStore, now_ms: int
+    ) -> BatchResult:
+        result = BatchResult()
+        by_subject: dict[str, list[tuple[Signal | GrantEvent, InRecord]]] = {}
+        for rec in records:
+            result.next_offsets[rec.topic] = rec.offset + 1
+            try:
+                item = self._decode(rec)
+            except DecodeError as exc:
+                result.outputs.append(self._dead_letter(rec, "decode", str(exc), now_ms))
+                continue
+            except SignalInvalid as exc:
+                result.outputs.append(self._dead_letter(rec, "validation", str(exc), now_ms))
+                continue
+            key = item.subject_key
+            assert key is not None
+            if rec.key is not None and rec.key != key.encode():
+                # Keys decide partitions; a wrong key would put state on the wrong worker.
+                reason = f"record key {rec.key!r} does not match the subject key {key!r}"
+                result.outputs.append(self._dead_letter(rec, "validation", reason, now_ms))
+                continue
+            by_subject.setdefault(key, []).append((item, rec))
+        if not by_subject:
+            return result
+        keys = list(by_subject)
+        stored = store.get_many([state_key(k.encode()) for k in keys])
+        for key, raw in zip(keys, stored, strict=True):
+            state = orjson.loads(raw) if raw is not None else new_state()
+            if self._process_subject(key, state, by_subject[key], result, now_ms):
+                result.changed_states[key.encode()] = orjson.dumps(state)
+        return result
+
+    def _process_subject(
+        self,
+        key: str,
+        state: SubjectState,
+        items: list[tuple[Signal | GrantEvent, InRecord]],
+        result: BatchResult,
+        now_ms: int,
+    ) -> bool:
+        """Apply a subject's events in order; return True when its state changed."""
+        changed = bool(expire_grants(state, now_ms))
+        changed |= _prune_tombstones(state, now_ms)
+        snapshot = subject_snapshot(state, self.risk)
+        for item, rec in items:
+            if isinstance(item, Signal):
+                outcome, dim = apply_signal(state, item)
+                metrics.SIGNALS.labels(outcome.value).inc()
+                if outcome is Applied.DUPLICATE:
+                    continue
+                changed = True
+                if outcome is Applied.STALE:
+                    continue
+                result.signal_timestamps.append(rec.timestamp)
+                after = subject_snapshot(state, self.risk)
+                visible = after != snapshot
+                snapshot = after
+                cause = Cause("signal", item.event_id, item.event_time)
+                for grant in grants_seeing(state, dim, visible):
+                    self._evaluate(key, state, grant, snapshot, cause, result, now_ms)
+            else:
+                changed |= self._apply_grant_event(key, state, item, rec, snapshot, result, now_ms)
+        return changed
+
+    def _apply_grant_event(
+        self,
+        key: str,
+        state: SubjectState,
+        ev: GrantEvent,
+        rec: InRecord,
+        snapshot: dict[str, Any],
+        result: BatchResult,
+        now_ms: int,
+    ) -> bool:
+        metrics.GRANT_EVENTS.labels(ev.op).inc()
+        if ev.op == "released":
+            released = state["grants"].pop(ev.grant_id, None)
+            if released is not None:
+                metrics.ACTIVE_GRANTS.dec()
+            return released is not None
+        grant = ev.grant
+        assert grant is not None
+        tombstone = state["revoked"].get(ev.grant_id)
+        if tombstone is not None:
+            if tombstone[0] != grant["issued_at"]:  # same issuance again = a replay: ignore
+                reason = (
+                    f"grant {ev.grant_id!r} was revoked and revocation is terminal; "
+                    "issue a new grant id"
+                )
+                result.outputs.append(self._dead_letter(rec, "validation", reason, now_ms))
+            return False
+        if grant.get("expires_at") and grant["expires_at"] <= now_ms:
+            result.outputs.append(
+                self._dead_letter(rec, "validation", "grant has already expired", now_ms)
+            )
+            return False
+        if ev.grant_id not in state["grants"]:
+            metrics.ACTIVE_GRANTS.inc()
+        state["grants"][ev.grant_id] = grant
+        cause = Cause("grant-issued", f"{ev.grant_id}@{grant['issued_at']}", grant["issued_at"])
+        self._evaluate(key, state, grant, snapshot, cause, result, now_ms)
+        return True
+
+    def _evaluate(
+        self,
+        key: str,
+        state: SubjectState,
+        grant: dict[str, Any],
+        snapshot: dict[str, Any],
+        cause: Cause,
+        result: BatchResult,
+        now_ms: int,
+    ) -> None:
+        ev = evaluate_grant(self.engine, grant, key, snapshot, state, cause, now_ms)
+        metrics.EVALUATION_SECONDS.observe(ev.decision["eval_duration_seconds"])
+        metrics.DECISIONS.labels(ev.decision["effect"], cause.kind).inc()
+        key_bytes = key.encode()
+        result.outputs.append(
+            OutRecord(
+                self.topics.decisions,
+                key_bytes,
+                self._decision_enc.encode(ev.decision),
+                self._decision_enc.headers,
+            )
+        )
+        if ev.revocation is None:
+            return
+        # Revocation is terminal: the grant leaves the active set and leaves a tombstone.
+        grant_id = grant["grant_id"]
+        del state["grants"][grant_id]
+        metrics.ACTIVE_GRANTS.dec()
+        keep_until = (grant.get("expires_at") or now_ms) + TOMBSTONE_RETENTION_MS
+        state["revoked"][grant_id] = [grant["issued_at"], keep_until]
+        metrics.REVOCATIONS.labels(cause.kind).inc()
+        result.outputs.append(
+            OutRecord(
+                self.topics.revocations,
+                key_bytes,
+                self._revocation_enc.encode(ev.revocation),
+                self._revocation_enc.headers,
+            )
+        )
+
+
+def _prune_tombstones(state: SubjectState, now_ms: int) -> bool:
+    revoked = state["revoked"]
+    old = [gid for gid, (_, keep_until) in revoked.items() if keep_until <= now_ms]
+    for gid in old:
+        del revoked[gid]
+    return bool(old)

@@ -1,0 +1,36 @@
+"""Plain record types that cross the pipeline/Kafka boundary (no Kafka client types inside)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(slots=True)
+class InRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: Headers
+    timestamp: int  # Kafka record timestamp, ms
+
+
+@dataclass(slots=True)
+class OutRecord:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: Headers
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What one batch produced. Outputs go to Kafka before the changelog and state writes."""
+
+    outputs: list[OutRecord] = field(default_factory=list)
+    changed_states: dict[bytes, bytes] = field(default_factory=dict)  # subject key -> state
+    next_offsets: dict[str, int] = field(default_factory=dict)  # input topic -> next offset
+    signal_timestamps: list[int] = field(default_factory=list)  # for the latency histogram

@@ -1,0 +1,309 @@
+"""The Kafka side of the pipeline: a consumer-group loop that feeds ``Pipeline`` whole batches.
+
+Order of effects per batch (invariant 2, nothing lost, replays idempotent):
+
+1. decisions, revocations and dead letters are produced and acknowledged;
+2. then the changed subject states go to the changelog and are acknowledged;
+3. then state, input offsets and the changelog offset are written to RocksDB in one batch;
+4. then the consumer offsets are committed (for lag tools; positions come from RocksDB).
+
+A crash before 3 replays the batch over the old state: the same deterministic decision and
+revocation ids come out again. A crash between 2 and 3 restores the new state from the
+changelog, and the replayed events are then duplicates that change nothing.
+
+Partition numbers are the unit of ownership: input partition *p* of every input topic, changelog
+partition *p* and the RocksDB store ``p<p>`` belong together (the range assignor keeps
+same-numbered partitions of equally partitioned topics on one member).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+
+from streams import metrics
+from streams.kafka.quirks import read_to_end
+from streams.processing.pipeline import Pipeline
+from streams.processing.records import BatchResult, InRecord, OutRecord
+from streams.state.store import (
+    CHANGELOG_OFFSET,
+    PartitionStore,
+    offset_key,
+    open_store,
+    state_key,
+)
+
+log = logging.getLogger(__name__)
+
+
+class RunnerConfig:
+    """Kafka client tuning for the hot path (see PLATFORM-NOTES: fetch wait is latency)."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        group_id: str,
+        input_topics: list[str],
+        changelog_topic: str,
+        data_dir: Path | None,
+        max_batch: int = 2000,
+        fetch_max_wait_ms: int = 10,
+        linger_ms: int = 5,
+        session_timeout_ms: int = 6000,
+        heartbeat_interval_ms: int = 1000,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.group_id = group_id
+        self.input_topics = input_topics
+        self.changelog_topic = changelog_topic
+        self.data_dir = data_dir
+        self.max_batch = max_batch
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.linger_ms = linger_ms
+        self.session_timeout_ms = session_timeout_ms
+        self.heartbeat_interval_ms = heartbeat_interval_ms
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, runner: PipelineRunner) -> None:
+        self.runner = runner
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self.runner._on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        await self.runner._on_assigned(assigned)
+
+
+class PipelineRunner:
+    """Owns the consumer, the producer, the per-partition stores, and the batch loop."""
+
+    def __init__(self, config: RunnerConfig, pipeline: Pipeline) -> None:
+        self.config = config
+        self.pipeline = pipeline
+        self.stores: dict[int, PartitionStore] = {}
+        self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self.ready = asyncio.Event()  # set after the first assignment has been restored
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self._restorer: AIOKafkaConsumer | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.config
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=cfg.bootstrap,
+            acks="all",
+            linger_ms=cfg.linger_ms,
+            max_batch_size=256 * 1024,
+            max_request_size=4 * 1024 * 1024,
+        )
+        await self.producer.start()
+        self._restorer = AIOKafkaConsumer(
+            bootstrap_servers=cfg.bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=100,
+        )
+        await self._restorer.start()
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=cfg.bootstrap,
+            group_id=cfg.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=cfg.fetch_max_wait_ms,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            session_timeout_ms=cfg.session_timeout_ms,
+            heartbeat_interval_ms=cfg.heartbeat_interval_ms,
+            partition_assignment_strategy=(RangePartitionAssignor,),
+        )
+        self.consumer.subscribe(cfg.input_topics, listener=_Rebalance(self))
+        await self.consumer.start()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        async with self._lock:
+            for client in (self.consumer, self._restorer, self.producer):
+                if client is not None:
+                    await client.stop()
+            for store in self.stores.values():
+                store.close()
+            self.stores.clear()
+            metrics.ASSIGNED_PARTITIONS.set(0)
+
+    async def run(self) -> None:
+        """Consume and process batches until ``stop()``."""
+        assert self.consumer is not None
+        while not self._stopping.is_set():
+            data = await self.consumer.getmany(timeout_ms=200, max_records=self.config.max_batch)
+            if data and not self._stopping.is_set():
+                async with self._lock:
+                    await self._process(data)
+
+    # -- one batch ----------------------------------------------------------------------
+
+    async def _process(self, data: dict[TopicPartition, list[Any]]) -> None:
+        started = time.perf_counter()
+        by_partition: dict[int, list[InRecord]] = defaultdict(list)
+        count = 0
+        for tp, messages in data.items():
+            if tp.partition not in self.stores:
+                continue  # revoked while fetched
+            bucket = by_partition[tp.partition]
+            for m in messages:
+                bucket.append(
+                    InRecord(
+                        tp.topic, tp.partition, m.offset, m.key, m.value, list(m.headers),
+                        m.timestamp,
+                    )
+                )
+            count += len(messages)
+        if not by_partition:
+            return
+        now_ms = int(time.time() * 1000)
+        results: dict[int, BatchResult] = {}
+        for partition, records in by_partition.items():
+            records.sort(key=_by_timestamp)
+            results[partition] = self.pipeline.process(records, self.stores[partition], now_ms)
+        await self._send_and_wait(
+            (partition, out) for partition, res in results.items() for out in res.outputs
+        )
+        after_send = time.time()
+        changelog_offsets = await self._send_changelog(results)
+        for partition, res in results.items():
+            puts = {state_key(k): v for k, v in res.changed_states.items()}
+            for topic, offset in res.next_offsets.items():
+                puts[offset_key(topic)] = str(offset).encode()
+            if partition in changelog_offsets:
+                puts[CHANGELOG_OFFSET] = str(changelog_offsets[partition]).encode()
+            self.stores[partition].write(puts)
+            for ts in res.signal_timestamps:
+                metrics.SIGNAL_LAG_SECONDS.observe(max(0.0, after_send - ts / 1000))
+        assert self.consumer is not None
+        await self.consumer.commit(
+            {
+                TopicPartition(topic, partition): offset
+                for partition, res in results.items()
+                for topic, offset in res.next_offsets.items()
+            }
+        )
+        metrics.BATCH_RECORDS.observe(count)
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    async def _send_and_wait(self, items: Iterable[tuple[int, OutRecord]]) -> None:
+        """Produce records in per-partition batches and wait for every acknowledgement."""
+        assert self.producer is not None
+        producer = self.producer
+        batches: dict[tuple[str, int], Any] = {}
+        futures = []
+        for partition, out in items:
+            slot = (out.topic, partition)
+            batch = batches.get(slot)
+            if batch is None:
+                batch = batches[slot] = producer.create_batch()
+            if batch.append(key=out.key, value=out.value, timestamp=None, headers=out.headers):
+                continue
+            futures.append(await producer.send_batch(batch, out.topic, partition=partition))
+            batch = batches[slot] = producer.create_batch()
+            batch.append(key=out.key, value=out.value, timestamp=None, headers=out.headers)
+        for (topic, partition), batch in batches.items():
+            if batch.record_count():
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def _send_changelog(self, results: dict[int, BatchResult]) -> dict[int, int]:
+        """Send changed states to the changelog; return the next changelog offset per partition."""
+        assert self.producer is not None
+        topic = self.config.changelog_topic
+        producer = self.producer
+        sent: list[tuple[int, int, Any]] = []  # (partition, record count, future)
+
+        async def send(partition: int, batch: Any) -> None:
+            future = await producer.send_batch(batch, topic, partition=partition)
+            sent.append((partition, batch.record_count(), future))
+
+        for partition, res in results.items():
+            if not res.changed_states:
+                continue
+            batch = producer.create_batch()
+            for key, value in res.changed_states.items():
+                if batch.append(key=key, value=value, timestamp=None, headers=[]) is None:
+                    await send(partition, batch)
+                    batch = producer.create_batch()
+                    batch.append(key=key, value=value, timestamp=None, headers=[])
+            await send(partition, batch)
+        next_offsets: dict[int, int] = {}
+        for partition, count, future in sent:
+            meta = await future  # the batch's base offset
+            next_offsets[partition] = max(next_offsets.get(partition, 0), meta.offset + count)
+        return next_offsets
+
+    # -- rebalancing ----------------------------------------------------------------------
+
+    async def _on_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        async with self._lock:
+            gone = {tp.partition for tp in revoked}
+            for partition in gone:
+                store = self.stores.pop(partition, None)
+                if store is not None:
+                    store.close()
+            metrics.ASSIGNED_PARTITIONS.set(len(self.stores))
+
+    async def _on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        assigned = list(assigned)
+        async with self._lock:
+            for partition in sorted({tp.partition for tp in assigned}):
+                if partition not in self.stores:
+                    self.stores[partition] = await self._restore(partition)
+            assert self.consumer is not None
+            for tp in assigned:
+                stored = self.stores[tp.partition].get(offset_key(tp.topic))
+                if stored is not None:
+                    self.consumer.seek(tp, int(stored))
+            metrics.ASSIGNED_PARTITIONS.set(len(self.stores))
+        self.ready.set()
+
+    async def _restore(self, partition: int) -> PartitionStore:
+        """Open the partition's store and bring it up to date from the changelog."""
+        data_dir = self.config.data_dir
+        store = open_store(data_dir, f"p{partition}")
+        stored = store.get(CHANGELOG_OFFSET)
+        start = int(stored) if stored is not None else 0
+        tp = TopicPartition(self.config.changelog_topic, partition)
+        pending: dict[bytes, bytes] = {}
+        restored = 0
+
+        def apply(record: Any) -> None:
+            nonlocal restored
+            if record.key is not None and record.value is not None:
+                pending[state_key(record.key)] = record.value
+                restored += 1
+
+        assert self._restorer is not None
+        began = time.perf_counter()
+        positions = await read_to_end(self._restorer, [tp], apply, start={tp: start})
+        pending[CHANGELOG_OFFSET] = str(positions[tp]).encode()
+        store.write(pending)
+        self._restorer.assign([])
+        metrics.RESTORED_RECORDS.inc(restored)
+        log.info(
+            "partition %d: restored %d changelog records from offset %d in %.2fs",
+            partition, restored, start, time.perf_counter() - began,
+        )
+        return store
+
+
+def _by_timestamp(rec: InRecord) -> int:
+    return rec.timestamp

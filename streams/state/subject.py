@@ -1,0 +1,166 @@
+"""Per-subject state: the newest value of every signal dimension, and the subject's grants.
+
+State is a plain JSON-able dict (stored with orjson in RocksDB and in the changelog):
+
+    {"dims":    {dimension: [event_time_ms, event_id, value]},
+     "recent":  [event_id, ...]            # bounded, for de-duplication
+     "grants":  {grant_id: grant}          # active grants (see streams.models.grant)
+     "revoked": {grant_id: revoked_at_ms}} # terminal: a revoked grant never comes back
+
+Invariant 4 (event time, not arrival time) lives here: for each dimension the newest
+``event_time`` wins (ties broken by ``event_id`` so replays are deterministic); an older event is
+recorded in ``recent`` and changes nothing.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from streams.models.signal import Signal
+from streams.models.timeparse import to_rfc3339
+from streams.state.risk import RiskModel
+
+RECENT_EVENT_IDS = 64
+SubjectState = dict[str, Any]
+
+
+class Applied(Enum):
+    DUPLICATE = "duplicate"  # event_id seen before: nothing happens
+    STALE = "stale"  # older than the dimension's current value: recorded only
+    APPLIED = "applied"  # the dimension now holds this event's value
+
+
+def new_state() -> SubjectState:
+    return {"dims": {}, "recent": [], "grants": {}, "revoked": {}}
+
+
+def dimension_of(signal: Signal) -> tuple[str, dict[str, Any]]:
+    """Map a signal to the dimension it updates and the value it stores there."""
+    attrs = signal.attributes
+    kind = signal.type
+    if kind == "device-compliance-change":
+        return f"device:{attrs['device_id']}", {"status": attrs["current_status"]}
+    if kind == "risk-level-change":
+        value: dict[str, Any] = {"level": attrs["current_level"]}
+        if "score" in attrs:
+            value["score"] = float(attrs["score"])
+        return "risk", value
+    if kind == "network-context":
+        return "network", {
+            "ip": attrs["ip"],
+            "zone": attrs["zone"],
+            "country": attrs.get("country", ""),
+            "asn": attrs.get("asn", 0),
+            "anomalies": attrs.get("anomalies", []),
+        }
+    if kind == "account-disabled":
+        return "account", {"status": "disabled"}
+    if kind == "account-enabled":
+        return "account", {"status": "enabled"}
+    if kind == "credential-compromise":
+        return "credential", {"compromised": True}
+    if kind == "credential-change":
+        return "credential", {"compromised": False, "changed_at": signal.event_time}
+    if kind == "assurance-level-change":
+        return "assurance", {"level": attrs["current_level"]}
+    if kind == "session-revoked":
+        return f"session:{attrs['session_id']}", {"revoked": True}
+    raise ValueError(f"no dimension for signal type {kind!r}")
+
+
+def apply_signal(state: SubjectState, signal: Signal) -> tuple[Applied, str]:
+    """Apply one signal to the state in place; return the outcome and the dimension name."""
+    recent: list[str] = state["recent"]
+    dim, value = dimension_of(signal)
+    if signal.event_id in recent:
+        return Applied.DUPLICATE, dim
+    recent.append(signal.event_id)
+    if len(recent) > RECENT_EVENT_IDS:
+        del recent[0]
+    current = state["dims"].get(dim)
+    if current is not None and (current[0], current[1]) >= (signal.event_time, signal.event_id):
+        return Applied.STALE, dim
+    state["dims"][dim] = [signal.event_time, signal.event_id, value]
+    return Applied.APPLIED, dim
+
+
+def _dim_value(state: SubjectState, dim: str) -> dict[str, Any] | None:
+    entry = state["dims"].get(dim)
+    return None if entry is None else entry[2]
+
+
+def subject_snapshot(state: SubjectState, risk: RiskModel) -> dict[str, Any]:
+    """The subject-wide part of ``request.principal.attr.signals`` (risk, identity, network)."""
+    account = _dim_value(state, "account") or {}
+    credential = _dim_value(state, "credential") or {}
+    assurance = _dim_value(state, "assurance") or {}
+    network = _dim_value(state, "network") or {}
+    disabled = account.get("status") == "disabled"
+    compromised = bool(credential.get("compromised", False))
+    zone = str(network.get("zone", ""))
+    level, score = risk.assess(
+        _dim_value(state, "risk"),
+        account_disabled=disabled,
+        credential_compromised=compromised,
+        zone=zone,
+        anomalies=len(network.get("anomalies", ())),
+        assurance=str(assurance.get("level", "")),
+    )
+    changed_at = credential.get("changed_at")
+    return {
+        "risk": {"level": level, "score": score},
+        "identity": {
+            "account_status": "disabled" if disabled else "enabled",
+            "assurance_level": str(assurance.get("level", "")),
+            "credential_compromised": compromised,
+            "credential_changed_at": to_rfc3339(changed_at) if changed_at else "",
+        },
+        "network": {
+            "zone": zone,
+            "country": str(network.get("country", "")),
+            "ip": str(network.get("ip", "")),
+            "asn": float(network.get("asn", 0)),
+            "anomalies": list(network.get("anomalies", ())),
+        },
+    }
+
+
+def device_snapshot(state: SubjectState, device_id: str | None) -> dict[str, Any]:
+    """``signals.device`` for a grant: unknown devices are never compliant (default deny)."""
+    if not device_id:
+        return {"id": "", "compliant": False, "status": "unknown"}
+    value = _dim_value(state, f"device:{device_id}")
+    status = value["status"] if value else "unknown"
+    return {"id": device_id, "compliant": status == "compliant", "status": status}
+
+
+def session_snapshot(state: SubjectState, session_id: str | None) -> dict[str, Any]:
+    if not session_id:
+        return {"id": "", "revoked": False}
+    value = _dim_value(state, f"session:{session_id}")
+    return {"id": session_id, "revoked": bool(value and value.get("revoked"))}
+
+
+def grants_seeing(state: SubjectState, dim: str, subject_changed: bool) -> list[dict[str, Any]]:
+    """Active grants whose policy input changed: all of them, or those bound to the dimension."""
+    grants = state["grants"].values()
+    if subject_changed:
+        return list(grants)
+    if dim.startswith("device:"):
+        device_id = dim[len("device:") :]
+        return [g for g in grants if g.get("device_id") == device_id]
+    if dim.startswith("session:"):
+        session_id = dim[len("session:") :]
+        return [g for g in grants if g.get("session_id") == session_id]
+    return []
+
+
+def expire_grants(state: SubjectState, now_ms: int) -> list[dict[str, Any]]:
+    """Remove grants past ``expires_at`` (and their tombstones); return the removed grants."""
+    expired = [
+        g for g in state["grants"].values() if g.get("expires_at") and g["expires_at"] <= now_ms
+    ]
+    for grant in expired:
+        del state["grants"][grant["grant_id"]]
+    return expired

@@ -1,0 +1,206 @@
+"""Fixtures: sample records in JSON shape and a tiny in-process Confluent schema registry."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+T0 = 1795946400000  # 2026-11-29T10:00:00Z
+
+
+@pytest.fixture
+def signal() -> dict[str, Any]:
+    return {
+        "event_id": "e-1",
+        "type": "device-compliance-change",
+        "subject": {"type": "user", "id": "alice"},
+        "source": "mdm",
+        "event_time": T0,
+        "attributes": {
+            "device_id": "D1",
+            "previous_status": "compliant",
+            "current_status": "not-compliant",
+        },
+    }
+
+
+@pytest.fixture
+def grant() -> dict[str, Any]:
+    return {
+        "op": "issued",
+        "grant_id": "g-1",
+        "principal": {
+            "id": "alice",
+            "type": "user",
+            "roles": ["employee"],
+            "attr": {"department": "finance", "clearance": 3, "tags": ["a", "b"]},
+        },
+        "resource": {"kind": "document", "id": "doc-1", "attr": {"owner": "bob"}},
+        "actions": ["read", "write"],
+        "session_id": "s-1",
+        "device_id": "D1",
+        "issued_at": T0,
+        "expires_at": T0 + 3_600_000,
+        "on_behalf_of": [],
+    }
+
+
+@pytest.fixture
+def decision() -> dict[str, Any]:
+    return {
+        "decision_id": "d-0a1b2c",
+        "grant_id": "g-1",
+        "subject": "user:alice",
+        "cause": {"kind": "signal", "event_id": "e-1"},
+        "effect": "EFFECT_DENY",
+        "actions": [
+            {
+                "action": "read",
+                "effect": "EFFECT_DENY",
+                "policy": "resource.document.vdefault",
+                "rule": "read-needs-compliant-device",
+                "scope": "",
+            }
+        ],
+        "request": {
+            "principal": {
+                "id": "alice",
+                "roles": ["employee"],
+                "attr": {"signals": {"device": {"compliant": False}}, "grant": {"id": "g-1"}},
+            },
+            "resource": {"kind": "document", "id": "doc-1", "attr": {}},
+            "actions": ["read"],
+        },
+        "policy_digest": "sha256:" + "ab" * 32,
+        "evaluated_at": T0 + 123,
+        "cause_event_time": T0,
+        "eval_duration_seconds": 0.000021,
+        "errors": [],
+    }
+
+
+@pytest.fixture
+def revocation() -> dict[str, Any]:
+    return {
+        "revocation_id": "r-672d31",
+        "grant_id": "g-1",
+        "subject": "user:alice",
+        "session_id": "s-1",
+        "device_id": "D1",
+        "decision_id": "d-0a1b2c",
+        "cause": {"kind": "signal", "event_id": "e-1"},
+        "denied_actions": ["read"],
+        "policy": "resource.document.vdefault",
+        "rule": "read-needs-compliant-device",
+        "policy_digest": "sha256:" + "ab" * 32,
+        "revoked_at": T0 + 123,
+        "cause_event_time": T0,
+    }
+
+
+@pytest.fixture
+def deadletter() -> dict[str, Any]:
+    return {
+        "reason": "invalid JSON: unexpected character: line 1 column 2 (char 1)",
+        "error": "decode",
+        "topic": "signals.device",
+        "partition": 0,
+        "offset": 42,
+        "key": b"user:alice",
+        "value": b"{nope\x00\xff",
+        "received_at": T0 + 5,
+    }
+
+
+@pytest.fixture
+def records(
+    signal: dict[str, Any],
+    grant: dict[str, Any],
+    decision: dict[str, Any],
+    revocation: dict[str, Any],
+    deadletter: dict[str, Any],
+) -> dict[str, dict[str, Any]]:
+    return {
+        "Signal": signal,
+        "GrantEvent": grant,
+        "Decision": decision,
+        "Revocation": revocation,
+        "DeadLetter": deadletter,
+    }
+
+
+class FakeRegistry:
+    """The subset of the Confluent Schema Registry REST API that the codec uses."""
+
+    def __init__(self) -> None:
+        self.schemas: list[str] = []  # id = index + 1
+        self.subjects: dict[str, list[int]] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.url = ""
+
+    def register(self, subject: str, schema_text: str) -> int:
+        if schema_text in self.schemas:
+            sid = self.schemas.index(schema_text) + 1
+        else:
+            self.schemas.append(schema_text)
+            sid = len(self.schemas)
+        versions = self.subjects.setdefault(subject, [])
+        if sid not in versions:
+            versions.append(sid)
+        return sid
+
+
+def _handler(reg: FakeRegistry) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def _send(self, code: int, body: dict[str, Any]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self) -> None:
+            reg.requests.append(("POST", self.path))
+            parts = self.path.strip("/").split("/")
+            if len(parts) == 3 and parts[0] == "subjects" and parts[2] == "versions":
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                self._send(200, {"id": reg.register(parts[1], body["schema"])})
+            else:
+                self._send(404, {"error_code": 404, "message": "HTTP 404 Not Found"})
+
+        def do_GET(self) -> None:
+            reg.requests.append(("GET", self.path))
+            parts = self.path.strip("/").split("/")
+            if len(parts) == 3 and parts[:2] == ["schemas", "ids"] and parts[2].isdigit():
+                sid = int(parts[2])
+                if 1 <= sid <= len(reg.schemas):
+                    self._send(200, {"schema": reg.schemas[sid - 1]})
+                    return
+                self._send(404, {"error_code": 40403, "message": "Schema not found"})
+            else:
+                self._send(404, {"error_code": 404, "message": "HTTP 404 Not Found"})
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+@pytest.fixture
+def registry() -> Iterator[FakeRegistry]:
+    reg = FakeRegistry()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(reg))
+    reg.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        yield reg
+    finally:
+        server.shutdown()
+        server.server_close()

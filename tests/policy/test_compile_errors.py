@@ -1,0 +1,146 @@
+"""Compile errors are data (file, path, message), and every error of a bundle is reported."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from streams.policy import CompileIssue, PolicyCompileError, PolicyEngine
+
+HEADER = "apiVersion: api.cerbos.dev/v1\n"
+
+BAD_RULES = (
+    HEADER
+    + """
+resourcePolicy:
+  resource: doc
+  version: default
+  importDerivedRoles: [missing_set]
+  variables:
+    local:
+      a: V.b
+      b: V.a
+  rules:
+    - actions: ["read"]
+      roles: ["a"]
+      effect: EFFECT_ALLOW
+    - actions: ["read"]
+      effect: EFFECT_ALLOW
+    - actions: ["read"]
+      roles: ["a"]
+      effect: EFFECT_ALLOW
+      condition:
+        match:
+          expr: P.attr.x ==
+    - actions: ["read"]
+      roles: ["a"]
+      effect: EFFECT_MAYBE
+    - actions: ["read"]
+      roles: ["a"]
+      effect: EFFECT_ALLOW
+      condition:
+        match:
+          all:
+            of:
+              - expr: "true"
+              - any:
+                  of:
+                    - expr: V.nope
+    - actions: ["read"]
+      derivedRoles: ["ghost"]
+      effect: EFFECT_ALLOW
+    - actions: ["view:[x"]
+      roles: ["a"]
+      effect: EFFECT_ALLOW
+    - actions: ["read"]
+      roles: ["a"]
+      effect: EFFECT_ALLOW
+      condition:
+        match:
+          expr: C.undefined_constant
+"""
+)
+
+BAD_DERIVED = (
+    HEADER
+    + """
+derivedRoles:
+  name: dr
+  definitions:
+    - name: x
+      condition:
+        match:
+          expr: "1 +"
+"""
+)
+
+EXPECTED = {
+    ("bad.yaml", "resourcePolicy.importDerivedRoles[0]"),
+    ("bad.yaml", "resourcePolicy.variables.local.a"),
+    ("bad.yaml", "resourcePolicy.variables.local.b"),
+    ("bad.yaml", "resourcePolicy.rules[1]"),
+    ("bad.yaml", "resourcePolicy.rules[2].condition.match.expr"),
+    ("bad.yaml", "resourcePolicy.rules[3].effect"),
+    ("bad.yaml", "resourcePolicy.rules[4].condition.match.all.of[1].any.of[0].expr"),
+    ("bad.yaml", "resourcePolicy.rules[5].derivedRoles[0]"),
+    ("bad.yaml", "resourcePolicy.rules[6].actions[0]"),
+    ("bad.yaml", "resourcePolicy.rules[7].condition.match.expr"),
+    ("sub/dr.yaml", "derivedRoles.definitions[0].parentRoles"),
+    ("sub/dr.yaml", "derivedRoles.definitions[0].condition.match.expr"),
+    ("broken.yaml", ""),
+    ("scoped.yaml", "resourcePolicy.scope"),
+}
+
+
+def test_all_errors_at_once(make_bundle: Callable[[dict[str, str]], Path]) -> None:
+    root = make_bundle(
+        {
+            "bad.yaml": BAD_RULES,
+            "sub/dr.yaml": BAD_DERIVED,
+            "broken.yaml": HEADER + "resourcePolicy: [unclosed\n",
+            "scoped.yaml": HEADER + "resourcePolicy:\n  resource: other\n  version: default\n"
+            "  scope: a.b\n  rules: []\n",
+        }
+    )
+    with pytest.raises(PolicyCompileError) as info:
+        PolicyEngine.from_directory(root)
+    errors = info.value.errors
+    assert all(isinstance(e, CompileIssue) and e.message for e in errors)
+    got = {(e.file, e.path) for e in errors}
+    assert got >= EXPECTED, EXPECTED - got
+    text = str(info.value)
+    assert "bad.yaml: resourcePolicy.rules[2].condition.match.expr: invalid CEL" in text
+    assert "variables form a cycle" in text
+    assert "missing ancestor policy resource.other.vdefault/a" in text
+
+
+@pytest.mark.parametrize(
+    ("doc", "path", "fragment"),
+    [
+        ("principalPolicy: {principal: x, version: default}", "principalPolicy", "not supported"),
+        ("resourcePolicy: {version: default}", "resourcePolicy.resource", "required"),
+        (
+            "resourcePolicy: {resource: d, version: default, scopePermissions: "
+            "SCOPE_PERMISSIONS_REQUIRE_PARENTAL_CONSENT_FOR_ALLOWS}",
+            "resourcePolicy.scopePermissions",
+            "not supported",
+        ),
+        ("resourcePolicy: {resource: d, version: 'bad version'}", "resourcePolicy.version", "must"),
+    ],
+)
+def test_single_errors(
+    make_bundle: Callable[[dict[str, str]], Path], doc: str, path: str, fragment: str
+) -> None:
+    root = make_bundle({"p.yaml": HEADER + doc + "\n"})
+    with pytest.raises(PolicyCompileError) as info:
+        PolicyEngine.from_directory(root)
+    assert any(e.path == path and fragment in e.message for e in info.value.errors), info.value
+
+
+def test_duplicate_policy(make_bundle: Callable[[dict[str, str]], Path]) -> None:
+    doc = HEADER + "resourcePolicy: {resource: d, version: default, rules: []}\n"
+    root = make_bundle({"a.yaml": doc, "b.yaml": doc})
+    with pytest.raises(PolicyCompileError, match="already defined in a.yaml"):
+        PolicyEngine.from_directory(root)

@@ -1,0 +1,234 @@
+"""Differential test against the stock Cerbos PDP 0.55.0 (npm `@cerbos/cerbos-linux-x64`).
+
+Starts `cerbos server` on the default bundle (Cerbos policy documents only: stock Cerbos rejects
+non-policy YAML such as risk.yaml) and on the semantics bundle of test_semantics.py, sends a
+generated set of requests, and compares effects, matched policies and effective derived roles.
+The binary is cached under .venv/cerbos/; the test is skipped when it cannot be obtained.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import shutil
+import socket
+import subprocess
+import tarfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams.policy import PolicyEngine
+from streams.policy.loader import load_directory
+
+from . import test_semantics as sem
+from .conftest import POLICIES, REPO, principal
+
+VERSION = "0.55.0"
+CACHE = REPO / ".venv" / "cerbos"
+BINARY = CACHE / "package" / "cerbos-linux-x64"
+
+
+def _cerbos_binary() -> Path:
+    if BINARY.exists():
+        return BINARY
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.skip("npm not available: cannot fetch the stock Cerbos binary")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    try:
+        subprocess.run(
+            [npm, "pack", f"@cerbos/cerbos-linux-x64@{VERSION}"],
+            cwd=CACHE,
+            check=True,
+            capture_output=True,
+            timeout=180,
+        )
+        tgz = next(CACHE.glob("cerbos-cerbos-linux-x64-*.tgz"))
+        with tarfile.open(tgz) as tar:
+            tar.extractall(CACHE, filter="data")
+        BINARY.chmod(0o755)
+    except (subprocess.SubprocessError, OSError, StopIteration) as exc:
+        pytest.skip(f"could not fetch the stock Cerbos binary via npm: {exc}")
+    return BINARY
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _copy_policies(src: Path, dst: Path) -> Path:
+    """Only the files our loader treats as Cerbos policies (plus test suites for `compile`)."""
+    for lf in load_directory(src).files:
+        target = dst / lf.rel_path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(lf.raw)
+    if (src / "tests").is_dir():
+        shutil.copytree(src / "tests", dst / "tests")
+    return dst
+
+
+@contextlib.contextmanager
+def _server(binary: Path, policy_dir: Path, tmp: Path, globals_: dict[str, Any]) -> Iterator[str]:
+    port = _free_port()
+    conf = tmp / "cerbos.json"  # JSON is valid YAML
+    conf.write_text(
+        json.dumps(
+            {
+                "server": {
+                    "httpListenAddr": f"127.0.0.1:{port}",
+                    "grpcListenAddr": f"127.0.0.1:{_free_port()}",
+                },
+                "storage": {"driver": "disk", "disk": {"directory": str(policy_dir)}},
+                "engine": {"globals": globals_},
+                "audit": {"enabled": False},
+            }
+        )
+    )
+    log = (tmp / "cerbos.log").open("wb")
+    proc = subprocess.Popen([str(binary), "server", f"--config={conf}"], stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_cerbos/health", timeout=1) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("cerbos server did not start:\n" + (tmp / "cerbos.log").read_text())
+            time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
+def _check(
+    url: str, prin: dict[str, Any], resources: list[dict[str, Any]], actions: list[str]
+) -> Any:
+    body = {
+        "requestId": "diff",
+        "principal": prin,
+        "resources": [{"resource": r, "actions": actions} for r in resources],
+        "includeMeta": True,
+    }
+    req = urllib.request.Request(
+        f"{url}/api/check/resources",
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def _compare(
+    engine: PolicyEngine,
+    url: str,
+    principals: list[dict[str, Any]],
+    resources: list[dict[str, Any]],
+    actions: list[str],
+) -> int:
+    mismatches: list[str] = []
+    n = 0
+    for prin in principals:
+        reply = _check(url, prin, resources, actions)
+        for res, out in zip(resources, reply["results"], strict=True):
+            ours = engine.check(prin, res, actions)
+            meta = out.get("meta", {})
+            for a in actions:
+                n += 1
+                theirs = (out["actions"][a], meta["actions"][a]["matchedPolicy"])
+                mine = (ours.actions[a].effect, ours.actions[a].policy)
+                if theirs != mine:
+                    mismatches.append(
+                        f"{prin['id']} {prin['roles']} {res} {a}: cerbos={theirs} vigil={mine}"
+                    )
+            if sorted(meta.get("effectiveDerivedRoles", [])) != ours.effective_derived_roles:
+                mismatches.append(f"{prin['id']} {res}: derived roles differ")
+    assert not mismatches, "\n".join(mismatches[:20])
+    return n
+
+
+def _default_principals() -> list[dict[str, Any]]:
+    variations: list[dict[str, Any]] = [
+        {},
+        {"risk": {"level": "MEDIUM", "score": 60}},
+        {"risk": {"level": "HIGH", "score": 95.5}},
+        {"device": {"compliant": False, "status": "not-compliant"}},
+        {"device": {"id": "", "compliant": False, "status": "unknown"}},
+        {"identity": {"account_status": "disabled"}},
+        {"identity": {"credential_compromised": True}},
+        {"network": {"zone": "untrusted"}},
+        {"network": {"zone": ""}},
+        {"session": {"revoked": True}},
+    ]
+    roles = [("employee",), ("agent",), ("admin",), ("agent", "employee"), ("contractor",)]
+    out = []
+    for i, (r, v) in enumerate(itertools.product(roles, variations)):
+        p = principal("alice" if i % 2 else "bob", r, **v)
+        out.append(p)
+    expired = principal("alice", ("employee",), expires_at="2001-01-01T00:00:00Z")
+    live = principal("alice", ("employee",), expires_at="2999-01-01T00:00:00Z")
+    no_signals = {"id": "alice", "roles": ["employee"], "attr": {}}
+    return [*out, expired, live, no_signals]
+
+
+def test_default_bundle_matches_stock_cerbos(tmp_path: Path) -> None:
+    binary = _cerbos_binary()
+    bundle = _copy_policies(POLICIES, tmp_path / "policies")
+    compiled = subprocess.run(
+        [str(binary), "compile", str(bundle)], capture_output=True, text=True, timeout=60
+    )
+    assert compiled.returncode == 0, compiled.stdout + compiled.stderr
+    engine = PolicyEngine.from_directory(POLICIES)
+    resources = [
+        {"kind": "document", "id": "d1", "attr": {"owner": "alice"}},
+        {"kind": "document", "id": "d2", "attr": {"owner": "carol"}},
+        {"kind": "document", "id": "d3", "attr": {}},
+        {"kind": "tool", "id": "t1", "attr": {}},
+        {"kind": "unknown", "id": "u1", "attr": {}},
+    ]
+    actions = ["read", "write", "delete", "share", "invoke", "admin", "admin:reset", "zzz"]
+    with _server(binary, bundle, tmp_path, {}) as url:
+        n = _compare(engine, url, _default_principals(), resources, actions)
+    assert n > 1000
+
+
+def test_semantics_bundle_matches_stock_cerbos(tmp_path: Path) -> None:
+    binary = _cerbos_binary()
+    bundle = tmp_path / "bundle"
+    for rel, text in {
+        "dr.yaml": sem.DERIVED,
+        "doc.yaml": sem.ROOT,
+        "acme/doc.yaml": sem.SCOPED,
+        "acme/hr.yml": sem.SCOPED2,
+    }.items():
+        (bundle / rel).parent.mkdir(parents=True, exist_ok=True)
+        (bundle / rel).write_text(text)
+    globals_ = {"env": "test"}
+    engine = PolicyEngine.from_directory(bundle, globals_=globals_)
+    actions = sorted({c[4] for c in sem.CASES} | {"fn", "approve", "missing"})
+    principals = [
+        {"id": "u", "roles": list(r), "attr": attr}
+        for r in (("a",), ("b",), ("b", "a"), ("q",), ("manager",))
+        for attr in (sem.P_ATTR, {"score": 15, "tags": []}, {})
+    ]
+    resources = [
+        {"kind": "doc", "id": "1", "attr": attr, "scope": scope}
+        for attr in ({}, {"owner": "u"}, {"owner": "x"})
+        for scope in ("", "acme", "acme.hr", "nope")
+    ]
+    with _server(binary, bundle, tmp_path, globals_) as url:
+        n = _compare(engine, url, principals, resources, actions)
+    assert n > 1000

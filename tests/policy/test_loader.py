@@ -1,0 +1,85 @@
+"""Which files are policies, and the bundle digest."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from streams.policy import PolicyEngine
+from streams.policy.loader import is_policy_path, load_directory
+
+from .conftest import POLICIES
+
+POLICY = """
+apiVersion: api.cerbos.dev/v1
+resourcePolicy:
+  resource: doc
+  version: default
+  rules:
+    - actions: ["read"]
+      roles: ["a"]
+      effect: EFFECT_ALLOW
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("doc.yaml", True),
+        ("a/b/doc.yml", True),
+        ("doc.json", True),
+        ("doc_test.yaml", False),
+        ("tests/doc_test.yml", False),
+        ("tests/testdata/principals.yaml", False),
+        (".hidden.yaml", False),
+        (".git/x.yaml", False),
+        ("_schemas/x.json", False),
+        ("README.md", False),
+    ],
+)
+def test_is_policy_path(path: str, expected: bool) -> None:
+    assert is_policy_path(path) is expected
+
+
+def test_skips_non_policies(make_bundle: Callable[[dict[str, str]], Path]) -> None:
+    root = make_bundle(
+        {
+            "doc.yaml": POLICY,
+            "risk.yaml": "base:\n  reported: {LOW: 10}\n",  # another component's config
+            "tests/doc_test.yaml": "name: x\ntests: [",  # broken on purpose: must not be read
+            "tests/testdata/principals.yaml": "principals: {}\n",
+            ".hidden/x.yaml": "nope: [",
+            "notes.txt": "hello",
+        }
+    )
+    bundle = load_directory(root)
+    assert [f.rel_path for f in bundle.files] == ["doc.yaml"]
+    assert "risk.yaml" in bundle.skipped
+    engine = PolicyEngine.from_directory(root)
+    assert engine.check({"id": "u", "roles": ["a"]}, {"kind": "doc", "id": "1"}, ["read"]).allowed(
+        "read"
+    )
+
+
+def test_digest_is_stable_and_content_sensitive(
+    make_bundle: Callable[[dict[str, str]], Path],
+) -> None:
+    root = make_bundle({"doc.yaml": POLICY, "ignored.yaml": "foo: 1\n"})
+    d1 = PolicyEngine.from_directory(root).digest
+    assert d1.startswith("sha256:") and len(d1) == len("sha256:") + 64
+    assert PolicyEngine.from_directory(root).digest == d1
+    (root / "ignored.yaml").write_text("foo: 2\n")  # not a policy: does not change the bundle
+    assert PolicyEngine.from_directory(root).digest == d1
+    (root / "doc.yaml").write_text(POLICY + "# comment\n")
+    d2 = PolicyEngine.from_directory(root).digest
+    assert d2 != d1
+    (root / "doc.yaml").rename(root / "renamed.yaml")
+    assert PolicyEngine.from_directory(root).digest not in (d1, d2)
+
+
+def test_default_bundle_loads() -> None:
+    bundle = load_directory(POLICIES)
+    names = sorted(f.rel_path for f in bundle.files)
+    assert {"agent_tool.yaml", "derived_roles.yaml", "document.yaml"} <= set(names)
