@@ -44,7 +44,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
     return Pipeline(
         topics,
         PolicyEngine.from_directory(settings.policies),
-        RiskModel.from_directory(settings.policies),
+        RiskModel.from_file(settings.risk_model),
         output_format=settings.output_format,
         registry_url=settings.schema_registry_url,
     )
@@ -119,7 +119,7 @@ def create_app(settings: Settings) -> faust.App:
         autodiscover=False,
     )
     service = PipelineService(settings, pipeline)
-    app.service(service)
+    app.service(service)  # type: ignore[arg-type]  # faust accepts a started-later instance
     fleet: dict[str, dict[str, Any]] = {}
     workers_topic = app.topic(WORKERS_TOPIC, value_serializer="raw", partitions=1)
 

@@ -67,6 +67,10 @@ class Settings(BaseSettings):
         description="Kafka bootstrap servers: host:port, kafka://host:port, or a comma list.",
     )
     policies: Path = Field(default=Path("policies"), description="Cerbos policy directory.")
+    risk_model: Path = Field(
+        default=Path("risk/model.yaml"),
+        description="Risk model (YAML); built-in defaults when the file does not exist.",
+    )
     data_dir: Path = Field(default=Path(".vigil/data"), description="Local state (RocksDB).")
     web_port: int = Field(default=6066, ge=0, le=65535, description="HTTP port of the worker.")
     partitions: int = Field(default=4, ge=1, description="Partitions for topics Vigil creates.")

@@ -64,5 +64,7 @@ def command(
         sys.exit(2)
     worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     # faust's spinner handler leaves the root logger at DEBUG: that costs CPU on every record.
-    logging.getLogger().setLevel(getattr(logging, loglevel.upper().replace("CRIT", "CRITICAL").replace("WARN", "WARNING")))
+    logging.getLogger().setLevel(
+        getattr(logging, loglevel.upper().replace("CRIT", "CRITICAL").replace("WARN", "WARNING"))
+    )
     worker.execute_from_commandline()

@@ -32,6 +32,12 @@ class RiskLevelChange(_Attrs):
     previous_level: Literal["LOW", "MEDIUM", "HIGH"] | None = None
     score: float | None = Field(default=None, ge=0, le=100)
 
+    @field_validator("current_level", "previous_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        """CAEP examples spell levels in lower case; accept both."""
+        return value.upper() if isinstance(value, str) else value
+
 
 class CredentialChange(_Attrs):
     credential_type: str | None = None

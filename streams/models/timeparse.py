@@ -30,7 +30,9 @@ def to_epoch_ms(value: object) -> int:
         if parsed.tzinfo is None:
             raise ValueError(f"{value!r} has no time zone offset (RFC 3339 needs one)")
         return int(parsed.timestamp() * 1000)
-    raise ValueError(f"a time must be RFC 3339 text or epoch milliseconds, got {type(value).__name__}")
+    raise ValueError(
+        f"a time must be RFC 3339 text or epoch milliseconds, got {type(value).__name__}"
+    )
 
 
 def to_rfc3339(ms: int) -> str:

@@ -91,8 +91,13 @@ def evaluate_grant(
     for action in grant["actions"]:
         res = result.actions[action]
         actions.append(
-            {"action": action, "effect": res.effect, "policy": res.policy, "rule": res.rule,
-             "scope": res.scope}
+            {
+                "action": action,
+                "effect": res.effect,
+                "policy": res.policy,
+                "rule": res.rule,
+                "scope": res.scope,
+            }
         )
         if res.effect != ALLOW:
             denied.append(res)

@@ -164,7 +164,12 @@ class PipelineRunner:
             for m in messages:
                 bucket.append(
                     InRecord(
-                        tp.topic, tp.partition, m.offset, m.key, m.value, list(m.headers),
+                        tp.topic,
+                        tp.partition,
+                        m.offset,
+                        m.key,
+                        m.value,
+                        list(m.headers),
                         m.timestamp,
                     )
                 )
@@ -300,7 +305,10 @@ class PipelineRunner:
         metrics.RESTORED_RECORDS.inc(restored)
         log.info(
             "partition %d: restored %d changelog records from offset %d in %.2fs",
-            partition, restored, start, time.perf_counter() - began,
+            partition,
+            restored,
+            start,
+            time.perf_counter() - began,
         )
         return store
 

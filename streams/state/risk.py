@@ -1,4 +1,4 @@
-"""The documented risk model (``policies/risk.yaml``): subject dimensions → risk level and score.
+"""The documented risk model (``risk/model.yaml``): subject dimensions → risk level and score.
 
 Loaded once; ``assess`` is a handful of dict look-ups so it can run on every state change.
 """
@@ -11,7 +11,6 @@ from typing import Any
 
 import yaml
 
-RISK_FILE = "risk.yaml"
 LEVELS = ("LOW", "MEDIUM", "HIGH")
 
 
@@ -32,9 +31,9 @@ class RiskModel:
     levels: tuple[tuple[str, float], ...] = (("HIGH", 70.0), ("MEDIUM", 40.0), ("LOW", 0.0))
 
     @classmethod
-    def from_directory(cls, policies_dir: Path | str) -> RiskModel:
-        """Read ``risk.yaml`` from the policy directory; the built-in defaults if it is absent."""
-        path = Path(policies_dir) / RISK_FILE
+    def from_file(cls, path: Path | str) -> RiskModel:
+        """Read the risk model YAML; the built-in defaults (the same numbers) if it is absent."""
+        path = Path(path)
         if not path.exists():
             return cls()
         return cls.from_mapping(yaml.safe_load(path.read_text()) or {})
@@ -44,9 +43,10 @@ class RiskModel:
         base = doc.get("base", {})
         factors = doc.get("factors", {})
         default = cls()
-        levels = tuple(
-            (str(item["level"]), float(item["min_score"])) for item in doc.get("levels", [])
-        ) or default.levels
+        levels = (
+            tuple((str(item["level"]), float(item["min_score"])) for item in doc.get("levels", []))
+            or default.levels
+        )
         unknown_levels = {lvl for lvl, _ in levels} - set(LEVELS)
         if unknown_levels:
             raise ValueError(f"risk.yaml: unknown levels {sorted(unknown_levels)}")

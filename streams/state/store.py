@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 from rocksdict import Options, Rdict, WriteBatch
 
@@ -71,7 +71,7 @@ class RocksStore:
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         if not keys:
             return []
-        return list(self._db.get(list(keys)))
+        return cast(list[bytes | None], self._db.get(list(keys)))
 
     def get(self, key: bytes) -> bytes | None:
         value = self._db.get(key)
@@ -85,6 +85,7 @@ class RocksStore:
 
     def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         for key, value in self._db.items(from_key=prefix):
+            assert isinstance(key, bytes) and isinstance(value, bytes)  # raw mode
             if not key.startswith(prefix):
                 break
             yield key, value
