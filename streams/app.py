@@ -75,10 +75,11 @@ class PipelineService(Service):
         s = self.settings
         await ensure_topics(
             s.bootstrap_servers,
-            [*s.input_topics, *s.output_topics, WORKERS_TOPIC],
+            [*s.input_topics, *s.output_topics],
             s.partitions,
             compacted=s.compacted_topics,
         )
+        await ensure_topics(s.bootstrap_servers, [WORKERS_TOPIC], 1)
         await self.runner.start()
         self._task = asyncio.create_task(self._run())
 

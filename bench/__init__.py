@@ -1,0 +1,1 @@
+"""Vigil benchmarks: ``python -m bench.run`` (see docs/performance.md)."""

@@ -1,0 +1,149 @@
+"""The Vigil worker under test: a ``vigil worker`` subprocess with its own topics and group,
+plus a poller for its Prometheus counters (the only progress signal that costs it nothing extra).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from streams.kafka.broker import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+COUNTERS = {
+    "signals": "vigil_signals_total",
+    "grants": "vigil_grant_events_total",
+    "decisions": "vigil_decisions_total",
+    "revocations": "vigil_revocations_total",
+    "deadletters": "vigil_deadletters_total",
+}
+
+
+def topic_names(prefix: str) -> dict[str, str]:
+    """Topic per role, all under ``prefix`` so bench runs never share topics with anything."""
+    return {
+        "identity": f"{prefix}signals.identity",
+        "device": f"{prefix}signals.device",
+        "network": f"{prefix}signals.network",
+        "risk": f"{prefix}signals.risk",
+        "grants": f"{prefix}authz.grants",
+        "decisions": f"{prefix}authz.decisions",
+        "revocations": f"{prefix}authz.revocations",
+        "deadletter": f"{prefix}signals.deadletter",
+        "changelog": f"{prefix}vigil.state-changelog",
+    }
+
+
+def parse_counters(text: str) -> dict[str, float]:
+    """Sum every labelled sample of each counter we watch (``*_total`` lines only)."""
+    sums = dict.fromkeys(COUNTERS, 0.0)
+    names = {v: k for k, v in COUNTERS.items()}
+    for line in text.splitlines():
+        if not line or line[0] == "#":
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        key = names.get(name)
+        if key is not None:
+            sums[key] += float(line.rsplit(" ", 1)[1])
+    return sums
+
+
+@dataclass(slots=True)
+class Sample:
+    t: float
+    counts: dict[str, float]
+
+
+class Worker:
+    """``vigil worker`` as a subprocess; ``counters()`` scrapes ``/metrics``."""
+
+    def __init__(self, bootstrap: str, data_dir: Path, topics: dict[str, str], group: str) -> None:
+        self.bootstrap = bootstrap
+        self.data_dir = data_dir
+        self.topics = topics
+        self.group = group
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self.log_path = data_dir / "worker.log"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        for role, name in self.topics.items():
+            env[f"VIGIL_TOPIC_{role.upper()}"] = name
+        env["VIGIL_GROUP_ID"] = self.group
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        vigil = str(Path(sys.executable).with_name("vigil"))
+        cmd = [vigil, "worker", "--broker", self.bootstrap, "--data-dir", str(self.data_dir),
+               "--web-port", str(self.port), "--policies", str(REPO / "policies")]
+        log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+
+    async def wait_healthy(self, timeout: float = 90.0) -> float:
+        """Wait for ``/healthz`` = 200 (partitions assigned and restored); return seconds taken."""
+        started = time.monotonic()
+        url = f"http://127.0.0.1:{self.port}/healthz"
+        while True:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited ({self.proc.returncode}); see {self.log_path}")
+            try:
+                async with self.session().get(url) as resp:
+                    if resp.status == 200:
+                        return time.monotonic() - started
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() - started > timeout:
+                raise TimeoutError(f"worker not healthy after {timeout}s; see {self.log_path}")
+            await asyncio.sleep(0.25)
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        return self._http
+
+    async def counters(self) -> Sample:
+        async with self.session().get(f"http://127.0.0.1:{self.port}/metrics") as resp:
+            text = await resp.text()
+        return Sample(time.perf_counter(), parse_counters(text))
+
+    async def wait_for(self, key: str, target: float, timeout: float, every: float = 0.5) -> Sample:
+        """Poll until counter ``key`` reaches ``target``; raise on timeout with the last value."""
+        deadline = time.monotonic() + timeout
+        while True:
+            sample = await self.counters()
+            if sample.counts[key] >= target:
+                return sample
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited ({self.proc.returncode}); see {self.log_path}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{key}={sample.counts[key]:.0f} < {target:.0f} after {timeout}s")
+            await asyncio.sleep(every)
+
+    async def stop(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(proc.wait, 15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            await asyncio.to_thread(proc.wait, 5)
