@@ -47,7 +47,9 @@ def partition_table(subjects: int, partitions: int = PARTITIONS) -> list[int]:
     return [part(subject_key(i), all_parts, all_parts) for i in range(subjects)]
 
 
-def _signal(event_id: str, kind: str, subject: str, source: str, t: int, attrs: dict[str, Any]) -> bytes:
+def _signal(
+    event_id: str, kind: str, subject: str, source: str, t: int, attrs: dict[str, Any]
+) -> bytes:
     return orjson.dumps(
         {
             "event_id": event_id,
@@ -67,8 +69,17 @@ def grant(i: int, j: int, issued_at: int) -> bytes:
         {
             "op": "issued",
             "grant_id": f"g-{sid}-{j}",
-            "principal": {"id": sid, "type": "user", "roles": ["employee"], "attr": {"department": "eng"}},
-            "resource": {"kind": "document", "id": f"doc-{sid}-{j}", "attr": {"owner": "someone-else"}},
+            "principal": {
+                "id": sid,
+                "type": "user",
+                "roles": ["employee"],
+                "attr": {"department": "eng"},
+            },
+            "resource": {
+                "kind": "document",
+                "id": f"doc-{sid}-{j}",
+                "attr": {"owner": "someone-else"},
+            },
             "actions": ["read"] if j % 2 == 0 else ["read", "write"],
             "session_id": f"s-{sid}-{j}",
             "device_id": f"D-{sid}",

@@ -13,7 +13,9 @@ from bench.worker import REPO, Sample
 class QuixPeer:
     """``python -m bench.quix_app`` as a subprocess; ``sample()`` gives its processed count."""
 
-    def __init__(self, bootstrap: str, group: str, state_dir: Path, output: str, inputs: list[str]) -> None:
+    def __init__(
+        self, bootstrap: str, group: str, state_dir: Path, output: str, inputs: list[str]
+    ) -> None:
         self.args = [bootstrap, group, str(state_dir), output, *inputs]
         self.state_dir = state_dir
         self.proc: asyncio.subprocess.Process | None = None
@@ -24,8 +26,13 @@ class QuixPeer:
     async def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.quix_app", *self.args,
-            cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            sys.executable,
+            "-m",
+            "bench.quix_app",
+            *self.args,
+            cwd=REPO,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
         )
         self._reader = asyncio.create_task(self._read())
 

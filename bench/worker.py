@@ -87,8 +87,18 @@ class Worker:
         env["VIGIL_GROUP_ID"] = self.group
         self.data_dir.mkdir(parents=True, exist_ok=True)
         vigil = str(Path(sys.executable).with_name("vigil"))
-        cmd = [vigil, "worker", "--broker", self.bootstrap, "--data-dir", str(self.data_dir),
-               "--web-port", str(self.port), "--policies", str(REPO / "policies")]
+        cmd = [
+            vigil,
+            "worker",
+            "--broker",
+            self.bootstrap,
+            "--data-dir",
+            str(self.data_dir),
+            "--web-port",
+            str(self.port),
+            "--policies",
+            str(REPO / "policies"),
+        ]
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
 
@@ -131,7 +141,9 @@ class Worker:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited ({self.proc.returncode}); see {self.log_path}")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{key}={sample.counts[key]:.0f} < {target:.0f} after {timeout}s")
+                raise TimeoutError(
+                    f"{key}={sample.counts[key]:.0f} < {target:.0f} after {timeout}s"
+                )
             await asyncio.sleep(every)
 
     async def stop(self) -> None:

@@ -1,0 +1,350 @@
+"""``make bench``: baselines, the Vigil worker, latency and the Quix Streams peer on one broker.
+
+    .venv/bin/python -m bench.run             # full run (≈10 min)
+    .venv/bin/python -m bench.run --quick     # smoke run (≈2 min)
+    .venv/bin/python -m bench.run --profile   # also profile the worker with py-spy during (b)
+
+Prints a table and (re)writes the results section of docs/performance.md and
+bench/results/latest.json. No thresholds: figures and ratios against baselines from this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import logging
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench import report
+from bench.events import GRANTS_PER_SUBJECT, PARTITIONS, World
+from bench.kafka import baseline_consume, baseline_produce, produce_batched, producer
+from bench.latency import paced_run
+from bench.measure import measure_drain
+from bench.profile import Profiler, top_functions
+from bench.quix import QuixPeer
+from bench.worker import REPO, Worker, topic_names
+from streams.kafka.admin import ensure_topics
+from streams.kafka.broker import EmbeddedBroker
+
+RESULTS = REPO / "bench" / "results"
+log = logging.getLogger("bench")
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Sizes of one run; ``subjects`` is an upper bound the preload budget may cut."""
+
+    name: str
+    subjects: int
+    baseline_n: int
+    mix_n: int
+    hot_n: int
+    latency_rate: int
+    latency_seconds: float
+    quix_n: int
+    preload_budget_s: float
+    chunk_subjects: int
+    drain_timeout_s: float
+
+
+QUICK = Plan("quick", 5_000, 50_000, 20_000, 2_000, 2_000, 8, 20_000, 45, 1_000, 120)
+FULL = Plan("full", 100_000, 200_000, 100_000, 10_000, 2_000, 20, 200_000, 200, 5_000, 240)
+
+MIX_CHANGING = 0.20  # share of signals that change policy-visible state
+MIX_REVOKING = 0.05  # share of those that turn the device not-compliant (→ revocations)
+LAT_REVOKE = 0.05  # latency run: share of signals that revoke (fresh subject's device)
+LAT_TOGGLE = 0.15  # latency run: share that toggle risk/zone (decisions, no revocation)
+
+
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def machine_facts() -> dict[str, Any]:
+    def sh(cmd: str) -> str:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
+
+    return {
+        "nproc": sh("nproc"),
+        "free_g": sh("free -g | head -2"),
+        "cpu": sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip(),
+        "python": platform.python_version(),
+        "loadavg_start": sh("cat /proc/loadavg"),
+    }
+
+
+async def run_baselines(bootstrap: str, plan: Plan, results: dict[str, Any]) -> None:
+    """(a) raw aiokafka produce, consume (no decode) and consume + ``orjson.loads``."""
+    topic = "bench.baseline.signals"
+    await ensure_topics(bootstrap, [topic], PARTITIONS)
+    world = World.create(20_000)
+    recs = world.mix(plan.baseline_n, range(20_000), MIX_CHANGING, MIX_REVOKING, seed=3)
+    avg = sum(len(r.value) for r in recs) / len(recs)
+    say(f"(a) baseline: {len(recs)} signals, {avg:.0f} bytes average JSON")
+    prod = await baseline_produce(bootstrap, topic, recs)
+    raw = await baseline_consume(bootstrap, topic, PARTITIONS, len(recs), decode=False)
+    dec = await baseline_consume(bootstrap, topic, PARTITIONS, len(recs), decode=True)
+    results["baseline"] = {
+        "events": len(recs),
+        "avg_bytes": round(avg),
+        "produce_rate": prod,
+        "consume_rate": raw,
+        "consume_decode_rate": dec,
+    }
+    say(f"(a) produce {prod:,.0f}/s, consume {raw:,.0f}/s, consume+orjson {dec:,.0f}/s")
+
+
+async def preload(worker: Worker, world: World, plan: Plan, topics: dict[str, str]) -> int:
+    """Per chunk of subjects: their state signals, then (once applied) their 10 grants each.
+
+    Stops adding chunks once the projected time exceeds the budget; returns subjects loaded.
+    """
+    prod = producer(worker.bootstrap)
+    await prod.start()
+    loaded = 0
+    started = time.perf_counter()
+    grants_time = 0.0
+    try:
+        while loaded < plan.subjects:
+            chunk = range(loaded, min(plan.subjects, loaded + plan.chunk_subjects))
+            base = await worker.counters()
+            n = await produce_batched(prod, world.preload_signals(chunk), topics)
+            await worker.wait_for("signals", base.counts["signals"] + n, plan.drain_timeout_s)
+            g0 = time.perf_counter()
+            n = await produce_batched(prod, world.grants(chunk), topics)
+            await worker.wait_for("grants", base.counts["grants"] + n, plan.drain_timeout_s)
+            grants_time += time.perf_counter() - g0
+            loaded = chunk.stop
+            spent = time.perf_counter() - started
+            per_chunk = spent / (loaded // plan.chunk_subjects or 1)
+            say(
+                f"preload: {loaded} subjects ({loaded * GRANTS_PER_SUBJECT} grants) in {spent:.0f}s"
+            )
+            if spent + per_chunk > plan.preload_budget_s and loaded < plan.subjects:
+                say(f"preload: budget {plan.preload_budget_s:.0f}s reached; scaling down")
+                break
+    finally:
+        await prod.stop()
+    worker.preload_stats = {  # type: ignore[attr-defined]
+        "subjects": loaded,
+        "grants": loaded * GRANTS_PER_SUBJECT,
+        "seconds": round(time.perf_counter() - started, 1),
+        "grant_rate": round(loaded * GRANTS_PER_SUBJECT / grants_time, 1) if grants_time else 0,
+    }
+    return loaded
+
+
+async def drain_mix(
+    worker: Worker,
+    world: World,
+    topics: dict[str, str],
+    n: int,
+    subjects: range,
+    changing: float,
+    timeout: float,
+    seed: int,
+) -> dict[str, Any]:
+    """(b) produce ``n`` pre-encoded signals as fast as possible while the worker drains them."""
+    recs = world.mix(n, subjects, changing, MIX_REVOKING, seed=seed)
+    prod = producer(worker.bootstrap)
+    await prod.start()
+
+    async def produce() -> float:
+        t0 = time.perf_counter()
+        await produce_batched(prod, recs, topics)
+        return len(recs) / (time.perf_counter() - t0)
+
+    try:
+        drain, prod_rate = await measure_drain(
+            worker.counters, "signals", n, produce, timeout=timeout
+        )
+    finally:
+        await prod.stop()
+    summary = drain.summary(extra=("decisions", "revocations", "deadletters"))
+    summary["produce_rate"] = prod_rate
+    summary["changing_share"] = changing
+    summary["signals"] = n
+    return summary
+
+
+async def run_vigil(
+    bootstrap: str, plan: Plan, args: argparse.Namespace, results: dict[str, Any], tmp: Path
+) -> None:
+    topics = topic_names("bench.vigil.")
+    worker = Worker(bootstrap, tmp / "vigil", topics, group="bench-vigil")
+    await ensure_topics(
+        bootstrap,
+        [t for r, t in topics.items() if r != "changelog"],
+        PARTITIONS,
+        compacted=[topics["changelog"]],
+    )
+    worker.start()
+    try:
+        took = await worker.wait_healthy()
+        say(f"worker pid {worker.pid} healthy after {took:.1f}s (port {worker.port})")
+        world = World.create(plan.subjects)
+        loaded = await preload(worker, world, plan, topics)
+        results["preload"] = worker.preload_stats  # type: ignore[attr-defined]
+        say(f"preload: {results['preload']}")
+        fresh_n = int(plan.latency_rate * plan.latency_seconds * LAT_REVOKE * 1.3) + 50
+        fresh = range(loaded - fresh_n, loaded)
+        pool = range(0, loaded - fresh_n)
+
+        say(
+            f"(b) mix {1 - MIX_CHANGING:.0%} no-op / {MIX_CHANGING:.0%} changing, {plan.mix_n} signals"
+        )
+        mix = await drain_mix(
+            worker, world, topics, plan.mix_n, pool, MIX_CHANGING, plan.drain_timeout_s, 11
+        )
+        results["vigil_mix"] = mix
+        say(f"(b) {report.fmt_drain(mix)}")
+
+        say(f"(b) 100% state-changing, {plan.hot_n} signals")
+        hot = await drain_mix(
+            worker, world, topics, plan.hot_n, pool, 1.0, plan.drain_timeout_s, 12
+        )
+        results["vigil_hot"] = hot
+        say(f"(b) {report.fmt_drain(hot)}")
+
+        if args.profile:
+            say("(profile) py-spy on the worker during another mix drain")
+            prof = Profiler(worker.pid, RESULTS)
+            await prof.start()
+            try:
+                pm = await drain_mix(
+                    worker, world, topics, plan.mix_n, pool, MIX_CHANGING, plan.drain_timeout_s, 13
+                )
+            finally:
+                await prof.stop()
+            results["profile"] = {"drain_under_pyspy": pm, **top_functions(prof.raw)}
+            say(f"(profile) {report.fmt_drain(pm)}; {results['profile']['samples']} samples")
+
+        say(f"(c) latency: {plan.latency_rate}/s for {plan.latency_seconds:.0f}s")
+        lat = await paced_run(
+            bootstrap,
+            topics,
+            world,
+            rate=plan.latency_rate,
+            seconds=plan.latency_seconds,
+            noop_subjects=pool,
+            fresh_subjects=fresh,
+            revoke_share=LAT_REVOKE,
+            toggle_share=LAT_TOGGLE,
+        )
+        results["latency"] = lat
+        say(f"(c) {report.fmt_latency(lat)}")
+        results["worker_counters_end"] = (await worker.counters()).counts
+    finally:
+        await worker.stop()
+
+
+async def run_quix(bootstrap: str, plan: Plan, results: dict[str, Any], tmp: Path) -> None:
+    """(d) the Quix Streams peer on the same backlog shape (fresh topics, same mix)."""
+    topics = {k: f"bench.quix.signals.{k}" for k in ("device", "network", "risk")}
+    output = "bench.quix.out"
+    await ensure_topics(bootstrap, [*topics.values(), output], PARTITIONS)
+    peer = QuixPeer(bootstrap, "bench-quix", tmp / "quix", output, list(topics.values()))
+    await peer.start()
+    world = World.create(plan.subjects)
+    prod = producer(bootstrap)
+    await prod.start()
+    try:
+        warm = world.mix(2_000, range(plan.subjects), MIX_CHANGING, MIX_REVOKING, seed=21)
+        t0 = time.perf_counter()
+        await produce_batched(prod, warm, topics)
+        while (await peer.sample()).counts["processed"] < len(warm):
+            if time.perf_counter() - t0 > 120:
+                raise TimeoutError("quix app processed nothing in 120 s:\n" + "\n".join(peer.tail))
+            await asyncio.sleep(0.25)
+        say(f"(d) quix app ready after {time.perf_counter() - t0:.1f}s; {plan.quix_n} signals")
+        recs = world.mix(plan.quix_n, range(plan.subjects), MIX_CHANGING, MIX_REVOKING, seed=22)
+
+        async def produce() -> float:
+            t1 = time.perf_counter()
+            await produce_batched(prod, recs, topics)
+            return len(recs) / (time.perf_counter() - t1)
+
+        drain, rate = await measure_drain(
+            peer.sample, "processed", len(recs), produce, timeout=plan.drain_timeout_s
+        )
+        summary = drain.summary()
+        summary["produce_rate"] = rate
+        summary["signals"] = len(recs)
+        results["quix"] = summary
+        say(f"(d) {report.fmt_drain(summary)}")
+    except Exception as exc:
+        results["quix"] = {"error": f"{type(exc).__name__}: {exc}", "output": peer.tail[-20:]}
+        say(f"(d) quix failed: {results['quix']['error']}")
+    finally:
+        await prod.stop()
+        await peer.stop()
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    plan = QUICK if args.quick else FULL
+    if args.subjects:
+        plan = Plan(**{**asdict(plan), "subjects": args.subjects})
+    results: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": " ".join([".venv/bin/python -m bench.run", *sys.argv[1:]]),
+        "plan": asdict(plan),
+        "machine": machine_facts(),
+        "mix": {
+            "changing": MIX_CHANGING,
+            "revoking_of_changing": MIX_REVOKING,
+            "latency_revoke": LAT_REVOKE,
+            "latency_toggle": LAT_TOGGLE,
+        },
+    }
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="vigil-bench-") as tmpdir, EmbeddedBroker() as broker:
+        tmp = Path(tmpdir)
+        say(f"broker {broker.bootstrap}; plan {plan.name}")
+        if "a" in args.only:
+            await run_baselines(broker.bootstrap, plan, results)
+        if "b" in args.only:
+            await run_vigil(broker.bootstrap, plan, args, results, tmp)
+        if "d" in args.only:
+            await run_quix(broker.bootstrap, plan, results, tmp)
+    results["elapsed_s"] = round(time.perf_counter() - started, 1)
+    results["machine"]["loadavg_end"] = Path("/proc/loadavg").read_text().strip()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small smoke run (≈2 min)")
+    parser.add_argument("--profile", action="store_true", help="py-spy the worker during (b)")
+    parser.add_argument("--subjects", type=int, default=0, help="override the subject count")
+    parser.add_argument(
+        "--only", default="abd", help="parts to run: a (baselines), b (vigil, incl. c), d (quix)"
+    )
+    parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.md")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    results = asyncio.run(main_async(args))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = "latest.json" if not args.quick else "quick.json"
+    (RESULTS / name).write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    text = report.markdown(results)
+    print()
+    print(text)
+    if not args.no_docs and not args.quick:
+        report.write_docs(REPO / "docs" / "performance.md", text)
+        say("docs/performance.md results section rewritten")
+
+
+if __name__ == "__main__":
+    main()

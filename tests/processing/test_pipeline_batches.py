@@ -1,0 +1,162 @@
+"""The batch pipeline without Kafka: real policies, real codecs, an in-memory store.
+
+Covers the rules that need no broker: revocation is terminal, expiry, key/subject mismatch,
+release, and one state write per subject per batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from streams.codecs import decode_any
+from streams.policy import PolicyEngine
+from streams.processing.pipeline import Pipeline, Topics
+from streams.processing.records import BatchResult, InRecord
+from streams.state.risk import RiskModel
+from streams.state.store import MemoryStore, state_key
+
+ROOT = Path(__file__).resolve().parents[2]
+NOW = 1795946400000 + 3600_000
+TOPICS = Topics(
+    signals=frozenset({"signals.device", "signals.risk"}),
+    grants="authz.grants",
+    decisions="authz.decisions",
+    revocations="authz.revocations",
+    deadletter="signals.deadletter",
+)
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> Pipeline:
+    return Pipeline(
+        TOPICS,
+        PolicyEngine.from_directory(ROOT / "policies"),
+        RiskModel.from_file(ROOT / "risk" / "model.yaml"),
+    )
+
+
+class Feed:
+    """Turns JSON-shaped dicts into InRecords with increasing offsets."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+
+    def __call__(self, topic: str, value: dict[str, Any], key: str = "user:alice") -> InRecord:
+        self.offset += 1
+        return InRecord(topic, 0, self.offset, key.encode(), orjson.dumps(value), [], NOW)
+
+
+def grant(gid: str, actions: list[str], **extra: Any) -> dict[str, Any]:
+    return {
+        "op": "issued",
+        "grant_id": gid,
+        "principal": {"id": "alice", "roles": ["employee"], "attr": {}},
+        "resource": {"kind": "document", "id": "d1", "attr": {}},
+        "actions": actions,
+        "device_id": "D1",
+        "session_id": "s1",
+        "issued_at": "2026-11-29T10:00:00Z",
+        **extra,
+    }
+
+
+def risk(eid: str, level: str, at: str = "2026-11-29T10:30:00Z") -> dict[str, Any]:
+    return {
+        "event_id": eid,
+        "type": "risk-level-change",
+        "subject": {"type": "user", "id": "alice"},
+        "source": "ueba",
+        "event_time": at,
+        "attributes": {"current_level": level},
+    }
+
+
+def outputs(result: BatchResult, topic: str) -> list[dict[str, Any]]:
+    return [decode_any(o.value, o.headers)[1] for o in result.outputs if o.topic == topic]
+
+
+def test_revocation_is_terminal_and_reissue_of_the_same_id_is_refused(pipeline: Pipeline) -> None:
+    store, feed = MemoryStore(), Feed()
+    first = pipeline.process([feed("authz.grants", grant("g1", ["read"]))], store, NOW)
+    assert [d["effect"] for d in outputs(first, "authz.decisions")] == ["EFFECT_ALLOW"]
+    for result_state in first.changed_states.items():
+        store.write({state_key(result_state[0]): result_state[1]})
+
+    high = pipeline.process([feed("signals.risk", risk("r1", "HIGH"))], store, NOW)
+    [rev] = outputs(high, "authz.revocations")
+    assert rev["rule"] == "deny-high-risk" and rev["cause"]["event_id"] == "r1"
+    store.write({state_key(k): v for k, v in high.changed_states.items()})
+
+    # Risk recovers; the revoked grant stays revoked; the same grant id cannot be re-issued.
+    later = pipeline.process(
+        [
+            feed("signals.risk", risk("r2", "LOW", "2026-11-29T10:40:00Z")),
+            feed("authz.grants", grant("g1", ["read"], issued_at="2026-11-29T10:45:00Z")),
+            feed("authz.grants", grant("g2", ["read"], issued_at="2026-11-29T10:45:00Z")),
+        ],
+        store,
+        NOW,
+    )
+    assert outputs(later, "authz.revocations") == []
+    [dead] = outputs(later, "signals.deadletter")
+    assert "revocation is terminal" in dead["reason"]
+    assert [d["grant_id"] for d in outputs(later, "authz.decisions")] == ["g2"]
+
+
+def test_replaying_a_revoking_batch_yields_identical_ids(pipeline: Pipeline) -> None:
+    store, feed = MemoryStore(), Feed()
+    setup = pipeline.process([feed("authz.grants", grant("g1", ["read"]))], store, NOW)
+    store.write({state_key(k): v for k, v in setup.changed_states.items()})
+    batch = [feed("signals.risk", risk("r1", "HIGH"))]
+    once = pipeline.process(batch, store, NOW)  # state not persisted: as after a crash
+    again = pipeline.process(batch, store, NOW + 5)
+    assert (
+        outputs(once, "authz.revocations")[0]["revocation_id"]
+        == (outputs(again, "authz.revocations")[0]["revocation_id"])
+    )
+    assert [d["decision_id"] for d in outputs(once, "authz.decisions")] == [
+        d["decision_id"] for d in outputs(again, "authz.decisions")
+    ]
+
+
+def test_expired_and_released_grants_are_not_re_evaluated(pipeline: Pipeline) -> None:
+    store, feed = MemoryStore(), Feed()
+    setup = pipeline.process(
+        [
+            feed("authz.grants", grant("g1", ["read"], expires_at=NOW + 1000)),
+            feed("authz.grants", grant("g2", ["read"])),
+            feed("authz.grants", {"op": "released", "grant_id": "g2"}),
+        ],
+        store,
+        NOW,
+    )
+    store.write({state_key(k): v for k, v in setup.changed_states.items()})
+    result = pipeline.process([feed("signals.risk", risk("r1", "HIGH"))], store, NOW + 2000)
+    assert outputs(result, "authz.decisions") == []
+    assert outputs(result, "authz.revocations") == []
+    state = orjson.loads(result.changed_states[b"user:alice"])
+    assert state["grants"] == {}
+
+
+def test_record_key_must_match_subject(pipeline: Pipeline) -> None:
+    feed = Feed()
+    result = pipeline.process(
+        [feed("signals.risk", risk("r1", "HIGH"), key="user:mallory")], MemoryStore(), NOW
+    )
+    [dead] = outputs(result, "signals.deadletter")
+    assert "does not match the subject key" in dead["reason"]
+    assert result.next_offsets == {"signals.risk": feed.offset + 0 + 1}
+
+
+def test_one_state_write_per_subject_per_batch(pipeline: Pipeline) -> None:
+    feed = Feed()
+    batch = [
+        feed("signals.risk", risk(f"r{i}", "LOW", f"2026-11-29T10:3{i}:00Z")) for i in range(5)
+    ]
+    result = pipeline.process(batch, MemoryStore(), NOW)
+    assert list(result.changed_states) == [b"user:alice"]
+    assert result.next_offsets == {"signals.risk": batch[-1].offset + 1}
