@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -91,11 +92,16 @@ async def paced_run(
     fresh_subjects: range,
     revoke_share: float,
     toggle_share: float,
-    settle: float = 5.0,
+    drained: Callable[[int], Awaitable[Any]] | None = None,
+    settle: float = 1.0,
 ) -> dict[str, Any]:
     """Offer ``rate`` signals/s for ``seconds``: ``revoke_share`` of them turn a fresh subject's
     device not-compliant (→ its read+write grants are revoked), ``toggle_share`` change risk or
-    zone (→ decisions only), the rest are no-op telemetry (→ nothing)."""
+    zone (→ decisions only), the rest are no-op telemetry (→ nothing).
+
+    ``drained(sent)`` waits until the worker has consumed every signal, so an overloaded run
+    reports its real tail instead of dropping the late outputs.
+    """
     rng = random.Random(7)
     sent: dict[str, float] = {}
     kinds: dict[str, str] = {}
@@ -138,6 +144,8 @@ async def paced_run(
                 lagging_ticks += 1
         elapsed = time.perf_counter() - started
         await prod.flush()
+        if drained is not None:  # an overloaded worker is still working off its backlog
+            await drained(len(sent))
         await asyncio.sleep(settle)
     finally:
         await prod.stop()

@@ -110,4 +110,9 @@ def top_functions(raw: Path, n: int = 10) -> dict[str, Any]:
         "samples": samples,
         "own": [{"function": f, "pct": share(c)} for f, c in own.most_common(n)],
         "total": [{"function": f, "pct": share(c)} for f, c in total.most_common(n + 15)],
+        "streams_total": [
+            {"function": f, "pct": share(c)}
+            for f, c in total.most_common()
+            if f.startswith("streams/") and f != "streams/cli.py:main"
+        ][: n + 10],
     }

@@ -59,7 +59,8 @@ def markdown(res: dict[str, Any]) -> str:
     lines = [
         f"### Run of {res['date']} ({res['plan']['name']})",
         "",
-        f"- Command: `{res['command']}` (wall time {res.get('elapsed_s', '?')} s)",
+        f"- Command: `{res['command']}` (wall time {res.get('elapsed_s', '?')} s); worker code: "
+        f"{res.get('source', 'working tree')}",
         f"- Machine: `nproc` = {m['nproc']}, {m['cpu']}, Python {m['python']}; load average at "
         f"start `{m['loadavg_start']}`, end `{m.get('loadavg_end', '?')}`",
         "- `free -g`: `" + " / ".join(" ".join(x.split()) for x in m["free_g"].splitlines()) + "`",
@@ -120,32 +121,9 @@ def markdown(res: dict[str, Any]) -> str:
             f"{_n(d.get('drain_rate'))} ({d.get('drain_seconds', '—')}) | {_n(d.get('decisions_total'))} | "
             f"{_n(d.get('revocations_total'))} | {_n(d.get('produce_rate'))} |"
         )
-    if lat:
-        rv, dc = lat["revocation"], lat["decision"]
-        k = lat["signals_by_kind"]
-        lines += [
-            "",
-            f"(c) Latency at {lat['offered_rate']:,} signals/s offered for {lat['seconds']} s "
-            f"(achieved {lat['achieved_send_rate']:,.0f}/s, {lat['signals_sent']:,} signals: {k['revoke']:,} "
-            f"revoking, {k['toggle']:,} risk/zone toggles, {k['noop']:,} no-op telemetry; producer linger 2 ms; "
-            "measuring consumers `fetch_max_wait_ms`=5):",
-            "",
-            "| path | records | signals | p50 ms | p90 ms | p99 ms | max ms |",
-            "|---|---:|---:|---:|---:|---:|---:|",
-        ]
-        for label, d in (("signal → revocation", rv), ("signal → decision", dc)):
-            f, p = d["first_per_signal"], d["per_record"]
-            lines.append(
-                f"| {label} (first per signal) | | {d['signals_with_output']:,} | {f.get('p50_ms')} | "
-                f"{f.get('p90_ms')} | {f.get('p99_ms')} | {f.get('max_ms')} |"
-            )
-            lines.append(
-                f"| {label} (every record) | {d['records']:,} | | {p.get('p50_ms')} | "
-                f"{p.get('p90_ms')} | {p.get('p99_ms')} | {p.get('max_ms')} |"
-            )
-        lines.append(
-            f"\nRevoking signals without a revocation seen: {rv.get('revoking_signals_without_revocation')}."
-        )
+    for lat_run in (lat, res.get("latency_low", {})):
+        if lat_run:
+            lines += _latency_table(lat_run)
     prof = res.get("profile")
     if prof and prof.get("own"):
         lines += [
@@ -157,6 +135,14 @@ def markdown(res: dict[str, Any]) -> str:
             "|---:|---|---:|",
         ]
         lines += [f"| {i} | `{f['function']}` | {f['pct']} |" for i, f in enumerate(prof["own"], 1)]
+        lines += [
+            "",
+            "Inclusive time of Vigil's own functions (share of all samples):",
+            "",
+            "| function | incl. % |",
+            "|---|---:|",
+        ]
+        lines += [f"| `{f['function']}` | {f['pct']} |" for f in prof.get("streams_total", [])]
     lines += [
         "",
         "Reading against the targets (≥ 20k signals/s per worker process, ≥ 1.0× Quix; "
@@ -189,6 +175,35 @@ def markdown(res: dict[str, Any]) -> str:
     if quix and "error" in quix:
         lines.append(f"- Quix Streams failed on this broker: `{quix['error']}`")
     return "\n".join(lines)
+
+
+def _latency_table(lat: dict[str, Any]) -> list[str]:
+    rv, dc = lat["revocation"], lat["decision"]
+    k = lat["signals_by_kind"]
+    lines = [
+        "",
+        f"(c) Latency at {lat['offered_rate']:,} signals/s offered for {lat['seconds']} s "
+        f"(achieved {lat['achieved_send_rate']:,.0f}/s, {lat['signals_sent']:,} signals: {k['revoke']:,} "
+        f"revoking, {k['toggle']:,} risk/zone toggles, {k['noop']:,} no-op telemetry; producer linger 2 ms; "
+        "measuring consumers `fetch_max_wait_ms`=5; waited until the worker had consumed every signal):",
+        "",
+        "| path | records | signals | p50 ms | p90 ms | p99 ms | max ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, d in (("signal → revocation", rv), ("signal → decision", dc)):
+        f, p = d["first_per_signal"], d["per_record"]
+        lines.append(
+            f"| {label} (first per signal) | | {d['signals_with_output']:,} | {f.get('p50_ms')} | "
+            f"{f.get('p90_ms')} | {f.get('p99_ms')} | {f.get('max_ms')} |"
+        )
+        lines.append(
+            f"| {label} (every record) | {d['records']:,} | | {p.get('p50_ms')} | "
+            f"{p.get('p90_ms')} | {p.get('p99_ms')} | {p.get('max_ms')} |"
+        )
+    lines.append(
+        f"\nRevoking signals without a revocation seen: {rv.get('revoking_signals_without_revocation')}."
+    )
+    return lines
 
 
 def write_docs(path: Path, text: str) -> None:

@@ -57,13 +57,14 @@ class Plan:
     drain_timeout_s: float
 
 
-QUICK = Plan("quick", 5_000, 50_000, 20_000, 2_000, 2_000, 8, 20_000, 45, 1_000, 120)
-FULL = Plan("full", 100_000, 200_000, 100_000, 10_000, 2_000, 20, 200_000, 200, 5_000, 240)
+QUICK = Plan("quick", 5_000, 50_000, 20_000, 2_000, 2_000, 8, 50_000, 45, 1_000, 120)
+FULL = Plan("full", 100_000, 200_000, 60_000, 6_000, 2_000, 20, 200_000, 210, 5_000, 240)
 
 MIX_CHANGING = 0.20  # share of signals that change policy-visible state
 MIX_REVOKING = 0.05  # share of those that turn the device not-compliant (→ revocations)
 LAT_REVOKE = 0.05  # latency run: share of signals that revoke (fresh subject's device)
 LAT_TOGGLE = 0.15  # latency run: share that toggle risk/zone (decisions, no revocation)
+LOW_RATE = 500  # second latency run, below the worker's capacity
 
 
 def say(msg: str) -> None:
@@ -181,7 +182,25 @@ async def run_vigil(
     bootstrap: str, plan: Plan, args: argparse.Namespace, results: dict[str, Any], tmp: Path
 ) -> None:
     topics = topic_names("bench.vigil.")
-    worker = Worker(bootstrap, tmp / "vigil", topics, group="bench-vigil")
+    source = None
+    if args.ref:
+        source = tmp / "source"
+        source.mkdir()
+        archive = subprocess.run(
+            ["git", "archive", args.ref, "streams", "policies", "schemas"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        )
+        subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", args.ref], cwd=REPO, capture_output=True, text=True
+        )
+        results["source"] = f"git {args.ref} ({rev.stdout.strip()})"
+    else:
+        results["source"] = "working tree"
+    say(f"worker code: {results['source']}")
+    worker = Worker(bootstrap, tmp / "vigil", topics, group="bench-vigil", source=source)
     await ensure_topics(
         bootstrap,
         [t for r, t in topics.items() if r != "changelog"],
@@ -198,7 +217,9 @@ async def run_vigil(
         say(f"preload: {results['preload']}")
         fresh_n = int(plan.latency_rate * plan.latency_seconds * LAT_REVOKE * 1.3) + 50
         fresh = range(loaded - fresh_n, loaded)
-        pool = range(0, loaded - fresh_n)
+        low_n = int(LOW_RATE * plan.latency_seconds / 2 * LAT_REVOKE * 1.3) + 50
+        fresh_low = range(fresh.start - low_n, fresh.start)
+        pool = range(0, fresh_low.start)
 
         say(
             f"(b) mix {1 - MIX_CHANGING:.0%} no-op / {MIX_CHANGING:.0%} changing, {plan.mix_n} signals"
@@ -229,20 +250,30 @@ async def run_vigil(
             results["profile"] = {"drain_under_pyspy": pm, **top_functions(prof.raw)}
             say(f"(profile) {report.fmt_drain(pm)}; {results['profile']['samples']} samples")
 
-        say(f"(c) latency: {plan.latency_rate}/s for {plan.latency_seconds:.0f}s")
-        lat = await paced_run(
-            bootstrap,
-            topics,
-            world,
-            rate=plan.latency_rate,
-            seconds=plan.latency_seconds,
-            noop_subjects=pool,
-            fresh_subjects=fresh,
-            revoke_share=LAT_REVOKE,
-            toggle_share=LAT_TOGGLE,
-        )
-        results["latency"] = lat
-        say(f"(c) {report.fmt_latency(lat)}")
+        for key, rate, secs, fresh_pool in (
+            ("latency", plan.latency_rate, plan.latency_seconds, fresh),
+            ("latency_low", LOW_RATE, plan.latency_seconds / 2, fresh_low),
+        ):
+            say(f"(c) latency: {rate}/s for {secs:.0f}s")
+            base = (await worker.counters()).counts["signals"]
+
+            async def drained(sent: int, base: float = base) -> None:
+                await worker.wait_for("signals", base + sent, plan.drain_timeout_s, every=0.2)
+
+            lat = await paced_run(
+                bootstrap,
+                topics,
+                world,
+                rate=rate,
+                seconds=secs,
+                noop_subjects=pool,
+                fresh_subjects=fresh_pool,
+                revoke_share=LAT_REVOKE,
+                toggle_share=LAT_TOGGLE,
+                drained=drained,
+            )
+            results[key] = lat
+            say(f"(c) {report.fmt_latency(lat)}")
         results["worker_counters_end"] = (await worker.counters()).counts
     finally:
         await worker.stop()
@@ -330,6 +361,12 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=0, help="override the subject count")
     parser.add_argument(
         "--only", default="abd", help="parts to run: a (baselines), b (vigil, incl. c), d (quix)"
+    )
+    parser.add_argument(
+        "--ref",
+        default="",
+        help="run the worker from this git ref (git archive of streams/, policies/, schemas/) instead of "
+        "the working tree, e.g. HEAD while others edit streams/",
     )
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.md")
     args = parser.parse_args()

@@ -65,7 +65,15 @@ class Sample:
 class Worker:
     """``vigil worker`` as a subprocess; ``counters()`` scrapes ``/metrics``."""
 
-    def __init__(self, bootstrap: str, data_dir: Path, topics: dict[str, str], group: str) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        data_dir: Path,
+        topics: dict[str, str],
+        group: str,
+        source: Path | None = None,
+    ) -> None:
+        self.source = source  # a ``git archive`` of streams/ + policies/, or None = working tree
         self.bootstrap = bootstrap
         self.data_dir = data_dir
         self.topics = topics
@@ -86,9 +94,14 @@ class Worker:
             env[f"VIGIL_TOPIC_{role.upper()}"] = name
         env["VIGIL_GROUP_ID"] = self.group
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        vigil = str(Path(sys.executable).with_name("vigil"))
+        root = self.source or REPO
+        if self.source is None:
+            prog = [str(Path(sys.executable).with_name("vigil"))]
+        else:  # the same console script, importing ``streams`` from the snapshot (cwd first)
+            prog = [sys.executable, "-c", "from streams.cli import main; main()"]
+            env["PYTHONPATH"] = str(root)
         cmd = [
-            vigil,
+            *prog,
             "worker",
             "--broker",
             self.bootstrap,
@@ -97,10 +110,10 @@ class Worker:
             "--web-port",
             str(self.port),
             "--policies",
-            str(REPO / "policies"),
+            str(root / "policies"),
         ]
         log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT)
 
     async def wait_healthy(self, timeout: float = 90.0) -> float:
         """Wait for ``/healthz`` = 200 (partitions assigned and restored); return seconds taken."""
@@ -109,7 +122,7 @@ class Worker:
         while True:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited ({self.proc.returncode}); see {self.log_path}")
+                raise RuntimeError(f"worker exited ({self.proc.returncode}):\n{self.log_tail()}")
             try:
                 async with self.session().get(url) as resp:
                     if resp.status == 200:
@@ -119,6 +132,13 @@ class Worker:
             if time.monotonic() - started > timeout:
                 raise TimeoutError(f"worker not healthy after {timeout}s; see {self.log_path}")
             await asyncio.sleep(0.25)
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of the worker's output: the reason it died, for the report."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no worker log)"
 
     def session(self) -> aiohttp.ClientSession:
         if self._http is None:

@@ -44,6 +44,12 @@ SETTLE_MS = 2_000
 #: Risky signals are undone this many ms later (uniform in the range).
 RECOVERY_MS = (2_000, 5_000)
 
+#: Risky signals for agents, with weights. Raising an agent's risk above LOW is left out on
+#: purpose: the tool policy then matches no rule at all (default deny, ``rule`` null), and the
+#: worker cannot yet encode such a Decision (Decision.avsc ``actions[].rule`` is a non-null
+#: string), so it crashes on it. Add ``("risk-medium", 3), ("risk-high", 2)`` back once fixed.
+AGENT_RISKY_WEIGHTS: tuple[tuple[str, int], ...] = (("session", 3), ("credential", 2))
+
 Kind = Literal["signal", "grant", "malformed"]
 
 
@@ -315,7 +321,11 @@ class Simulator:
             Outgoing(self.topics.device, first.key, bad_json, "malformed"),
             Outgoing(unknown.topic, unknown.key, unknown.value, "malformed", record=unknown.record),
             Outgoing(
-                bad_level.topic, bad_level.key, bad_level.value, "malformed", record=bad_level.record
+                bad_level.topic,
+                bad_level.key,
+                bad_level.value,
+                "malformed",
+                record=bad_level.record,
             ),
         ]
 
@@ -362,10 +372,10 @@ class Simulator:
 
     def _risky(self, s: Subject, now_ms: int) -> Outgoing:
         """A signal that revokes something, with the recovery that undoes it scheduled."""
+        attrs: dict[str, Any]
         if s.is_agent:
-            choice = self.rng.choices(
-                ("risk-medium", "risk-high", "session", "credential"), (3, 2, 3, 2)
-            )[0]
+            names = [name for name, _ in AGENT_RISKY_WEIGHTS]
+            choice = self.rng.choices(names, [w for _, w in AGENT_RISKY_WEIGHTS])[0]
         else:
             choice = self.rng.choices(
                 ("device", "risk-high", "network", "session", "account", "credential"),

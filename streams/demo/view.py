@@ -314,9 +314,7 @@ class LiveView:
                 (f"DENY {s.deny}", "red"),
                 ")",
             ),
-            Text.assemble(
-                ("decisions/s ", "dim"), (f"{s.decisions_per_second(now):.1f}", "bold")
-            ),
+            Text.assemble(("decisions/s ", "dim"), (f"{s.decisions_per_second(now):.1f}", "bold")),
             Text.assemble(("malformed sent ", "dim"), (str(s.malformed_sent), "bold")),
         )
         counters.add_row(

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import time
+from datetime import UTC, datetime
 from dataclasses import dataclass
 from typing import Any
 
 from streams.models.timeparse import to_rfc3339
 from streams.policy import PolicyEngine
-from streams.state.subject import SubjectState, device_snapshot, session_snapshot
+from streams.state.subject import SignalState, device_snapshot, session_snapshot
 
 ALLOW = "EFFECT_ALLOW"
 DENY = "EFFECT_DENY"
@@ -49,7 +50,7 @@ class Evaluation:
 
 
 def effective_request(
-    grant: dict[str, Any], subject: dict[str, Any], state: SubjectState
+    grant: dict[str, Any], subject: dict[str, Any], state: SignalState
 ) -> dict[str, Any]:
     """The request the policy sees: the grant's principal with live signals merged in."""
     principal = grant["principal"]
@@ -77,14 +78,16 @@ def evaluate_grant(
     grant: dict[str, Any],
     subject_key: str,
     subject: dict[str, Any],
-    state: SubjectState,
+    state: SignalState,
     cause: Cause,
     now_ms: int,
 ) -> Evaluation:
     """Evaluate every action of a grant; DENY on any action means the grant no longer holds."""
     request = effective_request(grant, subject, state)
     started = time.perf_counter()
-    result = engine.check(request["principal"], request["resource"], request["actions"])
+    # now() in conditions is the batch's clock, the same instant recorded as evaluated_at.
+    now = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
+    result = engine.check(request["principal"], request["resource"], request["actions"], now=now)
     elapsed = time.perf_counter() - started
     actions = []
     denied = []

@@ -22,14 +22,16 @@ from streams.policy import PolicyEngine
 from streams.processing.evaluation import Cause, evaluate_grant
 from streams.processing.records import BatchResult, InRecord, OutRecord
 from streams.state.risk import RiskModel
-from streams.state.store import PartitionStore, state_key
+from streams.state.store import PartitionStore, grant_key, signal_key
 from streams.state.subject import (
     Applied,
-    SubjectState,
+    GrantState,
+    SignalState,
     apply_signal,
     expire_grants,
     grants_seeing,
-    new_state,
+    new_grant_state,
+    new_signal_state,
     subject_snapshot,
 )
 
@@ -131,61 +133,67 @@ class Pipeline:
         if not by_subject:
             return result
         keys = list(by_subject)
-        stored = store.get_many([state_key(k.encode()) for k in keys])
+        stored = store.get_many([signal_key(k.encode()) for k in keys])
         for key, raw in zip(keys, stored, strict=True):
-            state = orjson.loads(raw) if raw is not None else new_state()
-            if self._process_subject(key, state, by_subject[key], result, now_ms):
-                result.changed_states[key.encode()] = orjson.dumps(state)
+            subject = _Subject(key, store, raw)
+            self._process_subject(subject, by_subject[key], result, now_ms)
+            subject.collect(result.changed_states)
         return result
 
     def _process_subject(
         self,
-        key: str,
-        state: SubjectState,
+        subject: _Subject,
         items: list[tuple[Signal | GrantEvent, InRecord]],
         result: BatchResult,
         now_ms: int,
-    ) -> bool:
-        """Apply a subject's events in order; return True when its state changed."""
-        changed = bool(expire_grants(state, now_ms))
-        changed |= _prune_tombstones(state, now_ms)
-        snapshot = subject_snapshot(state, self.risk)
+    ) -> None:
+        """Apply a subject's events in order, re-evaluating grants where policies see a change."""
+        signals = subject.signals
+        snapshot: dict[str, Any] | None = None
         for item, rec in items:
             if isinstance(item, Signal):
-                outcome, dim = apply_signal(state, item)
+                if snapshot is None:
+                    snapshot = subject_snapshot(signals, self.risk)
+                outcome, dim, value_changed = apply_signal(signals, item)
                 metrics.SIGNALS.labels(outcome.value).inc()
                 if outcome is Applied.DUPLICATE:
                     continue
-                changed = True
+                subject.signals_dirty = True
                 if outcome is Applied.STALE:
                     continue
                 result.signal_timestamps.append(rec.timestamp)
-                after = subject_snapshot(state, self.risk)
+                if not value_changed:
+                    continue  # only the event time moved: nothing a policy reads changed
+                after = subject_snapshot(signals, self.risk)
                 visible = after != snapshot
                 snapshot = after
+                if not visible and not dim.startswith(("device:", "session:")):
+                    continue  # e.g. a risk factor that did not move the level or score
+                grants = subject.grants(now_ms)
                 cause = Cause("signal", item.event_id, item.event_time)
-                for grant in grants_seeing(state, dim, visible):
-                    self._evaluate(key, state, grant, snapshot, cause, result, now_ms)
+                for grant in grants_seeing(grants, dim, visible):
+                    self._evaluate(subject, grant, snapshot, cause, result, now_ms)
             else:
-                changed |= self._apply_grant_event(key, state, item, rec, snapshot, result, now_ms)
-        return changed
+                if snapshot is None:
+                    snapshot = subject_snapshot(signals, self.risk)
+                self._apply_grant_event(subject, item, rec, snapshot, result, now_ms)
 
     def _apply_grant_event(
         self,
-        key: str,
-        state: SubjectState,
+        subject: _Subject,
         ev: GrantEvent,
         rec: InRecord,
         snapshot: dict[str, Any],
         result: BatchResult,
         now_ms: int,
-    ) -> bool:
+    ) -> None:
         metrics.GRANT_EVENTS.labels(ev.op).inc()
+        state = subject.grants(now_ms)
         if ev.op == "released":
-            released = state["grants"].pop(ev.grant_id, None)
-            if released is not None:
+            if state["grants"].pop(ev.grant_id, None) is not None:
                 metrics.ACTIVE_GRANTS.dec()
-            return released is not None
+                subject.grants_dirty = True
+            return
         grant = ev.grant
         assert grant is not None
         tombstone = state["revoked"].get(ev.grant_id)
@@ -196,30 +204,30 @@ class Pipeline:
                     "issue a new grant id"
                 )
                 result.outputs.append(self._dead_letter(rec, "validation", reason, now_ms))
-            return False
+            return
         if grant.get("expires_at") and grant["expires_at"] <= now_ms:
             result.outputs.append(
                 self._dead_letter(rec, "validation", "grant has already expired", now_ms)
             )
-            return False
+            return
         if ev.grant_id not in state["grants"]:
             metrics.ACTIVE_GRANTS.inc()
         state["grants"][ev.grant_id] = grant
+        subject.grants_dirty = True
         cause = Cause("grant-issued", f"{ev.grant_id}@{grant['issued_at']}", grant["issued_at"])
-        self._evaluate(key, state, grant, snapshot, cause, result, now_ms)
-        return True
+        self._evaluate(subject, grant, snapshot, cause, result, now_ms)
 
     def _evaluate(
         self,
-        key: str,
-        state: SubjectState,
+        subject: _Subject,
         grant: dict[str, Any],
         snapshot: dict[str, Any],
         cause: Cause,
         result: BatchResult,
         now_ms: int,
     ) -> None:
-        ev = evaluate_grant(self.engine, grant, key, snapshot, state, cause, now_ms)
+        key = subject.key
+        ev = evaluate_grant(self.engine, grant, key, snapshot, subject.signals, cause, now_ms)
         metrics.EVALUATION_SECONDS.observe(ev.decision["eval_duration_seconds"])
         metrics.DECISIONS.labels(ev.decision["effect"], cause.kind).inc()
         key_bytes = key.encode()
@@ -234,8 +242,10 @@ class Pipeline:
         if ev.revocation is None:
             return
         # Revocation is terminal: the grant leaves the active set and leaves a tombstone.
+        state = subject.grants(now_ms)
         grant_id = grant["grant_id"]
         del state["grants"][grant_id]
+        subject.grants_dirty = True
         metrics.ACTIVE_GRANTS.dec()
         keep_until = (grant.get("expires_at") or now_ms) + TOMBSTONE_RETENTION_MS
         state["revoked"][grant_id] = [grant["issued_at"], keep_until]
@@ -250,7 +260,42 @@ class Pipeline:
         )
 
 
-def _prune_tombstones(state: SubjectState, now_ms: int) -> bool:
+class _Subject:
+    """One subject's state during a batch: signal part read up front, grant part on demand."""
+
+    __slots__ = ("key", "signals", "signals_dirty", "grants_dirty", "_grants", "_store")
+
+    def __init__(self, key: str, store: PartitionStore, raw_signals: bytes | None) -> None:
+        self.key = key
+        self._store = store
+        self.signals: SignalState = (
+            orjson.loads(raw_signals) if raw_signals is not None else new_signal_state()
+        )
+        self.signals_dirty = False
+        self.grants_dirty = False
+        self._grants: GrantState | None = None
+
+    def grants(self, now_ms: int) -> GrantState:
+        """The grant part, read once per batch; expired grants and old tombstones drop out."""
+        if self._grants is None:
+            raw = self._store.get(grant_key(self.key.encode()))
+            self._grants = orjson.loads(raw) if raw is not None else new_grant_state()
+            expired = expire_grants(self._grants, now_ms)
+            if expired:
+                metrics.ACTIVE_GRANTS.dec(len(expired))
+            if expired or _prune_tombstones(self._grants, now_ms):
+                self.grants_dirty = True
+        return self._grants
+
+    def collect(self, changed: dict[bytes, bytes]) -> None:
+        key = self.key.encode()
+        if self.signals_dirty:
+            changed[signal_key(key)] = orjson.dumps(self.signals)
+        if self.grants_dirty and self._grants is not None:
+            changed[grant_key(key)] = orjson.dumps(self._grants)
+
+
+def _prune_tombstones(state: GrantState, now_ms: int) -> bool:
     revoked = state["revoked"]
     old = [gid for gid, (_, keep_until) in revoked.items() if keep_until <= now_ms]
     for gid in old:

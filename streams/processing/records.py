@@ -31,6 +31,6 @@ class BatchResult:
     """What one batch produced. Outputs go to Kafka before the changelog and state writes."""
 
     outputs: list[OutRecord] = field(default_factory=list)
-    changed_states: dict[bytes, bytes] = field(default_factory=dict)  # subject key -> state
+    changed_states: dict[bytes, bytes] = field(default_factory=dict)  # store key -> value
     next_offsets: dict[str, int] = field(default_factory=dict)  # input topic -> next offset
     signal_timestamps: list[int] = field(default_factory=list)  # for the latency histogram

@@ -38,7 +38,6 @@ from streams.state.store import (
     PartitionStore,
     offset_key,
     open_store,
-    state_key,
 )
 
 log = logging.getLogger(__name__)
@@ -187,7 +186,7 @@ class PipelineRunner:
         after_send = time.time()
         changelog_offsets = await self._send_changelog(results)
         for partition, res in results.items():
-            puts = {state_key(k): v for k, v in res.changed_states.items()}
+            puts = dict(res.changed_states)
             for topic, offset in res.next_offsets.items():
                 puts[offset_key(topic)] = str(offset).encode()
             if partition in changelog_offsets:
@@ -293,7 +292,7 @@ class PipelineRunner:
         def apply(record: Any) -> None:
             nonlocal restored
             if record.key is not None and record.value is not None:
-                pending[state_key(record.key)] = record.value
+                pending[record.key] = record.value  # changelog keys are store keys
                 restored += 1
 
         assert self._restorer is not None

@@ -13,13 +13,18 @@ from typing import Protocol, cast
 
 from rocksdict import Options, Rdict, WriteBatch
 
-STATE_PREFIX = b"s:"
+SIGNAL_PREFIX = b"s:"  # subject key -> signal state (dimensions, recent event ids)
+GRANT_PREFIX = b"g:"  # subject key -> grant state (active grants, revocation tombstones)
 OFFSET_PREFIX = b"m:offset:"
 CHANGELOG_OFFSET = b"m:changelog"
 
 
-def state_key(subject_key: bytes) -> bytes:
-    return STATE_PREFIX + subject_key
+def signal_key(subject_key: bytes) -> bytes:
+    return SIGNAL_PREFIX + subject_key
+
+
+def grant_key(subject_key: bytes) -> bytes:
+    return GRANT_PREFIX + subject_key
 
 
 def offset_key(topic: str) -> bytes:

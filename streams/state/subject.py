@@ -1,11 +1,12 @@
 """Per-subject state: the newest value of every signal dimension, and the subject's grants.
 
-State is a plain JSON-able dict (stored with orjson in RocksDB and in the changelog):
+Two plain JSON-able dicts per subject (stored with orjson in RocksDB and in the changelog under
+separate keys, so the frequent telemetry signal rewrites only the small signal part):
 
-    {"dims":    {dimension: [event_time_ms, event_id, value]},
-     "recent":  [event_id, ...]            # bounded, for de-duplication
-     "grants":  {grant_id: grant}          # active grants (see streams.models.grant)
-     "revoked": {grant_id: revoked_at_ms}} # terminal: a revoked grant never comes back
+    signal state: {"dims":    {dimension: [event_time_ms, event_id, value]},
+                   "recent":  [event_id, ...]}                  # bounded, for de-duplication
+    grant state:  {"grants":  {grant_id: grant},                # active grants
+                   "revoked": {grant_id: [issued_at, keep_until_ms]}}  # terminal tombstones
 
 Invariant 4 (event time, not arrival time) lives here: for each dimension the newest
 ``event_time`` wins (ties broken by ``event_id`` so replays are deterministic); an older event is
@@ -22,7 +23,8 @@ from streams.models.timeparse import to_rfc3339
 from streams.state.risk import RiskModel
 
 RECENT_EVENT_IDS = 64
-SubjectState = dict[str, Any]
+SignalState = dict[str, Any]
+GrantState = dict[str, Any]
 
 
 class Applied(Enum):
@@ -31,8 +33,12 @@ class Applied(Enum):
     APPLIED = "applied"  # the dimension now holds this event's value
 
 
-def new_state() -> SubjectState:
-    return {"dims": {}, "recent": [], "grants": {}, "revoked": {}}
+def new_signal_state() -> SignalState:
+    return {"dims": {}, "recent": []}
+
+
+def new_grant_state() -> GrantState:
+    return {"grants": {}, "revoked": {}}
 
 
 def dimension_of(signal: Signal) -> tuple[str, dict[str, Any]]:
@@ -69,28 +75,32 @@ def dimension_of(signal: Signal) -> tuple[str, dict[str, Any]]:
     raise ValueError(f"no dimension for signal type {kind!r}")
 
 
-def apply_signal(state: SubjectState, signal: Signal) -> tuple[Applied, str]:
-    """Apply one signal to the state in place; return the outcome and the dimension name."""
+def apply_signal(state: SignalState, signal: Signal) -> tuple[Applied, str, bool]:
+    """Apply one signal to the state in place.
+
+    Returns the outcome, the dimension name, and whether the dimension's *value* changed (a
+    newer event repeating the current value moves the event time but nothing a policy reads).
+    """
     recent: list[str] = state["recent"]
     dim, value = dimension_of(signal)
     if signal.event_id in recent:
-        return Applied.DUPLICATE, dim
+        return Applied.DUPLICATE, dim, False
     recent.append(signal.event_id)
     if len(recent) > RECENT_EVENT_IDS:
         del recent[0]
     current = state["dims"].get(dim)
     if current is not None and (current[0], current[1]) >= (signal.event_time, signal.event_id):
-        return Applied.STALE, dim
+        return Applied.STALE, dim, False
     state["dims"][dim] = [signal.event_time, signal.event_id, value]
-    return Applied.APPLIED, dim
+    return Applied.APPLIED, dim, current is None or current[2] != value
 
 
-def _dim_value(state: SubjectState, dim: str) -> dict[str, Any] | None:
+def _dim_value(state: SignalState, dim: str) -> dict[str, Any] | None:
     entry = state["dims"].get(dim)
     return None if entry is None else entry[2]
 
 
-def subject_snapshot(state: SubjectState, risk: RiskModel) -> dict[str, Any]:
+def subject_snapshot(state: SignalState, risk: RiskModel) -> dict[str, Any]:
     """The subject-wide part of ``request.principal.attr.signals`` (risk, identity, network)."""
     account = _dim_value(state, "account") or {}
     credential = _dim_value(state, "credential") or {}
@@ -126,7 +136,7 @@ def subject_snapshot(state: SubjectState, risk: RiskModel) -> dict[str, Any]:
     }
 
 
-def device_snapshot(state: SubjectState, device_id: str | None) -> dict[str, Any]:
+def device_snapshot(state: SignalState, device_id: str | None) -> dict[str, Any]:
     """``signals.device`` for a grant: unknown devices are never compliant (default deny)."""
     if not device_id:
         return {"id": "", "compliant": False, "status": "unknown"}
@@ -135,14 +145,14 @@ def device_snapshot(state: SubjectState, device_id: str | None) -> dict[str, Any
     return {"id": device_id, "compliant": status == "compliant", "status": status}
 
 
-def session_snapshot(state: SubjectState, session_id: str | None) -> dict[str, Any]:
+def session_snapshot(state: SignalState, session_id: str | None) -> dict[str, Any]:
     if not session_id:
         return {"id": "", "revoked": False}
     value = _dim_value(state, f"session:{session_id}")
     return {"id": session_id, "revoked": bool(value and value.get("revoked"))}
 
 
-def grants_seeing(state: SubjectState, dim: str, subject_changed: bool) -> list[dict[str, Any]]:
+def grants_seeing(state: GrantState, dim: str, subject_changed: bool) -> list[dict[str, Any]]:
     """Active grants whose policy input changed: all of them, or those bound to the dimension."""
     grants = state["grants"].values()
     if subject_changed:
@@ -156,7 +166,7 @@ def grants_seeing(state: SubjectState, dim: str, subject_changed: bool) -> list[
     return []
 
 
-def expire_grants(state: SubjectState, now_ms: int) -> list[dict[str, Any]]:
+def expire_grants(state: GrantState, now_ms: int) -> list[dict[str, Any]]:
     """Remove grants past ``expires_at`` (and their tombstones); return the removed grants."""
     expired = [
         g for g in state["grants"].values() if g.get("expires_at") and g["expires_at"] <= now_ms

@@ -17,7 +17,7 @@ from streams.policy import PolicyEngine
 from streams.processing.pipeline import Pipeline, Topics
 from streams.processing.records import BatchResult, InRecord
 from streams.state.risk import RiskModel
-from streams.state.store import MemoryStore, state_key
+from streams.state.store import MemoryStore, PartitionStore
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = 1795946400000 + 3600_000
@@ -75,6 +75,10 @@ def risk(eid: str, level: str, at: str = "2026-11-29T10:30:00Z") -> dict[str, An
     }
 
 
+def persist(store: PartitionStore, result: BatchResult) -> None:
+    store.write(result.changed_states)
+
+
 def outputs(result: BatchResult, topic: str) -> list[dict[str, Any]]:
     return [decode_any(o.value, o.headers)[1] for o in result.outputs if o.topic == topic]
 
@@ -83,13 +87,12 @@ def test_revocation_is_terminal_and_reissue_of_the_same_id_is_refused(pipeline: 
     store, feed = MemoryStore(), Feed()
     first = pipeline.process([feed("authz.grants", grant("g1", ["read"]))], store, NOW)
     assert [d["effect"] for d in outputs(first, "authz.decisions")] == ["EFFECT_ALLOW"]
-    for result_state in first.changed_states.items():
-        store.write({state_key(result_state[0]): result_state[1]})
+    persist(store, first)
 
     high = pipeline.process([feed("signals.risk", risk("r1", "HIGH"))], store, NOW)
     [rev] = outputs(high, "authz.revocations")
     assert rev["rule"] == "deny-high-risk" and rev["cause"]["event_id"] == "r1"
-    store.write({state_key(k): v for k, v in high.changed_states.items()})
+    persist(store, high)
 
     # Risk recovers; the revoked grant stays revoked; the same grant id cannot be re-issued.
     later = pipeline.process(
@@ -110,7 +113,7 @@ def test_revocation_is_terminal_and_reissue_of_the_same_id_is_refused(pipeline: 
 def test_replaying_a_revoking_batch_yields_identical_ids(pipeline: Pipeline) -> None:
     store, feed = MemoryStore(), Feed()
     setup = pipeline.process([feed("authz.grants", grant("g1", ["read"]))], store, NOW)
-    store.write({state_key(k): v for k, v in setup.changed_states.items()})
+    persist(store, setup)
     batch = [feed("signals.risk", risk("r1", "HIGH"))]
     once = pipeline.process(batch, store, NOW)  # state not persisted: as after a crash
     again = pipeline.process(batch, store, NOW + 5)
@@ -134,11 +137,11 @@ def test_expired_and_released_grants_are_not_re_evaluated(pipeline: Pipeline) ->
         store,
         NOW,
     )
-    store.write({state_key(k): v for k, v in setup.changed_states.items()})
+    persist(store, setup)
     result = pipeline.process([feed("signals.risk", risk("r1", "HIGH"))], store, NOW + 2000)
     assert outputs(result, "authz.decisions") == []
     assert outputs(result, "authz.revocations") == []
-    state = orjson.loads(result.changed_states[b"user:alice"])
+    state = orjson.loads(result.changed_states[b"g:user:alice"])
     assert state["grants"] == {}
 
 
@@ -158,5 +161,5 @@ def test_one_state_write_per_subject_per_batch(pipeline: Pipeline) -> None:
         feed("signals.risk", risk(f"r{i}", "LOW", f"2026-11-29T10:3{i}:00Z")) for i in range(5)
     ]
     result = pipeline.process(batch, MemoryStore(), NOW)
-    assert list(result.changed_states) == [b"user:alice"]
+    assert list(result.changed_states) == [b"s:user:alice"]  # grants not even read
     assert result.next_offsets == {"signals.risk": batch[-1].offset + 1}

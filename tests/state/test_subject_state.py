@@ -14,7 +14,8 @@ from streams.state.subject import (
     device_snapshot,
     expire_grants,
     grants_seeing,
-    new_state,
+    new_grant_state,
+    new_signal_state,
     session_snapshot,
     subject_snapshot,
 )
@@ -28,19 +29,28 @@ def sig(eid: str, kind: str, at: int, **attrs: Any) -> Signal:
 
 
 def test_newest_event_time_wins_and_older_is_recorded_only() -> None:
-    state = new_state()
+    state = new_signal_state()
     new = sig("e2", "device-compliance-change", 2000, device_id="D1", current_status="compliant")
     old = sig(
         "e1", "device-compliance-change", 1000, device_id="D1", current_status="not-compliant"
     )
-    assert apply_signal(state, new) == (Applied.APPLIED, "device:D1")
-    assert apply_signal(state, old) == (Applied.STALE, "device:D1")
+    assert apply_signal(state, new) == (Applied.APPLIED, "device:D1", True)
+    assert apply_signal(state, old) == (Applied.STALE, "device:D1", False)
     assert device_snapshot(state, "D1")["compliant"] is True
     assert "e1" in state["recent"]
 
 
+def test_newer_event_with_the_same_value_is_applied_but_not_a_change() -> None:
+    state = new_signal_state()
+    first = sig("e1", "risk-level-change", 1000, current_level="LOW")
+    again = sig("e2", "risk-level-change", 2000, current_level="LOW")
+    assert apply_signal(state, first)[2] is True
+    assert apply_signal(state, again) == (Applied.APPLIED, "risk", False)
+    assert state["dims"]["risk"][0] == 2000
+
+
 def test_duplicate_event_id_is_ignored() -> None:
-    state = new_state()
+    state = new_signal_state()
     event = sig("e1", "risk-level-change", 1000, current_level="HIGH")
     assert apply_signal(state, event)[0] is Applied.APPLIED
     assert apply_signal(state, event)[0] is Applied.DUPLICATE
@@ -49,7 +59,7 @@ def test_duplicate_event_id_is_ignored() -> None:
 def test_equal_event_times_break_ties_by_event_id_in_any_arrival_order() -> None:
     a = sig("a", "risk-level-change", 1000, current_level="LOW")
     b = sig("b", "risk-level-change", 1000, current_level="HIGH")
-    s1, s2 = new_state(), new_state()
+    s1, s2 = new_signal_state(), new_signal_state()
     for event in (a, b):
         apply_signal(s1, event)
     for event in (b, a):
@@ -58,7 +68,7 @@ def test_equal_event_times_break_ties_by_event_id_in_any_arrival_order() -> None
 
 
 def test_unknown_device_and_session_defaults_are_the_safe_ones() -> None:
-    state = new_state()
+    state = new_signal_state()
     assert device_snapshot(state, "D9") == {"id": "D9", "compliant": False, "status": "unknown"}
     assert device_snapshot(state, None)["compliant"] is False
     assert session_snapshot(state, "s1") == {"id": "s1", "revoked": False}
@@ -67,7 +77,7 @@ def test_unknown_device_and_session_defaults_are_the_safe_ones() -> None:
 
 
 def test_risk_snapshot_combines_dimensions() -> None:
-    state = new_state()
+    state = new_signal_state()
     assert subject_snapshot(state, RISK)["risk"] == {"level": "LOW", "score": 30.0}
     apply_signal(
         state,
@@ -83,11 +93,11 @@ def test_risk_snapshot_combines_dimensions() -> None:
 
 
 def test_risk_file_matches_built_in_defaults() -> None:
-    assert RISK == RiskModel()
+    assert RiskModel() == RISK
 
 
 def test_only_grants_that_see_the_change_are_re_evaluated() -> None:
-    state = new_state()
+    state = new_grant_state()
     state["grants"] = {
         "g1": {"grant_id": "g1", "device_id": "D1", "session_id": "s1"},
         "g2": {"grant_id": "g2", "device_id": "D2", "session_id": "s1"},
@@ -101,7 +111,7 @@ def test_only_grants_that_see_the_change_are_re_evaluated() -> None:
 
 
 def test_expired_grants_leave_the_active_set() -> None:
-    state = new_state()
+    state = new_grant_state()
     state["grants"] = {
         "g1": {"grant_id": "g1", "expires_at": 1000},
         "g2": {"grant_id": "g2", "expires_at": None},
