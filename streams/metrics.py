@@ -44,3 +44,23 @@ ASSIGNED_PARTITIONS = Gauge("vigil_assigned_partitions", "Input partitions owned
 RESTORED_RECORDS = Counter(
     "vigil_changelog_restored_records_total", "Changelog records replayed into local state"
 )
+
+
+class LabelCache:
+    """Resolved label children of one metric: ``labels()`` costs a lock and a tuple per call."""
+
+    def __init__(self, metric: Counter) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Counter] = {}
+
+    def __call__(self, *values: str) -> Counter:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+
+signals_by = LabelCache(SIGNALS)
+decisions_by = LabelCache(DECISIONS)
+revocations_by = LabelCache(REVOCATIONS)
+grant_events_by = LabelCache(GRANT_EVENTS)

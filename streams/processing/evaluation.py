@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from datetime import UTC, datetime
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from streams.models.timeparse import to_rfc3339

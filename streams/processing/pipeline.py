@@ -155,7 +155,7 @@ class Pipeline:
                 if snapshot is None:
                     snapshot = subject_snapshot(signals, self.risk)
                 outcome, dim, value_changed = apply_signal(signals, item)
-                metrics.SIGNALS.labels(outcome.value).inc()
+                metrics.signals_by(outcome.value).inc()
                 if outcome is Applied.DUPLICATE:
                     continue
                 subject.signals_dirty = True
@@ -187,7 +187,7 @@ class Pipeline:
         result: BatchResult,
         now_ms: int,
     ) -> None:
-        metrics.GRANT_EVENTS.labels(ev.op).inc()
+        metrics.grant_events_by(ev.op).inc()
         state = subject.grants(now_ms)
         if ev.op == "released":
             if state["grants"].pop(ev.grant_id, None) is not None:
@@ -229,7 +229,7 @@ class Pipeline:
         key = subject.key
         ev = evaluate_grant(self.engine, grant, key, snapshot, subject.signals, cause, now_ms)
         metrics.EVALUATION_SECONDS.observe(ev.decision["eval_duration_seconds"])
-        metrics.DECISIONS.labels(ev.decision["effect"], cause.kind).inc()
+        metrics.decisions_by(ev.decision["effect"], cause.kind).inc()
         key_bytes = key.encode()
         result.outputs.append(
             OutRecord(
@@ -249,7 +249,7 @@ class Pipeline:
         metrics.ACTIVE_GRANTS.dec()
         keep_until = (grant.get("expires_at") or now_ms) + TOMBSTONE_RETENTION_MS
         state["revoked"][grant_id] = [grant["issued_at"], keep_until]
-        metrics.REVOCATIONS.labels(cause.kind).inc()
+        metrics.revocations_by(cause.kind).inc()
         result.outputs.append(
             OutRecord(
                 self.topics.revocations,

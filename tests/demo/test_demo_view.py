@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 
+from rich.console import Console
+
 from streams.demo.simulator import Outgoing
 from streams.demo.view import DemoStats, LiveView
 
@@ -74,8 +76,9 @@ def test_summary_line_is_greppable() -> None:
 def test_render_works_without_a_terminal() -> None:
     stats = DemoStats()
     stats.record_revocation(revocation("e1", 1_795_000_000_000, 1_794_999_999_990))
-    view = LiveView("127.0.0.1:1", stats, tty=False, out=io.StringIO(), info={"rate": "50/s"})
+    out = io.StringIO()
+    view = LiveView("127.0.0.1:1", stats, tty=False, out=out, info={"rate": "50/s"})
     assert view.tty is False
-    view.console.print(view.render())
-    text = view.out.getvalue()  # type: ignore[attr-defined]
+    Console(file=out, width=200).print(view.render())
+    text = out.getvalue()
     assert "user:alice" in text and "write-needs-compliant-device" in text
