@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -40,6 +41,7 @@ WORKER_READY_TIMEOUT_S = 90.0
 WORKER_STOP_TIMEOUT_S = 10.0
 #: After the simulator stops, how long the view keeps reading the last decisions.
 DRAIN_S = 1.5
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 #: The checkout this package runs from: default policies and risk model live there.
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -149,7 +151,9 @@ class WorkerProcess:
             text = self.log_path.read_text(errors="replace")
         except OSError:
             return ""
-        return "\n".join(text.strip().splitlines()[-lines:])
+        text = ANSI_ESCAPE.sub("", text)  # faust's spinner writes cursor codes
+        kept = [line for line in text.splitlines() if line.strip()]
+        return "\n".join(kept[-lines:])
 
     def _get(self, path: str) -> tuple[int, bytes]:
         url = f"http://127.0.0.1:{self.web_port}{path}"

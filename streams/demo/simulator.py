@@ -44,11 +44,14 @@ SETTLE_MS = 2_000
 #: Risky signals are undone this many ms later (uniform in the range).
 RECOVERY_MS = (2_000, 5_000)
 
-#: Risky signals for agents, with weights. Raising an agent's risk above LOW is left out on
-#: purpose: the tool policy then matches no rule at all (default deny, ``rule`` null), and the
-#: worker cannot yet encode such a Decision (Decision.avsc ``actions[].rule`` is a non-null
-#: string), so it crashes on it. Add ``("risk-medium", 3), ("risk-high", 2)`` back once fixed.
-AGENT_RISKY_WEIGHTS: tuple[tuple[str, int], ...] = (("session", 3), ("credential", 2))
+#: Risky signals for agents, with weights. An agent above LOW risk matches no tool rule at all:
+#: default deny, with a null ``rule`` in the decision.
+AGENT_RISKY_WEIGHTS: tuple[tuple[str, int], ...] = (
+    ("session", 3),
+    ("credential", 2),
+    ("risk-medium", 3),
+    ("risk-high", 2),
+)
 
 Kind = Literal["signal", "grant", "malformed"]
 

@@ -3,7 +3,14 @@
 See docs/policies.md for what is supported and the reserved signal attributes.
 """
 
-from .engine import PolicyEngine
+from .engine import CheckMemo, PolicyEngine
 from .model import ActionResult, CheckResult, CompileIssue, PolicyCompileError
 
-__all__ = ["ActionResult", "CheckResult", "CompileIssue", "PolicyCompileError", "PolicyEngine"]
+__all__ = [
+    "ActionResult",
+    "CheckMemo",
+    "CheckResult",
+    "CompileIssue",
+    "PolicyCompileError",
+    "PolicyEngine",
+]

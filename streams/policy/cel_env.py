@@ -139,14 +139,20 @@ def new_env() -> cel.Env:
 
 def time_functions(now: dt.datetime) -> list[cel.Function]:
     """Per-check bindings of `now()` and `timeSince()` to one fixed instant."""
+    return clock_functions(lambda: now)
+
+
+def clock_functions(clock: Callable[[], dt.datetime]) -> list[cel.Function]:
+    """`now()` and `timeSince()` reading the instant from `clock()` at each call (the engine
+    binds them once and points `clock` at the current check's fixed `now`)."""
 
     def _now() -> dt.datetime:
-        return now
+        return clock()
 
     def _since(ts: dt.datetime) -> dt.timedelta:
         if ts.tzinfo is None:
             ts = ts.replace(tzinfo=dt.UTC)
-        return now - ts
+        return clock() - ts
 
     return [
         cel.Function("now", [], False, _now, cel.Type.TIMESTAMP),
@@ -159,7 +165,7 @@ def to_cel_data(value: Any) -> Any:
     """JSON-like value as Cerbos sees it: every number is a double (protobuf `Value`)."""
     t = type(value)
     if t is dict:
-        return {k: to_cel_data(v) for k, v in value.items()}
+        return _dict_to_cel(value)
     if t is list or t is tuple:
         return [to_cel_data(v) for v in value]
     if t is int:
@@ -173,3 +179,19 @@ def to_cel_data(value: Any) -> Any:
     if isinstance(value, int):
         return float(value)
     return value
+
+
+def _dict_to_cel(d: dict[Any, Any]) -> dict[Any, Any]:
+    # Same result as the generic path, without a call per scalar (the common case).
+    out = {}
+    for k, v in d.items():
+        t = type(v)
+        if t is str or t is bool or t is float or v is None:
+            out[k] = v
+        elif t is dict:
+            out[k] = _dict_to_cel(v)
+        elif t is int:
+            out[k] = float(v)
+        else:
+            out[k] = to_cel_data(v)
+    return out

@@ -13,6 +13,7 @@ from typing import Any
 
 from cel_expr_python import cel
 
+from .deps import dependencies
 from .globs import compile_action_glob
 from .loader import LoadedFile
 from .model import (
@@ -158,9 +159,10 @@ class Compiler:
             children = tuple(p for p in parts if p is not None)
             if len(children) != len(parts):
                 return None
+            # Newlines keep a trailing `// comment` of a leaf from swallowing the rest.
             joiner = " && " if op == "all" else " || "
-            body = joiner.join(f"({c.source})" for c in children)
-            src = f"!({body})" if op == "none" else body
+            body = joiner.join(f"({c.source}\n)" for c in children)
+            src = f"!({body}\n)" if op == "none" else body
             return Condition(op, src, None, children, any(c.uses_runtime for c in children))
         self._issue(file, f"{path}.{op}", "unknown operator (expected expr, all, any or none)")
         return None
@@ -173,7 +175,25 @@ class Compiler:
             msg = "condition.script is not supported" if key else "must contain `match`"
             self._issue(file, path, msg)
             return None
-        return self._match(file, f"{path}.match", cond["match"], inliner)
+        root = self._match(file, f"{path}.match", cond["match"], inliner)
+        if root is not None:
+            self._fuse(root)
+            root.deps = dependencies(root.source)
+        return root
+
+    def _fuse(self, cond: Condition) -> None:
+        """Compile the largest `none`-free all/any subtrees into one program each (see
+        `Condition`); a subtree whose fused source does not type-check stays a tree."""
+        if cond.op == "expr":
+            return
+        if cond.op != "none" and not _has_none(cond):
+            try:
+                cond.program = self._env.compile(cond.source)
+                return
+            except RuntimeError:
+                pass  # e.g. a leaf that is statically non-boolean: evaluate leaf by leaf
+        for child in cond.children:
+            self._fuse(child)
 
     # -- documents -----------------------------------------------------------------------------
 
@@ -339,6 +359,10 @@ class Compiler:
             str(effect),
             cond,
         )
+
+
+def _has_none(cond: Condition) -> bool:
+    return cond.op == "none" or any(_has_none(c) for c in cond.children)
 
 
 def _clean(exc: Exception) -> str:

@@ -10,6 +10,9 @@ nothing matched means DENY. A condition that fails to evaluate counts as false a
 from __future__ import annotations
 
 import datetime as dt
+import math
+import re
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,45 +34,429 @@ from .model import (
     DerivedRole,
     PolicyCompileError,
     ResourcePolicy,
+    Rule,
 )
 
 _EMPTY: dict[str, Any] = {}
+_MEMO_LIMIT = 65_536
+_GROUP_PROGRAM_LIMIT = 1_024
+
+
+def _utc(now: dt.datetime | None) -> dt.datetime:
+    if now is None:
+        return dt.datetime.now(dt.UTC)
+    return now.replace(tzinfo=dt.UTC) if now.tzinfo is None else now
+
+
+class CheckMemo:
+    """Condition results shared by the checks of one batch (e.g. all grants of a subject).
+
+    Create one per batch with `engine.new_memo(now=...)` (or `CheckMemo(now)`) and pass it as
+    `check(..., memo=memo)`. Every condition whose dependencies are statically known (see
+    `deps.py`) is cached under (condition, values at its attribute paths), so a check that
+    agrees with an earlier one on what a condition reads reuses its result and error messages;
+    `now()` is the memo's fixed `now` for all its checks. Results are identical to checks
+    without a memo with the same `now`. Not thread-safe; bound to the first engine it is used
+    with; keep it short-lived (it holds results, not requests, and is capped in size).
+    """
+
+    __slots__ = ("now", "hits", "misses", "_engine", "_results", "_max")
+
+    def __init__(self, now: dt.datetime | None = None, *, max_entries: int = _MEMO_LIMIT) -> None:
+        self.now = _utc(now)
+        self.hits = 0  # conditions answered from the memo
+        self.misses = 0  # conditions evaluated (and stored, when cacheable)
+        self._engine: PolicyEngine | None = None
+        self._results: dict[tuple[Any, ...], tuple[bool, tuple[str, ...]]] = {}
+        self._max = max_entries
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+    def _store(self, key: tuple[Any, ...], value: tuple[bool, tuple[str, ...]]) -> None:
+        if len(self._results) >= self._max:
+            self._results.clear()
+        self._results[key] = value
+
+
+# -- memo keys: the values at a condition's dependency paths, as hashable, type-exact keys ------
+
+
+class _Uncacheable(Exception):
+    """A value we cannot key exactly (unhashable object, NaN): evaluate, do not share."""
+
+
+class _Sentinel:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+_MISSING = _Sentinel("missing")  # (_MISSING, depth): the key at path[depth] is absent
+_NOT_MAP = _Sentinel("not-a-map")  # (_NOT_MAP, depth, value): selecting into a non-map
+_TRUE = _Sentinel("true")  # bools must not collide with 1.0 / 0.0
+_FALSE = _Sentinel("false")
+_NEG_ZERO = _Sentinel("-0.0")
+_INT = _Sentinel("int")
+_LIST = _Sentinel("list")
+_MAP = _Sentinel("map")
+_UNCACHEABLE = _Sentinel("uncacheable")
+
+
+def _fkey(v: float) -> Any:
+    if v != v:
+        raise _Uncacheable("NaN")
+    if v == 0.0 and math.copysign(1.0, v) < 0:
+        return _NEG_ZERO
+    return v
+
+
+def _freeze(v: Any, conv: bool) -> Any:
+    """Hashable image of `v` that is equal only for values CEL sees as identical. With `conv`,
+    mirrors `cel_env.to_cel_data` (ints become doubles, tuples lists, mappings dicts)."""
+    t = type(v)
+    if t is str or v is None:
+        return v
+    if t is bool:
+        return _TRUE if v else _FALSE
+    if t is float:
+        return _fkey(v)
+    if t is int:
+        return _fkey(float(v)) if conv else (_INT, v)
+    if t is dict or (conv and isinstance(v, Mapping)):
+        return (
+            _MAP,
+            tuple((k if type(k) is str else (type(k), k), _freeze(x, conv)) for k, x in v.items()),
+        )
+    if t is list or (conv and t is tuple):
+        return (_LIST, tuple(_freeze(x, conv) for x in v))
+    if conv:
+        if isinstance(v, int):
+            return _fkey(float(v))
+        try:
+            hash(v)
+        except TypeError:
+            raise _Uncacheable(t.__name__) from None
+        return (t, v)
+    raise _Uncacheable(t.__name__)
+
+
+def _walk(cur: Any, path: tuple[str, ...], i: int, conv: bool) -> Any:
+    n = len(path)
+    while i < n:
+        if type(cur) is not dict and not isinstance(cur, Mapping):
+            return (_NOT_MAP, i, _freeze(cur, conv))
+        cur = cur.get(path[i], _MISSING)
+        if cur is _MISSING:
+            return (_MISSING, i)
+        i += 1
+    return _freeze(cur, conv)
+
+
+def _resolve(
+    path: tuple[str, ...], principal: Mapping[str, Any], resource: Mapping[str, Any]
+) -> Any:
+    """The value at a `P.`/`R.` dependency path, read from the caller's dicts exactly as
+    `check()` builds `request.principal` / `request.resource`."""
+    field = path[1]
+    if path[0] == "P":
+        if field == "attr":
+            return _walk(principal.get("attr") or _EMPTY, path, 2, True)
+        if field == "id":
+            cur = principal.get("id", "")
+        elif field == "roles":
+            cur = list(principal.get("roles") or ())
+        elif field == "policyVersion":
+            cur = principal.get("policyVersion") or DEFAULT_VERSION
+        elif field == "scope":
+            cur = principal.get("scope") or ""
+        else:
+            return (_MISSING, 1)
+    else:
+        if field == "attr":
+            return _walk(resource.get("attr") or _EMPTY, path, 2, True)
+        if field == "id":
+            cur = resource.get("id", "")
+        elif field == "kind":
+            cur = resource.get("kind", "")
+        elif field == "policyVersion":
+            cur = resource.get("policyVersion") or DEFAULT_VERSION
+        elif field == "scope":
+            cur = resource.get("scope") or ""
+        else:
+            return (_MISSING, 1)
+    return _walk(cur, path, 2, False)
+
+
+_Trie = dict[str, Any]  # field -> sub-trie, or None for "the whole value"
+
+
+def _trie(paths: list[tuple[str, ...]]) -> _Trie:
+    """Prefix tree of dependency paths; a path that is a prefix of others takes them over."""
+    root: _Trie = {}
+    for path in sorted(paths, key=len):
+        node: _Trie | None = root
+        for part in path[:-1]:
+            assert node is not None
+            if part in node and node[part] is None:
+                node = None  # a shorter path already takes the whole value
+                break
+            node = node.setdefault(part, {})
+        if node is not None:
+            node[path[-1]] = None
+    return root
+
+
+def _project(trie: _Trie, src: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of `to_cel_data(src)` that the paths in `trie` can reach (same values, same
+    missing keys, same non-map values on the way)."""
+    out: dict[str, Any] = {}
+    for key, sub in trie.items():
+        v = src.get(key, _MISSING)
+        if v is _MISSING:
+            continue
+        if sub is None or (type(v) is not dict and not isinstance(v, Mapping)):
+            out[key] = cel_env.to_cel_data(v)
+        else:
+            out[key] = _project(sub, v)
+    return out
 
 
 class _Check:
-    """Per-call evaluation state: one Activation, and caches so each condition runs once."""
+    """Per-call evaluation state. The CEL data and Activations are built only when some
+    condition has to be evaluated (with a memo, often never); each condition runs at most once.
+
+    Conditions with known dependencies run on a *projection* of the request: `P`/`R` holding
+    only the union of the dependency paths of the bundle's conditions (`PolicyEngine._proj`),
+    which CEL converts several times faster than the whole request. Such a condition can only
+    observe values at its own paths, which the projection keeps exactly. Conditions that depend
+    on the whole request run on the full data, built on first need."""
 
     __slots__ = (
-        "activation",
-        "data",
+        "engine",
+        "principal",
+        "resource",
+        "aux_data",
+        "kind",
+        "version",
+        "scope",
+        "roles",
+        "now",
+        "memo",
+        "_now",
+        "_data",
+        "_acts",
         "dr_cache",
         "cond_cache",
         "level_edr",
-        "level_act",
         "errors",
-        "functions",
+        "dep_values",
+        "keys",
     )
 
     def __init__(
-        self, env: cel.Env, data: dict[str, Any], functions: list[cel.Function] | None
+        self,
+        engine: PolicyEngine,
+        principal: Mapping[str, Any],
+        resource: Mapping[str, Any],
+        aux_data: Mapping[str, Any] | None,
+        kind: str,
+        version: str,
+        scope: str,
+        roles: list[str],
+        now: dt.datetime | None,
+        memo: CheckMemo | None,
     ) -> None:
-        self.data = data
-        self.functions = functions
-        self.activation = (
-            env.Activation(data, functions=functions) if functions else env.Activation(data)
-        )
+        self.engine = engine
+        self.principal = principal
+        self.resource = resource
+        self.aux_data = aux_data
+        self.kind = kind
+        self.version = version
+        self.scope = scope
+        self.roles = roles
+        self.now = now
+        self.memo = memo
+        self._now: dt.datetime | None = memo.now if memo is not None else None
+        self._data: dict[bool, dict[str, Any]] = {}
+        self._acts: dict[tuple[bool, str | None], Any] = {}
         self.dr_cache: dict[int, bool] = {}
         self.cond_cache: dict[int, bool] = {}
         self.level_edr: dict[str, list[str]] = {}
-        self.level_act: dict[str, Any] = {}
         self.errors: list[str] = []
+        self.dep_values: dict[int, Any] = {}
+        self.keys: dict[int, tuple[Any, ...] | None] = {}
+
+    # -- lazily built CEL input ------------------------------------------------------------------
+
+    def data(self, full: bool) -> dict[str, Any]:
+        data = self._data.get(full)
+        if data is None:
+            data = self._data[full] = self._full_data() if full else self._projected_data()
+        return data
+
+    def _full_data(self) -> dict[str, Any]:
+        principal, resource = self.principal, self.resource
+        p = {
+            "id": principal.get("id", ""),
+            "roles": self.roles,
+            "attr": cel_env.to_cel_data(principal.get("attr") or _EMPTY),
+            "policyVersion": principal.get("policyVersion") or DEFAULT_VERSION,
+            "scope": principal.get("scope") or "",
+        }
+        r = {
+            "kind": self.kind,
+            "id": resource.get("id", ""),
+            "attr": cel_env.to_cel_data(resource.get("attr") or _EMPTY),
+            "policyVersion": self.version,
+            "scope": self.scope,
+        }
+        aux = cel_env.to_cel_data(dict(self.aux_data)) if self.aux_data else {}
+        aux.setdefault("jwt", {})
+        g = self.engine._globals
+        return {
+            "request": {"principal": p, "resource": r, "auxData": aux},
+            "P": p,
+            "R": r,
+            "G": g,
+            "globals": g,
+            "runtime": {"effectiveDerivedRoles": []},
+        }
+
+    def _projected_data(self) -> dict[str, Any]:
+        eng = self.engine
+        p: dict[str, Any] = {}
+        for field, sub in eng._proj.get("P", _EMPTY).items():
+            if field == "attr":
+                a = self.principal.get("attr") or _EMPTY
+                p["attr"] = _project(sub, a) if isinstance(a, Mapping) else cel_env.to_cel_data(a)
+            elif field == "id":
+                p["id"] = self.principal.get("id", "")
+            elif field == "roles":
+                p["roles"] = self.roles
+            elif field == "policyVersion":
+                p["policyVersion"] = self.principal.get("policyVersion") or DEFAULT_VERSION
+            elif field == "scope":
+                p["scope"] = self.principal.get("scope") or ""
+        r: dict[str, Any] = {}
+        for field, sub in eng._proj.get("R", _EMPTY).items():
+            if field == "attr":
+                a = self.resource.get("attr") or _EMPTY
+                r["attr"] = _project(sub, a) if isinstance(a, Mapping) else cel_env.to_cel_data(a)
+            elif field == "id":
+                r["id"] = self.resource.get("id", "")
+            elif field == "kind":
+                r["kind"] = self.kind
+            elif field == "policyVersion":
+                r["policyVersion"] = self.version
+            elif field == "scope":
+                r["scope"] = self.scope
+        data: dict[str, Any] = {"P": p, "R": r, "runtime": {"effectiveDerivedRoles": []}}
+        if eng._proj_request:
+            data["request"] = {"principal": p, "resource": r}
+        if eng._proj_globals:
+            data["G"] = data["globals"] = eng._globals
+        return data
+
+    def activation(self, level: ResourcePolicy | None, full: bool) -> Any:
+        """The Activation for a rule of `level` (with its runtime.effectiveDerivedRoles), or
+        for derived roles (`level=None`); `full` for conditions that need the whole request."""
+        eng = self.engine
+        if eng._clock_fns is not None:
+            now = self._now
+            if now is None:
+                now = self._now = _utc(self.now)
+            eng._clock.now = now  # read by now()/timeSince() during this check's evaluations
+        scope = level.scope if level is not None and level.uses_runtime else None
+        k = (full, scope)
+        act = self._acts.get(k)
+        if act is None:
+            data = self.data(full)
+            if scope is not None:
+                data = dict(data)
+                data["runtime"] = {"effectiveDerivedRoles": sorted(self.level_edr[scope])}
+            if eng._clock_fns is not None:
+                act = eng._env.Activation(data, functions=eng._clock_fns)
+            else:
+                act = eng._env.Activation(data)
+            self._acts[k] = act
+        return act
+
+    # -- memo ------------------------------------------------------------------------------------
+
+    def key(
+        self, uid: int, cond: Condition, level: ResourcePolicy | None
+    ) -> tuple[Any, ...] | None:
+        """Memo key of a condition: its uid and the values at its dependency paths; None when
+        it depends on the whole request or a value cannot be keyed exactly."""
+        if uid in self.keys:
+            return self.keys[uid]
+        key: tuple[Any, ...] | None = None
+        ids = cond.dep_ids
+        if ids is not None:
+            parts: list[Any] = [uid]
+            paths = self.engine._dep_paths
+            values = self.dep_values
+            for d in ids:
+                path = paths[d]
+                if path[0] == "runtime":
+                    names: Any = ()
+                    if level is not None and level.uses_runtime:
+                        names = tuple(sorted(self.level_edr[level.scope]))
+                    v = _walk({"effectiveDerivedRoles": names}, path, 1, False)
+                else:
+                    v = values.get(d, _MISSING)
+                    if v is _MISSING:
+                        try:
+                            v = _resolve(path, self.principal, self.resource)
+                        except _Uncacheable:
+                            v = _UNCACHEABLE
+                        values[d] = v
+                if v is _UNCACHEABLE:
+                    break
+                parts.append(v)
+            else:
+                key = tuple(parts)
+        self.keys[uid] = key
+        return key
+
+    def condition(
+        self, uid: int, cond: Condition, level: ResourcePolicy | None, label: str
+    ) -> bool:
+        """Evaluate a rule (`level`) or derived-role (`level=None`) condition, through the memo
+        when there is one. Callers keep the per-check cache (each condition once per check)."""
+        memo = self.memo
+        full = cond.dep_ids is None
+        if memo is None:
+            return self.evaluate(cond, self.activation(level, full), label)
+        key = None if full else self.key(uid, cond, level)
+        if key is not None:
+            hit = memo._results.get(key)
+            if hit is not None:
+                memo.hits += 1
+                if hit[1]:
+                    self.errors.extend(hit[1])
+                return hit[0]
+        memo.misses += 1
+        n = len(self.errors)
+        sat = self.evaluate(cond, self.activation(level, full), label)
+        if key is not None:
+            memo._store(key, (sat, tuple(self.errors[n:])))
+        return sat
+
+    # -- Cerbos condition semantics --------------------------------------------------------------
 
     def evaluate(self, cond: Condition, activation: Any, label: str) -> bool:
         """Cerbos semantics: a leaf is true only for a boolean true; a leaf that errors (or
-        returns a non-boolean) is false and recorded; then all/any/none combine booleans."""
-        op = cond.op
-        if op == "expr":
+        returns a non-boolean) is false and recorded; then all/any/none combine booleans. A
+        fused all/any node (one program) gives the same boolean (see `Condition`)."""
+        if cond.program is not None:
             return self._leaf(cond, activation, label)
+        op = cond.op
         if op == "all":
             return all(self.evaluate(c, activation, label) for c in cond.children)
         if op == "any":
@@ -125,6 +512,30 @@ class PolicyEngine:
             for c in self._conditions()
             for leaf in c.leaves()
         )
+        # Intern the dependency paths of every condition root for the memo keys.
+        self._dep_paths: list[tuple[str, ...]] = []
+        index: dict[tuple[str, ...], int] = {}
+        for c in self._conditions():
+            if c.deps is not None and c.dep_ids is None:
+                c.dep_ids = tuple(index.setdefault(p, len(index)) for p in c.deps)
+        self._dep_paths = sorted(index, key=index.__getitem__)
+        # Projection of the request onto every known dependency path (see `_Check`).
+        known = [c for c in self._conditions() if c.deps is not None]
+        self._proj: _Trie = _trie([p for p in self._dep_paths if p[0] in ("P", "R")])
+        self._proj_request = any(re.search(r"\brequest\b", c.source) for c in known)
+        self._proj_globals = any(re.search(r"\b(G|globals)\b", c.source) for c in known)
+        # now()/timeSince() bound once; they read the current check's fixed now.
+        self._clock = threading.local()
+        self._clock_fns: list[cel.Function] | None = (
+            cel_env.clock_functions(self._clock_now) if self._uses_time else None
+        )
+        # DENY rules of one (level, action, role) evaluated as one `a || b || ...` program.
+        self._deny_groups: dict[tuple[str, str, str], tuple[Rule, ...]] = {}
+        self._group_programs: dict[tuple[int, ...], Any] = {}
+
+    def _clock_now(self) -> dt.datetime:
+        now: dt.datetime = self._clock.now
+        return now
 
     def _conditions(self) -> list[Condition]:
         out: list[Condition] = []
@@ -152,6 +563,12 @@ class PolicyEngine:
         """Keys of all loaded resource policies (for diagnostics and the health endpoint)."""
         return sorted(p.key for p in self._policies.values())
 
+    def new_memo(self, now: dt.datetime | None = None) -> CheckMemo:
+        """A `CheckMemo` for a batch of checks sharing one `now` (default: the current time)."""
+        memo = CheckMemo(now)
+        memo._engine = self
+        return memo
+
     def check(
         self,
         principal: Mapping[str, Any],
@@ -160,8 +577,12 @@ class PolicyEngine:
         *,
         aux_data: Mapping[str, Any] | None = None,
         now: dt.datetime | None = None,
+        memo: CheckMemo | None = None,
     ) -> CheckResult:
-        """Decide every action for one principal/resource pair."""
+        """Decide every action for one principal/resource pair.
+
+        With `memo`, condition results are shared with the memo's earlier checks that read the
+        same values (see `CheckMemo`); `now` is then the memo's and must not differ."""
         kind = resource.get("kind", "")
         version = resource.get("policyVersion") or DEFAULT_VERSION
         scope = resource.get("scope") or ""
@@ -170,40 +591,15 @@ class PolicyEngine:
             return CheckResult(
                 {a: ActionResult(EFFECT_DENY, NO_MATCH, None, "") for a in actions}, [], []
             )
+        if memo is not None:
+            if memo._engine is None:
+                memo._engine = self
+            elif memo._engine is not self:
+                raise ValueError("CheckMemo belongs to another PolicyEngine")
+            if now is not None and _utc(now) != memo.now:
+                raise ValueError("check(now=...) differs from the CheckMemo's now")
         roles: list[str] = list(principal.get("roles") or ())
-        p = {
-            "id": principal.get("id", ""),
-            "roles": roles,
-            "attr": cel_env.to_cel_data(principal.get("attr") or _EMPTY),
-            "policyVersion": principal.get("policyVersion") or DEFAULT_VERSION,
-            "scope": principal.get("scope") or "",
-        }
-        r = {
-            "kind": kind,
-            "id": resource.get("id", ""),
-            "attr": cel_env.to_cel_data(resource.get("attr") or _EMPTY),
-            "policyVersion": version,
-            "scope": scope,
-        }
-        aux = cel_env.to_cel_data(dict(aux_data)) if aux_data else {}
-        aux.setdefault("jwt", {})
-        request = {"principal": p, "resource": r, "auxData": aux}
-        data = {
-            "request": request,
-            "P": p,
-            "R": r,
-            "G": self._globals,
-            "globals": self._globals,
-            "runtime": {"effectiveDerivedRoles": []},
-        }
-        functions = None
-        if self._uses_time:
-            if now is None:
-                now = dt.datetime.now(dt.UTC)
-            elif now.tzinfo is None:
-                now = now.replace(tzinfo=dt.UTC)
-            functions = cel_env.time_functions(now)
-        st = _Check(self._env, data, functions)
+        st = _Check(self, principal, resource, aux_data, kind, version, scope, roles, now, memo)
         main_key = chain[0].key
         out: dict[str, ActionResult] = {}
         for action in actions:
@@ -220,21 +616,26 @@ class PolicyEngine:
         main_key: str,
     ) -> ActionResult:
         final: ActionResult | None = None
+        cond_cache = st.cond_cache
         for role in roles:
             role_result: ActionResult | None = None
             for level in chain:
-                activation = self._level(st, level, roles)
+                self._level(st, level, roles)
+                bindings = level.bindings(action, role)
+                group = self._deny_group(level, action, role, bindings)
+                if group:
+                    self._prefilter_denies(st, level, group)
                 allow_rule: str | None = None
                 deny_rule: str | None = None
-                for rule, dr in level.bindings(action, role):
+                for rule, dr in bindings:
                     if dr is not None and not self._derived_role(st, dr):
                         continue
                     cond = rule.condition
                     if cond is not None:
-                        sat = st.cond_cache.get(rule.uid)
+                        sat = cond_cache.get(rule.uid)
                         if sat is None:
-                            sat = st.evaluate(cond, activation, f"{level.key}#{rule.name}")
-                            st.cond_cache[rule.uid] = sat
+                            sat = st.condition(rule.uid, cond, level, f"{level.key}#{rule.name}")
+                            cond_cache[rule.uid] = sat
                         if not sat:
                             continue
                     if rule.effect == EFFECT_DENY:
@@ -258,41 +659,119 @@ class PolicyEngine:
         # The policy exists but no rule matched: Cerbos reports DENY against the policy key.
         return final or ActionResult(EFFECT_DENY, main_key, None, "")
 
+    def _deny_group(
+        self,
+        level: ResourcePolicy,
+        action: str,
+        role: str,
+        bindings: tuple[tuple[Rule, DerivedRole | None], ...],
+    ) -> tuple[Rule, ...]:
+        """The conditional DENY rules of (level, action, role) without a derived role whose
+        condition is a single program; checked together by `_prefilter_denies`."""
+        k = (level.key, action, role)
+        group = self._deny_groups.get(k)
+        if group is None:
+            members: list[Rule] = []
+            for rule, dr in bindings:
+                cond = rule.condition
+                if (
+                    dr is None
+                    and rule.effect == EFFECT_DENY
+                    and cond is not None
+                    and cond.program is not None
+                    and rule not in members
+                ):
+                    members.append(rule)
+            group = tuple(members) if len(members) >= 2 else ()
+            if len(self._deny_groups) > 50_000:
+                self._deny_groups.clear()
+            self._deny_groups[k] = group
+        return group
+
+    def _group_program(self, rules: list[Rule]) -> Any:
+        uids = tuple(r.uid for r in rules)
+        if uids in self._group_programs:
+            return self._group_programs[uids]
+        if len(self._group_programs) >= _GROUP_PROGRAM_LIMIT:
+            return None
+        source = " || ".join(f"({r.condition.source}\n)" for r in rules if r.condition)
+        try:
+            program = self._env.compile(source)
+        except RuntimeError:
+            program = None
+        self._group_programs[uids] = program
+        return program
+
+    def _prefilter_denies(self, st: _Check, level: ResourcePolicy, group: tuple[Rule, ...]) -> None:
+        """In the common case no DENY holds: one `c1 || c2 || ...` evaluation that is exactly
+        `false` proves every member false without errors (CEL's `||` is false only when all
+        operands are false), so they are cached as false. Anything else (a true or erroring
+        member) leaves the rule-by-rule walk, and its errors and order, unchanged."""
+        cond_cache = st.cond_cache
+        memo = st.memo
+        pending: list[Rule] = []
+        keys: list[tuple[Any, ...] | None] = []
+        for rule in group:
+            sat = cond_cache.get(rule.uid)
+            if sat is not None:
+                if sat:
+                    return
+                continue
+            cond = rule.condition
+            assert cond is not None
+            key = None
+            if memo is not None and cond.dep_ids is not None:
+                key = st.key(rule.uid, cond, level)
+                if key is not None:
+                    hit = memo._results.get(key)
+                    if hit is not None:
+                        if hit[0] or hit[1]:
+                            return  # the walk replays it (and its errors) in order
+                        memo.hits += 1
+                        cond_cache[rule.uid] = False
+                        continue
+            pending.append(rule)
+            keys.append(key)
+        if len(pending) < 2:
+            return
+        program = self._group_program(pending)
+        if program is None:
+            return
+        try:
+            full = any(r.condition is None or r.condition.dep_ids is None for r in pending)
+            value = program.eval(st.activation(level, full)).value()
+        except Exception:
+            return
+        if value is not False:
+            return
+        if memo is not None:
+            memo.misses += 1
+        for rule, key in zip(pending, keys, strict=True):
+            cond_cache[rule.uid] = False
+            if key is not None and memo is not None:
+                memo._store(key, (False, ()))
+
     def _derived_role(self, st: _Check, dr: DerivedRole) -> bool:
         sat = st.dr_cache.get(dr.uid)
         if sat is None:
             if dr.condition is None:
                 sat = True
             else:
-                sat = st.evaluate(
-                    dr.condition, st.activation, f"derived role {dr.origin}/{dr.name}"
+                sat = st.condition(
+                    dr.uid, dr.condition, None, f"derived role {dr.origin}/{dr.name}"
                 )
             st.dr_cache[dr.uid] = sat
         return sat
 
-    def _level(self, st: _Check, level: ResourcePolicy, roles: list[str]) -> Any:
-        """Activation for a scope level; computes its effective derived roles on first visit."""
-        act = st.level_act.get(level.scope)
-        if act is not None:
-            return act
-        names = [
+    def _level(self, st: _Check, level: ResourcePolicy, roles: list[str]) -> None:
+        """Computes a scope level's effective derived roles on its first visit."""
+        if level.scope in st.level_edr:
+            return
+        st.level_edr[level.scope] = [
             name
             for name, dr in level.derived_roles.items()
             if any(dr.has_parent(role) for role in roles) and self._derived_role(st, dr)
         ]
-        st.level_edr[level.scope] = names
-        if level.uses_runtime:
-            data = dict(st.data)
-            data["runtime"] = {"effectiveDerivedRoles": sorted(names)}
-            act = (
-                self._env.Activation(data, functions=st.functions)
-                if st.functions
-                else self._env.Activation(data)
-            )
-        else:
-            act = st.activation
-        st.level_act[level.scope] = act
-        return act
 
 
-__all__ = ["PolicyEngine", "policy_key"]
+__all__ = ["CheckMemo", "PolicyEngine", "policy_key"]

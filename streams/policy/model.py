@@ -64,13 +64,30 @@ class PolicyCompileError(Exception):
 @dataclass(slots=True)
 class Condition:
     """A compiled `match` tree. Leaves (`op == "expr"`) hold one CEL program each, because Cerbos
-    turns a failing leaf into false *before* combining: `none.of: [<error>]` is true."""
+    turns a failing leaf into false *before* combining: `none.of: [<error>]` is true.
+
+    An `all`/`any` node without `none` below it is *fused*: `program` is then one CEL program
+    for the whole subtree (`(a) && (b)`, `(a) || (b)`). CEL's commutative error handling gives
+    Cerbos' result: an erroring (or non-boolean) operand makes the fused result false or an
+    error exactly when Cerbos' result is false, and an error counts as false. `none` is never
+    fused (`none.of: [<error>]` is true in Cerbos but `!(<error>)` is an error in CEL).
+
+    On the root of a rule or derived-role condition, `deps` are the attribute paths the whole
+    condition reads (see `deps.py`), None meaning "the whole request"; `dep_ids` are the same
+    paths interned by the engine for the `CheckMemo` key."""
 
     op: str
     source: str
     program: Any = None
     children: tuple[Condition, ...] = ()
     uses_runtime: bool = False
+    deps: tuple[tuple[str, ...], ...] | None = None
+    dep_ids: tuple[int, ...] | None = None
+
+    @property
+    def fused(self) -> bool:
+        """True when one CEL program decides this node (a leaf, or a fused all/any)."""
+        return self.program is not None
 
     def leaves(self) -> list[Condition]:
         if self.op == "expr":

@@ -8,6 +8,7 @@ subject's state is read once and written once per batch, whatever the number of 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,8 @@ from streams.state.subject import (
     new_signal_state,
     subject_snapshot,
 )
+
+log = logging.getLogger(__name__)
 
 # Revocation tombstones are kept this long after the grant would have expired (or was revoked).
 TOMBSTONE_RETENTION_MS = 7 * 24 * 3600 * 1000
@@ -135,8 +138,18 @@ class Pipeline:
         keys = list(by_subject)
         stored = store.get_many([signal_key(k.encode()) for k in keys])
         for key, raw in zip(keys, stored, strict=True):
-            subject = _Subject(key, store, raw)
-            self._process_subject(subject, by_subject[key], result, now_ms)
+            mark = (len(result.outputs), len(result.signal_timestamps))
+            try:
+                subject = _Subject(key, store, raw)
+                self._process_subject(subject, by_subject[key], result, now_ms)
+            except Exception as exc:  # a bug or a poison record must not stop the partition
+                log.exception("processing subject %s failed; its records go to dead letters", key)
+                del result.outputs[mark[0] :]
+                del result.signal_timestamps[mark[1] :]
+                reason = f"processing failed: {type(exc).__name__}: {exc}"
+                for _, rec in by_subject[key]:
+                    result.outputs.append(self._dead_letter(rec, "processing", reason, now_ms))
+                continue
             subject.collect(result.changed_states)
         return result
 

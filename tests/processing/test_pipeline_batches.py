@@ -163,3 +163,59 @@ def test_one_state_write_per_subject_per_batch(pipeline: Pipeline) -> None:
     result = pipeline.process(batch, MemoryStore(), NOW)
     assert list(result.changed_states) == [b"s:user:alice"]  # grants not even read
     assert result.next_offsets == {"signals.risk": batch[-1].offset + 1}
+
+
+def test_default_deny_without_a_matching_rule_is_encoded_and_revokes(pipeline: Pipeline) -> None:
+    """An agent above LOW risk matches no tool rule: DENY with policy key and a null rule."""
+    store, feed = MemoryStore(), Feed()
+    agent_grant = {
+        "op": "issued",
+        "grant_id": "a1",
+        "principal": {"id": "bot", "type": "agent", "roles": ["agent"], "attr": {}},
+        "resource": {"kind": "tool", "id": "search", "attr": {}},
+        "actions": ["invoke"],
+        "session_id": "s1",
+        "issued_at": "2026-11-29T10:00:00Z",
+    }
+    low = risk("r0", "LOW", "2026-11-29T09:00:00Z") | {"subject": {"type": "agent", "id": "bot"}}
+    setup = pipeline.process(
+        [
+            feed("signals.risk", low, key="agent:bot"),
+            feed("authz.grants", agent_grant, key="agent:bot"),
+        ],
+        store,
+        NOW,
+    )
+    assert [d["effect"] for d in outputs(setup, "authz.decisions")] == ["EFFECT_ALLOW"]
+    persist(store, setup)
+    medium = risk("r1", "MEDIUM") | {"subject": {"type": "agent", "id": "bot"}}
+    result = pipeline.process([feed("signals.risk", medium, key="agent:bot")], store, NOW)
+    [decision] = outputs(result, "authz.decisions")
+    assert decision["actions"][0]["rule"] is None
+    assert decision["actions"][0]["policy"] == "resource.tool.vdefault"
+    [rev] = outputs(result, "authz.revocations")
+    assert rev["grant_id"] == "a1" and rev["rule"] is None
+
+
+def test_a_failure_inside_one_subject_dead_letters_its_records_and_spares_the_rest() -> None:
+    class Exploding(PolicyEngine):
+        def check(self, principal: Any, resource: Any, actions: Any, **kw: Any) -> Any:
+            if resource["id"] == "boom":
+                raise RuntimeError("engine bug")
+            return super().check(principal, resource, actions, **kw)
+
+    real = PolicyEngine.from_directory(ROOT / "policies")
+    engine = Exploding(real._env, real._policies, real.digest)
+    pipe = Pipeline(TOPICS, engine, RiskModel())
+    feed = Feed()
+    bad = grant("g1", ["read"]) | {"resource": {"kind": "document", "id": "boom", "attr": {}}}
+    other = grant("g2", ["read"]) | {"principal": {"id": "bob", "roles": ["employee"], "attr": {}}}
+    result = pipe.process(
+        [feed("authz.grants", bad), feed("authz.grants", other, key="user:bob")],
+        MemoryStore(),
+        NOW,
+    )
+    [dead] = outputs(result, "signals.deadletter")
+    assert dead["error"] == "processing" and "engine bug" in dead["reason"]
+    assert [d["subject"] for d in outputs(result, "authz.decisions")] == ["user:bob"]
+    assert list(result.changed_states) == [b"g:user:bob"]
