@@ -14,6 +14,7 @@ import math
 import re
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,7 @@ _INT = _Sentinel("int")
 _LIST = _Sentinel("list")
 _MAP = _Sentinel("map")
 _UNCACHEABLE = _Sentinel("uncacheable")
+_UNSET = _Sentinel("unset")
 
 
 def _fkey(v: float) -> Any:
@@ -163,9 +165,18 @@ def _resolve(
     """The value at a `P.`/`R.` dependency path, read from the caller's dicts exactly as
     `check()` builds `request.principal` / `request.resource`."""
     field = path[1]
+    if field == "attr":  # the hot path: a chain of dicts ending in a scalar
+        cur: Any = (principal if path[0] == "P" else resource).get("attr") or _EMPTY
+        i, n = 2, len(path)
+        while i < n:
+            if type(cur) is not dict and not isinstance(cur, Mapping):
+                return (_NOT_MAP, i, _freeze(cur, True))
+            cur = cur.get(path[i], _MISSING)
+            if cur is _MISSING:
+                return (_MISSING, i)
+            i += 1
+        return cur if type(cur) is str else _freeze(cur, True)
     if path[0] == "P":
-        if field == "attr":
-            return _walk(principal.get("attr") or _EMPTY, path, 2, True)
         if field == "id":
             cur = principal.get("id", "")
         elif field == "roles":
@@ -177,8 +188,6 @@ def _resolve(
         else:
             return (_MISSING, 1)
     else:
-        if field == "attr":
-            return _walk(resource.get("attr") or _EMPTY, path, 2, True)
         if field == "id":
             cur = resource.get("id", "")
         elif field == "kind":
@@ -219,7 +228,10 @@ def _project(trie: _Trie, src: Mapping[str, Any]) -> dict[str, Any]:
         v = src.get(key, _MISSING)
         if v is _MISSING:
             continue
-        if sub is None or (type(v) is not dict and not isinstance(v, Mapping)):
+        t = type(v)
+        if t is str or t is bool or t is float:
+            out[key] = v
+        elif sub is None or (t is not dict and not isinstance(v, Mapping)):
             out[key] = cel_env.to_cel_data(v)
         else:
             out[key] = _project(sub, v)
@@ -288,8 +300,8 @@ class _Check:
         self.cond_cache: dict[int, bool] = {}
         self.level_edr: dict[str, list[str]] = {}
         self.errors: list[str] = []
-        self.dep_values: dict[int, Any] = {}
-        self.keys: dict[int, tuple[Any, ...] | None] = {}
+        self.dep_values: list[Any] = [_UNSET] * len(engine._dep_paths)
+        self.keys: dict[Any, tuple[Any, ...] | None] = {}
 
     # -- lazily built CEL input ------------------------------------------------------------------
 
@@ -389,40 +401,41 @@ class _Check:
     # -- memo ------------------------------------------------------------------------------------
 
     def key(
-        self, uid: int, cond: Condition, level: ResourcePolicy | None
+        self, uid: Any, dep_ids: tuple[int, ...], level: ResourcePolicy | None
     ) -> tuple[Any, ...] | None:
-        """Memo key of a condition: its uid and the values at its dependency paths; None when
-        it depends on the whole request or a value cannot be keyed exactly."""
-        if uid in self.keys:
-            return self.keys[uid]
-        key: tuple[Any, ...] | None = None
-        ids = cond.dep_ids
-        if ids is not None:
-            parts: list[Any] = [uid]
-            paths = self.engine._dep_paths
-            values = self.dep_values
-            for d in ids:
-                path = paths[d]
-                if path[0] == "runtime":
-                    names: Any = ()
-                    if level is not None and level.uses_runtime:
-                        names = tuple(sorted(self.level_edr[level.scope]))
-                    v = _walk({"effectiveDerivedRoles": names}, path, 1, False)
-                else:
-                    v = values.get(d, _MISSING)
-                    if v is _MISSING:
-                        try:
-                            v = _resolve(path, self.principal, self.resource)
-                        except _Uncacheable:
-                            v = _UNCACHEABLE
-                        values[d] = v
-                if v is _UNCACHEABLE:
-                    break
-                parts.append(v)
+        """Memo key of a condition (or DENY group): its uid and the values at its dependency
+        paths; None when a value cannot be keyed exactly."""
+        key: Any = self.keys.get(uid, _MISSING)
+        if key is not _MISSING:
+            return key  # type: ignore[no-any-return]
+        eng = self.engine
+        values = self.dep_values
+        parts: list[Any] = [uid]
+        for d in dep_ids:
+            if d in eng._runtime_deps:
+                names: list[str] = []
+                if level is not None and level.uses_runtime:
+                    names = sorted(self.level_edr[level.scope])
+                try:
+                    v = _walk({"effectiveDerivedRoles": names}, eng._dep_paths[d], 1, False)
+                except _Uncacheable:
+                    v = _UNCACHEABLE
             else:
-                key = tuple(parts)
+                v = values[d]
+                if v is _UNSET:
+                    try:
+                        v = _resolve(eng._dep_paths[d], self.principal, self.resource)
+                    except _Uncacheable:
+                        v = _UNCACHEABLE
+                    values[d] = v
+            if v is _UNCACHEABLE:
+                key = None
+                break
+            parts.append(v)
+        else:
+            key = tuple(parts)
         self.keys[uid] = key
-        return key
+        return key  # type: ignore[no-any-return]
 
     def condition(
         self, uid: int, cond: Condition, level: ResourcePolicy | None, label: str
@@ -430,10 +443,10 @@ class _Check:
         """Evaluate a rule (`level`) or derived-role (`level=None`) condition, through the memo
         when there is one. Callers keep the per-check cache (each condition once per check)."""
         memo = self.memo
-        full = cond.dep_ids is None
+        full = cond.dep_ids is None or not self.engine._use_projection
         if memo is None:
             return self.evaluate(cond, self.activation(level, full), label)
-        key = None if full else self.key(uid, cond, level)
+        key = None if cond.dep_ids is None else self.key(uid, cond.dep_ids, level)
         if key is not None:
             hit = memo._results.get(key)
             if hit is not None:
@@ -481,6 +494,13 @@ class _Check:
         return False
 
 
+@dataclass(frozen=True, slots=True)
+class _GroupInfo:
+    uids: tuple[int, ...]
+    program: Any
+    dep_ids: tuple[int, ...] | None
+
+
 class PolicyEngine:
     """A compiled, immutable policy bundle. Build with `from_directory`; share freely."""
 
@@ -519,11 +539,13 @@ class PolicyEngine:
             if c.deps is not None and c.dep_ids is None:
                 c.dep_ids = tuple(index.setdefault(p, len(index)) for p in c.deps)
         self._dep_paths = sorted(index, key=index.__getitem__)
+        self._runtime_deps = frozenset(i for p, i in index.items() if p[0] == "runtime")
         # Projection of the request onto every known dependency path (see `_Check`).
         known = [c for c in self._conditions() if c.deps is not None]
         self._proj: _Trie = _trie([p for p in self._dep_paths if p[0] in ("P", "R")])
         self._proj_request = any(re.search(r"\brequest\b", c.source) for c in known)
         self._proj_globals = any(re.search(r"\b(G|globals)\b", c.source) for c in known)
+        self._use_projection = True  # tests compare against the full request
         # now()/timeSince() bound once; they read the current check's fixed now.
         self._clock = threading.local()
         self._clock_fns: list[cel.Function] | None = (
@@ -531,7 +553,7 @@ class PolicyEngine:
         )
         # DENY rules of one (level, action, role) evaluated as one `a || b || ...` program.
         self._deny_groups: dict[tuple[str, str, str], tuple[Rule, ...]] = {}
-        self._group_programs: dict[tuple[int, ...], Any] = {}
+        self._group_programs: dict[tuple[int, ...], _GroupInfo | None] = {}
 
     def _clock_now(self) -> dt.datetime:
         now: dt.datetime = self._clock.now
@@ -688,67 +710,67 @@ class PolicyEngine:
             self._deny_groups[k] = group
         return group
 
-    def _group_program(self, rules: list[Rule]) -> Any:
+    def _group_info(self, rules: list[Rule]) -> _GroupInfo | None:
+        """The `c1 || c2 || ...` program of some DENY rules (compiled once per rule set) and
+        the union of their dependencies; None when it does not compile or too many exist."""
         uids = tuple(r.uid for r in rules)
         if uids in self._group_programs:
             return self._group_programs[uids]
         if len(self._group_programs) >= _GROUP_PROGRAM_LIMIT:
             return None
-        source = " || ".join(f"({r.condition.source}\n)" for r in rules if r.condition)
+        conds = [r.condition for r in rules if r.condition is not None]
+        source = " || ".join(f"({c.source}\n)" for c in conds)
         try:
             program = self._env.compile(source)
         except RuntimeError:
             program = None
-        self._group_programs[uids] = program
-        return program
+        dep_ids: tuple[int, ...] | None = None
+        if all(c.dep_ids is not None for c in conds):
+            dep_ids = tuple(sorted({d for c in conds for d in c.dep_ids or ()}))
+        info = None if program is None else _GroupInfo(uids, program, dep_ids)
+        self._group_programs[uids] = info
+        return info
 
     def _prefilter_denies(self, st: _Check, level: ResourcePolicy, group: tuple[Rule, ...]) -> None:
         """In the common case no DENY holds: one `c1 || c2 || ...` evaluation that is exactly
         `false` proves every member false without errors (CEL's `||` is false only when all
         operands are false), so they are cached as false. Anything else (a true or erroring
-        member) leaves the rule-by-rule walk, and its errors and order, unchanged."""
+        member) leaves the rule-by-rule walk, and its errors and order, unchanged. With a memo,
+        a `false` is shared under the union of the members' dependencies."""
         cond_cache = st.cond_cache
-        memo = st.memo
         pending: list[Rule] = []
-        keys: list[tuple[Any, ...] | None] = []
         for rule in group:
             sat = cond_cache.get(rule.uid)
-            if sat is not None:
-                if sat:
-                    return
-                continue
-            cond = rule.condition
-            assert cond is not None
-            key = None
-            if memo is not None and cond.dep_ids is not None:
-                key = st.key(rule.uid, cond, level)
-                if key is not None:
-                    hit = memo._results.get(key)
-                    if hit is not None:
-                        if hit[0] or hit[1]:
-                            return  # the walk replays it (and its errors) in order
-                        memo.hits += 1
-                        cond_cache[rule.uid] = False
-                        continue
-            pending.append(rule)
-            keys.append(key)
+            if sat is None:
+                pending.append(rule)
+            elif sat:
+                return
         if len(pending) < 2:
             return
-        program = self._group_program(pending)
-        if program is None:
+        info = self._group_info(pending)
+        if info is None:
             return
+        memo = st.memo
+        key = None
+        if memo is not None and info.dep_ids is not None:
+            key = st.key(info.uids, info.dep_ids, level)
+            if key is not None and key in memo._results:
+                memo.hits += 1
+                for rule in pending:
+                    cond_cache[rule.uid] = False
+                return
         try:
-            full = any(r.condition is None or r.condition.dep_ids is None for r in pending)
-            value = program.eval(st.activation(level, full)).value()
+            full = info.dep_ids is None or not self._use_projection
+            value = info.program.eval(st.activation(level, full)).value()
         except Exception:
             return
         if value is not False:
             return
+        for rule in pending:
+            cond_cache[rule.uid] = False
         if memo is not None:
             memo.misses += 1
-        for rule, key in zip(pending, keys, strict=True):
-            cond_cache[rule.uid] = False
-            if key is not None and memo is not None:
+            if key is not None:
                 memo._store(key, (False, ()))
 
     def _derived_role(self, st: _Check, dr: DerivedRole) -> bool:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from streams.models.timeparse import to_rfc3339
-from streams.policy import PolicyEngine
+from streams.policy import CheckMemo, PolicyEngine
 from streams.state.subject import SignalState, device_snapshot, session_snapshot
 
 ALLOW = "EFFECT_ALLOW"
@@ -54,22 +54,32 @@ def effective_request(
 ) -> dict[str, Any]:
     """The request the policy sees: the grant's principal with live signals merged in."""
     principal = grant["principal"]
-    expires_at = grant.get("expires_at")
     attr = dict(principal["attr"])
     attr["signals"] = {
         **subject,
         "device": device_snapshot(state, grant.get("device_id")),
         "session": session_snapshot(state, grant.get("session_id")),
     }
-    attr["grant"] = {
-        "id": grant["grant_id"],
-        "issued_at": to_rfc3339(grant["issued_at"]),
-        "expires_at": to_rfc3339(expires_at) if expires_at else "",
-    }
+    attr["grant"] = grant_attributes(grant)
     return {
         "principal": {"id": principal["id"], "roles": principal["roles"], "attr": attr},
         "resource": grant["resource"],
         "actions": grant["actions"],
+    }
+
+
+@lru_cache(maxsize=1 << 16)
+def _rfc3339(ms: int) -> str:
+    return to_rfc3339(ms)
+
+
+def grant_attributes(grant: dict[str, Any]) -> dict[str, str]:
+    """``request.principal.attr.grant``: the grant's own facts, as policies read them."""
+    expires_at = grant.get("expires_at")
+    return {
+        "id": grant["grant_id"],
+        "issued_at": _rfc3339(grant["issued_at"]),
+        "expires_at": _rfc3339(expires_at) if expires_at else "",
     }
 
 
@@ -81,13 +91,14 @@ def evaluate_grant(
     state: SignalState,
     cause: Cause,
     now_ms: int,
+    memo: CheckMemo,
 ) -> Evaluation:
     """Evaluate every action of a grant; DENY on any action means the grant no longer holds."""
     request = effective_request(grant, subject, state)
     started = time.perf_counter()
-    # now() in conditions is the batch's clock, the same instant recorded as evaluated_at.
-    now = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
-    result = engine.check(request["principal"], request["resource"], request["actions"], now=now)
+    # The memo's now() is the batch's clock, the same instant recorded as evaluated_at; it lets
+    # grants of a batch share condition results whose inputs are equal.
+    result = engine.check(request["principal"], request["resource"], request["actions"], memo=memo)
     elapsed = time.perf_counter() - started
     actions = []
     denied = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -75,6 +76,7 @@ class Pipeline:
         self._revocation_enc = OutputEncoder(
             "Revocation", fmt, registry_url=registry_url, topic=topics.revocations
         )
+        self._memo = engine.new_memo()
         self._deadletter_enc = OutputEncoder(
             "DeadLetter", fmt, registry_url=registry_url, topic=topics.deadletter
         )
@@ -137,6 +139,7 @@ class Pipeline:
             return result
         keys = list(by_subject)
         stored = store.get_many([signal_key(k.encode()) for k in keys])
+        self._memo = self.engine.new_memo(now=datetime.fromtimestamp(now_ms / 1000, tz=UTC))
         for key, raw in zip(keys, stored, strict=True):
             mark = (len(result.outputs), len(result.signal_timestamps))
             try:
@@ -240,7 +243,9 @@ class Pipeline:
         now_ms: int,
     ) -> None:
         key = subject.key
-        ev = evaluate_grant(self.engine, grant, key, snapshot, subject.signals, cause, now_ms)
+        ev = evaluate_grant(
+            self.engine, grant, key, snapshot, subject.signals, cause, now_ms, self._memo
+        )
         metrics.EVALUATION_SECONDS.observe(ev.decision["eval_duration_seconds"])
         metrics.decisions_by(ev.decision["effect"], cause.kind).inc()
         key_bytes = key.encode()

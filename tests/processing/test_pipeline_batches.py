@@ -204,8 +204,7 @@ def test_a_failure_inside_one_subject_dead_letters_its_records_and_spares_the_re
                 raise RuntimeError("engine bug")
             return super().check(principal, resource, actions, **kw)
 
-    real = PolicyEngine.from_directory(ROOT / "policies")
-    engine = Exploding(real._env, real._policies, real.digest)
+    engine = Exploding.from_directory(ROOT / "policies")
     pipe = Pipeline(TOPICS, engine, RiskModel())
     feed = Feed()
     bad = grant("g1", ["read"]) | {"resource": {"kind": "document", "id": "boom", "attr": {}}}
