@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -21,6 +23,7 @@ from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams import metrics
+from streams.bundles.watcher import BundleWatcher
 from streams.kafka.admin import ensure_topics
 from streams.policy import PolicyEngine
 from streams.processing.pipeline import Pipeline, Topics
@@ -50,14 +53,33 @@ def build_pipeline(settings: Settings) -> Pipeline:
     )
 
 
+def in_memory(settings: Settings) -> bool:
+    return str(settings.data_dir) == ":memory:"
+
+
 def runner_config(settings: Settings) -> RunnerConfig:
-    data_dir = None if str(settings.data_dir) == ":memory:" else settings.data_dir / "state"
     return RunnerConfig(
         bootstrap=settings.bootstrap_servers,
         group_id=settings.group_id,
         input_topics=settings.input_topics,
         changelog_topic=settings.topic_changelog,
-        data_dir=data_dir,
+        data_dir=None if in_memory(settings) else settings.data_dir / "state",
+        reevaluation_rate=settings.reevaluation_rate,
+    )
+
+
+def bundle_watcher(settings: Settings, running_digest: str) -> BundleWatcher:
+    workdir = (
+        Path(tempfile.mkdtemp(prefix="vigil-bundles-"))
+        if in_memory(settings)
+        else settings.data_dir / "bundles"
+    )
+    return BundleWatcher(
+        bootstrap=settings.bootstrap_servers,
+        topic=settings.topic_bundles,
+        policies_dir=settings.policies,
+        workdir=workdir,
+        running_digest=running_digest,
     )
 
 
@@ -68,7 +90,9 @@ class PipelineService(Service):
         super().__init__(**kwargs)
         self.settings = settings
         self.pipeline = pipeline
-        self.runner = PipelineRunner(runner_config(settings), pipeline)
+        self.runner = PipelineRunner(
+            runner_config(settings), pipeline, bundle_watcher(settings, pipeline.engine.digest)
+        )
         self._task: asyncio.Task[None] | None = None
 
     async def on_start(self) -> None:
@@ -77,8 +101,9 @@ class PipelineService(Service):
             s.bootstrap_servers,
             [*s.input_topics, *s.output_topics],
             s.partitions,
-            compacted=s.compacted_topics,
+            compacted=[s.topic_changelog],
         )
+        await ensure_topics(s.bootstrap_servers, [], 1, compacted=[s.topic_bundles])
         await ensure_topics(s.bootstrap_servers, [WORKERS_TOPIC], 1)
         await self.runner.start()
         self._task = asyncio.create_task(self._run())
@@ -139,6 +164,7 @@ def create_app(settings: Settings) -> faust.App:
             "worker_id": worker_id,
             "policy_digest": pipeline.engine.digest,
             "partitions": sorted(service.runner.stores),
+            "reevaluating_partitions": service.runner.reevaluating,
             "ready": service.runner.ready.is_set(),
             "at": int(time.time() * 1000),
         }
@@ -155,6 +181,7 @@ def create_app(settings: Settings) -> faust.App:
             "ready": ready,
             "partitions": sorted(service.runner.stores),
             "policy_digest": pipeline.engine.digest,
+            "reevaluating_partitions": service.runner.reevaluating,
         }
         return web.json(body, status=200 if ready else 503)
 

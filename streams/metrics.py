@@ -41,6 +41,24 @@ SIGNAL_LAG_SECONDS = Histogram(
 )
 ACTIVE_GRANTS = Gauge("vigil_active_grants", "Active grants held by this worker")
 ASSIGNED_PARTITIONS = Gauge("vigil_assigned_partitions", "Input partitions owned by this worker")
+POLICY_BUNDLE_SWITCHES = Counter(
+    "vigil_policy_bundle_switches_total", "Policy bundles switched to, by source", ["source"]
+)
+POLICY_BUNDLE_REJECTED = Counter(
+    "vigil_policy_bundle_rejected_total",
+    "Policy bundles refused (compile error or corrupt record), by source",
+    ["source"],
+)
+POLICY_BUNDLE_INFO = Gauge(
+    "vigil_policy_bundle_info", "The running policy bundle (value 1)", ["digest"]
+)
+REEVALUATION_PENDING_PARTITIONS = Gauge(
+    "vigil_policy_reevaluation_pending_partitions",
+    "Owned partitions whose grants are still being re-evaluated after a bundle switch",
+)
+REEVALUATED_GRANTS = Counter(
+    "vigil_policy_reevaluated_grants_total", "Grants re-evaluated because the bundle changed"
+)
 RESTORED_RECORDS = Counter(
     "vigil_changelog_restored_records_total", "Changelog records replayed into local state"
 )

@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     topic_revocations: str = "authz.revocations"
     topic_deadletter: str = "signals.deadletter"
     topic_changelog: str = "vigil.state-changelog"
+    topic_bundles: str = "vigil.policy-bundles"
+    reevaluation_rate: int = Field(
+        default=500,
+        ge=1,
+        description="Subjects per second re-evaluated after a policy bundle switch, per worker.",
+    )
 
     @field_validator("broker")
     @classmethod
@@ -137,12 +143,12 @@ class Settings(BaseSettings):
     @property
     def compacted_topics(self) -> list[str]:
         """Topics that must be created with ``cleanup.policy=compact``."""
-        return [self.topic_changelog]
+        return [self.topic_changelog, self.topic_bundles]
 
     @property
     def all_topics(self) -> list[str]:
         """Every topic Vigil uses, in a stable order, without duplicates."""
         seen: dict[str, None] = {}
-        for name in [*self.input_topics, *self.output_topics, self.topic_changelog]:
+        for name in [*self.input_topics, *self.output_topics, *self.compacted_topics]:
             seen.setdefault(name, None)
         return list(seen)

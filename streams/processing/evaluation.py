@@ -92,6 +92,7 @@ def evaluate_grant(
     cause: Cause,
     now_ms: int,
     memo: CheckMemo,
+    previous_digest: str | None = None,
 ) -> Evaluation:
     """Evaluate every action of a grant; DENY on any action means the grant no longer holds."""
     request = effective_request(grant, subject, state)
@@ -127,6 +128,7 @@ def evaluate_grant(
         "actions": actions,
         "request": request,
         "policy_digest": digest,
+        "previous_policy_digest": previous_digest,
         "evaluated_at": now_ms,
         "cause_event_time": cause.event_time,
         "eval_duration_seconds": elapsed,
@@ -147,6 +149,7 @@ def evaluate_grant(
             "policy": first.policy,
             "rule": first.rule,
             "policy_digest": digest,
+            "previous_policy_digest": previous_digest,
             "revoked_at": now_ms,
             "cause_event_time": cause.event_time,
         }

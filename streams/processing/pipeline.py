@@ -24,7 +24,7 @@ from streams.policy import PolicyEngine
 from streams.processing.evaluation import Cause, evaluate_grant
 from streams.processing.records import BatchResult, InRecord, OutRecord
 from streams.state.risk import RiskModel
-from streams.state.store import PartitionStore, grant_key, signal_key
+from streams.state.store import GRANT_PREFIX, PartitionStore, grant_key, signal_key
 from streams.state.subject import (
     Applied,
     GrantState,
@@ -233,6 +233,47 @@ class Pipeline:
         cause = Cause("grant-issued", f"{ev.grant_id}@{grant['issued_at']}", grant["issued_at"])
         self._evaluate(subject, grant, snapshot, cause, result, now_ms)
 
+    # -- policy change ----------------------------------------------------------------------
+
+    def set_engine(self, engine: PolicyEngine) -> None:
+        """Switch to another compiled bundle; grants are re-evaluated by ``reevaluate``."""
+        self.engine = engine
+        self._memo = engine.new_memo()
+
+    def reevaluate(
+        self, grant_keys: Sequence[bytes], store: PartitionStore, now_ms: int
+    ) -> BatchResult:
+        """Evaluate, with the current bundle, every grant of these subjects that was last
+        evaluated with another bundle (cause ``policy-change``). Idempotent: a grant records
+        the digest it was evaluated with, so a crash mid-way resumes where it stopped."""
+        result = BatchResult()
+        digest = self.engine.digest
+        self._memo = self.engine.new_memo(now=datetime.fromtimestamp(now_ms / 1000, tz=UTC))
+        for gkey, raw_grants in zip(grant_keys, store.get_many(list(grant_keys)), strict=True):
+            if raw_grants is None:
+                continue
+            grants = orjson.loads(raw_grants)
+            if all(g.get("digest") == digest for g in grants["grants"].values()):
+                continue  # already judged by this bundle (e.g. a resumed scan)
+            skey = gkey[len(GRANT_PREFIX) :]
+            key = skey.decode()
+            mark = len(result.outputs)
+            try:
+                subject = _Subject(key, store, store.get(signal_key(skey)), grants)
+                snapshot = subject_snapshot(subject.signals, self.risk)
+                cause = Cause("policy-change", digest, now_ms)
+                for grant in list(subject.grants(now_ms)["grants"].values()):
+                    if grant.get("digest") != digest:
+                        previous = grant.get("digest")
+                        self._evaluate(subject, grant, snapshot, cause, result, now_ms, previous)
+                        metrics.REEVALUATED_GRANTS.inc()
+            except Exception:  # one broken subject must not stop the switch for the others
+                log.exception("re-evaluating subject %s failed", key)
+                del result.outputs[mark:]
+                continue
+            subject.collect(result.changed_states)
+        return result
+
     def _evaluate(
         self,
         subject: _Subject,
@@ -241,11 +282,23 @@ class Pipeline:
         cause: Cause,
         result: BatchResult,
         now_ms: int,
+        previous_digest: str | None = None,
     ) -> None:
         key = subject.key
         ev = evaluate_grant(
-            self.engine, grant, key, snapshot, subject.signals, cause, now_ms, self._memo
+            self.engine,
+            grant,
+            key,
+            snapshot,
+            subject.signals,
+            cause,
+            now_ms,
+            self._memo,
+            previous_digest,
         )
+        if grant.get("digest") != self.engine.digest:
+            grant["digest"] = self.engine.digest  # which bundle last judged this grant
+            subject.grants_dirty = True
         metrics.EVALUATION_SECONDS.observe(ev.decision["eval_duration_seconds"])
         metrics.decisions_by(ev.decision["effect"], cause.kind).inc()
         key_bytes = key.encode()
@@ -281,9 +334,23 @@ class Pipeline:
 class _Subject:
     """One subject's state during a batch: signal part read up front, grant part on demand."""
 
-    __slots__ = ("key", "signals", "signals_dirty", "grants_dirty", "_grants", "_store")
+    __slots__ = (
+        "key",
+        "signals",
+        "signals_dirty",
+        "grants_dirty",
+        "_grants",
+        "_pending_grants",
+        "_store",
+    )
 
-    def __init__(self, key: str, store: PartitionStore, raw_signals: bytes | None) -> None:
+    def __init__(
+        self,
+        key: str,
+        store: PartitionStore,
+        raw_signals: bytes | None,
+        grants: GrantState | None = None,
+    ) -> None:
         self.key = key
         self._store = store
         self.signals: SignalState = (
@@ -292,12 +359,16 @@ class _Subject:
         self.signals_dirty = False
         self.grants_dirty = False
         self._grants: GrantState | None = None
+        self._pending_grants = grants
 
     def grants(self, now_ms: int) -> GrantState:
         """The grant part, read once per batch; expired grants and old tombstones drop out."""
         if self._grants is None:
-            raw = self._store.get(grant_key(self.key.encode()))
-            self._grants = orjson.loads(raw) if raw is not None else new_grant_state()
+            if self._pending_grants is not None:
+                self._grants = self._pending_grants
+            else:
+                raw = self._store.get(grant_key(self.key.encode()))
+                self._grants = orjson.loads(raw) if raw is not None else new_grant_state()
             expired = expire_grants(self._grants, now_ms)
             if expired:
                 metrics.ACTIVE_GRANTS.dec(len(expired))

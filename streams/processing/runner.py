@@ -19,6 +19,7 @@ same-numbered partitions of equally partitioned topics on one member).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -30,11 +31,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from streams import metrics
+from streams.bundles.watcher import BundleWatcher
 from streams.kafka.quirks import read_to_end
+from streams.policy import PolicyEngine
 from streams.processing.pipeline import Pipeline
 from streams.processing.records import BatchResult, InRecord, OutRecord
 from streams.state.store import (
     CHANGELOG_OFFSET,
+    GRANT_PREFIX,
     PartitionStore,
     offset_key,
     open_store,
@@ -59,7 +63,9 @@ class RunnerConfig:
         linger_ms: int = 5,
         session_timeout_ms: int = 6000,
         heartbeat_interval_ms: int = 1000,
+        reevaluation_rate: int = 1000,
     ) -> None:
+        self.reevaluation_rate = reevaluation_rate
         self.bootstrap = bootstrap
         self.group_id = group_id
         self.input_topics = input_topics
@@ -86,13 +92,20 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 class PipelineRunner:
     """Owns the consumer, the producer, the per-partition stores, and the batch loop."""
 
-    def __init__(self, config: RunnerConfig, pipeline: Pipeline) -> None:
+    def __init__(
+        self, config: RunnerConfig, pipeline: Pipeline, watcher: BundleWatcher | None = None
+    ) -> None:
         self.config = config
         self.pipeline = pipeline
         self.stores: dict[int, PartitionStore] = {}
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()  # set after the first assignment has been restored
+        self.watcher = watcher
+        # partition -> last grant key re-evaluated (None: from the start); empty when idle
+        self._scans: dict[int, bytes | None] = {}
+        self._budget = 0.0
+        self._budget_at = time.monotonic()
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self._restorer: AIOKafkaConsumer | None = None
@@ -101,6 +114,11 @@ class PipelineRunner:
 
     async def start(self) -> None:
         cfg = self.config
+        if self.watcher is not None:
+            pushed = await self.watcher.start()
+            if pushed is not None:
+                self._use_engine(pushed, "push")
+        metrics.POLICY_BUNDLE_INFO.labels(self.pipeline.engine.digest).set(1)
         self.producer = AIOKafkaProducer(
             bootstrap_servers=cfg.bootstrap,
             acks="all",
@@ -132,6 +150,8 @@ class PipelineRunner:
 
     async def stop(self) -> None:
         self._stopping.set()
+        if self.watcher is not None:
+            await self.watcher.stop()
         async with self._lock:
             for client in (self.consumer, self._restorer, self.producer):
                 if client is not None:
@@ -142,13 +162,75 @@ class PipelineRunner:
             metrics.ASSIGNED_PARTITIONS.set(0)
 
     async def run(self) -> None:
-        """Consume and process batches until ``stop()``."""
+        """Consume and process batches until ``stop()``; between batches, switch to a newer
+        policy bundle and re-evaluate grants at the configured rate."""
         assert self.consumer is not None
         while not self._stopping.is_set():
-            data = await self.consumer.getmany(timeout_ms=200, max_records=self.config.max_batch)
-            if data and not self._stopping.is_set():
-                async with self._lock:
+            idle_ms = 0 if self._scans else 200
+            data = await self.consumer.getmany(
+                timeout_ms=idle_ms, max_records=self.config.max_batch
+            )
+            if self._stopping.is_set():
+                break
+            async with self._lock:
+                if data:
                     await self._process(data)
+                self._maybe_switch_bundle()
+                if self._scans:
+                    await self._reevaluation_step()
+
+    # -- policy bundles -------------------------------------------------------------------
+
+    @property
+    def reevaluating(self) -> list[int]:
+        """Partitions whose grants are still being re-evaluated after a bundle switch."""
+        return sorted(self._scans)
+
+    def _maybe_switch_bundle(self) -> None:
+        if self.watcher is None:
+            return
+        update = self.watcher.poll()
+        if update is None:
+            return
+        source, engine = update
+        self._use_engine(engine, source)
+
+    def _use_engine(self, engine: PolicyEngine, source: str) -> None:
+        old = self.pipeline.engine.digest
+        self.pipeline.set_engine(engine)
+        metrics.POLICY_BUNDLE_SWITCHES.labels(source).inc()
+        with contextlib.suppress(KeyError):
+            metrics.POLICY_BUNDLE_INFO.remove(old)
+        metrics.POLICY_BUNDLE_INFO.labels(engine.digest).set(1)
+        log.warning("policy bundle %s -> %s (%s)", old, engine.digest, source)
+        self._scans = dict.fromkeys(self.stores)  # every owned grant, from the start
+        metrics.REEVALUATION_PENDING_PARTITIONS.set(len(self._scans))
+
+    async def _reevaluation_step(self) -> None:
+        """Re-evaluate the next few subjects of one partition; the token bucket keeps the rate
+        at ``reevaluation_rate`` subjects/s so a switch does not starve live signals."""
+        now = time.monotonic()
+        rate = self.config.reevaluation_rate
+        self._budget = min(float(rate), self._budget + (now - self._budget_at) * rate)
+        self._budget_at = now
+        limit = int(self._budget)
+        if limit < 1:
+            await asyncio.sleep(min(0.05, 1.0 / rate))
+            return
+        partition = next(iter(self._scans))
+        store = self.stores.get(partition)
+        if store is None:
+            del self._scans[partition]
+            return
+        keys = store.keys_after(GRANT_PREFIX, self._scans[partition], min(limit, 500))
+        if not keys:
+            del self._scans[partition]
+            metrics.REEVALUATION_PENDING_PARTITIONS.set(len(self._scans))
+            return
+        self._budget -= len(keys)
+        self._scans[partition] = keys[-1]
+        result = self.pipeline.reevaluate(keys, store, int(time.time() * 1000))
+        await self._commit_effects({partition: result})
 
     # -- one batch ----------------------------------------------------------------------
 
@@ -180,6 +262,12 @@ class PipelineRunner:
         for partition, records in by_partition.items():
             records.sort(key=_by_timestamp)
             results[partition] = self.pipeline.process(records, self.stores[partition], now_ms)
+        await self._commit_effects(results)
+        metrics.BATCH_RECORDS.observe(count)
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    async def _commit_effects(self, results: dict[int, BatchResult]) -> None:
+        """Outputs, then changelog, then RocksDB, then consumer offsets (module docstring)."""
         await self._send_and_wait(
             (partition, out) for partition, res in results.items() for out in res.outputs
         )
@@ -194,16 +282,14 @@ class PipelineRunner:
             self.stores[partition].write(puts)
             for ts in res.signal_timestamps:
                 metrics.SIGNAL_LAG_SECONDS.observe(max(0.0, after_send - ts / 1000))
-        assert self.consumer is not None
-        await self.consumer.commit(
-            {
-                TopicPartition(topic, partition): offset
-                for partition, res in results.items()
-                for topic, offset in res.next_offsets.items()
-            }
-        )
-        metrics.BATCH_RECORDS.observe(count)
-        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        offsets = {
+            TopicPartition(topic, partition): offset
+            for partition, res in results.items()
+            for topic, offset in res.next_offsets.items()
+        }
+        if offsets:
+            assert self.consumer is not None
+            await self.consumer.commit(offsets)
 
     async def _send_and_wait(self, items: Iterable[tuple[int, OutRecord]]) -> None:
         """Produce records in per-partition batches and wait for every acknowledgement."""
@@ -260,6 +346,7 @@ class PipelineRunner:
         async with self._lock:
             gone = {tp.partition for tp in revoked}
             for partition in gone:
+                self._scans.pop(partition, None)
                 store = self.stores.pop(partition, None)
                 if store is not None:
                     store.close()
@@ -271,6 +358,9 @@ class PipelineRunner:
             for partition in sorted({tp.partition for tp in assigned}):
                 if partition not in self.stores:
                     self.stores[partition] = await self._restore(partition)
+                    # Grants judged by another bundle (a switch while this worker was down, or
+                    # before the partition moved here) are found and re-evaluated by a scan.
+                    self._scans.setdefault(partition, None)
             assert self.consumer is not None
             for tp in assigned:
                 stored = self.stores[tp.partition].get(offset_key(tp.topic))

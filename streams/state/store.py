@@ -36,6 +36,7 @@ class PartitionStore(Protocol):
     def get(self, key: bytes) -> bytes | None: ...
     def write(self, puts: dict[bytes, bytes]) -> None: ...
     def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]: ...
+    def keys_after(self, prefix: bytes, after: bytes | None, limit: int) -> list[bytes]: ...
     def close(self) -> None: ...
 
 
@@ -58,6 +59,12 @@ class MemoryStore:
         for key in sorted(self._data):
             if key.startswith(prefix):
                 yield key, self._data[key]
+
+    def keys_after(self, prefix: bytes, after: bytes | None, limit: int) -> list[bytes]:
+        keys = sorted(
+            k for k in self._data if k.startswith(prefix) and (after is None or k > after)
+        )
+        return keys[:limit]
 
     def close(self) -> None:
         pass
@@ -94,6 +101,18 @@ class RocksStore:
             if not key.startswith(prefix):
                 break
             yield key, value
+
+    def keys_after(self, prefix: bytes, after: bytes | None, limit: int) -> list[bytes]:
+        """Up to ``limit`` keys with ``prefix`` sorted after ``after``: a resumable scan that
+        never holds an iterator across writes."""
+        out: list[bytes] = []
+        start = prefix if after is None else after + b"\x00"
+        for key in self._db.keys(from_key=start):
+            assert isinstance(key, bytes)
+            if not key.startswith(prefix) or len(out) >= limit:
+                break
+            out.append(key)
+        return out
 
     def close(self) -> None:
         self._db.close()

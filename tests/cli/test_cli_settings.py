@@ -70,8 +70,9 @@ def test_defaults() -> None:
         "authz.revocations",
         "signals.deadletter",
         "vigil.state-changelog",
+        "vigil.policy-bundles",
     ]
-    assert s.compacted_topics == ["vigil.state-changelog"]
+    assert s.compacted_topics == ["vigil.state-changelog", "vigil.policy-bundles"]
 
 
 def test_env_vars(monkeypatch: pytest.MonkeyPatch) -> None:

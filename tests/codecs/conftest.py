@@ -77,6 +77,7 @@ def decision() -> dict[str, Any]:
             "actions": ["read"],
         },
         "policy_digest": "sha256:" + "ab" * 32,
+        "previous_policy_digest": None,
         "evaluated_at": T0 + 123,
         "cause_event_time": T0,
         "eval_duration_seconds": 0.000021,
@@ -98,6 +99,7 @@ def revocation() -> dict[str, Any]:
         "policy": "resource.document.vdefault",
         "rule": "read-needs-compliant-device",
         "policy_digest": "sha256:" + "ab" * 32,
+        "previous_policy_digest": "sha256:" + "cd" * 32,
         "revoked_at": T0 + 123,
         "cause_event_time": T0,
     }

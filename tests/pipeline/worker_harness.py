@@ -9,6 +9,7 @@ something did *not* happen.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -38,6 +39,7 @@ TOPIC_SETTINGS = {
     "revocations": "authz.revocations",
     "deadletter": "signals.deadletter",
     "changelog": "vigil.state-changelog",
+    "bundles": "vigil.policy-bundles",
 }
 
 
@@ -50,6 +52,7 @@ class Worker:
         self.web_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-worker.log"
+        self.policies = ROOT / "policies"
 
     def replacement(self, data_dir: Path) -> Worker:
         """A new worker for the same topics and group (takes over this one's partitions)."""
@@ -70,7 +73,7 @@ class Worker:
                 "VIGIL_BROKER": self.bootstrap,
                 "VIGIL_GROUP_ID": self.group,
                 "VIGIL_PARTITIONS": str(PARTITIONS),
-                "VIGIL_POLICIES": str(ROOT / "policies"),
+                "VIGIL_POLICIES": str(self.policies),
                 "VIGIL_RISK_MODEL": str(ROOT / "risk" / "model.yaml"),
                 "VIGIL_DATA_DIR": str(self.data_dir),
                 "VIGIL_WEB_PORT": str(self.web_port),
@@ -81,10 +84,11 @@ class Worker:
     async def create_topics(self) -> None:
         await ensure_topics(
             self.bootstrap,
-            [t for n, t in self.topics.items() if n != "changelog"],
+            [t for n, t in self.topics.items() if n not in ("changelog", "bundles")],
             PARTITIONS,
             compacted=[self.topics["changelog"]],
         )
+        await ensure_topics(self.bootstrap, [], 1, compacted=[self.topics["bundles"]])
 
     async def start(self, timeout: float = 60.0) -> None:
         await self.create_topics()
@@ -110,6 +114,22 @@ class Worker:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"worker not ready after {timeout}s: {self.log()}")
             await asyncio.sleep(0.2)
+
+    def health(self) -> dict[str, Any]:
+        url = f"http://127.0.0.1:{self.web_port}/healthz"
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return dict(json.loads(resp.read()))
+
+    def metric(self, name: str) -> float:
+        """Sum of a Prometheus metric's samples (all label sets) from the worker's /metrics."""
+        url = f"http://127.0.0.1:{self.web_port}/metrics"
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            text = resp.read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name) and line[len(name)] in " {":
+                total += float(line.rsplit(" ", 1)[1])
+        return total
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""

@@ -1,0 +1,53 @@
+"""``vigil policy push DIR``: compile and test a bundle, then publish it to every worker."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+
+from streams.commands.common import broker_option, load_settings
+
+
+@click.command("push")
+@broker_option
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("--skip-tests", is_flag=True, help="Publish without running the bundle's tests.")
+def push(broker: str | None, directory: Path, skip_tests: bool) -> None:
+    """Publish DIR as the policy bundle of every worker (compacted topic vigil.policy-bundles).
+
+    The bundle must compile and its Cerbos-format tests (*_test.yaml) must pass; workers then
+    switch to it and re-evaluate every active grant (cause policy-change).
+    """
+    from streams.bundles.bundle import Bundle
+    from streams.bundles.publish import push_bundle
+    from streams.policy import PolicyCompileError
+
+    settings = load_settings(broker)
+    try:
+        bundle = Bundle.from_directory(directory)
+    except PolicyCompileError as exc:
+        click.echo(f"{directory}: does not compile; nothing published\n{exc}", err=True)
+        sys.exit(1)
+    if not skip_tests:
+        failures = _failing_tests(directory)
+        if failures:
+            click.echo(f"{directory}: policy tests fail; nothing published", err=True)
+            for line in failures:
+                click.echo(f"  {line}", err=True)
+            sys.exit(1)
+    offset = asyncio.run(push_bundle(settings.bootstrap_servers, settings.topic_bundles, bundle))
+    click.echo(
+        f"published {bundle.digest} ({len(bundle.files)} files) to "
+        f"{settings.topic_bundles} at offset {offset}"
+    )
+
+
+def _failing_tests(directory: Path) -> list[str]:
+    """Run the bundle's Cerbos-format test suites; a line per failure (empty: all pass)."""
+    from streams.policy import testsuite
+
+    report = testsuite.run_directory(directory)
+    return [str(f) for f in report.failures]
