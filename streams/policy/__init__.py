@@ -4,13 +4,14 @@ See docs/policies.md for what is supported and the reserved signal attributes.
 """
 
 from .engine import CheckMemo, PolicyEngine
-from .model import ActionResult, CheckResult, CompileIssue, PolicyCompileError
+from .model import ActionResult, CheckResult, CompileIssue, OutputEntry, PolicyCompileError
 
 __all__ = [
     "ActionResult",
     "CheckMemo",
     "CheckResult",
     "CompileIssue",
+    "OutputEntry",
     "PolicyCompileError",
     "PolicyEngine",
 ]

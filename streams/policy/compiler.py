@@ -23,7 +23,10 @@ from .model import (
     CompileIssue,
     Condition,
     DerivedRole,
+    PrincipalPolicy,
     ResourcePolicy,
+    RolePolicy,
+    RoleRule,
     Rule,
 )
 from .substitute import Inliner, SubstitutionError
@@ -31,13 +34,18 @@ from .substitute import Inliner, SubstitutionError
 _NAME_RE = re.compile(r"^[A-Za-z][\w\-.@]*$")
 _SCOPE_RE = re.compile(r"^([0-9A-Za-z][\w\-]*)(\.[\w\-]+)*$")
 _RUNTIME_RE = re.compile(r"\bruntime\b")
-_SUPPORTED_KINDS = ("resourcePolicy", "derivedRoles")
-_KNOWN_KINDS = (
+_SUPPORTED_KINDS = (
+    "resourcePolicy",
+    "derivedRoles",
     "principalPolicy",
     "rolePolicy",
     "exportVariables",
     "exportConstants",
 )
+_KNOWN_KINDS: tuple[str, ...] = ()
+OVERRIDE_PARENT = "SCOPE_PERMISSIONS_OVERRIDE_PARENT"
+REQUIRE_PARENTAL_CONSENT = "SCOPE_PERMISSIONS_REQUIRE_PARENTAL_CONSENT_FOR_ALLOWS"
+_SCOPE_PERMISSIONS = (OVERRIDE_PARENT, REQUIRE_PARENTAL_CONSENT)
 
 
 def policy_key(kind: str, version: str, scope: str) -> str:
@@ -46,12 +54,26 @@ def policy_key(kind: str, version: str, scope: str) -> str:
     return f"{key}/{scope}" if scope else key
 
 
+def principal_policy_key(principal: str, version: str, scope: str) -> str:
+    key = f"principal.{principal}.v{version}"
+    return f"{key}/{scope}" if scope else key
+
+
+def role_policy_key(role: str, version: str, scope: str) -> str:
+    key = f"role.{role}.v{version}"
+    return f"{key}/{scope}" if scope else key
+
+
 @dataclass(slots=True)
 class CompiledBundle:
-    """Resource policies indexed by (kind, version, scope), ready for the engine."""
+    """Resource policies indexed by (kind, version, scope), ready for the engine, plus
+    principal policies by (principal, version, scope) and role policies by (role, version,
+    scope)."""
 
     policies: dict[tuple[str, str, str], ResourcePolicy]
     issues: list[CompileIssue]
+    principals: dict[tuple[str, str, str], PrincipalPolicy] = field(default_factory=dict)
+    roles: dict[tuple[str, str, str], RolePolicy] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -68,6 +90,11 @@ class Compiler:
         self._env = env
         self._uids = itertools.count(1)
         self.issues: list[CompileIssue] = []
+        # exportVariables / exportConstants by name: (file, definitions)
+        self.exported: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
+            "variables": {},
+            "constants": {},
+        }
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -89,9 +116,10 @@ class Compiler:
         return list(value)
 
     def _params(self, file: str, path: str, body: dict[str, Any]) -> Inliner:
-        """Local variables and constants of a policy (imports are not supported yet)."""
+        """Variables and constants of a policy: `import`ed export sets, then `local`."""
         variables: dict[str, str] = {}
         constants: dict[str, Any] = {}
+        imported_vars: set[str] = set()
         for section, target in (("variables", variables), ("constants", constants)):
             block = body.get(section)
             if block is None:
@@ -99,10 +127,28 @@ class Compiler:
             if not isinstance(block, dict):
                 self._issue(file, f"{path}.{section}", "must be a mapping")
                 continue
-            if block.get("import"):
-                self._issue(
-                    file, f"{path}.{section}.import", f"importing {section} is not supported yet"
-                )
+            origin: dict[str, str] = {}
+            imports = self._str_list(
+                file, f"{path}.{section}.import", block.get("import"), required=False
+            )
+            for i, name in enumerate(imports):
+                found = self.exported[section].get(name)
+                if found is None:
+                    kind = "exportVariables" if section == "variables" else "exportConstants"
+                    self._issue(file, f"{path}.{section}.import[{i}]", f"{kind} '{name}' not found")
+                    continue
+                for vname, value in found[1].items():
+                    if vname in target and origin.get(vname) != name:
+                        self._issue(
+                            file,
+                            f"{path}.{section}.import[{i}]",
+                            f"{section[:-1]} '{vname}' has multiple definitions "
+                            f"(import {origin.get(vname)} and import {name})",
+                        )
+                    target[vname] = value
+                    origin[vname] = name
+                    if section == "variables":
+                        imported_vars.add(vname)
             local = block.get("local") or {}
             if not isinstance(local, dict):
                 self._issue(file, f"{path}.{section}.local", "must be a mapping")
@@ -113,6 +159,13 @@ class Compiler:
                         file, f"{path}.{section}.local.{name}", "must be a CEL expression string"
                     )
                     continue
+                if str(name) in origin:
+                    self._issue(
+                        file,
+                        f"{path}.{section}.local.{name}",
+                        f"{section[:-1]} '{name}' has multiple definitions "
+                        f"(import {origin[str(name)]} and local)",
+                    )
                 target[str(name)] = value
         try:
             inliner = Inliner(variables, constants)
@@ -120,6 +173,8 @@ class Compiler:
             self._issue(file, f"{path}.constants.local", str(exc))
             inliner = Inliner(variables, {})
         for name in variables:  # report undefined references/cycles even if unused
+            if name in imported_vars:
+                continue  # reported on the exportVariables document
             try:
                 inliner.expand(f"V.{name}")
             except SubstitutionError as exc:
@@ -249,9 +304,7 @@ class Compiler:
         if not isinstance(scope, str) or (scope and not _SCOPE_RE.match(scope)):
             self._issue(file, f"{base}.scope", "must be dot-separated name segments")
             scope = ""
-        perms = doc.get("scopePermissions")
-        if perms not in (None, "", "SCOPE_PERMISSIONS_OVERRIDE_PARENT"):
-            self._issue(file, f"{base}.scopePermissions", f"{perms} is not supported yet")
+        perms = self._scope_permissions(file, base, doc)
         inliner = self._params(file, base, doc)
 
         imported: dict[str, DerivedRole] = {}
@@ -283,6 +336,8 @@ class Compiler:
         for i, r in enumerate(raw_rules or []):
             rule = self._rule(file, f"{base}.rules[{i}]", i, r, imported, inliner, names)
             if rule is not None:
+                if perms == REQUIRE_PARENTAL_CONSENT:
+                    rule.negated = rule.effect == EFFECT_ALLOW and rule.condition is not None
                 rules.append(rule)
         key = policy_key(kind, version, scope)
         # Like Cerbos, only derived roles that some rule uses are evaluated and reported.
@@ -296,7 +351,251 @@ class Compiler:
             rules,
             used,
             uses_runtime=any(r.condition and r.condition.uses_runtime for r in rules),
+            scope_permissions=perms,
+            schemas=doc.get("schemas"),
         )
+
+    def _scope_permissions(self, file: str, base: str, doc: dict[str, Any]) -> str:
+        perms = doc.get("scopePermissions")
+        if perms in (None, "", "SCOPE_PERMISSIONS_UNSPECIFIED"):
+            return OVERRIDE_PARENT
+        if perms not in _SCOPE_PERMISSIONS:
+            self._issue(file, f"{base}.scopePermissions", f"unknown scope permissions {perms!r}")
+            return OVERRIDE_PARENT
+        return str(perms)
+
+    def _output(self, file: str, p: str, out: Any, inliner: Inliner) -> tuple[Any, Any]:
+        """`output.expr` (older form: on activation) or `output.when.{ruleActivated,
+        conditionNotMet}`, compiled with the policy's variables and constants inlined."""
+        if out is None:
+            return None, None
+        if not isinstance(out, dict):
+            self._issue(file, f"{p}.output", "must be a mapping")
+            return None, None
+        srcs: dict[str, Any] = {}
+        if out.get("expr") is not None:
+            srcs["ruleActivated"] = (f"{p}.output.expr", out["expr"])
+        when = out.get("when")
+        if when is not None:
+            if not isinstance(when, dict):
+                self._issue(file, f"{p}.output.when", "must be a mapping")
+                when = {}
+            for k in ("ruleActivated", "conditionNotMet"):
+                if when.get(k) is not None:
+                    srcs[k] = (f"{p}.output.when.{k}", when[k])
+        progs: dict[str, Any] = {}
+        for k, (path, src) in srcs.items():
+            if not isinstance(src, str) or not src.strip():
+                self._issue(file, path, "must be a non-empty CEL expression string")
+                continue
+            try:
+                progs[k] = self._env.compile(inliner.expand(src))
+            except SubstitutionError as exc:
+                self._issue(file, path, str(exc))
+            except RuntimeError as exc:
+                self._issue(file, path, f"invalid CEL expression: {_clean(exc)}")
+        return progs.get("ruleActivated"), progs.get("conditionNotMet")
+
+    def _action_matchers(self, file: str, p: str, actions: list[str]) -> list[Any] | None:
+        out = []
+        for j, a in enumerate(actions):
+            try:
+                out.append(compile_action_glob(a))
+            except ValueError as exc:
+                self._issue(file, f"{p}[{j}]", str(exc))
+                return None
+        return out
+
+    def _head(
+        self, file: str, base: str, doc: dict[str, Any], field_name: str
+    ) -> tuple[str, str, str]:
+        name = doc.get(field_name)
+        if not isinstance(name, str) or not name:
+            self._issue(file, f"{base}.{field_name}", "is required")
+            name = ""
+        version = doc.get("version", DEFAULT_VERSION)
+        if not isinstance(version, str) or not re.match(r"^[\w]+$", version):
+            self._issue(file, f"{base}.version", "must match ^[0-9A-Za-z_]+$")
+            version = DEFAULT_VERSION
+        scope = doc.get("scope") or ""
+        if not isinstance(scope, str) or (scope and not _SCOPE_RE.match(scope)):
+            self._issue(file, f"{base}.scope", "must be dot-separated name segments")
+            scope = ""
+        return name, version, scope
+
+    def principal_policy(self, lf: LoadedFile) -> PrincipalPolicy | None:
+        file, doc = lf.rel_path, lf.document["principalPolicy"]
+        base = "principalPolicy"
+        if not isinstance(doc, dict):
+            self._issue(file, base, "must be a mapping")
+            return None
+        principal, version, scope = self._head(file, base, doc, "principal")
+        perms = self._scope_permissions(file, base, doc)
+        inliner = self._params(file, base, doc)
+        rules: list[Rule] = []
+        raw_rules = doc.get("rules")
+        if raw_rules is not None and not isinstance(raw_rules, list):
+            self._issue(file, f"{base}.rules", "must be a list")
+            raw_rules = []
+        for i, rr in enumerate(raw_rules or []):
+            p = f"{base}.rules[{i}]"
+            if not isinstance(rr, dict):
+                self._issue(file, p, "must be a mapping")
+                continue
+            res = rr.get("resource")
+            if not isinstance(res, str) or not res:
+                self._issue(file, f"{p}.resource", "is required")
+                continue
+            try:
+                res_matcher = compile_action_glob(res)
+            except ValueError as exc:
+                self._issue(file, f"{p}.resource", str(exc))
+                continue
+            acts = rr.get("actions")
+            if not isinstance(acts, list) or not acts:
+                self._issue(file, f"{p}.actions", "must be a non-empty list")
+                continue
+            names: set[str] = set()
+            for j, a in enumerate(acts):
+                ap = f"{p}.actions[{j}]"
+                if not isinstance(a, dict):
+                    self._issue(file, ap, "must be a mapping")
+                    continue
+                action = a.get("action")
+                if not isinstance(action, str) or not action:
+                    self._issue(file, f"{ap}.action", "is required")
+                    continue
+                name = a.get("name")
+                if name is None:
+                    name = f"{res}_rule-{j + 1:03d}"
+                elif not isinstance(name, str) or not _NAME_RE.match(name):
+                    self._issue(file, f"{ap}.name", "must be a valid name")
+                    continue
+                matchers = self._action_matchers(file, f"{ap}.action", [action])
+                effect = a.get("effect")
+                if effect not in (EFFECT_ALLOW, EFFECT_DENY):
+                    self._issue(file, f"{ap}.effect", "must be EFFECT_ALLOW or EFFECT_DENY")
+                    continue
+                n_before = len(self.issues)
+                cond = self._condition(file, f"{ap}.condition", a.get("condition"), inliner)
+                on, off = self._output(file, ap, a.get("output"), inliner)
+                if len(self.issues) != n_before or matchers is None:
+                    continue
+                names.add(name)
+                rule = Rule(
+                    next(self._uids),
+                    name,
+                    (action,),
+                    tuple(matchers),
+                    frozenset({"*"}),
+                    (),
+                    str(effect),
+                    cond,
+                    resource_matchers=(res_matcher,),
+                    output_activated=on,
+                    output_not_met=off,
+                )
+                if perms == REQUIRE_PARENTAL_CONSENT:
+                    rule.negated = rule.effect == EFFECT_ALLOW and cond is not None
+                rules.append(rule)
+        key = principal_policy_key(principal, version, scope)
+        return PrincipalPolicy(principal, version, scope, key, file, rules, perms)
+
+    def role_policy(self, lf: LoadedFile) -> RolePolicy | None:
+        file, doc = lf.rel_path, lf.document["rolePolicy"]
+        base = "rolePolicy"
+        if not isinstance(doc, dict):
+            self._issue(file, base, "must be a mapping")
+            return None
+        role, version, scope = self._head(file, base, doc, "role")
+        parents = self._str_list(
+            file, f"{base}.parentRoles", doc.get("parentRoles"), required=False
+        )
+        inliner = self._params(file, base, doc)
+        rules: list[RoleRule] = []
+        raw_rules = doc.get("rules")
+        if raw_rules is not None and not isinstance(raw_rules, list):
+            self._issue(file, f"{base}.rules", "must be a list")
+            raw_rules = []
+        for i, rr in enumerate(raw_rules or []):
+            p = f"{base}.rules[{i}]"
+            if not isinstance(rr, dict):
+                self._issue(file, p, "must be a mapping")
+                continue
+            res = rr.get("resource")
+            if not isinstance(res, str) or not res:
+                self._issue(file, f"{p}.resource", "is required")
+                continue
+            try:
+                res_matcher = compile_action_glob(res)
+            except ValueError as exc:
+                self._issue(file, f"{p}.resource", str(exc))
+                continue
+            acts = self._str_list(file, f"{p}.allowActions", rr.get("allowActions"), required=True)
+            matchers = self._action_matchers(file, f"{p}.allowActions", acts)
+            n_before = len(self.issues)
+            cond = self._condition(file, f"{p}.condition", rr.get("condition"), inliner)
+            if len(self.issues) != n_before or matchers is None:
+                continue
+            rules.append(RoleRule(next(self._uids), (res_matcher,), tuple(matchers), cond))
+        key = role_policy_key(role, version, scope)
+        return RolePolicy(role, version, scope, key, file, tuple(parents), rules)
+
+    def export(self, lf: LoadedFile, kind: str) -> None:
+        """exportVariables / exportConstants: a named set of definitions to import."""
+        file, doc = lf.rel_path, lf.document[kind]
+        if not isinstance(doc, dict):
+            self._issue(file, kind, "must be a mapping")
+            return
+        name = doc.get("name")
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            self._issue(file, f"{kind}.name", "must be a valid name")
+            return
+        defs = doc.get("definitions")
+        if not isinstance(defs, dict) or not defs:
+            self._issue(file, f"{kind}.definitions", "must be a non-empty mapping")
+            return
+        section = "variables" if kind == "exportVariables" else "constants"
+        if name in self.exported[section]:
+            self._issue(
+                file,
+                f"{kind}.name",
+                f"{kind} '{name}' already defined in {self.exported[section][name][0]}",
+            )
+            return
+        ok = True
+        if section == "variables":
+            for vname, value in defs.items():
+                if not isinstance(value, str):
+                    self._issue(
+                        file, f"{kind}.definitions.{vname}", "must be a CEL expression string"
+                    )
+                    ok = False
+            if ok:
+                inliner = Inliner({str(k): v for k, v in defs.items()}, {})
+                for vname in defs:
+                    try:
+                        src = inliner.expand(f"V.{vname}")
+                    except SubstitutionError as exc:
+                        self._issue(file, f"{kind}.definitions.{vname}", str(exc))
+                        ok = False
+                        continue
+                    try:
+                        self._env.compile(src)
+                    except RuntimeError as exc:
+                        self._issue(
+                            file,
+                            f"{kind}.definitions.{vname}",
+                            f"invalid CEL expression: {_clean(exc)}",
+                        )
+                        ok = False
+        else:
+            try:
+                Inliner({}, {str(k): v for k, v in defs.items()})
+            except SubstitutionError as exc:
+                self._issue(file, f"{kind}.definitions", str(exc))
+                ok = False
+        self.exported[section][name] = (file, {str(k): v for k, v in defs.items()} if ok else {})
 
     def _rule(
         self,
@@ -347,6 +646,7 @@ class Compiler:
             ok = False
         n_before = len(self.issues)
         cond = self._condition(file, f"{p}.condition", r.get("condition"), inliner)
+        on, off = self._output(file, p, r.get("output"), inliner)
         if len(self.issues) != n_before or not ok:
             return None
         return Rule(
@@ -358,6 +658,8 @@ class Compiler:
             tuple(drs),
             str(effect),
             cond,
+            output_activated=on,
+            output_not_met=off,
         )
 
 
@@ -370,12 +672,13 @@ def _clean(exc: Exception) -> str:
 
 
 def compile_files(env: cel.Env, files: list[LoadedFile]) -> CompiledBundle:
-    """Compile derived roles first (resource policies import them), then resource policies."""
+    """Compile exported variables/constants first, then derived roles, then the policies that
+    import them. Documents with `disabled: true` are skipped."""
     c = Compiler(env)
     derived: dict[str, _DerivedRoleSet] = {}
-    resource_files: list[LoadedFile] = []
+    by_kind: dict[str, list[LoadedFile]] = {k: [] for k in _SUPPORTED_KINDS}
     for lf in files:
-        kinds = [k for k in (*_SUPPORTED_KINDS, *_KNOWN_KINDS) if k in lf.document]
+        kinds = [k for k in _SUPPORTED_KINDS if k in lf.document]
         if len(kinds) != 1:
             c._issue(
                 lf.rel_path,
@@ -383,25 +686,26 @@ def compile_files(env: cel.Env, files: list[LoadedFile]) -> CompiledBundle:
                 "must define exactly one policy (resourcePolicy, derivedRoles, ...)",
             )
             continue
-        if kinds[0] in _KNOWN_KINDS:
-            c._issue(lf.rel_path, kinds[0], f"{kinds[0]} is not supported yet")
+        if lf.document.get("disabled") is True:
             continue
-        if kinds[0] == "derivedRoles":
-            drs = c.derived_roles(lf)
-            if drs is None or not drs.name:
-                continue
-            if drs.name in derived:
-                c._issue(
-                    lf.rel_path,
-                    "derivedRoles.name",
-                    f"derived roles '{drs.name}' already defined in {derived[drs.name].file}",
-                )
-                continue
-            derived[drs.name] = drs
-        else:
-            resource_files.append(lf)
+        by_kind[kinds[0]].append(lf)
+    for kind in ("exportVariables", "exportConstants"):
+        for lf in by_kind[kind]:
+            c.export(lf, kind)
+    for lf in by_kind["derivedRoles"]:
+        drs = c.derived_roles(lf)
+        if drs is None or not drs.name:
+            continue
+        if drs.name in derived:
+            c._issue(
+                lf.rel_path,
+                "derivedRoles.name",
+                f"derived roles '{drs.name}' already defined in {derived[drs.name].file}",
+            )
+            continue
+        derived[drs.name] = drs
     policies: dict[tuple[str, str, str], ResourcePolicy] = {}
-    for lf in resource_files:
+    for lf in by_kind["resourcePolicy"]:
         pol = c.resource_policy(lf, derived)
         if pol is None:
             continue
@@ -412,14 +716,41 @@ def compile_files(env: cel.Env, files: list[LoadedFile]) -> CompiledBundle:
             )
             continue
         policies[k] = pol
-    for (kind, version, scope), pol in policies.items():  # Cerbos requires every ancestor scope
-        parts = scope.split(".") if scope else []
-        for n in range(len(parts) - 1, -1, -1):
-            parent = ".".join(parts[:n])
-            if (kind, version, parent) not in policies:
-                c._issue(
-                    pol.file,
-                    "resourcePolicy.scope",
-                    f"missing ancestor policy {policy_key(kind, version, parent)}",
-                )
-    return CompiledBundle(policies, c.issues)
+    principals: dict[tuple[str, str, str], PrincipalPolicy] = {}
+    for lf in by_kind["principalPolicy"]:
+        pp = c.principal_policy(lf)
+        if pp is None:
+            continue
+        k = (pp.principal, pp.version, pp.scope)
+        if k in principals:
+            c._issue(
+                lf.rel_path, "principalPolicy", f"{pp.key} already defined in {principals[k].file}"
+            )
+            continue
+        principals[k] = pp
+    roles: dict[tuple[str, str, str], RolePolicy] = {}
+    for lf in by_kind["rolePolicy"]:
+        rp = c.role_policy(lf)
+        if rp is None:
+            continue
+        k = (rp.role, rp.version, rp.scope)
+        if k in roles:
+            c._issue(lf.rel_path, "rolePolicy", f"{rp.key} already defined in {roles[k].file}")
+            continue
+        roles[k] = rp
+    groups: list[tuple[str, str, dict[Any, Any], Any]] = [
+        ("resourcePolicy", "resource", policies, policy_key),
+        ("principalPolicy", "principal", principals, principal_policy_key),
+    ]
+    for base, _, table, keyfn in groups:  # Cerbos requires every ancestor scope
+        for (name, version, scope), pol in table.items():
+            parts = scope.split(".") if scope else []
+            for n in range(len(parts) - 1, -1, -1):
+                parent = ".".join(parts[:n])
+                if (name, version, parent) not in table:
+                    c._issue(
+                        pol.file,
+                        f"{base}.scope",
+                        f"missing ancestor policy {keyfn(name, version, parent)}",
+                    )
+    return CompiledBundle(policies, c.issues, principals, roles)

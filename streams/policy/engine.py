@@ -21,7 +21,13 @@ from typing import Any
 from cel_expr_python import cel
 
 from . import cel_env
-from .compiler import compile_files, policy_key
+from .compiler import (
+    OVERRIDE_PARENT,
+    REQUIRE_PARENTAL_CONSENT,
+    compile_files,
+    policy_key,
+    principal_policy_key,
+)
 from .loader import load_directory
 from .model import (
     DEFAULT_VERSION,
@@ -33,10 +39,14 @@ from .model import (
     CompileIssue,
     Condition,
     DerivedRole,
+    OutputEntry,
     PolicyCompileError,
+    PrincipalPolicy,
     ResourcePolicy,
+    RolePolicy,
     Rule,
 )
+from .schemas import SchemaValidator
 
 _EMPTY: dict[str, Any] = {}
 _MEMO_LIMIT = 65_536
@@ -512,9 +522,47 @@ class PolicyEngine:
         *,
         globals_: Mapping[str, Any] | None = None,
         skipped: list[str] | None = None,
+        principals: dict[tuple[str, str, str], PrincipalPolicy] | None = None,
+        roles: dict[tuple[str, str, str], RolePolicy] | None = None,
+        default_policy_version: str = DEFAULT_VERSION,
+        lenient_scope_search: bool = False,
+        strict_evaluation: bool = False,
+        schemas: SchemaValidator | None = None,
     ) -> None:
         self._env = env
         self._policies = policies
+        self._principals = dict(principals or {})
+        self._roles = dict(roles or {})
+        self._default_version = default_policy_version or DEFAULT_VERSION
+        self._lenient = lenient_scope_search
+        self._strict = strict_evaluation
+        self._schemas = schemas
+        # Cerbos' scope bookkeeping (the rule table's scope maps are per policy *type*).
+        self._resource_scopes = {k[2] for k in policies} | {k[2] for k in self._roles}
+        self._principal_scopes = {k[2] for k in self._principals}
+        self._scope_perms: dict[str, str] = {}
+        for pp in self._principals.values():
+            self._scope_perms[pp.scope] = pp.scope_permissions
+        for rpol in policies.values():
+            self._scope_perms[rpol.scope] = rpol.scope_permissions
+        self._role_parents: dict[str, dict[str, tuple[str, ...]]] = {}
+        for (role, _v, scope), rp in self._roles.items():
+            self._role_parents.setdefault(scope, {})[role] = rp.parent_roles
+        self._principal_versions = {(k[1], k[2]) for k in self._principals}
+        self._general = bool(
+            self._principals
+            or self._roles
+            or lenient_scope_search
+            or strict_evaluation
+            or (schemas is not None and schemas.active)
+            or self._default_version != DEFAULT_VERSION
+            or any(p.scope_permissions != OVERRIDE_PARENT for p in policies.values())
+            or any(
+                r.output_activated is not None or r.output_not_met is not None
+                for p in policies.values()
+                for r in p.rules
+            )
+        )
         self.digest = digest
         self.skipped_files = list(skipped or [])
         self._globals = cel_env.to_cel_data(dict(globals_ or {}))
@@ -564,21 +612,50 @@ class PolicyEngine:
         for pol in self._policies.values():
             out.extend(r.condition for r in pol.rules if r.condition is not None)
             out.extend(d.condition for d in pol.derived_roles.values() if d.condition is not None)
+        for pp in self._principals.values():
+            out.extend(r.condition for r in pp.rules if r.condition is not None)
+        for rp in self._roles.values():
+            out.extend(r.condition for r in rp.rules if r.condition is not None)
         return out
 
     @classmethod
     def from_directory(
-        cls, directory: str | Path, *, globals_: Mapping[str, Any] | None = None
+        cls,
+        directory: str | Path,
+        *,
+        globals_: Mapping[str, Any] | None = None,
+        default_policy_version: str = DEFAULT_VERSION,
+        lenient_scope_search: bool = False,
+        strict_evaluation: bool = False,
+        schema_enforcement: str = "none",
     ) -> PolicyEngine:
         """Load and compile every policy under `directory`; raises `PolicyCompileError` with
-        all problems found."""
+        all problems found. The options mirror Cerbos' `engine.defaultPolicyVersion`,
+        `engine.lenientScopeSearch`, `schema.enforcement` and the strict evaluation mode
+        described in docs/policies.md."""
+        if schema_enforcement not in ("none", "warn", "reject"):
+            raise ValueError("schema_enforcement must be 'none', 'warn' or 'reject'")
         bundle = load_directory(directory)
         env = cel_env.new_env()
         compiled = compile_files(env, bundle.files)
         issues: list[CompileIssue] = [*bundle.issues, *compiled.issues]
+        schemas = SchemaValidator(Path(directory), schema_enforcement)
+        issues.extend(schemas.load(compiled.policies))
         if issues:
             raise PolicyCompileError(issues)
-        return cls(env, compiled.policies, bundle.digest, globals_=globals_, skipped=bundle.skipped)
+        return cls(
+            env,
+            compiled.policies,
+            bundle.digest,
+            globals_=globals_,
+            skipped=bundle.skipped,
+            principals=compiled.principals,
+            roles=compiled.roles,
+            default_policy_version=default_policy_version,
+            lenient_scope_search=lenient_scope_search,
+            strict_evaluation=strict_evaluation,
+            schemas=schemas,
+        )
 
     @property
     def policy_keys(self) -> list[str]:
@@ -605,6 +682,8 @@ class PolicyEngine:
 
         With `memo`, condition results are shared with the memo's earlier checks that read the
         same values (see `CheckMemo`); `now` is then the memo's and must not differ."""
+        if self._general:
+            return self._check_general(principal, resource, actions, aux_data, now, memo)
         kind = resource.get("kind", "")
         version = resource.get("policyVersion") or DEFAULT_VERSION
         scope = resource.get("scope") or ""
@@ -794,6 +873,297 @@ class PolicyEngine:
             for name, dr in level.derived_roles.items()
             if any(dr.has_parent(role) for role in roles) and self._derived_role(st, dr)
         ]
+
+    # -- general path: principal/role policies, scope permissions, outputs, options ----------
+
+    def _scopes(self, scope: str, existing: set[str]) -> list[str]:
+        """Cerbos' GetAllScopes: the scope itself (if any policy of the type uses it), then
+        every existing ancestor; without lenient scope search a missing scope gives none."""
+        if scope not in existing and not self._lenient:
+            return []
+        out = [scope] if scope in existing else []
+        parts = scope.split(".") if scope else []
+        for n in range(len(parts) - 1, -1, -1):
+            parent = ".".join(parts[:n])
+            if parent in existing:
+                out.append(parent)
+        return out
+
+    def _with_parents(self, scope: str, roles: Sequence[str]) -> list[str]:
+        """Roles plus their (transitive) parent roles declared by role policies of `scope`."""
+        table = self._role_parents.get(scope)
+        out = list(roles)
+        if not table:
+            return out
+        for role in roles:
+            seen: set[str] = set()
+            stack = [role]
+            found: list[str] = []
+            while stack:
+                r = stack.pop()
+                if r in seen:
+                    continue
+                seen.add(r)
+                for pr in table.get(r, ()):
+                    if pr not in found:
+                        found.append(pr)
+                    stack.append(pr)
+            out.extend(found)
+        return out
+
+    def _check_general(
+        self,
+        principal: Mapping[str, Any],
+        resource: Mapping[str, Any],
+        actions: Sequence[str],
+        aux_data: Mapping[str, Any] | None,
+        now: dt.datetime | None,
+        memo: CheckMemo | None,
+    ) -> CheckResult:
+        kind = resource.get("kind", "")
+        version = resource.get("policyVersion") or self._default_version
+        rscope = resource.get("scope") or ""
+        pid = principal.get("id", "")
+        pversion = principal.get("policyVersion") or self._default_version
+        pscope = principal.get("scope") or ""
+
+        def nothing() -> CheckResult:
+            return CheckResult(
+                {a: ActionResult(EFFECT_DENY, NO_MATCH, None, "") for a in actions}, [], []
+            )
+
+        if (
+            not self._lenient
+            and pscope not in self._principal_scopes
+            and rscope not in self._resource_scopes
+        ):
+            return nothing()
+        pscopes = self._scopes(pscope, self._principal_scopes)
+        rscopes = self._scopes(rscope, self._resource_scopes)
+        pkey = principal_policy_key(pid, pversion, pscopes[0]) if pscopes else ""
+        rkey = policy_key(kind, version, rscopes[0]) if rscopes else ""
+        principal_exists = any((pversion, s) in self._principal_versions for s in pscopes)
+        resource_exists = any((kind, version, s) in self._policies for s in rscopes) or any(
+            rule.resource_matchers[0](kind)
+            for s in rscopes
+            for (_r, v, sc), rp in self._roles.items()
+            if v == version and sc == s
+            for rule in rp.rules
+        )
+        if not principal_exists and not resource_exists:
+            return nothing()
+        if memo is not None:
+            if memo._engine is None:
+                memo._engine = self
+            elif memo._engine is not self:
+                raise ValueError("CheckMemo belongs to another PolicyEngine")
+            if now is not None and _utc(now) != memo.now:
+                raise ValueError("check(now=...) differs from the CheckMemo's now")
+        roles: list[str] = list(principal.get("roles") or ())
+        st = _Check(self, principal, resource, aux_data, kind, version, rscope, roles, now, memo)
+        outputs: list[OutputEntry] = []
+        validation: list[dict[str, Any]] = []
+        if self._schemas is not None and self._schemas.active:
+            pol = self._policies.get((kind, version, rscopes[0])) if rscopes else None
+            validation, reject = self._schemas.validate(pol, principal, resource, actions)
+            if reject:
+                return CheckResult(
+                    {a: ActionResult(EFFECT_DENY, rkey, None, "") for a in actions},
+                    [],
+                    [],
+                    [],
+                    validation,
+                )
+        all_roles = self._with_parents(rscope, roles)
+        parents_of = {r: self._with_parents(rscope, [r]) for r in roles}
+        out: dict[str, ActionResult] = {}
+        for action in actions:
+            act: tuple[str, str, str | None, str] | None = None
+            for pt in ("principal", "resource"):
+                principal_pass = pt == "principal"
+                main_key = pkey if principal_pass else rkey
+                exists = principal_exists if principal_pass else resource_exists
+                scopes = pscopes if principal_pass else rscopes
+                if act is not None:
+                    act = (_NO_MATCH_EFFECT, act[1], act[2], act[3])
+                for i, role in enumerate(roles):
+                    if i > 0 and principal_pass:
+                        break
+                    res = self._role_general(
+                        st,
+                        principal_pass,
+                        scopes,
+                        kind,
+                        version,
+                        pid,
+                        action,
+                        parents_of[role],
+                        all_roles,
+                        main_key if exists else NO_MATCH,
+                        outputs,
+                    )
+                    if act is None or act[0] == _NO_MATCH_EFFECT:
+                        act = res
+                    if res[0] == EFFECT_ALLOW:
+                        act = res
+                        break
+                    if res[0] == EFFECT_DENY and act[1] == _NMFSP and res[1] != _NMFSP:
+                        act = res
+                if act is not None and act[0] != _NO_MATCH_EFFECT:
+                    break
+            if act is None:
+                out[action] = ActionResult(EFFECT_DENY, NO_MATCH, None, "")
+            else:
+                effect = EFFECT_DENY if act[0] == _NO_MATCH_EFFECT else act[0]
+                out[action] = ActionResult(effect, act[1], act[2], act[3])
+        edr = sorted({n for names in st.level_edr.values() for n in names})
+        return CheckResult(out, edr, st.errors, outputs, validation)
+
+    def _role_general(
+        self,
+        st: _Check,
+        principal_pass: bool,
+        scopes: list[str],
+        kind: str,
+        version: str,
+        pid: str,
+        action: str,
+        parent_roles: list[str],
+        all_roles: list[str],
+        policy: str,
+        outputs: list[OutputEntry],
+    ) -> tuple[str, str, str | None, str]:
+        """One role (or the principal pass) walking its scopes, as Cerbos' `scopesLoop`."""
+        has_allow = False
+        allow_rule: str | None = None
+        cond_cache = st.cond_cache
+        for scope in scopes:
+            level: Any = None
+            if principal_pass:
+                level = self._principals.get((pid, version, scope))
+                bindings: tuple[tuple[Rule, DerivedRole | None], ...] = (
+                    tuple((r, None) for r in level.bindings(kind, action)) if level else ()
+                )
+            else:
+                level = self._policies.get((kind, version, scope))
+                if scope not in st.level_edr:
+                    if level is None:
+                        st.level_edr[scope] = []
+                    else:
+                        self._level(st, level, all_roles)
+                # Role policies of this scope narrow what the role (and its parents) may do.
+                for r in parent_roles:
+                    rp = self._roles.get((r, version, scope))
+                    if rp is None:
+                        continue
+                    rrules = [rr for rr in rp.rules if rr.resource_matchers[0](kind)]
+                    if not rrules:
+                        continue
+                    matched = [rr for rr in rrules if any(m(action) for m in rr.action_matchers)]
+                    if not matched:
+                        return (EFFECT_DENY, rp.key, None, scope)
+                    for rr in matched:
+                        if rr.condition is None:
+                            continue
+                        sat = cond_cache.get(rr.uid)
+                        if sat is None:
+                            sat = st.condition(rr.uid, rr.condition, None, f"{rp.key}#{r}")
+                            cond_cache[rr.uid] = sat
+                        if not sat:
+                            return (EFFECT_DENY, rp.key, None, scope)
+                bindings = self._multi_bindings(level, action, parent_roles) if level else ()
+            for rule, dr in bindings:
+                if dr is not None and not self._derived_role(st, dr):
+                    continue
+                cond = rule.condition
+                sat = True
+                if cond is not None:
+                    found = cond_cache.get(rule.uid)
+                    if found is None:
+                        found = st.condition(
+                            rule.uid,
+                            cond,
+                            None if principal_pass else level,
+                            f"{level.key}#{rule.name}",
+                        )
+                        cond_cache[rule.uid] = found
+                    sat = found
+                effect = rule.effect
+                if rule.negated:  # REQUIRE_PARENTAL_CONSENT_FOR_ALLOWS: DENY unless condition
+                    effect = EFFECT_DENY
+                    sat = not sat
+                if sat:
+                    if rule.output_activated is not None:
+                        outputs.append(self._output(st, rule.output_activated, level, rule, action))
+                    if effect == EFFECT_DENY:
+                        return (EFFECT_DENY, policy, rule.name, scope)
+                    has_allow = True
+                    if allow_rule is None:
+                        allow_rule = rule.name
+                elif rule.output_not_met is not None:
+                    outputs.append(self._output(st, rule.output_not_met, level, rule, action))
+            if has_allow:
+                perms = self._scope_perms.get(scope)
+                if perms == REQUIRE_PARENTAL_CONSENT:
+                    has_allow = False
+                    allow_rule = None
+                elif perms == OVERRIDE_PARENT:
+                    return (EFFECT_ALLOW, policy, allow_rule, scope)
+        return (_NO_MATCH_EFFECT, policy, None, "")
+
+    def _multi_bindings(
+        self, level: ResourcePolicy, action: str, roles: list[str]
+    ) -> tuple[tuple[Rule, DerivedRole | None], ...]:
+        """Rules of `level` for `action` and any of `roles` (a role and its parent roles),
+        in rule order, each (rule, derived role) once."""
+        if len(roles) == 1:
+            return level.bindings(action, roles[0])
+        seen: set[tuple[int, int]] = set()
+        found: list[tuple[Rule, DerivedRole | None]] = []
+        for role in roles:
+            for rule, dr in level.bindings(action, role):
+                k = (rule.uid, dr.uid if dr is not None else 0)
+                if k not in seen:
+                    seen.add(k)
+                    found.append((rule, dr))
+        order = {r.uid: i for i, r in enumerate(level.rules)}
+        found.sort(key=lambda b: order[b[0].uid])
+        return tuple(found)
+
+    def _output(self, st: _Check, program: Any, level: Any, rule: Rule, action: str) -> OutputEntry:
+        """A rule output; a failing expression gives `None` (Cerbos drops the value)."""
+        act = st.activation(level if isinstance(level, ResourcePolicy) else None, True)
+        try:
+            value = program.eval(act)
+            val = None if value.type() == cel.Type.ERROR else value.plain_value()
+        except Exception:
+            val = None
+        return OutputEntry(f"{level.key}#{rule.name}", action, _jsonable(val))
+
+
+_NO_MATCH_EFFECT = "EFFECT_NO_MATCH"
+_NMFSP = "NO_MATCH_FOR_SCOPE_PERMISSIONS"
+
+
+def _jsonable(v: Any) -> Any:
+    """CEL output values as JSON-like Python (as Cerbos' protobuf Value conversion)."""
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, bool) or v is None or isinstance(v, str):
+        return v
+    if isinstance(v, int | float):
+        return float(v) if isinstance(v, int) and abs(v) > 2**53 else v
+    if isinstance(v, dt.datetime):
+        return v.isoformat().replace("+00:00", "Z")
+    if isinstance(v, dt.timedelta):
+        return f"{v.total_seconds():g}s"
+    if isinstance(v, bytes | bytearray):
+        import base64
+
+        return base64.b64encode(bytes(v)).decode()
+    return str(v)
 
 
 __all__ = ["CheckMemo", "PolicyEngine", "policy_key"]

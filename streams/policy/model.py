@@ -26,12 +26,25 @@ class ActionResult:
 
 
 @dataclass(slots=True)
+class OutputEntry:
+    """One rule output (Cerbos `outputs[]`): `src` is `<policy key>#<rule name>`."""
+
+    src: str
+    action: str
+    val: Any
+
+
+@dataclass(slots=True)
 class CheckResult:
-    """Outcome of one check: per-action effects, active derived roles, evaluation errors."""
+    """Outcome of one check: per-action effects, active derived roles, evaluation errors,
+    rule outputs (in Cerbos' order) and schema validation errors (Cerbos' shape:
+    `{"path", "message", "source": "SOURCE_PRINCIPAL"|"SOURCE_RESOURCE"}`)."""
 
     actions: dict[str, ActionResult]
     effective_derived_roles: list[str]
     errors: list[str]
+    outputs: list[OutputEntry] = field(default_factory=list)
+    validation_errors: list[dict[str, Any]] = field(default_factory=list)
 
     def allowed(self, action: str) -> bool:
         """True only for an explicit ALLOW; unknown actions are denied (default deny)."""
@@ -121,6 +134,16 @@ class Rule:
     derived_roles: tuple[DerivedRole, ...]
     effect: str
     condition: Condition | None
+    # Principal-policy rules: the resource kinds they apply to.
+    resource_matchers: tuple[Any, ...] = ()
+    # Rule outputs: compiled CEL programs (None when absent).
+    output_activated: Any = None
+    output_not_met: Any = None
+    # REQUIRE_PARENTAL_CONSENT_FOR_ALLOWS: a conditional ALLOW becomes DENY-unless-condition.
+    negated: bool = False
+
+    def matches_resource(self, kind: str) -> bool:
+        return any(m(kind) for m in self.resource_matchers)
 
     def matches_action(self, action: str) -> bool:
         return any(m(action) for m in self.action_matchers)
@@ -138,6 +161,8 @@ class ResourcePolicy:
     rules: list[Rule]
     derived_roles: dict[str, DerivedRole]
     uses_runtime: bool = False
+    scope_permissions: str = "SCOPE_PERMISSIONS_OVERRIDE_PARENT"
+    schemas: Any = None  # the policy's `schemas` block, validated by schemas.py
     _index: dict[tuple[str, str], tuple[tuple[Rule, DerivedRole | None], ...]] = field(
         default_factory=dict
     )
@@ -165,3 +190,52 @@ class ResourcePolicy:
             self._index.clear()
         self._index[key] = result
         return result
+
+
+@dataclass(slots=True)
+class PrincipalPolicy:
+    """One compiled principal policy (one scope level): rules carry resource matchers."""
+
+    principal: str
+    version: str
+    scope: str
+    key: str
+    file: str
+    rules: list[Rule]
+    scope_permissions: str = "SCOPE_PERMISSIONS_OVERRIDE_PARENT"
+    _index: dict[tuple[str, str], tuple[Rule, ...]] = field(default_factory=dict)
+
+    def bindings(self, kind: str, action: str) -> tuple[Rule, ...]:
+        key = (kind, action)
+        found = self._index.get(key)
+        if found is None:
+            found = tuple(
+                r for r in self.rules if r.matches_resource(kind) and r.matches_action(action)
+            )
+            if len(self._index) > 50_000:
+                self._index.clear()
+            self._index[key] = found
+        return found
+
+
+@dataclass(slots=True)
+class RoleRule:
+    """A role-policy rule: resource kinds, the allowed actions, an optional condition."""
+
+    uid: int
+    resource_matchers: tuple[Any, ...]
+    action_matchers: tuple[Any, ...]
+    condition: Condition | None
+
+
+@dataclass(slots=True)
+class RolePolicy:
+    """One compiled role policy: narrows what `role` may do in `scope` (see docs)."""
+
+    role: str
+    version: str
+    scope: str
+    key: str
+    file: str
+    parent_roles: tuple[str, ...]
+    rules: list[RoleRule]

@@ -119,13 +119,38 @@ def test_all_errors_at_once(make_bundle: Callable[[dict[str, str]], Path]) -> No
 @pytest.mark.parametrize(
     ("doc", "path", "fragment"),
     [
-        ("principalPolicy: {principal: x, version: default}", "principalPolicy", "not supported"),
+        ("principalPolicy: {version: default}", "principalPolicy.principal", "required"),
         ("resourcePolicy: {version: default}", "resourcePolicy.resource", "required"),
         (
-            "resourcePolicy: {resource: d, version: default, scopePermissions: "
-            "SCOPE_PERMISSIONS_REQUIRE_PARENTAL_CONSENT_FOR_ALLOWS}",
+            "resourcePolicy: {resource: d, version: default, scopePermissions: SOMETHING}",
             "resourcePolicy.scopePermissions",
-            "not supported",
+            "unknown scope permissions",
+        ),
+        (
+            "rolePolicy: {role: r, scope: a, rules: [{resource: d}]}",
+            "rolePolicy.rules[0].allowActions",
+            "required",
+        ),
+        (
+            "exportVariables: {name: ev, definitions: {a: V.b, b: V.a}}",
+            "exportVariables.definitions.a",
+            "variables form a cycle",
+        ),
+        (
+            "exportVariables: {name: ev, definitions: {a: 'P.attr.x +'}}",
+            "exportVariables.definitions.a",
+            "invalid CEL",
+        ),
+        (
+            "resourcePolicy: {resource: d, version: default, variables: {import: [nope]}}",
+            "resourcePolicy.variables.import[0]",
+            "exportVariables 'nope' not found",
+        ),
+        (
+            "principalPolicy: {principal: p, version: default, rules: [{resource: d, actions: "
+            "[{action: a, effect: EFFECT_ALLOW, output: {when: {ruleActivated: '1 +'}}}]}]}",
+            "principalPolicy.rules[0].actions[0].output.when.ruleActivated",
+            "invalid CEL",
         ),
         ("resourcePolicy: {resource: d, version: 'bad version'}", "resourcePolicy.version", "must"),
     ],
@@ -144,3 +169,26 @@ def test_duplicate_policy(make_bundle: Callable[[dict[str, str]], Path]) -> None
     root = make_bundle({"a.yaml": doc, "b.yaml": doc})
     with pytest.raises(PolicyCompileError, match="already defined in a.yaml"):
         PolicyEngine.from_directory(root)
+
+
+def test_import_and_local_duplicate(make_bundle: Callable[[dict[str, str]], Path]) -> None:
+    root = make_bundle(
+        {
+            "ev.yaml": HEADER + "exportVariables: {name: ev, definitions: {a: 'true'}}\n",
+            "p.yaml": HEADER + "resourcePolicy: {resource: d, version: default, variables: "
+            "{import: [ev], local: {a: 'false'}}}\n",
+        }
+    )
+    with pytest.raises(PolicyCompileError, match="multiple definitions"):
+        PolicyEngine.from_directory(root)
+
+
+def test_disabled_policy_is_ignored(make_bundle: Callable[[dict[str, str]], Path]) -> None:
+    root = make_bundle(
+        {
+            "p.yaml": HEADER + "disabled: true\nresourcePolicy: {resource: d, version: default, "
+            "rules: [{actions: ['*'], roles: ['*'], effect: EFFECT_ALLOW}]}\n",
+        }
+    )
+    engine = PolicyEngine.from_directory(root)
+    assert engine.policy_keys == []
