@@ -32,22 +32,15 @@ def push(broker: str | None, directory: Path, skip_tests: bool) -> None:
         click.echo(f"{directory}: does not compile; nothing published\n{exc}", err=True)
         sys.exit(1)
     if not skip_tests:
-        failures = _failing_tests(directory)
-        if failures:
+        from streams.policy.testsuite import format_human, run_suites
+
+        report = run_suites(directory)
+        if not report.ok:
+            click.echo(format_human(report), err=True)
             click.echo(f"{directory}: policy tests fail; nothing published", err=True)
-            for line in failures:
-                click.echo(f"  {line}", err=True)
             sys.exit(1)
     offset = asyncio.run(push_bundle(settings.bootstrap_servers, settings.topic_bundles, bundle))
     click.echo(
         f"published {bundle.digest} ({len(bundle.files)} files) to "
         f"{settings.topic_bundles} at offset {offset}"
     )
-
-
-def _failing_tests(directory: Path) -> list[str]:
-    """Run the bundle's Cerbos-format test suites; a line per failure (empty: all pass)."""
-    from streams.policy import testsuite
-
-    report = testsuite.run_directory(directory)
-    return [str(f) for f in report.failures]

@@ -5,7 +5,10 @@ watched --policies directory are picked up."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -31,6 +34,18 @@ def stricter_copy(target: Path) -> Path:
         )
     )
     return target
+
+
+def vigil_push(worker: Worker, directory: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "VIGIL_BROKER": worker.bootstrap}
+    env["VIGIL_TOPIC_BUNDLES"] = worker.topics["bundles"]
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", "policy", "push", str(directory), *flags],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 async def wait_for_digest(worker: Worker, digest: str, timeout: float = 30) -> None:
@@ -69,8 +84,18 @@ async def test_pushed_stricter_bundle_revokes_exactly_what_it_no_longer_allows(
         await asyncio.sleep(0.2)
     assert worker.health()["policy_digest"] == old
 
-    bundle = Bundle.from_directory(stricter_copy(tmp_path / "stricter"))
-    await push_bundle(worker.bootstrap, worker.topics["bundles"], bundle)
+    stricter = stricter_copy(tmp_path / "stricter")
+    bundle = Bundle.from_directory(stricter)
+    # A bundle whose own test suite fails is not published.
+    failing = tmp_path / "failing"
+    shutil.copytree(stricter, failing)
+    suite = failing / "tests" / "document_test.yaml"
+    suite.write_text(suite.read_text().replace("EFFECT_ALLOW", "EFFECT_DENY", 1))
+    refused = vigil_push(worker, failing)
+    assert refused.returncode == 1 and "nothing published" in refused.stderr
+    pushed = vigil_push(worker, stricter)
+    assert pushed.returncode == 0, pushed.stderr
+    assert bundle.digest in pushed.stdout
     await wait_for_digest(worker, bundle.digest)
 
     revocations = await worker.read("revocations")
