@@ -11,7 +11,9 @@ dotted path (indexing `P.attr["x"]`, the whole `P`/`P.attr`/`request`/`runtime`,
 a macro or `cel.bind` variable named like a root, backquoted identifiers, optional selection
 `.?`, identifiers we do not know), it returns `None`: "depends on the whole request", never
 shared across checks. `G`/`globals` are constant per engine and `now()`/`timeSince()` are fixed per
-memo, so they add no dependency.
+memo, so they add no dependency. Function calls (global, `GLOBAL_FUNCTIONS`, or member calls such
+as `hierarchy(P.attr.scope).ancestorOf(...)`, `spiffeID(P.attr.id).path()`) are pure: they depend
+on exactly what their arguments and receivers read; a global call of an unknown name gives None.
 """
 
 from __future__ import annotations
@@ -42,6 +44,45 @@ _KEYWORDS = frozenset(
         "type",
         "null_type",
         "dyn",
+    }
+)
+# Global functions and macros of the environment (`cel_env.new_env`): standard CEL, and Cerbos'
+# library. All are pure functions of their arguments (`now()`/`timeSince()` are fixed per memo),
+# so a call adds no dependency beyond its arguments' paths. A call of any other name (which the
+# compiler would reject anyway) is treated as reading the whole request.
+GLOBAL_FUNCTIONS = frozenset(
+    {
+        # standard CEL
+        "has",
+        "size",
+        "int",
+        "uint",
+        "double",
+        "string",
+        "bytes",
+        "bool",
+        "timestamp",
+        "duration",
+        "dyn",
+        "type",
+        "matches",
+        # Cerbos
+        "now",
+        "timeSince",
+        "hasIntersection",
+        "has_intersection",
+        "intersect",
+        "except",
+        "isSubset",
+        "is_subset",
+        "id",
+        "hierarchy",
+        "spiffeID",
+        "spiffeTrustDomain",
+        "spiffeMatchAny",
+        "spiffeMatchExact",
+        "spiffeMatchOneOf",
+        "spiffeMatchTrustDomain",
     }
 )
 # Namespaces of extension functions, only valid as `ns.fn(`.
@@ -166,7 +207,9 @@ def _analyse(src: str) -> tuple[Path, ...]:
                 paths.add(norm)
             continue
         if nxt == ("op", "("):
-            continue  # global function or macro: has(), timestamp(), now(), ...
+            if text in GLOBAL_FUNCTIONS:
+                continue  # global function or macro: has(), timestamp(), hierarchy(), ...
+            raise _Unresolvable(f"unknown function {text!r}")
         if text in _KEYWORDS or text in bound:
             continue
         if (

@@ -4,7 +4,8 @@ Evaluation follows the stock Cerbos rule-table evaluator (0.55): for each action
 principal's roles, walk the resource policy's scope chain from the requested scope up to the root;
 at the first level where a rule for (action, role) is satisfied, a DENY wins over any ALLOW at
 that level, otherwise the ALLOW decides. Across roles the first ALLOW wins, then the first DENY;
-nothing matched means DENY. A condition that fails to evaluate counts as false and is reported.
+nothing matched means DENY. A condition that fails to evaluate counts as false and is reported
+(with `strict_evaluation`, it denies the actions that consulted it: `_StrictCheck`).
 """
 
 from __future__ import annotations
@@ -504,6 +505,46 @@ class _Check:
         return False
 
 
+class _StrictCheck(_Check):
+    """`_Check` of an engine with `strict_evaluation`: conditions are evaluated leaf by leaf
+    (left to right, `all`/`any`/`none` short-circuiting, fused programs not used, since
+    `(<error>) || true` is `true` in CEL and would hide the error), and every condition (rule,
+    derived role or role-policy rule, by uid) whose evaluation recorded an error, or whose memo
+    entry replays one, is remembered in `err_uids`. `_role_general` then attributes the first
+    such condition consulted while deciding an action to that action (`strict_err`)."""
+
+    __slots__ = ("err_uids", "strict_err")
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.err_uids: set[int] = set()
+        self.strict_err: tuple[str, str | None, str] | None = None
+
+    def condition(
+        self, uid: int, cond: Condition, level: ResourcePolicy | None, label: str
+    ) -> bool:
+        n = len(self.errors)
+        sat = super().condition(uid, cond, level, label)
+        if len(self.errors) > n:
+            self.err_uids.add(uid)
+        return sat
+
+    def evaluate(self, cond: Condition, activation: Any, label: str) -> bool:
+        if cond.op == "expr":
+            return self._leaf(cond, activation, label)
+        op = cond.op
+        if op == "all":
+            return all(self.evaluate(c, activation, label) for c in cond.children)
+        if op == "any":
+            return any(self.evaluate(c, activation, label) for c in cond.children)
+        return not any(self.evaluate(c, activation, label) for c in cond.children)
+
+    def note(self, uid: int, policy: str, rule: str | None, scope: str) -> None:
+        """Attribute an erroring condition `uid` (if it errored) to the current action."""
+        if self.strict_err is None and uid in self.err_uids:
+            self.strict_err = (policy, rule, scope)
+
+
 @dataclass(frozen=True, slots=True)
 class _GroupInfo:
     uids: tuple[int, ...]
@@ -960,7 +1001,8 @@ class PolicyEngine:
             if now is not None and _utc(now) != memo.now:
                 raise ValueError("check(now=...) differs from the CheckMemo's now")
         roles: list[str] = list(principal.get("roles") or ())
-        st = _Check(self, principal, resource, aux_data, kind, version, rscope, roles, now, memo)
+        check_cls = _StrictCheck if self._strict else _Check
+        st = check_cls(self, principal, resource, aux_data, kind, version, rscope, roles, now, memo)
         outputs: list[OutputEntry] = []
         validation: list[dict[str, Any]] = []
         if self._schemas is not None and self._schemas.active:
@@ -977,8 +1019,11 @@ class PolicyEngine:
         all_roles = self._with_parents(rscope, roles)
         parents_of = {r: self._with_parents(rscope, [r]) for r in roles}
         out: dict[str, ActionResult] = {}
+        strict = st if isinstance(st, _StrictCheck) else None
         for action in actions:
             act: tuple[str, str, str | None, str] | None = None
+            if strict is not None:
+                strict.strict_err = None
             for pt in ("principal", "resource"):
                 principal_pass = pt == "principal"
                 main_key = pkey if principal_pass else rkey
@@ -1016,6 +1061,9 @@ class PolicyEngine:
             else:
                 effect = EFFECT_DENY if act[0] == _NO_MATCH_EFFECT else act[0]
                 out[action] = ActionResult(effect, act[1], act[2], act[3])
+            if strict is not None and strict.strict_err is not None:
+                # strict_evaluation: a condition consulted for this action failed to evaluate.
+                out[action] = ActionResult(EFFECT_DENY, *strict.strict_err)
         edr = sorted({n for names in st.level_edr.values() for n in names})
         return CheckResult(out, edr, st.errors, outputs, validation)
 
@@ -1037,6 +1085,7 @@ class PolicyEngine:
         has_allow = False
         allow_rule: str | None = None
         cond_cache = st.cond_cache
+        strict = st if isinstance(st, _StrictCheck) else None
         for scope in scopes:
             level: Any = None
             if principal_pass:
@@ -1069,12 +1118,18 @@ class PolicyEngine:
                         if sat is None:
                             sat = st.condition(rr.uid, rr.condition, None, f"{rp.key}#{r}")
                             cond_cache[rr.uid] = sat
+                        if strict is not None:
+                            strict.note(rr.uid, rp.key, None, scope)
                         if not sat:
                             return (EFFECT_DENY, rp.key, None, scope)
                 bindings = self._multi_bindings(level, action, parent_roles) if level else ()
             for rule, dr in bindings:
-                if dr is not None and not self._derived_role(st, dr):
-                    continue
+                if dr is not None:
+                    dr_sat = self._derived_role(st, dr)
+                    if strict is not None:
+                        strict.note(dr.uid, policy, rule.name, scope)
+                    if not dr_sat:
+                        continue
                 cond = rule.condition
                 sat = True
                 if cond is not None:
@@ -1087,6 +1142,8 @@ class PolicyEngine:
                             f"{level.key}#{rule.name}",
                         )
                         cond_cache[rule.uid] = found
+                    if strict is not None:
+                        strict.note(rule.uid, policy, rule.name, scope)
                     sat = found
                 effect = rule.effect
                 if rule.negated:  # REQUIRE_PARENTAL_CONSENT_FOR_ALLOWS: DENY unless condition

@@ -370,3 +370,91 @@ def test_lenient_scope_search_matches_stock_cerbos(tmp_path: Path) -> None:
     with _server(binary, bundle, tmp_path, globals_, {"lenientScopeSearch": True}) as url:
         n = _compare_full(engine, url, principals, resources, actions)
     assert n > 1000
+
+
+FUNCTIONS = Path(__file__).parent / "bundles" / "functions"
+
+_SCOPES: list[Any] = ["a.b", "a.b.c", "a", "", "a.c", "a.b.c.d", "x.y", "b.b", 7]
+_SPIFFE_IDS = [
+    "spiffe://example.org/svc/a",
+    "spiffe://example.org",
+    "spiffe://other.org/svc/a",
+    "spiffe://Example.org/svc",
+    "spiffe://example.org/svc/",
+    "spiffe://example.org//svc",
+    "spiffe://example.org/./svc",
+    "spiffe://example.org/a b",
+    "spiffe://example.org:80/svc",
+    "SPIFFE://example.org/svc",
+    "http://example.org/svc",
+    "",
+]
+
+
+def _function_requests() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+    """Requests for the `functions` bundle: valid, edge-case and malformed hierarchies and
+    SPIFFE IDs, wrong types and missing attributes (errors must be errors in both)."""
+    parts: list[Any] = [["a", "b"], [], ["a", 1], ["a"], "a.b"]
+    paths = ["/svc/a", "a/b/c", "a/b", "", "/"]
+    principals = []
+    for i, scope in enumerate(_SCOPES):
+        for j, sid in enumerate(_SPIFFE_IDS):
+            if (i + j) % 3:
+                continue
+            attr: dict[str, Any] = {
+                "scope": scope,
+                "spiffe": sid,
+                "parts": parts[(i + j) % len(parts)],
+                "path": paths[(i * 3 + j) % len(paths)],
+            }
+            principals.append({"id": f"p{i}-{j}", "roles": ["user"], "attr": attr})
+    principals.append({"id": "empty", "roles": ["user"], "attr": {}})
+    tds = ["example.org", "spiffe://example.org", "Example.org", "", "other.org", "ex/x"]
+    allowed: list[list[Any]] = [
+        ["spiffe://example.org/svc/a", "spiffe://example.org"],
+        ["spiffe://other.org/svc/a"],
+        [],
+        ["spiffe://example.org/svc/a", "bad id"],
+        ["spiffe://example.org/svc/a", 3],
+    ]
+    resources = []
+    for k, scope in enumerate(_SCOPES):
+        resources.append(
+            {
+                "kind": "fn",
+                "id": f"r{k}",
+                "attr": {
+                    "scope": scope,
+                    "td": tds[k % len(tds)],
+                    "allowed": allowed[k % len(allowed)],
+                    "path": paths[k % len(paths)],
+                },
+            }
+        )
+    resources.append({"kind": "fn", "id": "empty", "attr": {}})
+    actions = sorted({a for rule in _function_actions() for a in (rule, f"{rule}_not")})
+    return principals, resources, actions
+
+
+def _function_actions() -> list[str]:
+    import yaml
+
+    doc = yaml.safe_load((FUNCTIONS / "fn.yaml").read_text())
+    return [r["name"] for r in doc["resourcePolicy"]["rules"] if not r["name"].endswith("_not")]
+
+
+def test_functions_bundle_matches_stock_cerbos(tmp_path: Path) -> None:
+    """hierarchy(), the SPIFFE functions and id(), with Cerbos' errors (each action has a
+    negated twin, so an error, DENY for both, differs from false)."""
+    binary = _cerbos_binary()
+    compiled = subprocess.run(
+        [str(binary), "compile", str(FUNCTIONS)], capture_output=True, text=True, timeout=60
+    )
+    assert compiled.returncode == 0, compiled.stdout + compiled.stderr
+    engine = PolicyEngine.from_directory(FUNCTIONS)
+    principals, resources, actions = _function_requests()
+    n = 0
+    with _server(binary, FUNCTIONS, tmp_path, {}) as url:
+        for i in range(0, len(actions), 50):  # Cerbos: at most 50 actions per resource
+            n += _compare_full(engine, url, principals, resources, actions[i : i + 50])
+    assert n > 5000
