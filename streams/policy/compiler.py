@@ -48,20 +48,30 @@ REQUIRE_PARENTAL_CONSENT = "SCOPE_PERMISSIONS_REQUIRE_PARENTAL_CONSENT_FOR_ALLOW
 _SCOPE_PERMISSIONS = (OVERRIDE_PARENT, REQUIRE_PARENTAL_CONSENT)
 
 
-def policy_key(kind: str, version: str, scope: str) -> str:
-    """Cerbos' policy key: `resource.<kind>.v<version>` plus `/<scope>` when scoped."""
-    key = f"resource.{kind}.v{version}"
+_INVALID_NAME_CHARS = re.compile(r"[^\w.]+")
+
+
+def _key(kind: str, name: str, version: str, scope: str) -> str:
+    """Cerbos' policy key as it reports it (`matchedPolicy`, decisions, output `src`): name and
+    version sanitised (runs of characters other than word characters and `.` become `_`, so
+    kind `album:object` is `resource.album_object.vdefault`), plus `/<scope>` when scoped."""
+    name = _INVALID_NAME_CHARS.sub("_", name)
+    version = _INVALID_NAME_CHARS.sub("_", version)
+    key = f"{kind}.{name}.v{version}"
     return f"{key}/{scope}" if scope else key
+
+
+def policy_key(kind: str, version: str, scope: str) -> str:
+    """`resource.<kind>.v<version>[/<scope>]`."""
+    return _key("resource", kind, version, scope)
 
 
 def principal_policy_key(principal: str, version: str, scope: str) -> str:
-    key = f"principal.{principal}.v{version}"
-    return f"{key}/{scope}" if scope else key
+    return _key("principal", principal, version, scope)
 
 
 def role_policy_key(role: str, version: str, scope: str) -> str:
-    key = f"role.{role}.v{version}"
-    return f"{key}/{scope}" if scope else key
+    return _key("role", role, version, scope)
 
 
 @dataclass(slots=True)

@@ -192,3 +192,11 @@ def test_disabled_policy_is_ignored(make_bundle: Callable[[dict[str, str]], Path
     )
     engine = PolicyEngine.from_directory(root)
     assert engine.policy_keys == []
+
+
+def test_policy_keys_are_sanitised_as_cerbos_reports_them() -> None:
+    from streams.policy.compiler import policy_key, principal_policy_key
+
+    assert policy_key("album:object", "default", "") == "resource.album_object.vdefault"
+    assert policy_key("doc", "1.0", "acme.hr") == "resource.doc.v1.0/acme.hr"
+    assert principal_policy_key("a@b", "default", "") == "principal.a_b.vdefault"
