@@ -308,4 +308,6 @@ def _fast_signal(raw: Any) -> Signal | None:
     values = _fast_attributes(kind, attrs)
     if values is None:
         return None
-    return Signal(event_id, kind, f"{subject['type']}:{subject['id']}", source, ms, values)
+    return Signal(
+        str(event_id), kind, f"{subject['type']}:{subject['id']}", str(source), ms, values
+    )
