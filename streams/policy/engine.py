@@ -72,7 +72,7 @@ class CheckMemo:
     with; keep it short-lived (it holds results, not requests, and is capped in size).
     """
 
-    __slots__ = ("now", "hits", "misses", "_engine", "_results", "_max")
+    __slots__ = ("now", "hits", "misses", "check_hits", "_engine", "_results", "_checks", "_max")
 
     def __init__(self, now: dt.datetime | None = None, *, max_entries: int = _MEMO_LIMIT) -> None:
         self.now = _utc(now)
@@ -80,6 +80,9 @@ class CheckMemo:
         self.misses = 0  # conditions evaluated (and stored, when cacheable)
         self._engine: PolicyEngine | None = None
         self._results: dict[tuple[Any, ...], tuple[bool, tuple[str, ...]]] = {}
+        # Whole checks, keyed on (resource chain, roles, actions, every value the chain reads).
+        self.check_hits = 0
+        self._checks: dict[tuple[Any, ...], CheckResult] = {}
         self._max = max_entries
 
     def __len__(self) -> int:
@@ -89,6 +92,11 @@ class CheckMemo:
         if len(self._results) >= self._max:
             self._results.clear()
         self._results[key] = value
+
+    def _store_check(self, key: tuple[Any, ...], result: CheckResult) -> None:
+        if len(self._checks) >= self._max:
+            self._checks.clear()
+        self._checks[key] = result
 
 
 # -- memo keys: the values at a condition's dependency paths, as hashable, type-exact keys ------
@@ -629,6 +637,21 @@ class PolicyEngine:
                 c.dep_ids = tuple(index.setdefault(p, len(index)) for p in c.deps)
         self._dep_paths = sorted(index, key=index.__getitem__)
         self._runtime_deps = frozenset(i for p, i in index.items() if p[0] == "runtime")
+        # Per resource chain: the dependency paths of every condition it can evaluate (None if
+        # one of them reads something not statically known). Roles plus the values at these
+        # paths determine the whole check (runtime.effectiveDerivedRoles follows from them).
+        self._chain_deps: dict[tuple[str, str, str], tuple[int, ...] | None] = {}
+        for chain_key, policies_in_chain in self._chains.items():
+            ids: set[int] | None = set()
+            for pol in policies_in_chain:
+                conds = [r.condition for r in pol.rules if r.condition is not None]
+                conds += [d.condition for d in pol.derived_roles.values() if d.condition]
+                for c in conds:
+                    if c.dep_ids is None or ids is None:
+                        ids = None
+                        break
+                    ids.update(i for i in c.dep_ids if i not in self._runtime_deps)
+            self._chain_deps[chain_key] = None if ids is None else tuple(sorted(ids))
         # Projection of the request onto every known dependency path (see `_Check`).
         known = [c for c in self._conditions() if c.deps is not None]
         self._proj: _Trie = _trie([p for p in self._dep_paths if p[0] in ("P", "R")])
@@ -741,13 +764,48 @@ class PolicyEngine:
             if now is not None and _utc(now) != memo.now:
                 raise ValueError("check(now=...) differs from the CheckMemo's now")
         roles: list[str] = list(principal.get("roles") or ())
+        check_key = None
+        if memo is not None:
+            check_key = self._check_key((kind, version, scope), principal, resource, roles, actions)
+            if check_key is not None:
+                hit = memo._checks.get(check_key)
+                if hit is not None:
+                    memo.check_hits += 1
+                    return CheckResult(
+                        dict(hit.actions), list(hit.effective_derived_roles), list(hit.errors)
+                    )
         st = _Check(self, principal, resource, aux_data, kind, version, scope, roles, now, memo)
         main_key = chain[0].key
         out: dict[str, ActionResult] = {}
         for action in actions:
             out[action] = self._decide(st, chain, roles, action, main_key)
         edr = sorted({n for names in st.level_edr.values() for n in names})
-        return CheckResult(out, edr, st.errors)
+        result = CheckResult(out, edr, st.errors)
+        if check_key is not None:
+            assert memo is not None
+            memo._store_check(check_key, CheckResult(dict(out), list(edr), list(st.errors)))
+        return result
+
+    def _check_key(
+        self,
+        chain_key: tuple[str, str, str],
+        principal: Mapping[str, Any],
+        resource: Mapping[str, Any],
+        roles: list[str],
+        actions: Sequence[str],
+    ) -> tuple[Any, ...] | None:
+        """Key of a whole check: None when the chain reads something not statically known."""
+        deps = self._chain_deps.get(chain_key)
+        if deps is None:
+            return None
+        parts: list[Any] = [chain_key, tuple(roles), tuple(actions)]
+        paths = self._dep_paths
+        try:
+            for d in deps:
+                parts.append(_resolve(paths[d], principal, resource))
+        except _Uncacheable:
+            return None
+        return tuple(parts)
 
     def _decide(
         self,
