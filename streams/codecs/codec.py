@@ -1,8 +1,9 @@
 """InputDecoder / OutputEncoder / decode_any: the one place that picks a wire format.
 
-Hot path per event: format sniffing on the first byte, one fastavro call, one small dict
-conversion. Instances hold reused buffers and caches, so create one per consumer/producer loop
-(they are not thread-safe).
+Hot path per event: format sniffing on the first byte, one fastavro call (decoding) or one call
+of the schema's compiled encoder (encoding, see compiled.py), one small dict conversion. Instances
+hold reused buffers and caches, so create one per consumer/producer loop (they are not
+thread-safe).
 """
 
 from __future__ import annotations
@@ -166,7 +167,7 @@ class OutputEncoder:
         self._kind = kind
         self.fmt = fmt
         self._pre = TO_AVRO[kind]
-        self._writer = AvroWriter(schema.parsed)
+        self._writer = AvroWriter(schema.parsed, kind)
         self._registry = registry_client(registry_url) if registry_url and fmt == "avro" else None
         # TopicNameStrategy when we know the topic, else RecordNameStrategy
         self._subject = f"{topic}-value" if topic else schema.fullname
