@@ -60,7 +60,7 @@ class RunnerConfig:
         data_dir: Path | None,
         max_batch: int = 2000,
         fetch_max_wait_ms: int = 10,
-        linger_ms: int = 5,
+        linger_ms: int = 0,
         session_timeout_ms: int = 6000,
         heartbeat_interval_ms: int = 1000,
         reevaluation_rate: int = 1000,
