@@ -191,6 +191,8 @@ def _validate_with_models(raw: dict[str, Any]) -> Signal:
 _SUBJECT_TYPE = re.compile(_NAME)
 _LEVELS = frozenset({"LOW", "MEDIUM", "HIGH"})
 _STATUSES = frozenset({"compliant", "not-compliant"})
+# Field names per signal type, computed once (pydantic's ``model_fields`` is not free).
+_FIELDS = {kind: frozenset(model.model_fields) for kind, model in ATTRIBUTE_MODELS.items()}
 
 
 def _text(value: object, min_len: int = 0, max_len: int | None = None) -> bool:
@@ -211,8 +213,8 @@ def _opt_text(attrs: dict[str, Any], key: str) -> bool:
 def _fast_attributes(kind: str, attrs: dict[str, Any]) -> dict[str, Any] | None:
     """Validated attributes exactly as ``model_dump(mode="json", exclude_none=True)`` gives them,
     or None when the input needs the models (extra keys, coercions, errors)."""
-    fields = ATTRIBUTE_MODELS[kind].model_fields
-    if not fields.keys() >= attrs.keys():
+    fields = _FIELDS[kind]
+    if not fields >= attrs.keys():
         return None
     if kind == "device-compliance-change":
         prev = attrs.get("previous_status")
