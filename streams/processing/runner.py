@@ -5,7 +5,8 @@ Order of effects per batch (invariant 2, nothing lost, replays idempotent):
 1. decisions, revocations and dead letters are produced and acknowledged;
 2. then the changed subject states go to the changelog and are acknowledged;
 3. then state, input offsets and the changelog offset are written to RocksDB in one batch;
-4. then the consumer offsets are committed (for lag tools; positions come from RocksDB).
+4. then, in the background every ``commit_interval_s``, the consumer offsets are committed (for
+   lag tools and empty-data-dir restarts; a worker resumes from the positions in RocksDB).
 
 A crash before 3 replays the batch over the old state: the same deterministic decision and
 revocation ids come out again. A crash between 2 and 3 restores the new state from the
@@ -64,8 +65,10 @@ class RunnerConfig:
         session_timeout_ms: int = 6000,
         heartbeat_interval_ms: int = 1000,
         reevaluation_rate: int = 1000,
+        commit_interval_s: float = 0.5,
     ) -> None:
         self.reevaluation_rate = reevaluation_rate
+        self.commit_interval_s = commit_interval_s
         self.bootstrap = bootstrap
         self.group_id = group_id
         self.input_topics = input_topics
@@ -102,6 +105,8 @@ class PipelineRunner:
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()  # set after the first assignment has been restored
         self.watcher = watcher
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._committer: asyncio.Task[None] | None = None
         # partition -> last grant key re-evaluated (None: from the start); empty when idle
         self._scans: dict[int, bytes | None] = {}
         self._budget = 0.0
@@ -147,12 +152,16 @@ class PipelineRunner:
         )
         self.consumer.subscribe(cfg.input_topics, listener=_Rebalance(self))
         await self.consumer.start()
+        self._committer = asyncio.create_task(self._commit_periodically())
 
     async def stop(self) -> None:
         self._stopping.set()
         if self.watcher is not None:
             await self.watcher.stop()
+        if self._committer is not None:
+            self._committer.cancel()
         async with self._lock:
+            await self._commit_offsets()
             for client in (self.consumer, self._restorer, self.producer):
                 if client is not None:
                     await client.stop()
@@ -178,6 +187,23 @@ class PipelineRunner:
                 self._maybe_switch_bundle()
                 if self._scans:
                     await self._reevaluation_step()
+
+    async def _commit_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.commit_interval_s)
+            await self._commit_offsets()
+
+    async def _commit_offsets(self) -> None:
+        """Commit what has been persisted so far (best effort: a failure is retried later)."""
+        if not self._uncommitted or self.consumer is None:
+            return
+        offsets, self._uncommitted = self._uncommitted, {}
+        try:
+            await self.consumer.commit(offsets)
+        except Exception as exc:  # rebalancing, broker hiccup: positions are safe in RocksDB
+            log.warning("offset commit failed (%s); will retry", exc)
+            for tp, offset in offsets.items():
+                self._uncommitted.setdefault(tp, offset)
 
     # -- policy bundles -------------------------------------------------------------------
 
@@ -287,9 +313,10 @@ class PipelineRunner:
             for partition, res in results.items()
             for topic, offset in res.next_offsets.items()
         }
-        if offsets:
-            assert self.consumer is not None
-            await self.consumer.commit(offsets)
+        # Positions live in RocksDB (written above, atomically with the state); the group's
+        # committed offsets only serve lag tools and empty-data-dir restarts, so they are
+        # committed in the background instead of costing a round trip per batch.
+        self._uncommitted.update(offsets)
 
     async def _send_and_wait(self, items: Iterable[tuple[int, OutRecord]]) -> None:
         """Produce records in per-partition batches and wait for every acknowledgement."""
@@ -344,6 +371,7 @@ class PipelineRunner:
 
     async def _on_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         async with self._lock:
+            await self._commit_offsets()  # before the partitions leave this member
             gone = {tp.partition for tp in revoked}
             for partition in gone:
                 self._scans.pop(partition, None)
