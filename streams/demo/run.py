@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaProducer
 from streams.demo.simulator import Outgoing, SimTopics, Simulator
 from streams.demo.view import DemoStats, LiveView
 from streams.kafka.admin import ensure_topics
-from streams.kafka.broker import EmbeddedBroker, free_port, port_is_free, wait_for_port
+from streams.kafka.broker import EmbeddedBroker, free_port
 from streams.settings import Settings
 
 JSON_HEADERS = [("content-type", b"application/json")]
@@ -67,29 +67,6 @@ class DemoConfig:
 def status(message: str) -> None:
     """Progress on stderr, so stdout carries only the view."""
     print(f"vigil demo: {message}", file=sys.stderr, flush=True)
-
-
-class DemoBroker(EmbeddedBroker):
-    """``EmbeddedBroker`` in its own session: Ctrl-C in the terminal must not kill it first."""
-
-    def start(self) -> str:
-        if not port_is_free(self.host, self.port):
-            raise OSError(f"port {self.port} on {self.host} is already in use")
-        env = dict(os.environ)
-        env.setdefault("RUST_LOG", "warn")
-        self._proc = subprocess.Popen(
-            self.command(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        )
-        try:
-            wait_for_port(self.host, self.port, proc=self._proc)
-        except (TimeoutError, RuntimeError):
-            self.stop()
-            raise
-        return self.bootstrap
 
 
 class WorkerProcess:
@@ -305,7 +282,9 @@ async def run_demo(config: DemoConfig) -> int:
     try:
         bootstrap = settings.bootstrap_servers
         if not config.external_broker:
-            broker = DemoBroker()
+            broker = EmbeddedBroker(
+                own_session=True,
+            )
 
             async def stop_broker() -> None:
                 await asyncio.to_thread(broker.stop)

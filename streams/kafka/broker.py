@@ -65,9 +65,14 @@ def wait_for_port(
 class EmbeddedBroker:
     """A Tansu broker process on 127.0.0.1:<port>; use as a context manager or start()/stop()."""
 
-    def __init__(self, port: int | None = None, *, quiet: bool = True) -> None:
+    def __init__(
+        self, port: int | None = None, *, quiet: bool = True, own_session: bool = False
+    ) -> None:
         self.port = port or free_port()
         self.host = "127.0.0.1"
+        # own_session: a terminal Ctrl-C reaches only our process, which then stops the broker
+        # in order (the demo); otherwise the broker shares the caller's process group.
+        self.own_session = own_session
         self.quiet = quiet
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -98,7 +103,13 @@ class EmbeddedBroker:
         out = subprocess.DEVNULL if self.quiet else None
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "warn")
-        self._proc = subprocess.Popen(self.command(), stdout=out, stderr=out, env=env)
+        self._proc = subprocess.Popen(
+            self.command(),
+            stdout=out,
+            stderr=out,
+            env=env,
+            start_new_session=self.own_session,
+        )
         try:
             wait_for_port(self.host, self.port, proc=self._proc)
         except (TimeoutError, RuntimeError):
