@@ -7,8 +7,8 @@ expression is then a function of the values found at those paths, the engine's g
 fixed `now` of a memo; the engine uses that to share condition results between checks.
 
 The analysis is deliberately conservative: whenever a root is used in a way that is not a plain
-dotted path (indexing `P.attr["x"]`, the whole `P`/`P.attr`/`request`/`runtime`, `request.auxData`,
-a macro or `cel.bind` variable named like a root, backquoted identifiers, optional selection
+dotted path (indexing `P.attr["x"]`, the whole `P`/`P.attr`/`request`/`runtime`, `request.auxData`
+(or `aux_data`), a macro or `cel.bind` variable named like a root, backquoted identifiers, optional selection
 `.?`, identifiers we do not know), it returns `None`: "depends on the whole request", never
 shared across checks. `G`/`globals` are constant per engine and `now()`/`timeSince()` are fixed per
 memo, so they add no dependency. Function calls (global, `GLOBAL_FUNCTIONS`, or member calls such
@@ -86,7 +86,15 @@ GLOBAL_FUNCTIONS = frozenset(
     }
 )
 # Namespaces of extension functions, only valid as `ns.fn(`.
-_NAMESPACES = frozenset({"cel", "math", "strings", "base64", "sets", "lists"})
+_NAMESPACES = frozenset({"cel", "math", "strings", "base64", "sets", "lists", "optional"})
+
+# Proto field names of `request.principal`/`request.resource`/`runtime` that differ from their
+# JSON names, normalised to the JSON name (the engine's data holds both spellings).
+_FIELD_ALIASES = {
+    ("P", "policy_version"): "policyVersion",
+    ("R", "policy_version"): "policyVersion",
+    ("runtime", "effective_derived_roles"): "effectiveDerivedRoles",
+}
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NUMBER = re.compile(
@@ -168,6 +176,9 @@ def _normalise(path: Path) -> Path | None:
         root = path[0]
     if len(path) < 2:
         raise _Unresolvable(f"whole {root}")
+    alias = _FIELD_ALIASES.get((root, path[1]))
+    if alias is not None:  # Cerbos accepts proto (snake_case) and JSON (camelCase) names
+        path = (root, alias, *path[2:])
     if root in ("P", "R") and path[1] == "attr" and len(path) < 3:
         raise _Unresolvable(f"whole {root}.attr")
     return path

@@ -201,7 +201,7 @@ def _resolve(
         elif field == "roles":
             cur = list(principal.get("roles") or ())
         elif field == "policyVersion":
-            cur = principal.get("policyVersion") or DEFAULT_VERSION
+            cur = principal.get("policyVersion") or ""
         elif field == "scope":
             cur = principal.get("scope") or ""
         else:
@@ -212,12 +212,17 @@ def _resolve(
         elif field == "kind":
             cur = resource.get("kind", "")
         elif field == "policyVersion":
-            cur = resource.get("policyVersion") or DEFAULT_VERSION
+            cur = resource.get("policyVersion") or ""
         elif field == "scope":
             cur = resource.get("scope") or ""
         else:
             return (_MISSING, 1)
     return _walk(cur, path, 2, False)
+
+
+def _runtime(edr: list[str]) -> dict[str, list[str]]:
+    """`runtime`, under both the proto and the JSON field name (Cerbos accepts both)."""
+    return {"effectiveDerivedRoles": edr, "effective_derived_roles": edr}
 
 
 _Trie = dict[str, Any]  # field -> sub-trie, or None for "the whole value"
@@ -336,26 +341,30 @@ class _Check:
             "id": principal.get("id", ""),
             "roles": self.roles,
             "attr": cel_env.to_cel_data(principal.get("attr") or _EMPTY),
-            "policyVersion": principal.get("policyVersion") or DEFAULT_VERSION,
+            # As sent (Cerbos does not fill in the default); both proto and JSON field names.
+            "policyVersion": principal.get("policyVersion") or "",
             "scope": principal.get("scope") or "",
         }
+        p["policy_version"] = p["policyVersion"]
+        version = resource.get("policyVersion") or ""
         r = {
             "kind": self.kind,
             "id": resource.get("id", ""),
             "attr": cel_env.to_cel_data(resource.get("attr") or _EMPTY),
-            "policyVersion": self.version,
+            "policyVersion": version,
+            "policy_version": version,
             "scope": self.scope,
         }
         aux = cel_env.to_cel_data(dict(self.aux_data)) if self.aux_data else {}
         aux.setdefault("jwt", {})
         g = self.engine._globals
         return {
-            "request": {"principal": p, "resource": r, "auxData": aux},
+            "request": {"principal": p, "resource": r, "auxData": aux, "aux_data": aux},
             "P": p,
             "R": r,
             "G": g,
             "globals": g,
-            "runtime": {"effectiveDerivedRoles": []},
+            "runtime": _runtime([]),
         }
 
     def _projected_data(self) -> dict[str, Any]:
@@ -370,7 +379,8 @@ class _Check:
             elif field == "roles":
                 p["roles"] = self.roles
             elif field == "policyVersion":
-                p["policyVersion"] = self.principal.get("policyVersion") or DEFAULT_VERSION
+                v = self.principal.get("policyVersion") or ""
+                p["policyVersion"] = p["policy_version"] = v
             elif field == "scope":
                 p["scope"] = self.principal.get("scope") or ""
         r: dict[str, Any] = {}
@@ -383,10 +393,11 @@ class _Check:
             elif field == "kind":
                 r["kind"] = self.kind
             elif field == "policyVersion":
-                r["policyVersion"] = self.version
+                v = self.resource.get("policyVersion") or ""
+                r["policyVersion"] = r["policy_version"] = v
             elif field == "scope":
                 r["scope"] = self.scope
-        data: dict[str, Any] = {"P": p, "R": r, "runtime": {"effectiveDerivedRoles": []}}
+        data: dict[str, Any] = {"P": p, "R": r, "runtime": _runtime([])}
         if eng._proj_request:
             data["request"] = {"principal": p, "resource": r}
         if eng._proj_globals:
@@ -409,7 +420,7 @@ class _Check:
             data = self.data(full)
             if scope is not None:
                 data = dict(data)
-                data["runtime"] = {"effectiveDerivedRoles": sorted(self.level_edr[scope])}
+                data["runtime"] = _runtime(sorted(self.level_edr[scope]))
             if eng._clock_fns is not None:
                 act = eng._env.Activation(data, functions=eng._clock_fns)
             else:

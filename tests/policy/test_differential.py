@@ -409,6 +409,7 @@ def _function_requests() -> tuple[list[dict[str, Any]], list[dict[str, Any]], li
             }
             principals.append({"id": f"p{i}-{j}", "roles": ["user"], "attr": attr})
     principals.append({"id": "empty", "roles": ["user"], "attr": {}})
+    principals.append({"id": "pv", "roles": ["user"], "attr": {}, "policyVersion": "default"})
     tds = ["example.org", "spiffe://example.org", "Example.org", "", "other.org", "ex/x"]
     allowed: list[list[Any]] = [
         ["spiffe://example.org/svc/a", "spiffe://example.org"],
@@ -432,6 +433,7 @@ def _function_requests() -> tuple[list[dict[str, Any]], list[dict[str, Any]], li
             }
         )
     resources.append({"kind": "fn", "id": "empty", "attr": {}})
+    resources.append({"kind": "fn", "id": "pv", "attr": {}, "policyVersion": "default"})
     actions = sorted({a for rule in _function_actions() for a in (rule, f"{rule}_not")})
     return principals, resources, actions
 
