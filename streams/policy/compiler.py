@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -443,24 +444,7 @@ class Compiler:
         perms = self._scope_permissions(file, base, doc)
         inliner = self._params(file, base, doc)
         rules: list[Rule] = []
-        raw_rules = doc.get("rules")
-        if raw_rules is not None and not isinstance(raw_rules, list):
-            self._issue(file, f"{base}.rules", "must be a list")
-            raw_rules = []
-        for i, rr in enumerate(raw_rules or []):
-            p = f"{base}.rules[{i}]"
-            if not isinstance(rr, dict):
-                self._issue(file, p, "must be a mapping")
-                continue
-            res = rr.get("resource")
-            if not isinstance(res, str) or not res:
-                self._issue(file, f"{p}.resource", "is required")
-                continue
-            try:
-                res_matcher = compile_action_glob(res)
-            except ValueError as exc:
-                self._issue(file, f"{p}.resource", str(exc))
-                continue
+        for p, rr, res, res_matcher in self._resource_rules(file, base, doc):
             acts = rr.get("actions")
             if not isinstance(acts, list) or not acts:
                 self._issue(file, f"{p}.actions", "must be a non-empty list")
@@ -523,6 +507,22 @@ class Compiler:
         )
         inliner = self._params(file, base, doc)
         rules: list[RoleRule] = []
+        for p, rr, _res, res_matcher in self._resource_rules(file, base, doc):
+            acts = self._str_list(file, f"{p}.allowActions", rr.get("allowActions"), required=True)
+            matchers = self._action_matchers(file, f"{p}.allowActions", acts)
+            n_before = len(self.issues)
+            cond = self._condition(file, f"{p}.condition", rr.get("condition"), inliner)
+            if len(self.issues) != n_before or matchers is None:
+                continue
+            rules.append(RoleRule(next(self._uids), (res_matcher,), tuple(matchers), cond))
+        key = role_policy_key(role, version, scope)
+        return RolePolicy(role, version, scope, key, file, tuple(parents), rules)
+
+    def _resource_rules(
+        self, file: str, base: str, doc: dict[str, Any]
+    ) -> Iterator[tuple[str, dict[str, Any], str, Any]]:
+        """The `rules` of a principal or role policy that are mappings with a valid `resource`
+        glob: (JSON path, rule, resource, compiled glob). Problems are reported, rules skipped."""
         raw_rules = doc.get("rules")
         if raw_rules is not None and not isinstance(raw_rules, list):
             self._issue(file, f"{base}.rules", "must be a list")
@@ -541,15 +541,7 @@ class Compiler:
             except ValueError as exc:
                 self._issue(file, f"{p}.resource", str(exc))
                 continue
-            acts = self._str_list(file, f"{p}.allowActions", rr.get("allowActions"), required=True)
-            matchers = self._action_matchers(file, f"{p}.allowActions", acts)
-            n_before = len(self.issues)
-            cond = self._condition(file, f"{p}.condition", rr.get("condition"), inliner)
-            if len(self.issues) != n_before or matchers is None:
-                continue
-            rules.append(RoleRule(next(self._uids), (res_matcher,), tuple(matchers), cond))
-        key = role_policy_key(role, version, scope)
-        return RolePolicy(role, version, scope, key, file, tuple(parents), rules)
+            yield p, rr, res, res_matcher
 
     def export(self, lf: LoadedFile, kind: str) -> None:
         """exportVariables / exportConstants: a named set of definitions to import."""
