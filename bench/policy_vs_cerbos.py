@@ -42,6 +42,7 @@ from typing import Any
 
 from streams.policy import PolicyEngine
 from streams.policy.api import check_resources
+from streams.policy.bench import HEALTHY_SIGNALS
 from streams.policy.loader import load_directory
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,17 +50,7 @@ POLICIES = REPO / "policies"
 DOC = REPO / "docs" / "performance.md"
 HEADING = "## Policy engine vs stock Cerbos PDP"
 
-HEALTHY: dict[str, Any] = {
-    "risk": {"level": "LOW", "score": 10.0},
-    "device": {"id": "D1", "compliant": True, "status": "compliant"},
-    "identity": {
-        "account_status": "enabled",
-        "assurance_level": "aal2",
-        "credential_compromised": False,
-    },
-    "network": {"zone": "corp", "country": "NL", "ip": "10.0.0.1"},
-    "session": {"id": "s-1", "revoked": False},
-}
+HEALTHY: dict[str, Any] = HEALTHY_SIGNALS
 
 
 def make_requests(n: int, seed: int = 7) -> list[dict[str, Any]]:

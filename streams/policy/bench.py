@@ -10,12 +10,27 @@ actions), without a memo and with one `CheckMemo` per re-evaluation.
 
 from __future__ import annotations
 
+import copy
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 from .engine import PolicyEngine
+
+#: The reserved `signals` attributes of a principal in good standing (docs/policies.md): the
+#: sample request of the benchmarks and the policy tests.
+HEALTHY_SIGNALS: dict[str, Any] = {
+    "risk": {"level": "LOW", "score": 10.0},
+    "device": {"id": "D1", "compliant": True, "status": "compliant"},
+    "identity": {
+        "account_status": "enabled",
+        "assurance_level": "aal2",
+        "credential_compromised": False,
+    },
+    "network": {"zone": "corp", "country": "NL", "ip": "10.0.0.1"},
+    "session": {"id": "s-1", "revoked": False},
+}
 
 
 def _principal(roles: list[str]) -> dict[str, Any]:
@@ -24,17 +39,7 @@ def _principal(roles: list[str]) -> dict[str, Any]:
         "roles": roles,
         "attr": {
             "department": "eng",
-            "signals": {
-                "risk": {"level": "LOW", "score": 12},
-                "device": {"id": "D1", "compliant": True, "status": "compliant"},
-                "identity": {
-                    "account_status": "enabled",
-                    "assurance_level": "aal2",
-                    "credential_compromised": False,
-                },
-                "network": {"zone": "corp", "country": "NL", "ip": "10.0.0.7"},
-                "session": {"id": "s-1", "revoked": False},
-            },
+            "signals": copy.deepcopy(HEALTHY_SIGNALS),
             "grant": {"id": "g-1", "issued_at": "2026-01-01T00:00:00Z", "expires_at": ""},
         },
     }

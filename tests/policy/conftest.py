@@ -11,21 +11,10 @@ from typing import Any
 import pytest
 
 from streams.policy import PolicyEngine
+from streams.policy.bench import HEALTHY_SIGNALS
 
 REPO = Path(__file__).resolve().parents[2]
 POLICIES = REPO / "policies"
-
-HEALTHY_SIGNALS: dict[str, Any] = {
-    "risk": {"level": "LOW", "score": 10.0},
-    "device": {"id": "D1", "compliant": True, "status": "compliant"},
-    "identity": {
-        "account_status": "enabled",
-        "assurance_level": "aal2",
-        "credential_compromised": False,
-    },
-    "network": {"zone": "corp", "country": "NL", "ip": "10.0.0.1"},
-    "session": {"id": "s-1", "revoked": False},
-}
 
 
 def principal(
