@@ -65,6 +65,7 @@ def runner_config(settings: Settings) -> RunnerConfig:
         changelog_topic=settings.topic_changelog,
         data_dir=None if in_memory(settings) else settings.data_dir / "state",
         reevaluation_rate=settings.reevaluation_rate,
+        expiry_sweep_rate=settings.expiry_sweep_rate,
     )
 
 

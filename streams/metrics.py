@@ -39,6 +39,9 @@ SIGNAL_LAG_SECONDS = Histogram(
     "From a signal's Kafka timestamp to its decisions being produced",
     buckets=(1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 5.0),
 )
+EXPIRED_GRANTS = Counter(
+    "vigil_grants_expired_total", "Grants removed from the active set at their expires_at"
+)
 ACTIVE_GRANTS = Gauge("vigil_active_grants", "Active grants held by this worker")
 ASSIGNED_PARTITIONS = Gauge("vigil_assigned_partitions", "Input partitions owned by this worker")
 POLICY_BUNDLE_SWITCHES = Counter(

@@ -92,6 +92,12 @@ class Settings(BaseSettings):
     topic_deadletter: str = "signals.deadletter"
     topic_changelog: str = "vigil.state-changelog"
     topic_bundles: str = "vigil.policy-bundles"
+    expiry_sweep_rate: int = Field(
+        default=1000,
+        ge=100,
+        description="Subjects per second whose grants a worker checks for expiry in the "
+        "background (a subject's own events expire its grants at once).",
+    )
     reevaluation_rate: int = Field(
         default=500,
         ge=1,

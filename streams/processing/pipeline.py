@@ -274,6 +274,24 @@ class Pipeline:
             subject.collect(result.changed_states)
         return result
 
+    def expire(
+        self, grant_keys: Sequence[bytes], store: PartitionStore, now_ms: int
+    ) -> BatchResult:
+        """Drop grants past ``expires_at`` (and old tombstones) from these subjects' grant
+        states: the sweep that expires grants of subjects that receive no events."""
+        result = BatchResult()
+        for gkey, raw in zip(grant_keys, store.get_many(list(grant_keys)), strict=True):
+            if raw is None:
+                continue
+            grants = orjson.loads(raw)
+            expired = expire_grants(grants, now_ms)
+            if expired:
+                metrics.ACTIVE_GRANTS.dec(len(expired))
+                metrics.EXPIRED_GRANTS.inc(len(expired))
+            if expired or _prune_tombstones(grants, now_ms):
+                result.changed_states[gkey] = orjson.dumps(grants)
+        return result
+
     def _evaluate(
         self,
         subject: _Subject,
@@ -372,6 +390,7 @@ class _Subject:
             expired = expire_grants(self._grants, now_ms)
             if expired:
                 metrics.ACTIVE_GRANTS.dec(len(expired))
+                metrics.EXPIRED_GRANTS.inc(len(expired))
             if expired or _prune_tombstones(self._grants, now_ms):
                 self.grants_dirty = True
         return self._grants

@@ -66,7 +66,9 @@ class RunnerConfig:
         heartbeat_interval_ms: int = 1000,
         reevaluation_rate: int = 1000,
         commit_interval_s: float = 0.5,
+        expiry_sweep_rate: int = 1000,
     ) -> None:
+        self.expiry_sweep_rate = expiry_sweep_rate
         self.reevaluation_rate = reevaluation_rate
         self.commit_interval_s = commit_interval_s
         self.bootstrap = bootstrap
@@ -111,6 +113,11 @@ class PipelineRunner:
         self._scans: dict[int, bytes | None] = {}
         self._budget = 0.0
         self._budget_at = time.monotonic()
+        # expiry sweep: partition -> last grant key swept; token bucket; partition turn
+        self._sweep: dict[int, bytes | None] = {}
+        self._sweep_budget = 0.0
+        self._sweep_at = time.monotonic()
+        self._sweep_turn = 0
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self._restorer: AIOKafkaConsumer | None = None
@@ -175,7 +182,7 @@ class PipelineRunner:
         policy bundle and re-evaluate grants at the configured rate."""
         assert self.consumer is not None
         while not self._stopping.is_set():
-            idle_ms = 0 if self._scans else 200
+            idle_ms = 0 if self._scans else 100
             data = await self.consumer.getmany(
                 timeout_ms=idle_ms, max_records=self.config.max_batch
             )
@@ -187,6 +194,7 @@ class PipelineRunner:
                 self._maybe_switch_bundle()
                 if self._scans:
                     await self._reevaluation_step()
+                await self._expiry_step()
 
     async def _commit_periodically(self) -> None:
         while True:
@@ -231,6 +239,30 @@ class PipelineRunner:
         log.warning("policy bundle %s -> %s (%s)", old, engine.digest, source)
         self._scans = dict.fromkeys(self.stores)  # every owned grant, from the start
         metrics.REEVALUATION_PENDING_PARTITIONS.set(len(self._scans))
+
+    async def _expiry_step(self) -> None:
+        """Sweep the owned grant states round-robin at ``expiry_sweep_rate`` subjects/s, so a
+        grant expires even when its subject sends nothing (events expire it earlier)."""
+        now = time.monotonic()
+        rate = self.config.expiry_sweep_rate
+        self._sweep_budget = min(float(rate), self._sweep_budget + (now - self._sweep_at) * rate)
+        self._sweep_at = now
+        if self._sweep_budget < 100 or not self.stores:
+            return  # sweep in chunks of at least 100 subjects
+        partitions = sorted(self.stores)
+        partition = partitions[self._sweep_turn % len(partitions)]
+        keys = self.stores[partition].keys_after(
+            GRANT_PREFIX, self._sweep.get(partition), int(self._sweep_budget)
+        )
+        self._sweep_budget -= max(len(keys), 1)
+        if not keys:
+            self._sweep[partition] = None  # end of this partition: next one, from the start
+            self._sweep_turn += 1
+            return
+        self._sweep[partition] = keys[-1]
+        result = self.pipeline.expire(keys, self.stores[partition], int(time.time() * 1000))
+        if result.changed_states:
+            await self._commit_effects({partition: result})
 
     async def _reevaluation_step(self) -> None:
         """Re-evaluate the next few subjects of one partition; the token bucket keeps the rate
@@ -375,6 +407,7 @@ class PipelineRunner:
             gone = {tp.partition for tp in revoked}
             for partition in gone:
                 self._scans.pop(partition, None)
+                self._sweep.pop(partition, None)
                 store = self.stores.pop(partition, None)
                 if store is not None:
                     store.close()

@@ -3,6 +3,8 @@ policies and Avro outputs. Subjects are unique per test (uuid), topics unique pe
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -159,3 +161,39 @@ async def test_older_event_duplicate_and_bad_input_change_nothing(
         if d["cause"]["event_id"] == "e-new"
     )
     assert per_grant == Counter({f"{user}-g1": 1, f"{user}-g2": 1})
+
+
+async def test_a_grant_expires_without_any_event_for_its_subject(
+    start_worker: Callable[..., Worker],
+) -> None:
+    worker = start_worker()
+    await worker.start()
+    user = f"exp-{uuid.uuid4().hex[:6]}"
+    expiring = grant(f"{user}-g", user, ["read"], "D1")
+    expiring["expires_at"] = int(time.time() * 1000) + 2000
+    await worker.produce("grants", [expiring])
+    await worker.wait_processed()
+    assert worker.metric("vigil_active_grants") >= 1
+    deadline = time.monotonic() + 30
+    while worker.metric("vigil_grants_expired_total") < 1:
+        assert time.monotonic() < deadline, worker.log()
+        await asyncio.sleep(0.2)
+    # The grant is gone: a signal that would revoke it yields no decision for it.
+    await worker.produce(
+        "risk",
+        [
+            {
+                "event_id": f"{user}-high",
+                "type": "risk-level-change",
+                "subject": {"type": "user", "id": user},
+                "source": "ueba",
+                "event_time": "2026-11-29T12:00:00Z",
+                "attributes": {"current_level": "HIGH"},
+            }
+        ],
+    )
+    await worker.wait_processed()
+    assert [
+        d for d in of(await worker.read("decisions"), user) if d["cause"]["kind"] == "signal"
+    ] == []
+    assert of(await worker.read("revocations"), user) == []

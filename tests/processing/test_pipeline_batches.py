@@ -218,3 +218,21 @@ def test_a_failure_inside_one_subject_dead_letters_its_records_and_spares_the_re
     assert dead["error"] == "processing" and "engine bug" in dead["reason"]
     assert [d["subject"] for d in outputs(result, "authz.decisions")] == ["user:bob"]
     assert list(result.changed_states) == [b"g:user:bob"]
+
+
+def test_expiry_sweep_removes_expired_grants_without_any_event(pipeline: Pipeline) -> None:
+    store, feed = MemoryStore(), Feed()
+    setup = pipeline.process(
+        [
+            feed("authz.grants", grant("g1", ["read"], expires_at=NOW + 1000)),
+            feed("authz.grants", grant("g2", ["read"])),
+        ],
+        store,
+        NOW,
+    )
+    persist(store, setup)
+    assert pipeline.expire([b"g:user:alice"], store, NOW + 500).changed_states == {}
+    swept = pipeline.expire([b"g:user:alice", b"g:user:nobody"], store, NOW + 1000)
+    state = orjson.loads(swept.changed_states[b"g:user:alice"])
+    assert list(state["grants"]) == ["g2"]
+    assert swept.outputs == []
