@@ -85,3 +85,22 @@ signals_by = LabelCache(SIGNALS)
 decisions_by = LabelCache(DECISIONS)
 revocations_by = LabelCache(REVOCATIONS)
 grant_events_by = LabelCache(GRANT_EVENTS)
+
+
+class Tally:
+    """Counter and gauge increments of one batch, applied once at its end (each prometheus
+    ``inc`` takes a lock: per event that was ~4 % of a worker's time)."""
+
+    __slots__ = ("_deltas",)
+
+    def __init__(self) -> None:
+        self._deltas: dict[Counter | Gauge, float] = {}
+
+    def add(self, metric: Counter | Gauge, amount: float = 1.0) -> None:
+        self._deltas[metric] = self._deltas.get(metric, 0.0) + amount
+
+    def flush(self) -> None:
+        for metric, amount in self._deltas.items():
+            if amount:
+                metric.inc(amount)
+        self._deltas.clear()

@@ -77,6 +77,7 @@ class Pipeline:
             "Revocation", fmt, registry_url=registry_url, topic=topics.revocations
         )
         self._memo = engine.new_memo()
+        self._tally = metrics.Tally()
         self._deadletter_enc = OutputEncoder(
             "DeadLetter", fmt, registry_url=registry_url, topic=topics.deadletter
         )
@@ -84,7 +85,7 @@ class Pipeline:
     # -- decoding -------------------------------------------------------------------------
 
     def _dead_letter(self, rec: InRecord, error: str, reason: str, now_ms: int) -> OutRecord:
-        metrics.DEADLETTERS.labels(error).inc()
+        self._tally.add(metrics.DEADLETTERS.labels(error))
         value = self._deadletter_enc.encode(
             {
                 "reason": reason,
@@ -136,6 +137,7 @@ class Pipeline:
                 continue
             by_subject.setdefault(key, []).append((item, rec))
         if not by_subject:
+            self._tally.flush()
             return result
         keys = list(by_subject)
         stored = store.get_many([signal_key(k.encode()) for k in keys])
@@ -154,6 +156,7 @@ class Pipeline:
                     result.outputs.append(self._dead_letter(rec, "processing", reason, now_ms))
                 continue
             subject.collect(result.changed_states)
+        self._tally.flush()
         return result
 
     def _process_subject(
@@ -171,7 +174,7 @@ class Pipeline:
                 if snapshot is None:
                     snapshot = subject_snapshot(signals, self.risk)
                 outcome, dim, value_changed = apply_signal(signals, item)
-                metrics.signals_by(outcome.value).inc()
+                self._tally.add(metrics.signals_by(outcome.value))
                 if outcome is Applied.DUPLICATE:
                     continue
                 subject.signals_dirty = True
@@ -203,11 +206,11 @@ class Pipeline:
         result: BatchResult,
         now_ms: int,
     ) -> None:
-        metrics.grant_events_by(ev.op).inc()
+        self._tally.add(metrics.grant_events_by(ev.op))
         state = subject.grants(now_ms)
         if ev.op == "released":
             if state["grants"].pop(ev.grant_id, None) is not None:
-                metrics.ACTIVE_GRANTS.dec()
+                self._tally.add(metrics.ACTIVE_GRANTS, -1)
                 subject.grants_dirty = True
             return
         grant = ev.grant
@@ -227,7 +230,7 @@ class Pipeline:
             )
             return
         if ev.grant_id not in state["grants"]:
-            metrics.ACTIVE_GRANTS.inc()
+            self._tally.add(metrics.ACTIVE_GRANTS)
         state["grants"][ev.grant_id] = grant
         subject.grants_dirty = True
         cause = Cause("grant-issued", f"{ev.grant_id}@{grant['issued_at']}", grant["issued_at"])
@@ -266,12 +269,13 @@ class Pipeline:
                     if grant.get("digest") != digest:
                         previous = grant.get("digest")
                         self._evaluate(subject, grant, snapshot, cause, result, now_ms, previous)
-                        metrics.REEVALUATED_GRANTS.inc()
+                        self._tally.add(metrics.REEVALUATED_GRANTS)
             except Exception:  # one broken subject must not stop the switch for the others
                 log.exception("re-evaluating subject %s failed", key)
                 del result.outputs[mark:]
                 continue
             subject.collect(result.changed_states)
+        self._tally.flush()
         return result
 
     def expire(
@@ -286,10 +290,11 @@ class Pipeline:
             grants = orjson.loads(raw)
             expired = expire_grants(grants, now_ms)
             if expired:
-                metrics.ACTIVE_GRANTS.dec(len(expired))
-                metrics.EXPIRED_GRANTS.inc(len(expired))
+                self._tally.add(metrics.ACTIVE_GRANTS, -len(expired))
+                self._tally.add(metrics.EXPIRED_GRANTS, len(expired))
             if expired or _prune_tombstones(grants, now_ms):
                 result.changed_states[gkey] = orjson.dumps(grants)
+        self._tally.flush()
         return result
 
     def _evaluate(
@@ -318,7 +323,7 @@ class Pipeline:
             grant["digest"] = self.engine.digest  # which bundle last judged this grant
             subject.grants_dirty = True
         metrics.EVALUATION_SECONDS.observe(ev.decision["eval_duration_seconds"])
-        metrics.decisions_by(ev.decision["effect"], cause.kind).inc()
+        self._tally.add(metrics.decisions_by(ev.decision["effect"], cause.kind))
         key_bytes = key.encode()
         result.outputs.append(
             OutRecord(
@@ -335,10 +340,10 @@ class Pipeline:
         grant_id = grant["grant_id"]
         del state["grants"][grant_id]
         subject.grants_dirty = True
-        metrics.ACTIVE_GRANTS.dec()
+        self._tally.add(metrics.ACTIVE_GRANTS, -1)
         keep_until = (grant.get("expires_at") or now_ms) + TOMBSTONE_RETENTION_MS
         state["revoked"][grant_id] = [grant["issued_at"], keep_until]
-        metrics.revocations_by(cause.kind).inc()
+        self._tally.add(metrics.revocations_by(cause.kind))
         result.outputs.append(
             OutRecord(
                 self.topics.revocations,

@@ -236,3 +236,35 @@ def test_expiry_sweep_removes_expired_grants_without_any_event(pipeline: Pipelin
     state = orjson.loads(swept.changed_states[b"g:user:alice"])
     assert list(state["grants"]) == ["g2"]
     assert swept.outputs == []
+
+
+def test_batch_metrics_are_counted_once_per_batch_and_exact(pipeline: Pipeline) -> None:
+    from prometheus_client import REGISTRY
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = (
+        value("vigil_signals_total", outcome="applied"),
+        value("vigil_signals_total", outcome="duplicate"),
+        value("vigil_decisions_total", effect="EFFECT_ALLOW", cause="grant-issued"),
+        value("vigil_active_grants"),
+    )
+    feed = Feed()
+    event = risk("r1", "LOW")
+    pipeline.process(
+        [
+            feed("authz.grants", grant("g1", ["read"])),
+            feed("signals.risk", event),
+            feed("signals.risk", event),
+        ],
+        MemoryStore(),
+        NOW,
+    )
+    after = (
+        value("vigil_signals_total", outcome="applied"),
+        value("vigil_signals_total", outcome="duplicate"),
+        value("vigil_decisions_total", effect="EFFECT_ALLOW", cause="grant-issued"),
+        value("vigil_active_grants"),
+    )
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1, 1]
