@@ -76,11 +76,11 @@ class Pipeline:
         self._revocation_enc = OutputEncoder(
             "Revocation", fmt, registry_url=registry_url, topic=topics.revocations
         )
-        self._memo = engine.new_memo()
-        self._tally = metrics.Tally()
         self._deadletter_enc = OutputEncoder(
             "DeadLetter", fmt, registry_url=registry_url, topic=topics.deadletter
         )
+        self._memo = engine.new_memo()  # replaced per batch (its now() is the batch clock)
+        self._tally = metrics.Tally()  # metric increments of the current batch
 
     # -- decoding -------------------------------------------------------------------------
 

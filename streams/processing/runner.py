@@ -405,6 +405,10 @@ class PipelineRunner:
         async with self._lock:
             await self._commit_offsets()  # before the partitions leave this member
             gone = {tp.partition for tp in revoked}
+            # Not ours any more: a failed commit of them must not be retried forever.
+            self._uncommitted = {
+                tp: o for tp, o in self._uncommitted.items() if tp.partition not in gone
+            }
             for partition in gone:
                 self._scans.pop(partition, None)
                 self._sweep.pop(partition, None)
