@@ -127,7 +127,7 @@ def _run_tests(
     verbose: bool,
 ) -> bool:
     cache = EngineCache(directory, **options)
-    cache._engines[json.dumps(cache.base, sort_keys=True, default=str)] = engine  # reuse it
+    cache.seed(engine)
     report = run_suites(directory, cache, run=run)
     if output == "json":
         click.echo(json.dumps(report.to_json(), indent=2))

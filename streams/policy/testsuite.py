@@ -523,6 +523,10 @@ class EngineCache:
         self.base = {k: v for k, v in base.items() if v is not None}
         self._engines: dict[str, PolicyEngine] = {}
 
+    def seed(self, engine: PolicyEngine) -> None:
+        """Reuse an engine already compiled with the base options (``vigil policy compile``)."""
+        self._engines[json.dumps(self.base, sort_keys=True, default=str)] = engine
+
     def __call__(self, options: Mapping[str, Any]) -> PolicyEngine:
         merged = {**self.base, **options}
         key = json.dumps(merged, sort_keys=True, default=str)
