@@ -69,6 +69,15 @@ def runner_config(settings: Settings) -> RunnerConfig:
     )
 
 
+def faust_dir(settings: Settings) -> Path:
+    """faust's data folder: inside the worker's data dir, never the current directory."""
+    if in_memory(settings):
+        return Path(tempfile.mkdtemp(prefix="vigil-faust-"))
+    path = settings.data_dir / "faust"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def bundle_watcher(settings: Settings, running_digest: str) -> BundleWatcher:
     workdir = (
         Path(tempfile.mkdtemp(prefix="vigil-bundles-"))
@@ -137,6 +146,8 @@ def create_app(settings: Settings) -> faust.App:
         broker=settings.faust_broker,
         store="memory://",
         web_port=settings.web_port,
+        # faust's own files (it keeps none for memory:// stores, but creates the folder)
+        datadir=str(faust_dir(settings)),
         web_bind="127.0.0.1",
         web_host="127.0.0.1",
         broker_session_timeout=6,
