@@ -4,7 +4,6 @@ ListOffsets, see streams.kafka.quirks)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -36,8 +35,18 @@ async def test_kill_9_and_restart_loses_no_revocation(
     bad = [
         device_signal(f"{u}-bad", u, "D1", "not-compliant", "2026-11-29T11:00:00Z") for u in users
     ]
-    await worker.produce("device", bad[: USERS // 2])
-    await asyncio.sleep(0.05)  # mid-stream: some of the first half processed, some not
+    # A backlog with telemetry between the revoking signals, so the worker is busy for a while;
+    # it is killed as soon as the first revocation is out, i.e. mid-stream (seen: 62 of 75).
+    backlog = []
+    for i, signal in enumerate(bad[: USERS // 2]):
+        u = users[i]
+        backlog.append(signal)
+        backlog += [
+            device_signal(f"{u}-tick{k}", u, "D2", "compliant", f"2026-11-29T10:{k:02d}:00Z")
+            for k in range(20)
+        ]
+    await worker.produce("device", backlog)
+    await worker.wait_for_records("revocations", 1)
     worker.kill9()
     await worker.produce("device", bad[USERS // 2 :])
 

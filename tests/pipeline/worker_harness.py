@@ -184,6 +184,10 @@ class Worker:
         finally:
             await consumer.stop()
 
+    async def wait_for_records(self, topic: str, count: int, timeout: float = 30.0) -> None:
+        """Return as soon as ``topic`` holds ``count`` records (the worker is mid-stream)."""
+        await consume_all(self.bootstrap, self.topics[topic], timeout=timeout, expected=count)
+
     async def read(self, topic: str) -> list[dict[str, Any]]:
         """Every record of an output topic, decoded (Avro or JSON) to its JSON shape."""
         records = await consume_all(self.bootstrap, self.topics[topic], timeout=15)
