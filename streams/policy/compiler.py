@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from cel_expr_python import cel
 
@@ -673,6 +673,34 @@ def _clean(exc: Exception) -> str:
     return str(exc).replace("INVALID_ARGUMENT: ", "").strip()
 
 
+class _Keyed(Protocol):
+    file: str
+    key: str
+
+
+_P = TypeVar("_P", bound=_Keyed)
+
+
+def _index(
+    c: Any,
+    kind: str,
+    compiled: Iterable[_P | None],
+    key_of: Callable[[_P], tuple[str, str, str]],
+) -> dict[tuple[str, str, str], _P]:
+    """Policies of one kind by (name, version, scope); a second one with the same key is a
+    compile error in its own file."""
+    out: dict[tuple[str, str, str], _P] = {}
+    for pol in compiled:
+        if pol is None:
+            continue
+        k = key_of(pol)
+        if k in out:
+            c._issue(pol.file, kind, f"{pol.key} already defined in {out[k].file}")
+            continue
+        out[k] = pol
+    return out
+
+
 def compile_files(env: cel.Env, files: list[LoadedFile]) -> CompiledBundle:
     """Compile exported variables/constants first, then derived roles, then the policies that
     import them. Documents with `disabled: true` are skipped."""
@@ -706,40 +734,24 @@ def compile_files(env: cel.Env, files: list[LoadedFile]) -> CompiledBundle:
             )
             continue
         derived[drs.name] = drs
-    policies: dict[tuple[str, str, str], ResourcePolicy] = {}
-    for lf in by_kind["resourcePolicy"]:
-        pol = c.resource_policy(lf, derived)
-        if pol is None:
-            continue
-        k = (pol.kind, pol.version, pol.scope)
-        if k in policies:
-            c._issue(
-                lf.rel_path, "resourcePolicy", f"{pol.key} already defined in {policies[k].file}"
-            )
-            continue
-        policies[k] = pol
-    principals: dict[tuple[str, str, str], PrincipalPolicy] = {}
-    for lf in by_kind["principalPolicy"]:
-        pp = c.principal_policy(lf)
-        if pp is None:
-            continue
-        k = (pp.principal, pp.version, pp.scope)
-        if k in principals:
-            c._issue(
-                lf.rel_path, "principalPolicy", f"{pp.key} already defined in {principals[k].file}"
-            )
-            continue
-        principals[k] = pp
-    roles: dict[tuple[str, str, str], RolePolicy] = {}
-    for lf in by_kind["rolePolicy"]:
-        rp = c.role_policy(lf)
-        if rp is None:
-            continue
-        k = (rp.role, rp.version, rp.scope)
-        if k in roles:
-            c._issue(lf.rel_path, "rolePolicy", f"{rp.key} already defined in {roles[k].file}")
-            continue
-        roles[k] = rp
+    policies: dict[tuple[str, str, str], ResourcePolicy] = _index(
+        c,
+        "resourcePolicy",
+        (c.resource_policy(lf, derived) for lf in by_kind["resourcePolicy"]),
+        lambda pol: (pol.kind, pol.version, pol.scope),
+    )
+    principals: dict[tuple[str, str, str], PrincipalPolicy] = _index(
+        c,
+        "principalPolicy",
+        (c.principal_policy(lf) for lf in by_kind["principalPolicy"]),
+        lambda pp: (pp.principal, pp.version, pp.scope),
+    )
+    roles: dict[tuple[str, str, str], RolePolicy] = _index(
+        c,
+        "rolePolicy",
+        (c.role_policy(lf) for lf in by_kind["rolePolicy"]),
+        lambda rp: (rp.role, rp.version, rp.scope),
+    )
     groups: list[tuple[str, str, dict[Any, Any], Any]] = [
         ("resourcePolicy", "resource", policies, policy_key),
         ("principalPolicy", "principal", principals, principal_policy_key),
