@@ -98,8 +98,13 @@ odd_values = st.one_of(
         ]
     ),
 )
+past = st.integers(min_value=T0 - 10**9, max_value=NOW)
 times = st.one_of(
-    st.integers(min_value=T0 - 10**9, max_value=NOW + 10**7),  # includes beyond the skew
+    past,
+    past,
+    past,
+    past.map(lambda ms: f"{ms // 1000}"),  # digit text: seconds, refused
+    st.integers(min_value=NOW, max_value=NOW + 10**7),  # up to ~3 h ahead: within, beyond the skew
     st.sampled_from(
         [
             2**64,
@@ -118,7 +123,7 @@ times = st.one_of(
         ]
     ),
 )
-ids = st.one_of(st.uuids().map(str), st.uuids().map(str), st.sampled_from(["e1", "x" * 300, ""]))
+ids = st.one_of(*[st.uuids().map(str)] * 4, st.sampled_from(["e1", "x" * 300, ""]))
 attributes = {
     "risk-level-change": st.fixed_dictionaries(
         {"current_level": st.sampled_from(["LOW", "MEDIUM", "HIGH", "high"])},
@@ -174,7 +179,7 @@ def grants(draw: st.DrawFn) -> tuple[str, dict[str, Any], str]:
         "device_id": "D1",
         "issued_at": draw(times),
     }
-    if draw(st.booleans()):
+    if draw(st.integers(0, 3)) == 0:
         body["expires_at"] = draw(times)
     return "authz.grants", body, f"user:{user}"
 
@@ -192,7 +197,7 @@ def _paths(body: dict[str, Any]) -> list[tuple[str, ...]]:
 def corrupted(draw: st.DrawFn, base: st.SearchStrategy[tuple[str, dict[str, Any], str]]) -> Any:
     """A generated record, maybe with one field replaced by an odd value, or deleted."""
     topic, body, key = draw(base)
-    how = draw(st.sampled_from(["keep", "keep", "replace", "delete"]))
+    how = draw(st.sampled_from(["keep", "keep", "keep", "keep", "replace", "delete"]))
     if how != "keep":
         path = draw(st.sampled_from(_paths(body)))
         parent = body
@@ -218,7 +223,7 @@ def _encode(kind: str, body: dict[str, Any], avro: bool) -> tuple[bytes, list[tu
 
 @st.composite
 def records(draw: st.DrawFn) -> tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]:
-    shape = draw(st.sampled_from(["signal", "signal", "grant", "grant", "bytes", "avro-garbage"]))
+    shape = draw(st.sampled_from(["signal"] * 4 + ["grant"] * 3 + ["bytes", "avro-garbage"]))
     if shape == "bytes":
         topic = draw(st.sampled_from(sorted(TOPICS.signals | {TOPICS.grants})))
         return (
@@ -238,7 +243,7 @@ def records(draw: st.DrawFn) -> tuple[str, bytes | None, bytes, list[tuple[str, 
         value = value[: cut - 1] + bytes([value[cut - 1] ^ flip]) + value[cut:]
         value = value[: draw(st.integers(min_value=1, max_value=len(value)))]
     raw_key: bytes | None = key.encode()
-    which = draw(st.sampled_from(["right", "right", "right", "wrong", "none"]))
+    which = draw(st.sampled_from(["right"] * 8 + ["wrong", "none"]))
     if which == "wrong":
         raw_key = b"user:mallory"
     elif which == "none":
