@@ -645,12 +645,9 @@ class PolicyEngine:
             if any(_rule_reads_time(r) for r in pol.rules)
             or any(_condition_reads_time(d.condition) for d in pol.derived_roles.values())
         )
-        self._time_matchers = tuple(
-            r.resource_matchers
-            for pol in (*self._principals.values(), *self._roles.values())
-            for r in pol.rules
-            if _rule_reads_time(r)
-        )
+        time_rules: list[Rule | RoleRule] = [r for p in self._principals.values() for r in p.rules]
+        time_rules += [r for rp in self._roles.values() for r in rp.rules]
+        self._time_matchers = tuple(r.resource_matchers for r in time_rules if _rule_reads_time(r))
         self._time_by_kind: dict[str, bool] = {}
         self._uses_time = bool(self._time_kinds or self._time_matchers)
         # Intern the dependency paths of every condition root for the memo keys.
