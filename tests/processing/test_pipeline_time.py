@@ -10,8 +10,10 @@ from typing import Any
 import orjson
 import pytest
 
+from streams.app import build_pipeline
 from streams.policy import PolicyEngine
 from streams.processing.pipeline import Pipeline
+from streams.settings import Settings
 from streams.state.risk import RiskModel
 from streams.state.store import MemoryStore
 from tests.processing.test_pipeline_batches import (
@@ -198,3 +200,10 @@ def test_policies_that_do_not_read_time_cost_no_time_reevaluation(
     assert "time_due" not in orjson.loads(store.get(ALICE) or b"")["grants"]["g1"]
     later = default_pipeline.sweep([ALICE], store, NOW + 600 * SLOT)
     assert later.outputs == [] and later.changed_states == {}
+
+
+def test_the_slot_setting_reaches_the_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIGIL_TIME_REEVALUATION_SECONDS", "1.5")
+    monkeypatch.setenv("VIGIL_POLICIES", str(ROOT / "policies"))
+    monkeypatch.setenv("VIGIL_RISK_MODEL", str(ROOT / "risk" / "model.yaml"))
+    assert build_pipeline(Settings()).time_reevaluation_ms == 1500
