@@ -276,3 +276,25 @@ def test_a_record_that_fails_in_processing_is_dead_lettered_alone(
     store.write(result.changed_states)
     state = orjson.loads(store.get(grant_key(b"user:alice")) or b"{}")
     assert sorted(state["revoked"]) == ["g1", "g2"] and bad not in state["grants"]
+
+
+def test_the_slow_path_keeps_expiry_outputs_of_the_subject(
+    pipeline: Pipeline, failing_grant: None
+) -> None:
+    """Grants that expired since the subject was stored are published once, even when the
+    record that first read them is the one that fails."""
+    store, feed = MemoryStore(), Feed()
+    setup = pipeline.process(
+        [feed("authz.grants", grant("g-exp", expires_at="2026-11-29T11:30:00Z"))], store, NOW
+    )
+    store.write(setup.changed_states)
+    later = NOW + 3600_000
+    batch = [feed("authz.grants", grant("g-bad")), feed("authz.grants", grant("g2"))]
+    result = pipeline.process(batch, store, later)
+    [dead] = outputs(result, "signals.deadletter")
+    assert dead["offset"] == batch[0].offset
+    [rev] = outputs(result, "authz.revocations")
+    assert rev["grant_id"] == "g-exp" and rev["cause"]["kind"] == "expiry"
+    store.write(result.changed_states)
+    state = orjson.loads(store.get(grant_key(b"user:alice")) or b"{}")
+    assert sorted(state["grants"]) == ["g2"] and "g-exp" in state["revoked"]
