@@ -298,3 +298,15 @@ def test_the_slow_path_keeps_expiry_outputs_of_the_subject(
     store.write(result.changed_states)
     state = orjson.loads(store.get(grant_key(b"user:alice")) or b"{}")
     assert sorted(state["grants"]) == ["g2"] and "g-exp" in state["revoked"]
+
+
+def test_the_skew_setting_reaches_the_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streams.app import build_pipeline
+    from streams.settings import Settings
+
+    monkeypatch.setenv("VIGIL_MAX_FUTURE_SKEW_SECONDS", "7")
+    settings = Settings(policies=ROOT / "policies", risk_model=ROOT / "risk" / "model.yaml")
+    assert settings.max_future_skew_seconds == 7
+    assert build_pipeline(settings).max_future_skew_ms == 7000
+    monkeypatch.delenv("VIGIL_MAX_FUTURE_SKEW_SECONDS")
+    assert Settings().max_future_skew_seconds == 300
