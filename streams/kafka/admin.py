@@ -19,6 +19,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import for_code
 
 from streams.kafka.protocol import OP_SET, IncrementalAlterConfigsRequest
+from streams.kafka.security import PLAINTEXT, KafkaSecurity
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ async def ensure_topics(
     retention_ms: int = DEFAULT_RETENTION_MS,
     extra_configs: Mapping[str, Mapping[str, str]] | None = None,
     timeout: float = 30.0,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> None:
     """Create the missing ``topics`` (plus ``compacted`` ones) and wait until metadata shows them.
 
@@ -65,7 +67,11 @@ async def ensure_topics(
         }
         for name in names
     }
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=int(timeout * 1000),
+        **security.client_kwargs(),
+    )
     await admin.start()
     try:
         new = [NewTopic(n, partitions, replication_factor, topic_configs=wanted[n]) for n in names]
