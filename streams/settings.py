@@ -146,7 +146,10 @@ def kafka_security_problems(s: Settings) -> list[str]:
 class Settings(BaseSettings):
     """Runtime configuration; construct with keyword overrides or let env vars fill it."""
 
-    model_config = SettingsConfigDict(env_prefix="VIGIL_", extra="ignore")
+    # hide_input_in_errors: a refused value may be a password; errors name the setting only
+    model_config = SettingsConfigDict(
+        env_prefix="VIGIL_", extra="ignore", hide_input_in_errors=True
+    )
 
     broker: str = Field(
         default=f"127.0.0.1:{DEFAULT_KAFKA_PORT}",
