@@ -15,8 +15,10 @@ connection, so tests put ``SecureProxy`` in front of it:
 * Tansu advertises the proxy's address, so after bootstrap every connection of every client
   (metadata, produce, fetch, group coordinator) goes through TLS/SASL too.
 
-What the proxy does not do that a real broker does: ACLs (authorization) and re-authentication
-(KIP-368). The security mode can be changed between tests; it applies to new connections.
+ACLs: the proxy can play one Kafka ACL, "no CREATE": CreateTopics is then answered with
+TOPIC_AUTHORIZATION_FAILED (and nothing is created), as Kafka answers a principal without the
+CREATE permission. Other ACLs and re-authentication (KIP-368) are not simulated. The security
+mode can be changed between tests; it applies to new connections.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import io
 import ipaddress
 import ssl
 import struct
@@ -33,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiokafka.protocol import admin as kafka_admin
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -41,9 +45,11 @@ from scramp import ScramException, ScramMechanism
 
 from streams.kafka.broker import EmbeddedBroker, free_port
 
+API_CREATE_TOPICS = 19
 API_SASL_HANDSHAKE = 17
 API_VERSIONS = 18
 API_SASL_AUTHENTICATE = 36
+TOPIC_AUTHORIZATION_FAILED = 29
 UNSUPPORTED_SASL_MECHANISM = 33
 ILLEGAL_SASL_STATE = 34
 SASL_AUTHENTICATION_FAILED = 58
@@ -305,6 +311,8 @@ class SecureProxy:
         self.upstream_port = upstream_port
         self.tls: ssl.SSLContext | None = None
         self.sasl: SaslUsers | None = None
+        self.deny_create = False
+        self.denied_creates: list[str] = []
         self.tls_handshakes = 0
         self.tls_refused = 0
         self.logins: list[Login] = []
@@ -317,9 +325,16 @@ class SecureProxy:
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def configure(self, tls: ssl.SSLContext | None, sasl: SaslUsers | None = None) -> None:
+    def configure(
+        self,
+        tls: ssl.SSLContext | None,
+        sasl: SaslUsers | None = None,
+        *,
+        deny_create: bool = False,
+    ) -> None:
         """Security of new connections (existing ones keep theirs); resets the counters."""
-        self.tls, self.sasl = tls, sasl
+        self.tls, self.sasl, self.deny_create = tls, sasl, deny_create
+        self.denied_creates = []
         self.tls_handshakes = self.tls_refused = 0
         self.logins, self.sasl_refused = [], []
 
@@ -343,7 +358,7 @@ class SecureProxy:
             self._server.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        tls, sasl = self.tls, self.sasl
+        tls, sasl, deny_create = self.tls, self.sasl, self.deny_create
         upstream_writer: asyncio.StreamWriter | None = None
         try:
             if tls is not None:
@@ -360,7 +375,12 @@ class SecureProxy:
                 reader, writer, up_reader, upstream_writer, sasl
             ):
                 return
-            await asyncio.gather(self._pipe(reader, upstream_writer), self._pipe(up_reader, writer))
+            if deny_create:
+                await self._relay_denying_create(reader, writer, up_reader, upstream_writer)
+            else:
+                await asyncio.gather(
+                    self._pipe(reader, upstream_writer), self._pipe(up_reader, writer)
+                )
         except (asyncio.IncompleteReadError, ConnectionError, OSError, ssl.SSLError):
             pass
         finally:
@@ -378,6 +398,55 @@ class SecureProxy:
         finally:
             with contextlib.suppress(Exception):
                 dst.close()
+
+    async def _relay_denying_create(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+    ) -> None:
+        """Frame by frame; CreateTopics is refused here, after the responses still owed to the
+        client, so responses stay in request order (requests without a response, like acks=0
+        produce, are not supported: Vigil sends none)."""
+        owed = 0
+        idle = asyncio.Event()
+        idle.set()
+
+        async def to_client() -> None:
+            nonlocal owed
+            while True:
+                frame = await _read_frame(up_reader)
+                writer.write(_frame(frame))
+                await writer.drain()
+                owed -= 1
+                if owed == 0:
+                    idle.set()
+
+        async def to_broker() -> None:
+            nonlocal owed
+            while True:
+                frame = await _read_frame(reader)
+                api_key, api_version, corr = struct.unpack_from(">hhi", frame)
+                if api_key == API_CREATE_TOPICS:
+                    await idle.wait()
+                    names, response = _refuse_create_topics(frame, api_version)
+                    self.denied_creates.extend(names)
+                    writer.write(_frame(struct.pack(">i", corr) + response))
+                    await writer.drain()
+                    continue
+                owed += 1
+                idle.clear()
+                up_writer.write(_frame(frame))
+                await up_writer.drain()
+
+        tasks = [asyncio.create_task(to_client()), asyncio.create_task(to_broker())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _authenticate(
         self,
@@ -437,6 +506,23 @@ class SecureProxy:
                 continue
             self.sasl_refused.append(f"api key {api_key} before authentication")
             return False
+
+
+def _refuse_create_topics(frame: bytes, version: int) -> tuple[list[str], bytes]:
+    """Topic names of a CreateTopics request and Kafka's answer to a principal without CREATE."""
+    _client_id, pos = _string(frame, 8)
+    request = getattr(kafka_admin, f"CreateTopicsRequest_v{version}")
+    fields = request.SCHEMA.decode(io.BytesIO(frame[pos:]))
+    names = [str(topic[0]) for topic in fields[0]]
+    message = "Authorization failed."
+    response = getattr(kafka_admin, f"CreateTopicsResponse_v{version}")
+    if version == 0:
+        body = response([(n, TOPIC_AUTHORIZATION_FAILED) for n in names])
+    elif version == 1:
+        body = response([(n, TOPIC_AUTHORIZATION_FAILED, message) for n in names])
+    else:
+        body = response(0, [(n, TOPIC_AUTHORIZATION_FAILED, message) for n in names])
+    return names, body.encode()
 
 
 class SecureBroker:

@@ -242,3 +242,22 @@ async def test_oauthbearer_token_command(secure_broker: SecureBroker) -> None:
     sec = sasl_ssl(secure_broker, "OAUTHBEARER", kafka_sasl_oauth_token_command=command)
     await round_trip(secure_broker, sec)
     assert {x.token for x in proxy.logins} == {"from-command"}
+
+
+# -- least privilege: no CREATE permission ------------------------------------------------
+
+
+async def test_without_create_permission_existing_topics_are_used(
+    secure_broker: SecureBroker,
+) -> None:
+    """An operator created the topics; the principal has no Kafka CREATE ACL: fine."""
+    proxy = secure_broker.proxy
+    proxy.configure(secure_broker.pki.server_context())
+    sec = tls(secure_broker)
+    topic, compacted = unique_name("precreated"), unique_name("precreated-compacted")
+    await ensure_topics(secure_broker.bootstrap, [topic], 2, compacted=[compacted], security=sec)
+    proxy.configure(secure_broker.pki.server_context(), deny_create=True)
+    await ensure_topics(
+        secure_broker.bootstrap, [topic], 2, compacted=[compacted], security=sec, timeout=15
+    )
+    assert sorted(proxy.denied_creates) == sorted([topic, compacted])

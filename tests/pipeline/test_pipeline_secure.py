@@ -1,4 +1,5 @@
-"""A real ``vigil worker`` and the CLI on a secured cluster: mutual TLS plus SASL/SCRAM.
+"""A real ``vigil worker`` and the CLI on a secured cluster: mutual TLS plus SASL/SCRAM, and
+no permission to create topics (an operator created them).
 
 Everything Kafka-facing is configured only through ``VIGIL_KAFKA_*`` environment variables, the
 way an operator would. The broker (tests/secure_kafka.py) refuses any connection without a client
@@ -53,8 +54,9 @@ class SecureWorker(Worker):
     """The pipeline harness, with the secured settings for the worker and for the test's own
     clients (a plaintext client cannot reach this broker at all)."""
 
-    def __init__(self, secure: SecureBroker, data_dir: Path) -> None:
+    def __init__(self, secure: SecureBroker, data_dir: Path, users: SaslUsers) -> None:
         super().__init__(secure.bootstrap, data_dir)
+        self.secure, self.users = secure, users
         self.secure_env = secure_env(secure)
         variables = {k.removeprefix("VIGIL_").lower(): v for k, v in self.secure_env.items()}
         self.security = KafkaSecurity.from_settings(Settings(**variables))
@@ -69,6 +71,10 @@ class SecureWorker(Worker):
             self.bootstrap, plain, PARTITIONS, compacted=[changelog], security=self.security
         )
         await ensure_topics(self.bootstrap, [], 1, compacted=[bundles], security=self.security)
+        # from now on, as in a least-privilege deployment: topics exist, nobody may CREATE
+        self.secure.proxy.configure(
+            self.secure.pki.server_context(require_client_cert=True), self.users, deny_create=True
+        )
 
     async def wait_processed(self, timeout: float = 30.0) -> None:
         consumer = AIOKafkaConsumer(
@@ -131,11 +137,9 @@ async def test_worker_produce_tail_and_policy_push_over_mtls_and_scram(
     secure_broker: SecureBroker, tmp_path: Path
 ) -> None:
     proxy = secure_broker.proxy
-    proxy.configure(
-        secure_broker.pki.server_context(require_client_cert=True),
-        SaslUsers(passwords={USER: PASSWORD}, mechanisms=("SCRAM-SHA-512",)),
-    )
-    worker = SecureWorker(secure_broker, tmp_path / "data")
+    users = SaslUsers(passwords={USER: PASSWORD}, mechanisms=("SCRAM-SHA-512",))
+    proxy.configure(secure_broker.pki.server_context(require_client_cert=True), users)
+    worker = SecureWorker(secure_broker, tmp_path / "data", users)
     try:
         await worker.start(timeout=90)
         user = f"carol-{uuid.uuid4().hex[:6]}"
@@ -181,6 +185,9 @@ async def test_worker_produce_tail_and_policy_push_over_mtls_and_scram(
             ("SCRAM-SHA-512", USER)
         }
         assert proxy.sasl_refused == [] and proxy.tls_refused == 0
+        # the worker and `policy push` asked to create their topics and were refused: no matter
+        assert worker.topics["changelog"] in proxy.denied_creates
+        assert worker.topics["bundles"] in proxy.denied_creates
         assert PASSWORD not in worker.log() and secure_broker.pki.key_password not in worker.log()
     finally:
         worker.stop()
