@@ -228,13 +228,20 @@ class Settings(BaseSettings):
         description="OAUTHBEARER: command (shell-style words, no shell) printing the token.",
     )
 
-    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @field_validator("kafka_security_protocol", mode="before")
     @classmethod
-    def _upper_kafka_names(cls, value: Any) -> Any:
-        """Kafka users write ``sasl_ssl`` or ``scram-sha-512`` too; empty means unset."""
+    def _upper_protocol(cls, value: Any) -> Any:
+        """Kafka users write ``sasl_ssl`` too; empty means the default, PLAINTEXT."""
         if isinstance(value, str):
-            value = value.strip().upper()
-            return value or None
+            return value.strip().upper() or "PLAINTEXT"
+        return value
+
+    @field_validator("kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper_mechanism(cls, value: Any) -> Any:
+        """Kafka users write ``scram-sha-512`` too; empty means unset."""
+        if isinstance(value, str):
+            return value.strip().upper() or None
         return value
 
     @field_validator(

@@ -95,9 +95,9 @@ class WorkerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
-    def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("wb")
+    def environment(self) -> dict[str, str]:
+        """The worker's environment: ours, minus TLS/SASL settings when the broker is the
+        embedded one (it speaks plaintext only; they are meant for a real cluster)."""
         # The worker runs inside the temp dir (faust writes ``<app id>-data`` into its working
         # directory), so every path it gets is absolute and the repo is on its import path.
         pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
@@ -105,7 +105,6 @@ class WorkerProcess:
             **{
                 k: v
                 for k, v in os.environ.items()
-                # the embedded broker speaks plaintext only: drop TLS/SASL meant for a cluster
                 if not (self.embedded_broker and k.startswith("VIGIL_KAFKA_"))
             },
             "PYTHONUNBUFFERED": "1",
@@ -114,6 +113,12 @@ class WorkerProcess:
         }
         if self.risk_model is not None:
             env["VIGIL_RISK_MODEL"] = str(self.risk_model)
+        return env
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("wb")
+        env = self.environment()
         self.proc = subprocess.Popen(
             [
                 sys.executable,

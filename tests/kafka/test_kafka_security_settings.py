@@ -200,6 +200,7 @@ def test_unsafe_or_incomplete_combinations_are_refused(
         },
         {"kafka_security_protocol": "SSL"},  # system CAs
         {"kafka_security_protocol": "PLAINTEXT", "kafka_ssl_cafile": ""},  # empty env = unset
+        {"kafka_security_protocol": "", "kafka_sasl_mechanism": ""},  # empty env = default
     ],
 )
 def test_sound_combinations_are_accepted(values: dict[str, Any]) -> None:
