@@ -246,9 +246,7 @@ MESSAGES: dict[str, Message] = {
     "Constants": Message(
         {"import": _strs(unique=True, pattern=_SET_NAME), "local": _f(VALUE, map=True)}
     ),
-    "Variables": Message(
-        {"import": _strs(unique=True, pattern=_SET_NAME), "local": _s(map=True)}
-    ),
+    "Variables": Message({"import": _strs(unique=True, pattern=_SET_NAME), "local": _s(map=True)}),
     "Condition": Message(
         {"match": _msg("Match", oneof="condition"), "script": _s(oneof="condition")},
         required_oneofs=("condition",),
@@ -265,12 +263,8 @@ MESSAGES: dict[str, Message] = {
     "ExprList": Message({"of": _msgs("Match", required=True, min_items=1)}),
     "Output": Message({"expr": _s(), "when": _msg("OutputWhen")}),
     "OutputWhen": Message({"ruleActivated": _s(), "conditionNotMet": _s()}),
-    "Schemas": Message(
-        {"principalSchema": _msg("SchemaRef"), "resourceSchema": _msg("SchemaRef")}
-    ),
-    "SchemaRef": Message(
-        {"ref": _s(required=True, min_len=1), "ignoreWhen": _msg("IgnoreWhen")}
-    ),
+    "Schemas": Message({"principalSchema": _msg("SchemaRef"), "resourceSchema": _msg("SchemaRef")}),
+    "SchemaRef": Message({"ref": _s(required=True, min_len=1), "ignoreWhen": _msg("IgnoreWhen")}),
     "IgnoreWhen": Message({"actions": _strs(required=True, min_items=1, unique=True, min_len=1)}),
 }
 
@@ -486,9 +480,9 @@ class _Checker:
             self.issue(path, f"must equal `{field.const}`")
         if len(value) < field.min_len and not (value == "" and field.required):
             self.issue(path, f"must be at least {field.min_len} characters")
-        if field.pattern is not None and not _compile(field.pattern).search(value):
-            if not (value == "" and field.required):
-                self.issue(path, f"does not match regex pattern `{field.pattern}`")
+        bad = field.pattern is not None and not _compile(field.pattern).search(value)
+        if bad and not (value == "" and field.required):
+            self.issue(path, f"does not match regex pattern `{field.pattern}`")
 
 
 def _uint(raw: int | str) -> bool:

@@ -110,7 +110,9 @@ def load_directory(directory: str | Path) -> LoadedBundle:
         if nested is not None and nested not in bad_dirs:
             bad_dirs.add(nested)
             issues.append(
-                CompileIssue(nested, "", f"{SCHEMAS_DIR} directory must be at the root of the store")
+                CompileIssue(
+                    nested, "", f"{SCHEMAS_DIR} directory must be at the root of the store"
+                )
             )
         if not is_policy_path(rel):
             skipped.append(rel)

@@ -1,0 +1,367 @@
+"""Strict parsing: a misspelled key, a wrong type or an invalid file is a compile error with file
+and path, never a silent change of meaning (docs/policies.md, "Strict parsing").
+
+The mutation test changes every key of every policy document of the project's bundles (policies/
+and the test bundles): misspell it, drop it, give it a value of the wrong type. A misspelled field
+name and a value of the wrong type are always refused with an error naming the file; a
+misspelled user-chosen name (a variable, a constant) is refused or changes no decision; dropping
+a required field is refused (dropping an optional one, e.g. a condition, is a legitimate edit
+that stock Cerbos accepts too: `test_mutations_refused_like_stock_cerbos`)."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import random
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams.policy import PolicyCompileError, PolicyEngine
+from streams.policy.docspec import MESSAGES, VALUE, Field
+from streams.policy.loader import load_directory
+from streams.policy.testsuite import discover_suites, run_suites
+from streams.policy.yamlload import load_yaml_documents
+
+from .conftest import POLICIES, REPO
+
+HEADER = "apiVersion: api.cerbos.dev/v1\n"
+DOC = """
+apiVersion: api.cerbos.dev/v1
+resourcePolicy:
+  resource: doc
+  version: default
+  rules:
+    - name: owner-only
+      actions: ["read"]
+      roles: ["user"]
+      effect: EFFECT_ALLOW
+      condition:
+        match:
+          expr: R.attr.owner == P.id
+"""
+
+BUNDLES = [
+    POLICIES,
+    REPO / "tests/policy/bundles/extended",
+    REPO / "tests/policy/bundles/functions",
+    REPO / "tests/policy_tools/data/album",
+    REPO / "tests/policy_tools/data/leave_request",
+    REPO / "tests/policy_tools/data/widget_outputs",
+]
+
+
+def _errors(root: Path) -> list[str]:
+    try:
+        PolicyEngine.from_directory(root)
+    except PolicyCompileError as exc:
+        return [str(e) for e in exc.errors]
+    return []
+
+
+def _check(engine: PolicyEngine, owner: str = "alice") -> bool:
+    res = engine.check(
+        {"id": "alice", "roles": ["user"]},
+        {"kind": "doc", "id": "1", "attr": {"owner": owner}},
+        ["read"],
+    )
+    return res.allowed("read")
+
+
+# --- the finding of issue 7: each of these compiled and changed the meaning before ------------
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path"),
+    [
+        ("condition:", "condtion:", "resourcePolicy.rules[0].condtion"),
+        ("effect:", "efect:", "resourcePolicy.rules[0].efect"),
+        ("  rules:", "  schemass: {}\n  rules:", "resourcePolicy.schemass"),
+        ("match:", "mtch:", "resourcePolicy.rules[0].condition.mtch"),
+        ("expr:", "exp:", "resourcePolicy.rules[0].condition.match.exp"),
+        ("resourcePolicy:", "resourcePolcy:", "resourcePolcy"),
+    ],
+)
+def test_misspelled_key_is_a_compile_error(
+    make_bundle: Callable[[dict[str, str]], Path], old: str, new: str, path: str
+) -> None:
+    assert _check(PolicyEngine.from_directory(make_bundle({"doc.yaml": DOC})), owner="alice")
+    root = make_bundle({"doc.yaml": DOC.replace(old, new, 1)})
+    errors = _errors(root)
+    assert f'doc.yaml: {path}: unknown field "{path.rsplit(".", 1)[-1]}"' in errors, errors
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path", "message"),
+    [
+        ('actions: ["read"]', "actions: read", "rules[0].actions", "expected sequence got String"),
+        ('roles: ["user"]', "roles:", "rules[0].roles", "expected sequence got Null"),
+        ("effect: EFFECT_ALLOW", "effect: [EFFECT_ALLOW]", "rules[0].effect", "invalid enum value"),
+        ("effect: EFFECT_ALLOW", "effect: ALLOW", "rules[0].effect", "invalid enum value 'ALLOW'"),
+        ("version: default", "version: 1.5", "version", "expected string value got Float"),
+        ("version: default", "version: null", "version", "value is required"),
+        (
+            "condition:",
+            "condition: x\n      c:",
+            "rules[0].condition",
+            "expected object got String",
+        ),
+        (
+            "expr: R",
+            "expr: [R]\n          x: R",
+            "rules[0].condition.match.expr",
+            "expected string",
+        ),
+    ],
+)
+def test_wrong_type_is_a_compile_error(
+    make_bundle: Callable[[dict[str, str]], Path], old: str, new: str, path: str, message: str
+) -> None:
+    root = make_bundle({"doc.yaml": DOC.replace(old, new, 1)})
+    errors = _errors(root)
+    assert any(e.startswith(f"doc.yaml: resourcePolicy.{path}: {message}") for e in errors), errors
+
+
+def test_cerbos_coercions_are_honoured(make_bundle: Callable[[dict[str, str]], Path]) -> None:
+    """What Cerbos accepts, Vigil accepts with the same meaning: proto (snake_case) key names,
+    integers and booleans in string fields, enum numbers, YAML 1.2 scalars (`on` is a string)."""
+    text = (
+        DOC.replace("version: default", "version: 1")
+        .replace("effect: EFFECT_ALLOW", "effect: 1")
+        .replace('roles: ["user"]', "roles: [user, on]")
+        .replace("  rules:", "  scope_permissions: SCOPE_PERMISSIONS_OVERRIDE_PARENT\n  rules:")
+    )
+    engine = PolicyEngine.from_directory(make_bundle({"doc.yaml": text}))
+    assert engine.policy_keys == ["resource.doc.v1"]
+    for roles, allowed in ((["on"], True), (["true"], False)):
+        res = engine.check(
+            {"id": "alice", "roles": roles},
+            {"kind": "doc", "id": "1", "policyVersion": "1", "attr": {"owner": "alice"}},
+            ["read"],
+        )
+        assert res.allowed("read") is allowed
+    both = DOC.replace("  rules:", "  importDerivedRoles: []\n  import_derived_roles: []\n  rules:")
+    errors = _errors(make_bundle({"doc.yaml": both}))
+    assert any("resourcePolicy.import_derived_roles: duplicate field" in e for e in errors)
+
+
+def test_loader_issue_means_no_engine(make_bundle: Callable[[dict[str, str]], Path]) -> None:
+    """The mutation test below checks refusals with `load_directory` alone (fast); this is why
+    that is enough: every loader issue fails `PolicyEngine.from_directory`."""
+    root = make_bundle({"doc.yaml": DOC.replace("condition:", "condtion:")})
+    assert load_directory(root).issues
+    with pytest.raises(PolicyCompileError):
+        PolicyEngine.from_directory(root)
+
+
+def test_deprecated_top_level_variables(make_bundle: Callable[[dict[str, str]], Path]) -> None:
+    """The top-level `variables:` map (deprecated) is honoured, as in Cerbos: before it was
+    ignored, so `V.is_owner` was undefined."""
+    text = HEADER + "variables:\n  is_owner: R.attr.owner == P.id\n" + DOC.replace(HEADER, "", 1)
+    text = text.replace("expr: R.attr.owner == P.id", "expr: V.is_owner")
+    engine = PolicyEngine.from_directory(make_bundle({"doc.yaml": text}))
+    assert _check(engine, owner="alice") and not _check(engine, owner="bob")
+    clash = text.replace("  rules:", "  variables:\n    local:\n      is_owner: 'true'\n  rules:")
+    errors = _errors(make_bundle({"doc.yaml": clash}))
+    assert any(
+        "doc.yaml: variables.is_owner: variable 'is_owner' has multiple" in e for e in errors
+    )
+    export = (
+        HEADER + "variables: {a: 'true'}\nexportVariables: {name: ev, definitions: {b: 'true'}}\n"
+    )
+    errors = _errors(make_bundle({"doc.yaml": DOC, "ev.yaml": export}))
+    assert any("ev.yaml: variables: exportVariables policies do not support" in e for e in errors)
+
+
+def test_principal_policy_duplicates(make_bundle: Callable[[dict[str, str]], Path]) -> None:
+    pp = HEADER + (
+        "principalPolicy:\n  principal: alice\n  version: default\n  rules:\n"
+        "    - resource: doc\n      actions: [{action: read, effect: EFFECT_ALLOW, name: a}]\n"
+        "    - resource: doc\n      actions: [{action: write, effect: EFFECT_ALLOW, name: a},"
+        " {action: list, effect: EFFECT_ALLOW, name: a}]\n"
+    )
+    errors = _errors(make_bundle({"pp.yaml": pp}))
+    assert "pp.yaml: principalPolicy.rules[1]: duplicate resource 'doc' (also at " in errors[0]
+    assert any("rules[1].actions[1].name: duplicate action rule name 'a'" in e for e in errors)
+
+
+# --- the mutation test ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPath:
+    """A key of a document: where it is (keys and indexes) and what it holds."""
+
+    steps: tuple[str | int, ...]
+    field: Field | None  # None: a key of a map (a user-chosen name, e.g. a variable)
+
+
+def _keys(value: Any, message: str, steps: tuple[str | int, ...]) -> Iterator[KeyPath]:
+    """Every key of a message value, recursively, except inside `google.protobuf.Value`s
+    (constants and their contents are data, not keys)."""
+    spec = MESSAGES[message]
+    for key, item in value.items():
+        field = spec.fields.get(key)
+        if field is None:
+            continue
+        here = (*steps, key)
+        yield KeyPath(here, field)
+        if field.kind == VALUE:
+            continue
+        if field.map:
+            for name, sub in item.items():
+                yield KeyPath((*here, name), None)
+                if field.ref and isinstance(sub, dict):
+                    yield from _keys(sub, field.ref, (*here, name))
+        elif field.repeated and field.ref:
+            for i, sub in enumerate(item):
+                yield from _keys(sub, field.ref, (*here, i))
+        elif field.ref and isinstance(item, dict):
+            yield from _keys(item, field.ref, here)
+
+
+def _parent(doc: Any, steps: tuple[str | int, ...]) -> Any:
+    for step in steps[:-1]:
+        doc = doc[step]
+    return doc
+
+
+def _misspell(key: str) -> str:
+    return key[:1] + "x" + key[1:]
+
+
+def _wrong_type(field: Field) -> Any:
+    """A value Cerbos refuses for this field (None: every value is valid, e.g. constants)."""
+    if field.kind == VALUE:
+        return None
+    if field.repeated or field.map or field.kind == "message":
+        return "x"
+    return ["x"]
+
+
+#: Key paths mutated per file: all of them up to this many, else a sample with a fixed seed (the
+#: `functions` bundle has 125 rules of the same shape).
+KEYS_PER_FILE = 150
+
+
+def _mutations(doc: dict[str, Any]) -> Iterator[tuple[str, KeyPath, dict[str, Any], bool]]:
+    """(kind, key path, mutated document, must be refused)."""
+    keys = list(_keys(doc, "Policy", ()))
+    if len(keys) > KEYS_PER_FILE:
+        keys = random.Random(7).sample(keys, KEYS_PER_FILE)
+    for kp in keys:
+        key = kp.steps[-1]
+        assert isinstance(key, str)
+        renamed = copy.deepcopy(doc)
+        parent = _parent(renamed, kp.steps)
+        parent[_misspell(key)] = parent.pop(key)
+        yield "misspell", kp, renamed, kp.field is not None
+        dropped = copy.deepcopy(doc)
+        del _parent(dropped, kp.steps)[key]
+        yield "drop", kp, dropped, kp.field is not None and kp.field.required
+        if kp.field is not None:
+            wrong = _wrong_type(kp.field)
+            if wrong is not None:
+                retyped = copy.deepcopy(doc)
+                _parent(retyped, kp.steps)[key] = wrong
+                yield "wrong-type", kp, retyped, True
+
+
+def _requests(docs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any], list[str]]]:
+    """Checks over every kind, version, scope, role, principal id and action named in the
+    documents (for bundles without test suites)."""
+    kinds, roles, ids, actions = set(), {"nobody"}, {"nobody"}, {"other"}
+    for doc in docs:
+        for body in doc.values():
+            if not isinstance(body, dict):
+                continue
+            if "resource" in body:
+                kinds.add((body["resource"], body.get("version", "default"), body.get("scope", "")))
+            ids.add(body.get("principal", "nobody"))
+            listed = [body.get("rules"), body.get("definitions")]
+            for rule in [r for rules in listed if isinstance(rules, list) for r in rules]:
+                roles.update(rule.get("roles", []) + rule.get("parentRoles", []))
+                roles.update(rule.get("derivedRoles", []))
+                actions.update(a for a in rule.get("actions", []) if isinstance(a, str))
+                actions.update(rule.get("allowActions", []))
+                kinds.update((r["resource"], "default", "") for r in [rule] if "resource" in rule)
+                actions.update(a["action"] for a in rule.get("actions", []) if isinstance(a, dict))
+    out = []
+    for kind, version, scope in sorted(kinds):
+        for role in sorted(roles):
+            for pid in sorted(ids):
+                principal = {"id": pid, "roles": [role], "attr": {}}
+                resource = {"kind": kind, "id": "r1", "policyVersion": version, "scope": scope}
+                out.append((principal, resource, sorted(a.replace("*", "x") for a in actions)))
+    return out
+
+
+def _decisions(root: Path, requests: list[Any]) -> list[Any]:
+    """Every effect the bundle decides: its test suites' checks, then the generated requests."""
+    out: list[Any] = []
+    if discover_suites(root):
+        for suite in run_suites(root).suites:
+            out.append(suite.error)
+            out.extend(
+                (o.test, o.principal, o.resource, o.action, o.actual) for o in suite.outcomes
+            )
+    engine = PolicyEngine.from_directory(root)
+    now = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+    for principal, resource, actions in requests:
+        res = engine.check(principal, resource, actions, now=now)
+        out.append(sorted((a, r.effect) for a, r in res.actions.items()))
+    return out
+
+
+#: Accepted misspellings (of user-chosen names: variables, constants, annotations) whose
+#: decisions are compared, per bundle (each costs a full compile and test run); chosen with a
+#: fixed seed. Refusals are checked for every mutation.
+ACCEPTED_SAMPLE = 8
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=lambda p: p.name)
+def test_every_key_mutation_is_refused_or_changes_no_decision(bundle: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    shutil.copytree(bundle, store)
+    loaded = load_directory(store)
+    assert not loaded.issues
+    requests = _requests([f.document for f in loaded.files])
+    baseline = _decisions(store, requests)
+    single = tmp_path / "single"
+    single.mkdir()
+    accepted: list[tuple[str, str, str]] = []
+    counts = {"refused": 0, "accepted": 0}
+    for lf in loaded.files:
+        raw = list(load_yaml_documents(lf.raw))[0] if not lf.rel_path.endswith(".json") else None
+        original = raw if raw is not None else json.loads(lf.raw)
+        for kind, kp, mutated, must_refuse in _mutations(original):
+            # The loader checks each file on its own: refusals are decided by this file alone.
+            (single / "p.json").write_text(json.dumps(mutated))
+            issues = load_directory(single).issues
+            label = f"{lf.rel_path}: {kind} {'.'.join(map(str, kp.steps))}"
+            if issues:
+                assert all(i.file == "p.json" for i in issues), label
+                counts["refused"] += 1
+                continue
+            assert not must_refuse, f"accepted: {label}"
+            counts["accepted"] += 1
+            if kind == "misspell":  # a renamed variable, constant, annotation, ...
+                accepted.append((lf.rel_path, label, json.dumps(mutated)))
+            # else: an optional key dropped (a condition, a rule name): a legitimate edit that
+            # Cerbos accepts too (see test_mutations_refused_like_stock_cerbos).
+    assert counts["refused"] > counts["accepted"]
+    for rel, label, text in random.Random(7).sample(accepted, min(ACCEPTED_SAMPLE, len(accepted))):
+        target = store / rel
+        original_bytes = target.read_bytes()
+        target.write_text(text)
+        try:
+            errors = _errors(store)
+            if not errors:
+                assert _decisions(store, requests) == baseline, f"meaning changed: {label}"
+        finally:
+            target.write_bytes(original_bytes)
