@@ -711,6 +711,8 @@ class PolicyEngine:
         if schema_enforcement not in ("none", "warn", "reject"):
             raise ValueError("schema_enforcement must be 'none', 'warn' or 'reject'")
         bundle = load_directory(directory)
+        if bundle.issues:  # like Cerbos: files that do not load stop the store before compiling
+            raise PolicyCompileError(bundle.issues)
         env = cel_env.new_env()
         compiled = compile_files(env, bundle.files)
         issues: list[CompileIssue] = [*bundle.issues, *compiled.issues]

@@ -89,14 +89,11 @@ EXPECTED = {
     ("bad.yaml", "resourcePolicy.rules[1]"),
     ("bad.yaml", "resourcePolicy.rules[2].condition.match.expr"),
     ("bad.yaml", "resourcePolicy.rules[3].output.expr"),
-    ("shape.yaml", "resourcePolicy.rules[0].effect"),
     ("bad.yaml", "resourcePolicy.rules[4].condition.match.all.of[1].any.of[0].expr"),
     ("bad.yaml", "resourcePolicy.rules[5].derivedRoles[0]"),
     ("bad.yaml", "resourcePolicy.rules[6].actions[0]"),
     ("bad.yaml", "resourcePolicy.rules[7].condition.match.expr"),
-    ("sub/dr2.yaml", "derivedRoles.definitions[0].parentRoles"),
     ("sub/dr.yaml", "derivedRoles.definitions[0].condition.match.expr"),
-    ("broken.yaml", ""),
     ("scoped.yaml", "resourcePolicy.scope"),
 }
 
@@ -106,10 +103,6 @@ def test_all_errors_at_once(make_bundle: Callable[[dict[str, str]], Path]) -> No
         {
             "bad.yaml": BAD_RULES,
             "sub/dr.yaml": BAD_DERIVED,
-            "sub/dr2.yaml": BAD_DERIVED_SHAPE,
-            "broken.yaml": HEADER + "resourcePolicy: [unclosed\n",
-            "shape.yaml": HEADER + "resourcePolicy:\n  resource: s\n  version: default\n"
-            "  rules: [{actions: [a], roles: [r], effect: EFFECT_MAYBE}]\n",
             "scoped.yaml": HEADER + "resourcePolicy:\n  resource: other\n  version: default\n"
             "  scope: a.b\n  rules: []\n",
         }
@@ -124,6 +117,29 @@ def test_all_errors_at_once(make_bundle: Callable[[dict[str, str]], Path]) -> No
     assert "bad.yaml: resourcePolicy.rules[2].condition.match.expr: invalid CEL" in text
     assert "variables form a cycle" in text
     assert "missing ancestor policy resource.other.vdefault/a" in text
+
+
+def test_files_that_do_not_load_are_reported_alone(
+    make_bundle: Callable[[dict[str, str]], Path],
+) -> None:
+    """Like Cerbos: parse and shape errors of every file (and nothing else) stop the store
+    before compiling, so a broken file does not cascade into errors of the files using it."""
+    root = make_bundle(
+        {
+            "bad.yaml": BAD_RULES,  # compile errors: not reported while files fail to load
+            "sub/dr2.yaml": BAD_DERIVED_SHAPE,
+            "broken.yaml": HEADER + "resourcePolicy: [unclosed\n",
+            "shape.yaml": HEADER + "resourcePolicy:\n  resource: s\n  version: default\n"
+            "  rules: [{actions: [a], roles: [r], effect: EFFECT_MAYBE}]\n",
+        }
+    )
+    with pytest.raises(PolicyCompileError) as info:
+        PolicyEngine.from_directory(root)
+    assert {(e.file, e.path) for e in info.value.errors} == {
+        ("sub/dr2.yaml", "derivedRoles.definitions[0].parentRoles"),
+        ("broken.yaml", ""),
+        ("shape.yaml", "resourcePolicy.rules[0].effect"),
+    }
 
 
 @pytest.mark.parametrize(

@@ -365,3 +365,126 @@ def test_every_key_mutation_is_refused_or_changes_no_decision(bundle: Path, tmp_
                 assert _decisions(store, requests) == baseline, f"meaning changed: {label}"
         finally:
             target.write_bytes(original_bytes)
+
+
+# --- the differential twin: the same broken and valid stores through stock `cerbos compile` -----
+
+OTHER = DOC.replace("resource: doc", "resource: other")
+
+#: Stores of `doc.yaml` plus these files (`OTHER` is a second valid policy, changed).
+_INVALID_FILES: list[tuple[str, dict[str, str]]] = [
+    ("config next to policies", {"risk.yaml": "base:\n  reported: {LOW: 10}\n"}),
+    ("wrong apiVersion", {"v2.yaml": OTHER.replace("cerbos.dev/v1", "cerbos.dev/v2")}),
+    ("no apiVersion", {"nov.yaml": OTHER.replace("apiVersion: api.cerbos.dev/v1\n", "")}),
+    ("a list", {"list.yaml": "- a\n"}),
+    ("two documents", {"two.yaml": OTHER + "---\n" + OTHER.replace("other", "doc2")}),
+    ("duplicate key", {"dup.yaml": OTHER.replace("version: default", "version: a\n  version: b")}),
+    ("nested _schemas", {"x/_schemas/s.json": "{}"}),
+    ("empty file", {"empty.yaml": "# nothing\n"}),
+    ("test data", {"x/testdata/y.yaml": "anything: 1\n"}),
+    ("int version", {"v.yaml": OTHER.replace("version: default", "version: 7")}),
+    ("float version", {"v.yaml": OTHER.replace("version: default", "version: 7.5")}),
+    ("effect number", {"e.yaml": OTHER.replace("EFFECT_ALLOW", "2")}),
+    ("null roles", {"r.yaml": OTHER.replace('roles: ["user"]', "roles:")}),
+    ("bool disabled yes", {"d.yaml": "disabled: yes\n" + OTHER}),
+    (
+        "snake_case keys",
+        {"s.yaml": OTHER.replace("  rules:", "  import_derived_roles: []\n  rules:")},
+    ),
+    (
+        "derived role names",
+        {
+            "dr.yaml": HEADER + "derivedRoles: {name: _x, definitions: "
+            "[{name: 1y, parentRoles: [a]}]}\n"
+        },
+    ),
+    (
+        "top-level variables",
+        {"tv.yaml": HEADER + "variables: {a: 'true'}\n" + OTHER[len(HEADER) + 1 :]},
+    ),
+    (
+        "top-level vars in export",
+        {
+            "ev.yaml": HEADER + "variables: {a: 'true'}\n"
+            "exportVariables: {name: ev, definitions: {b: 'true'}}\n"
+        },
+    ),
+]
+
+
+def _stock_refused_files(binary: Path, store: Path) -> set[str] | None:
+    """Files `cerbos compile --skip-tests` reports (None: the store compiles)."""
+    import os
+    import subprocess
+
+    done = subprocess.run(
+        [str(binary), "compile", "--skip-tests", "--output=json", str(store)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "CERBOS_NO_TELEMETRY": "1"},
+    )
+    if done.returncode == 0:
+        return None
+    out = json.loads(done.stdout)
+    lint = out.get("lintErrors") or {}
+    files = {e["file"] for e in lint.get("load_failures", [])}
+    files |= {e["file"] for e in (out.get("compileErrors") or {}).get("errors", [])}
+    return files or {"?"}
+
+
+def _vigil_refused_files(store: Path) -> set[str] | None:
+    try:
+        PolicyEngine.from_directory(store)
+    except PolicyCompileError as exc:
+        return {e.file for e in exc.errors}
+    return None
+
+
+def _differential_stores(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    for name, files in _INVALID_FILES:
+        store = tmp_path / f"f{len(name)}-{abs(hash(name)) % 10**6}"
+        (store / "doc.yaml").parent.mkdir(parents=True)
+        (store / "doc.yaml").write_text(DOC)
+        for rel, text in files.items():
+            (store / rel).parent.mkdir(parents=True, exist_ok=True)
+            (store / rel).write_text(text)
+        yield name, store
+    rng = random.Random(11)
+    for bundle in (
+        POLICIES,
+        REPO / "tests/policy/bundles/extended",
+        REPO / "tests/policy_tools/data/album",
+    ):
+        loaded = load_directory(bundle)
+        by_kind: dict[str, list[tuple[str, str, Any]]] = {}
+        for lf in loaded.files:
+            doc = list(load_yaml_documents(lf.raw))[0]
+            for kind, kp, mutated, _ in _mutations(doc):
+                kind = f"{kind}-{'required' if kp.field and kp.field.required else 'optional'}"
+                kind += "-name" if kp.field is None else ""
+                by_kind.setdefault(kind, []).append(
+                    (lf.rel_path, ".".join(map(str, kp.steps)), mutated)
+                )
+        for kind, found in sorted(by_kind.items()):
+            for rel, where, mutated in rng.sample(found, min(2, len(found))):
+                store = tmp_path / f"m{rng.randrange(10**9)}"
+                shutil.copytree(bundle, store)
+                (store / rel).write_text(json.dumps(mutated))
+                yield f"{bundle.name}/{rel}: {kind} {where}", store
+
+
+def test_mutations_refused_like_stock_cerbos(tmp_path: Path) -> None:
+    """Needs the stock Cerbos binary (fetched by test_differential's helper; CI installs it)."""
+    from .test_differential import _cerbos_binary
+
+    binary = _cerbos_binary()
+    differ = []
+    n = 0
+    for label, store in _differential_stores(tmp_path):
+        n += 1
+        stock, vigil = _stock_refused_files(binary, store), _vigil_refused_files(store)
+        if stock != vigil:
+            differ.append(f"{label}: cerbos {stock}, vigil {vigil}")
+    assert n > 30
+    assert not differ, "\n".join(differ)
