@@ -10,6 +10,7 @@ that stock Cerbos accepts too: `test_mutations_refused_like_stock_cerbos`)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as dt
 import json
@@ -24,7 +25,7 @@ import pytest
 
 from streams.policy import PolicyCompileError, PolicyEngine
 from streams.policy.docspec import MESSAGES, VALUE, Field
-from streams.policy.loader import load_directory
+from streams.policy.loader import bundle_digest, load_directory
 from streams.policy.testsuite import discover_suites, run_suites
 from streams.policy.yamlload import load_yaml_documents
 
@@ -488,3 +489,92 @@ def test_mutations_refused_like_stock_cerbos(tmp_path: Path) -> None:
             differ.append(f"{label}: cerbos {stock}, vigil {vigil}")
     assert n > 30
     assert not differ, "\n".join(differ)
+
+
+# --- `vigil policy push` and a worker's bundle switch use the same strict compiler ---------------
+
+
+def _misspelled_policies(target: Path) -> Path:
+    """policies/ with one `condition:` written `condtion:` (it compiled and passed every policy
+    test before strict parsing, turning that rule into an unconditional one)."""
+    shutil.copytree(POLICIES, target)
+    doc = target / "document.yaml"
+    doc.write_text(doc.read_text().replace("condition:", "condtion:", 1))
+    return target
+
+
+def test_push_refuses_a_misspelled_bundle(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    store = _misspelled_policies(tmp_path / "store")
+    proc = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "policy", "push", str(store)],
+        env={**os.environ, "VIGIL_BROKER": "127.0.0.1:9"},  # never reached
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "does not compile; nothing published" in proc.stderr
+    assert "document.yaml: resourcePolicy.rules[" in proc.stderr
+    assert 'unknown field "condtion"' in proc.stderr
+
+
+async def test_worker_refuses_a_misspelled_bundle(tmp_path: Path) -> None:
+    import asyncio
+
+    from prometheus_client import REGISTRY
+
+    from streams.bundles.bundle import Bundle
+    from streams.bundles.watcher import BundleWatcher
+
+    def rejected(source: str) -> float:
+        value = REGISTRY.get_sample_value("vigil_policy_bundle_rejected_total", {"source": source})
+        return value or 0.0
+
+    store = tmp_path / "store"
+    shutil.copytree(POLICIES, store)
+    running = PolicyEngine.from_directory(store)
+    watcher = BundleWatcher(
+        bootstrap="127.0.0.1:9",  # the Kafka side is not started
+        topic="bundles",
+        policies_dir=store,
+        workdir=tmp_path / "work",
+        running_digest=running.digest,
+        poll_seconds=0.02,
+    )
+    # A pushed bundle record with a misspelled key is refused.
+    files = {f.rel_path: f.raw.decode() for f in load_directory(store).files}
+    files["document.yaml"] = files["document.yaml"].replace("condition:", "condtion:", 1)
+    before = rejected("push")
+    digest = bundle_digest([(rel, text.encode()) for rel, text in files.items()])
+    record = Bundle(digest=digest, files=files).to_bytes()
+    assert await watcher._compile_record(record) is None
+    assert rejected("push") == before + 1
+    # An edit of the watched directory with a misspelled key is refused; the running bundle stays.
+    task = asyncio.create_task(watcher._watch_directory(store))
+    try:
+        before = rejected("directory")
+        _misspelled_policies(tmp_path / "bad")
+        (store / "document.yaml").write_text((tmp_path / "bad/document.yaml").read_text())
+        for _ in range(500):
+            if rejected("directory") > before:
+                break
+            await asyncio.sleep(0.02)
+        assert rejected("directory") == before + 1
+        assert watcher.poll() is None
+        # A valid edit is then taken: the refusal above came from the misspelling.
+        (store / "document.yaml").write_text((POLICIES / "document.yaml").read_text() + "# ok\n")
+        for _ in range(500):
+            ready = watcher.poll()
+            if ready is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert ready is not None and ready[0] == "directory"
+        assert ready[1].digest != running.digest
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
