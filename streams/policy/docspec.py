@@ -37,6 +37,7 @@ ENUM = "enum"
 MESSAGE = "message"
 VALUE = "value"  # google.protobuf.Value: any JSON value
 UINT64_VALUE = "uint64value"  # google.protobuf.UInt64Value
+TIMESTAMP = "timestamp"  # google.protobuf.Timestamp: an RFC 3339 string
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +64,13 @@ class Field:
 
 @dataclass(frozen=True, slots=True)
 class Message:
+    """A message's fields; `required_oneofs` must have one member set; of each group in
+    `any_of` one field must be set (protovalidate message rules of the test-suite messages)."""
+
     fields: dict[str, Field]
     required_oneofs: tuple[str, ...] = ()
+    any_of: tuple[tuple[str, ...], ...] = ()
+    not_both: tuple[tuple[str, str], ...] = ()
 
 
 def _f(kind: str, ref: str = "", **rules: Any) -> Field:
@@ -268,6 +274,125 @@ MESSAGES: dict[str, Message] = {
     "IgnoreWhen": Message({"actions": _strs(required=True, min_items=1, unique=True, min_len=1)}),
 }
 
+_NAMES = {"unique": True, "min_len": 1}  # lists of fixture names
+
+#: Test suites (`*_test.yaml`) and their fixtures (`testdata/*.yaml`): `cerbos.policy.v1.TestSuite`,
+#: `TestFixture.*` and the `cerbos.engine.v1` messages they hold.
+TEST_MESSAGES: dict[str, Message] = {
+    "TestSuite": Message(
+        {
+            "name": _s(required=True, min_len=1),
+            "description": _s(),
+            "skip": _f(BOOL),
+            "skipReason": _s(),
+            "tests": _msgs("TestTable", required=True, min_items=1),
+            "principals": _msg("Principal", map=True),
+            "resources": _msg("Resource", map=True),
+            "auxData": _msg("AuxData", map=True),
+            "options": _msg("TestOptions"),
+            "$schema": _s(proto_name="json_schema"),
+            "principalGroups": _msg("PrincipalGroup", map=True),
+            "resourceGroups": _msg("ResourceGroup", map=True),
+        }
+    ),
+    "TestTable": Message(
+        {
+            "name": _s(required=True, min_len=1),
+            "description": _s(),
+            "skip": _f(BOOL),
+            "skipReason": _s(),
+            "input": _msg("TestInput", required=True),
+            "expected": _msgs("Expectation", required=True, min_items=1),
+            "options": _msg("TestOptions"),
+        }
+    ),
+    "TestInput": Message(
+        {
+            "principals": _strs(**_NAMES),
+            "resources": _strs(**_NAMES),
+            "actions": _strs(required=True, min_items=1, **_NAMES),
+            "auxData": _s(),
+            "principalGroups": _strs(**_NAMES),
+            "resourceGroups": _strs(**_NAMES),
+        },
+        any_of=(("principals", "principalGroups"), ("resources", "resourceGroups")),
+    ),
+    "Expectation": Message(
+        {
+            "principal": _s(),
+            "resource": _s(),
+            "actions": _f(ENUM, "Effect", map=True, required=True, enum_in=_EFFECTS),
+            "outputs": _msgs("OutputExpectations"),
+            "principals": _strs(**_NAMES),
+            "resources": _strs(**_NAMES),
+            "principalGroups": _strs(**_NAMES),
+            "resourceGroups": _strs(**_NAMES),
+        },
+        any_of=(
+            ("principal", "principals", "principalGroups"),
+            ("resource", "resources", "resourceGroups"),
+        ),
+        not_both=(("principal", "principals"), ("resource", "resources")),
+    ),
+    "OutputExpectations": Message(
+        {
+            "action": _s(required=True, min_len=1),
+            "expected": _msgs("OutputEntry", required=True, min_items=1),
+        }
+    ),
+    "OutputEntry": Message({"src": _s(), "val": _f(VALUE), "action": _s(), "error": _s()}),
+    "TestOptions": Message(
+        {
+            "now": _f(TIMESTAMP),
+            "lenientScopeSearch": _f(BOOL),
+            "globals": _f(VALUE, map=True),
+            "defaultPolicyVersion": _s(),
+            "defaultScope": _s(),
+            "strictEvaluation": _f(BOOL),
+        }
+    ),
+    "Principal": Message(
+        {
+            "id": _s(required=True, min_len=1),
+            "policyVersion": _s(pattern=r"^[\w]*$"),
+            "roles": _strs(required=True, min_items=1, **_NAMES),
+            "attr": _f(VALUE, map=True),
+            "scope": _s(pattern=_SCOPE),
+        }
+    ),
+    "Resource": Message(
+        {
+            "kind": _s(required=True, min_len=1),
+            "policyVersion": _s(pattern=r"^[\w]*$"),
+            "id": _s(required=True, min_len=1),
+            "attr": _f(VALUE, map=True),
+            "scope": _s(pattern=_SCOPE),
+        }
+    ),
+    "AuxData": Message({"jwt": _f(VALUE, map=True), "jwts": _msg("AuxDataJwt", map=True)}),
+    "AuxDataJwt": Message({"claims": _f(VALUE, map=True)}),
+    "PrincipalGroup": Message({"principals": _strs(required=True, min_items=1, **_NAMES)}),
+    "ResourceGroup": Message({"resources": _strs(required=True, min_items=1, **_NAMES)}),
+    "PrincipalFixtures": Message(
+        {
+            "principals": _msg("Principal", map=True),
+            "$schema": _s(proto_name="json_schema"),
+            "principalGroups": _msg("PrincipalGroup", map=True),
+        }
+    ),
+    "ResourceFixtures": Message(
+        {
+            "resources": _msg("Resource", map=True),
+            "$schema": _s(proto_name="json_schema"),
+            "resourceGroups": _msg("ResourceGroup", map=True),
+        }
+    ),
+    "AuxDataFixtures": Message(
+        {"auxData": _msg("AuxData", map=True), "$schema": _s(proto_name="json_schema")}
+    ),
+}
+MESSAGES.update(TEST_MESSAGES)
+
 
 # --- checking ------------------------------------------------------------------------------------
 
@@ -371,6 +496,13 @@ class _Checker:
         for json_name, field in spec.fields.items():
             if field.required and json_name not in out and json_name not in written:
                 self.issue(_join(path, json_name), "value is required")
+        present = {k for k, v in out.items() if v not in ("", [], {})}
+        for names_ in spec.any_of:
+            if not present.intersection(names_):
+                self.issue(path, f"{', '.join(names_[:-1])} or {names_[-1]} must be present")
+        for a, b in spec.not_both:
+            if a in present and b in present:
+                self.issue(path, f"{a} and {b} may not both be present")
         for group in spec.required_oneofs:
             if group not in oneofs:
                 members = [n for n, f in spec.fields.items() if f.oneof == group]
@@ -439,6 +571,13 @@ class _Checker:
                 self.issue(path, f"failed to parse value: invalid UInt64Value {raw!r}")
                 return False, None
             return True, int(raw)
+        if kind == TIMESTAMP:
+            if not isinstance(raw, str) or not _RFC3339.match(raw):
+                self.issue(
+                    path, f"failed to parse value: invalid google.protobuf.Timestamp {raw!r}"
+                )
+                return False, None
+            return True, raw
         if kind == BOOL:
             if not isinstance(raw, bool):
                 self.issue(path, f"expected boolean value got {yaml_type(raw)}")
@@ -485,6 +624,9 @@ class _Checker:
             self.issue(path, f"does not match regex pattern `{field.pattern}`")
 
 
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})\Z")
+
+
 def _uint(raw: int | str) -> bool:
     text = str(raw).strip()
     return text.isdigit() and int(text) < 2**64
@@ -514,10 +656,16 @@ def _is_default(value: Any, field: Field) -> bool:
     return False
 
 
+def check_document(doc: Any, message: str) -> tuple[dict[str, Any] | None, list[Issue]]:
+    """Check a parsed document against one of `MESSAGES`; the normalised document is None when
+    there are issues."""
+    checker = _Checker()
+    out = checker.message("", doc, message)
+    if out is None:
+        return None, [("", "invalid document: contents are not valid YAML or JSON mapping")]
+    return (None if checker.issues else out), checker.issues
+
+
 def check_policy(doc: Any) -> tuple[dict[str, Any] | None, list[Issue]]:
     """Check a parsed policy document against `cerbos.policy.v1.Policy`; see the module doc."""
-    checker = _Checker()
-    out = checker.message("", doc, "Policy")
-    if out is None:
-        return None, [("", "invalid document: contents are not a policy (expected a mapping)")]
-    return (None if checker.issues else out), checker.issues
+    return check_document(doc, "Policy")

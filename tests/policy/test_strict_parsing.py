@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from streams.policy import PolicyCompileError, PolicyEngine
-from streams.policy.docspec import MESSAGES, VALUE, Field
+from streams.policy.docspec import MESSAGE, MESSAGES, VALUE, Field
 from streams.policy.loader import bundle_digest, load_directory
 from streams.policy.testsuite import discover_suites, run_suites
 from streams.policy.yamlload import load_yaml_documents
@@ -214,15 +214,16 @@ def _keys(value: Any, message: str, steps: tuple[str | int, ...]) -> Iterator[Ke
         yield KeyPath(here, field)
         if field.kind == VALUE:
             continue
+        nested = field.kind == MESSAGE
         if field.map:
             for name, sub in item.items():
                 yield KeyPath((*here, name), None)
-                if field.ref and isinstance(sub, dict):
+                if nested:
                     yield from _keys(sub, field.ref, (*here, name))
-        elif field.repeated and field.ref:
+        elif field.repeated and nested:
             for i, sub in enumerate(item):
                 yield from _keys(sub, field.ref, (*here, i))
-        elif field.ref and isinstance(item, dict):
+        elif nested:
             yield from _keys(item, field.ref, here)
 
 
@@ -240,7 +241,7 @@ def _wrong_type(field: Field) -> Any:
     """A value Cerbos refuses for this field (None: every value is valid, e.g. constants)."""
     if field.kind == VALUE:
         return None
-    if field.repeated or field.map or field.kind == "message":
+    if field.repeated or field.map or field.kind == MESSAGE:
         return "x"
     return ["x"]
 
@@ -578,3 +579,73 @@ async def test_worker_refuses_a_misspelled_bundle(tmp_path: Path) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+# --- test suites and fixtures are read as strictly -----------------------------------------------
+
+SUITE = """
+name: s
+principals: {p: {id: p, roles: [user]}}
+resources: {r: {kind: doc, id: r, attr: {owner: p}}}
+tests:
+  - name: t
+    input: {principals: [p], resources: [r], actions: [read]}
+    expected: [{principal: p, resource: r, actions: {read: EFFECT_ALLOW}}]
+"""
+
+#: (what, {file: text}): broken test suites and fixtures; a valid one first.
+_SUITES: list[tuple[str, dict[str, str]]] = [
+    ("valid", {}),
+    ("suite key", {"tests/a_test.yaml": SUITE.replace("name: s", "name: s\ndescrption: x")}),
+    ("test key", {"tests/a_test.yaml": SUITE.replace("    input:", "    skp: true\n    input:")}),
+    (
+        "principal key",
+        {"tests/a_test.yaml": SUITE.replace("roles: [user]}", "roles: [user], atr: {}}")},
+    ),
+    ("effect", {"tests/a_test.yaml": SUITE.replace("read: EFFECT_ALLOW", "read: ALLOW")}),
+    ("input", {"tests/a_test.yaml": SUITE.replace("principals: [p], ", "")}),
+    ("fixture key", {"tests/testdata/principals.yaml": "principals: {}\nprincipls: {}\n"}),
+    ("fixture type", {"tests/testdata/resources.yaml": "resources: []\n"}),
+]
+
+
+@pytest.mark.parametrize(("what", "files"), _SUITES, ids=[w for w, _ in _SUITES])
+def test_broken_suites_are_errored(
+    make_bundle: Callable[[dict[str, str]], Path], what: str, files: dict[str, str]
+) -> None:
+    root = make_bundle({"doc.yaml": DOC, "tests/a_test.yaml": SUITE, **files})
+    (suite,) = run_suites(root).suites
+    if what == "valid":
+        assert suite.error is None and suite.overall == "RESULT_PASSED"
+    else:
+        assert suite.error and "failed to load test" in suite.error, suite.error
+        assert suite.overall == "RESULT_ERRORED"
+
+
+def test_broken_suites_are_errored_like_stock_cerbos(tmp_path: Path) -> None:
+    """Needs the stock Cerbos binary (fetched by test_differential's helper; CI installs it)."""
+    import os
+    import subprocess
+
+    from .test_differential import _cerbos_binary
+
+    binary = _cerbos_binary()
+    for i, (what, files) in enumerate(_SUITES):
+        store = tmp_path / f"s{i}"
+        for rel, text in {"doc.yaml": DOC, "tests/a_test.yaml": SUITE, **files}.items():
+            (store / rel).parent.mkdir(parents=True, exist_ok=True)
+            (store / rel).write_text(text)
+        done = subprocess.run(
+            [str(binary), "compile", "--output=json", str(store)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "CERBOS_NO_TELEMETRY": "1"},
+        )
+        stock = json.loads(done.stdout)["suites"][0]
+        ours = run_suites(store).to_json()["suites"][0]
+        assert (ours["name"], ours["summary"]["overallResult"]) == (
+            stock["name"],
+            stock["summary"]["overallResult"],
+        ), what
+        assert ("error" in ours) == ("error" in stock), what
