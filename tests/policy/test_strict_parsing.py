@@ -649,3 +649,69 @@ def test_broken_suites_are_errored_like_stock_cerbos(tmp_path: Path) -> None:
             stock["summary"]["overallResult"],
         ), what
         assert ("error" in ours) == ("error" in stock), what
+
+
+# --- request scope "." is the root scope (issue 7) -----------------------------------------------
+
+
+PRINCIPAL_POLICY = HEADER + (
+    "principalPolicy:\n  principal: alice\n  version: default\n  rules:\n"
+    "    - resource: doc\n      actions: [{action: write, effect: EFFECT_ALLOW}]\n"
+)
+
+
+@pytest.mark.parametrize("with_principal_policy", [False, True], ids=["fast", "general"])
+@pytest.mark.parametrize(("pscope", "rscope"), [("", "."), (".", ""), (".", "."), (None, None)])
+def test_dot_scope_is_the_root_scope(
+    make_bundle: Callable[[dict[str, str]], Path],
+    with_principal_policy: bool,
+    pscope: str | None,
+    rscope: str | None,
+) -> None:
+    """Stock Cerbos 0.55 answers a principal or resource scope "." like the root scope ""
+    (checked with `cerbos compile` on a suite; the general evaluator runs when a principal
+    policy exists)."""
+    files = {"doc.yaml": DOC}
+    if with_principal_policy:
+        files["alice.yaml"] = PRINCIPAL_POLICY
+    engine = PolicyEngine.from_directory(make_bundle(files))
+    principal: dict[str, Any] = {"id": "alice", "roles": ["user"]}
+    resource: dict[str, Any] = {"kind": "doc", "id": "1", "attr": {"owner": "alice"}}
+    if pscope is not None:
+        principal["scope"] = pscope
+    if rscope is not None:
+        resource["scope"] = rscope
+    res = engine.check(principal, resource, ["read", "write"])
+    assert res.actions["read"].effect == "EFFECT_ALLOW"
+    assert res.actions["read"].policy == "resource.doc.vdefault"
+    assert res.allowed("write") is with_principal_policy
+
+
+def test_dot_scope_like_stock_cerbos(tmp_path: Path) -> None:
+    """Needs the stock Cerbos binary (fetched by test_differential's helper; CI installs it)."""
+    import os
+    import subprocess
+
+    from .test_differential import _cerbos_binary
+
+    suite = SUITE.replace("roles: [user]}", 'roles: [user], scope: "."}')
+    suite = suite.replace("attr: {owner: p}}", 'attr: {owner: p}, scope: "."}')
+    suite = suite.replace("actions: [read]}", "actions: [read, write]}")
+    suite = suite.replace("read: EFFECT_ALLOW}", "read: EFFECT_ALLOW, write: EFFECT_ALLOW}")
+    store = tmp_path / "store"
+    for rel, text in {
+        "doc.yaml": DOC.replace("P.id", '"p"'),
+        "p.yaml": PRINCIPAL_POLICY.replace("alice", "p"),
+        "tests/a_test.yaml": suite,
+    }.items():
+        (store / rel).parent.mkdir(parents=True, exist_ok=True)
+        (store / rel).write_text(text)
+    done = subprocess.run(
+        [str(_cerbos_binary()), "compile", "--output=json", str(store)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "CERBOS_NO_TELEMETRY": "1"},
+    )
+    assert done.returncode == 0, done.stdout
+    assert run_suites(store).ok
