@@ -444,8 +444,8 @@ def _vigil_refused_files(store: Path) -> set[str] | None:
 
 
 def _differential_stores(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    for name, files in _INVALID_FILES:
-        store = tmp_path / f"f{len(name)}-{abs(hash(name)) % 10**6}"
+    for i, (name, files) in enumerate(_INVALID_FILES):
+        store = tmp_path / f"invalid{i}"
         (store / "doc.yaml").parent.mkdir(parents=True)
         (store / "doc.yaml").write_text(DOC)
         for rel, text in files.items():
