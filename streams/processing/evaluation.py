@@ -38,7 +38,7 @@ def decision_id(grant_id: str, cause_kind: str, cause_id: str, digest: str) -> s
 
 @dataclass(slots=True)
 class Cause:
-    kind: str  # signal | grant-issued | expiry | policy-change | check
+    kind: str  # signal | grant-issued | release | expiry | policy-change | check
     event_id: str
     event_time: int
 
@@ -154,3 +154,40 @@ def evaluate_grant(
             "cause_event_time": cause.event_time,
         }
     return Evaluation(decision=decision, revocation=revocation)
+
+
+def lifecycle_decision(
+    grant: dict[str, Any], subject_key: str, cause: Cause, now_ms: int, digest: str
+) -> dict[str, Any]:
+    """The Decision for a grant that stops being watched without an evaluation (cause
+    ``release``, ``expiry``), so the audit trail shows every way a grant ended.
+
+    Effect DENY: the grant allows nothing any more. No action was evaluated (``actions`` is
+    empty); ``request`` names the grant without a signal snapshot. A grant ends this way at most
+    once, so the id leaves the bundle digest out: a replay under another bundle repeats the id.
+    """
+    grant_id = grant["grant_id"]
+    principal = grant["principal"]
+    return {
+        "decision_id": decision_id(grant_id, cause.kind, cause.event_id, ""),
+        "grant_id": grant_id,
+        "subject": subject_key,
+        "cause": {"kind": cause.kind, "event_id": cause.event_id},
+        "effect": DENY,
+        "actions": [],
+        "request": {
+            "principal": {
+                "id": principal["id"],
+                "roles": principal["roles"],
+                "attr": {**principal["attr"], "grant": grant_attributes(grant)},
+            },
+            "resource": grant["resource"],
+            "actions": grant["actions"],
+        },
+        "policy_digest": digest,
+        "previous_policy_digest": None,
+        "evaluated_at": now_ms,
+        "cause_event_time": cause.event_time,
+        "eval_duration_seconds": 0.0,
+        "errors": [],
+    }
