@@ -7,9 +7,14 @@ are dead-lettered, not applied on the wrong partition.
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
 
 from tests.pipeline.test_pipeline_e2e import device_signal, grant, of
 from tests.pipeline.worker_harness import Worker
@@ -58,8 +63,6 @@ async def test_unkeyed_and_mis_keyed_records_are_dead_lettered(
     await worker.wait_processed()
     # A non-compliance signal without a key, and one keyed for somebody else: neither may land.
     bad = device_signal(f"{user}-bad", user, "D1", "not-compliant", "2026-11-29T10:00:00Z")
-    import json
-
     body = json.dumps(bad).encode()
     await worker.produce_raw("device", None, body)
     await worker.produce_raw("device", b"user:somebody-else", body)
@@ -70,3 +73,53 @@ async def test_unkeyed_and_mis_keyed_records_are_dead_lettered(
     assert {d["key"] for d in dead} == {None, b"user:somebody-else"}
     assert all(f"user:{user}" in d["reason"] for d in dead)
     assert worker.metric("vigil_deadletters_total") >= 2
+
+
+async def produce_at(worker: Worker, topic: str, records: list[tuple[dict[str, Any], int]]) -> None:
+    """Produce ``(record, timestamp_ms)`` pairs keyed by subject, in this (offset) order."""
+    producer = AIOKafkaProducer(bootstrap_servers=worker.bootstrap, linger_ms=50)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(
+                worker.topics[topic],
+                json.dumps(record).encode(),
+                key=f"user:{record['principal']['id']}".encode(),
+                timestamp_ms=ts,
+            )
+            for record, ts in records
+        ]
+        await producer.flush()
+        for future in futures:
+            await future
+    finally:
+        await producer.stop()
+
+
+async def test_a_release_with_an_earlier_timestamp_than_its_issuance_still_ends_the_grant(
+    start_worker: Callable[..., Worker],
+) -> None:
+    """issued then released in the log, but the release's producer clock is behind: offsets
+    decide, the grant is released and a later signal finds nothing to revoke."""
+    worker = start_worker()
+    await worker.create_topics()
+    user = f"rel-{uuid.uuid4().hex[:6]}"
+    issued = grant(f"{user}-g", user, ["read"], "D1")
+    released = {"op": "released", "grant_id": f"{user}-g", "principal": issued["principal"]}
+    now = int(time.time() * 1000)
+    await produce_at(worker, "grants", [(issued, now + 60_000), (released, now)])
+    await worker.start()
+    await worker.wait_processed()
+    high = {
+        "event_id": f"{user}-high",
+        "type": "risk-level-change",
+        "subject": {"type": "user", "id": user},
+        "source": "ueba",
+        "event_time": "2026-11-29T12:00:00Z",
+        "attributes": {"current_level": "HIGH"},
+    }
+    await worker.produce("risk", [high])
+    await worker.wait_processed()
+    assert of(await worker.read("revocations"), user) == []
+    causes = [d["cause"]["kind"] for d in of(await worker.read("decisions"), user)]
+    assert causes == ["grant-issued", "release"]
