@@ -34,6 +34,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import KafkaError
 
 from streams import metrics
 from streams.bundles.watcher import BundleWatcher
@@ -194,10 +195,12 @@ class PipelineRunner:
         policy bundle and re-evaluate grants at the configured rate."""
         assert self.consumer is not None
         while not self._stopping.is_set():
-            generation = self._generation
             data = await self.consumer.getmany(
                 timeout_ms=self._poll_timeout_ms(), max_records=self.config.max_batch
             )
+            # aiokafka returns records of the active assignment only; a rebalance before the
+            # lock below makes them stale (positions are set again in _on_assigned)
+            generation = self._generation
             if self._stopping.is_set():
                 break
             async with self._lock:
@@ -493,13 +496,31 @@ class PipelineRunner:
                     # Grants judged by another bundle (a switch while this worker was down, or
                     # before the partition moved here) are found and re-evaluated by a scan.
                     self._scans.setdefault(partition, None)
-            assert self.consumer is not None
-            for tp in assigned:
-                stored = self.stores[tp.partition].get(offset_key(tp.topic))
-                if stored is not None:
-                    self.consumer.seek(tp, int(stored))
+            await self._seek_applied(assigned)
             metrics.ASSIGNED_PARTITIONS.set(len(self.stores))
         self.ready.set()
+
+    async def _seek_applied(self, assigned: list[TopicPartition]) -> None:
+        """Set every assigned position explicitly, to the first record not applied yet: the
+        offset stored with the state, else the group's committed offset, else the beginning.
+        A fetch returned under this assignment before this callback ran is dropped by the run
+        loop (its generation is older), so it must be fetched again from here."""
+        consumer = self.consumer
+        assert consumer is not None
+        beginning = []
+        for tp in assigned:
+            stored = self.stores[tp.partition].get(offset_key(tp.topic))
+            try:
+                position = int(stored) if stored is not None else await consumer.committed(tp)
+            except KafkaError as exc:  # another rebalance is under way: it seeks again
+                log.warning("cannot read the committed offset of %s: %s", tp, exc)
+                continue
+            if position is None:
+                beginning.append(tp)
+            else:
+                consumer.seek(tp, position)
+        if beginning:
+            await consumer.seek_to_beginning(*beginning)
 
     async def _restore(self, partition: int) -> PartitionStore:
         """Open the partition's store and bring it up to date from the changelog."""
