@@ -270,7 +270,7 @@ class Pipeline:
         self, subject: _Subject, ev: GrantEvent, rec: InRecord, result: BatchResult, now_ms: int
     ) -> None:
         """End an active grant: a ``released`` tombstone and a Decision with cause ``release``,
-        so the audit trail shows who stopped watching it and when."""
+        so the audit trail shows when it stopped being watched."""
         state = subject.grants(now_ms)
         released = state.setdefault("released", {})
         grant_id = ev.grant_id
