@@ -12,9 +12,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 
 def has_unfetched(consumer: AIOKafkaConsumer, tp: TopicPartition) -> bool:
-    """True while ``tp`` may hold records the consumer has not handed out yet: no fetch response
-    has told its high watermark, or the consumer's position is still below it. False for a
-    partition that is not assigned (it has nothing to wait for).
+    """True while ``tp`` may hold records the consumer has not handed out yet: it is not assigned
+    (yet: a join before the metadata knew every input topic assigns only some of them), no fetch
+    response has told its high watermark, or the consumer's position is still below it.
 
     Reads aiokafka's per-partition fetch state (``_subscription``, private; aiokafka is pinned
     below 0.15) because the public ``position()`` may wait for an offset reset, and the caller
@@ -22,7 +22,7 @@ def has_unfetched(consumer: AIOKafkaConsumer, tp: TopicPartition) -> bool:
     """
     subscription = consumer._subscription
     if not subscription.is_assigned(tp):
-        return False
+        return True
     state = subscription.subscription.assignment.state_value(tp)
     if state is None or state.highwater is None or not state.has_valid_position:
         return True

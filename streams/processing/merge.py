@@ -25,13 +25,14 @@ from streams.processing.records import InRecord
 class PartitionMerger:
     """Per-topic buffers of fetched, not yet applied records of one partition number."""
 
-    __slots__ = ("buffers", "max_idle_s", "_waiting_since")
+    __slots__ = ("buffers", "max_idle_s", "gave_up", "_waiting_since")
 
     def __init__(self, topics: Sequence[str], max_idle_s: float) -> None:
         # dict order is the tie order (the runner passes signals first, then grants)
         self.buffers: dict[str, deque[InRecord]] = {topic: deque() for topic in topics}
         self.max_idle_s = max_idle_s
         self._waiting_since: float | None = None
+        self.gave_up = False  # the current wait ran out: going on without the lagging input
 
     def add(self, topic: str, records: Iterable[InRecord]) -> None:
         self.buffers[topic].extend(records)
@@ -44,7 +45,8 @@ class PartitionMerger:
 
     def take(self, has_more: Callable[[str], bool], now: float, limit: int) -> list[InRecord]:
         """Up to ``limit`` records in application order; fewer (or none) while waiting for a
-        topic that ``has_more(topic)`` says still has unfetched records."""
+        topic that ``has_more(topic)`` says still has unfetched records. ``now`` is any clock in
+        seconds (the runner counts only time spent waiting for fetches)."""
         out: list[InRecord] = []
         buffers = self.buffers
         more: dict[str, bool] = {}  # has_more() cannot change during one take (no fetch)
@@ -69,8 +71,10 @@ class PartitionMerger:
                     self._waiting_since = now
                 if now - self._waiting_since < self.max_idle_s:
                     break
+                self.gave_up = True
             else:
                 self._waiting_since = None
+                self.gave_up = False
             out.append(head.popleft())
         return out
 

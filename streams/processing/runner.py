@@ -134,6 +134,9 @@ class PipelineRunner:
         self._mergers: dict[int, PartitionMerger] = {}
         self._paused: set[TopicPartition] = set()  # paused because their buffer is full
         self._generation = 0  # bumped by every rebalance: a fetch from before it is dropped
+        # Seconds spent waiting for fetches: the merges' idle clock. Time spent processing does
+        # not count, or a slow batch of one partition would use up another's wait for its fetch.
+        self._poll_clock = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -195,9 +198,11 @@ class PipelineRunner:
         policy bundle and re-evaluate grants at the configured rate."""
         assert self.consumer is not None
         while not self._stopping.is_set():
+            polled = time.monotonic()
             data = await self.consumer.getmany(
                 timeout_ms=self._poll_timeout_ms(), max_records=self.config.max_batch
             )
+            self._poll_clock += time.monotonic() - polled
             # aiokafka returns records of the active assignment only; a rebalance before the
             # lock below makes them stale (positions are set again in _on_assigned)
             generation = self._generation
@@ -310,13 +315,13 @@ class PipelineRunner:
     # -- one batch ----------------------------------------------------------------------
 
     def _poll_timeout_ms(self) -> int:
-        """How long the next fetch may wait: not at all while re-evaluating, and never past the
-        moment a merge stops waiting for a lagging input."""
-        if self._scans:
-            return 0
-        now = time.monotonic()
-        waits = [w for m in self._mergers.values() if (w := m.wait_left(now)) is not None]
-        return min(100, int(min(waits) * 1000) + 1) if waits else 100
+        """How long the next fetch may wait: never past the moment a merge stops waiting for a
+        lagging input, and not at all while re-evaluating."""
+        clock = self._poll_clock
+        waits = [w for m in self._mergers.values() if (w := m.wait_left(clock)) is not None]
+        if waits:
+            return min(100, int(min(waits) * 1000) + 1)
+        return 0 if self._scans else 100
 
     def _buffer(self, data: dict[TopicPartition, list[Any]]) -> None:
         """Queue fetched records per partition number, in offset order, without applying them."""
@@ -351,12 +356,22 @@ class PipelineRunner:
         started = time.perf_counter()
         consumer = self.consumer
         assert consumer is not None
-        now = time.monotonic()
         now_ms = int(time.time() * 1000)
         results: dict[int, BatchResult] = {}
         count = 0
         for partition, merger in self._mergers.items():
-            records = merger.take(_unfetched(consumer, partition), now, self.config.max_batch)
+            gave_up = merger.gave_up
+            records = merger.take(
+                _unfetched(consumer, partition), self._poll_clock, self.config.max_batch
+            )
+            if merger.gave_up and not gave_up:
+                metrics.MERGE_IDLE_EXPIRED.inc()
+                log.warning(
+                    "partition %d: an input still lags after max_task_idle_ms=%d; applying the "
+                    "others without it (records may apply out of produced order)",
+                    partition,
+                    self.config.max_task_idle_ms,
+                )
             if records:
                 count += len(records)
                 results[partition] = self.pipeline.process(records, self.stores[partition], now_ms)

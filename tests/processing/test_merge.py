@@ -73,13 +73,16 @@ def test_after_the_idle_time_the_merge_goes_on_without_the_lagging_input() -> No
 
     merger.add("authz.grants", [rec("authz.grants", 0, 100)])
     assert merger.take(risk_lags, 0.0, 100) == []
+    assert not merger.gave_up
     assert order(merger.take(risk_lags, 0.5, 100)) == [("authz.grants", 0)]
+    assert merger.gave_up  # the runner counts and logs this
     # still lagging: later records do not wait again
     merger.add("authz.grants", [rec("authz.grants", 1, 200)])
     assert order(merger.take(risk_lags, 0.6, 100)) == [("authz.grants", 1)]
     # once the input has data again, a new lag waits again
     merger.add("signals.risk", [rec("signals.risk", 0, 50)])
     assert order(merger.take(risk_lags, 0.7, 100)) == [("signals.risk", 0)]
+    assert not merger.gave_up
     merger.add("authz.grants", [rec("authz.grants", 2, 300)])
     merger.add("signals.risk", [rec("signals.risk", 1, 250)])
     assert order(merger.take(risk_lags, 0.8, 100)) == [("signals.risk", 1)]
