@@ -3,10 +3,17 @@
 Two sources, newest event wins:
 
 * the compacted topic ``vigil.policy-bundles`` (``vigil policy push``): every worker reads it
-  (no consumer group), so all workers switch to the same bundle;
+  (no consumer group), so all workers see the same bundles and confirmations;
 * in development, the ``--policies`` directory: edits are picked up by polling its files.
 
-A bundle that does not compile is refused (logged, counted); the running one stays.
+A record is checked before anything else happens (``Bundle.from_bytes``: digest format, file
+paths, sizes), then its signature when public keys are configured, then it is compiled; any
+failure refuses it (log line, ``vigil_policy_bundle_rejected_total{reason}``) and the running
+bundle stays. The watcher only offers bundles: whether and when the worker switches is the
+runner's blast-radius guard (``streams.processing.switch``).
+
+After a restart, the bundle the worker ran (kept as ``running.json`` in its bundle directory
+when it came from the topic) is the starting point; see ``start``.
 """
 
 from __future__ import annotations
@@ -14,16 +21,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from streams import metrics
-from streams.bundles.bundle import Bundle, BundleError
+from streams.bundles.bundle import Bundle, BundleError, Confirmation, parse_record
+from streams.bundles.signing import verify
 from streams.kafka.quirks import read_to_end
 from streams.policy import PolicyCompileError, PolicyEngine
 
 log = logging.getLogger(__name__)
+
+RUNNING_FILE = "running.json"
 
 
 def directory_fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
@@ -35,6 +48,20 @@ def directory_fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
                 st = path.stat()
                 out.append((path.relative_to(directory).as_posix(), st.st_mtime_ns, st.st_size))
     return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """A compiled bundle the worker may switch to; ``raw`` is the verified topic record
+    (None for the ``--policies`` directory)."""
+
+    source: str  # "push" | "directory" | "restart"
+    engine: PolicyEngine
+    raw: bytes | None = None
+
+    @property
+    def digest(self) -> str:
+        return self.engine.digest
 
 
 class BundleWatcher:
@@ -49,42 +76,60 @@ class BundleWatcher:
         workdir: Path,
         running_digest: str,
         poll_seconds: float = 1.0,
+        public_keys: dict[str, Ed25519PublicKey] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.policies_dir = policies_dir
         self.workdir = workdir
         self.poll_seconds = poll_seconds
+        self.public_keys = public_keys
+        self.confirmed: set[str] = set()  # digests an operator confirmed (verified records)
         self._latest_digest = running_digest
-        self._ready: tuple[str, PolicyEngine] | None = None
+        self._ready: Offer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._fingerprint = directory_fingerprint(policies_dir) if policies_dir else ()
 
-    async def start(self) -> PolicyEngine | None:
-        """Read the bundle topic to its end; return the engine of the newest pushed bundle if
-        it differs from the running one (a restarted worker must run what was pushed)."""
+    async def start(self) -> Offer | None:
+        """Read the bundle topic to its end and choose the bundle to start on.
+
+        * The bundle this worker ran before the restart (``running.json``, verified again with
+          the current keys) wins over ``--policies``: the worker's grants were judged by it.
+        * Without one (a new data dir, or the worker ran its directory), the newest valid
+          pushed bundle wins over ``--policies``, as every other worker runs it.
+        * A newer pushed bundle than the one started on is then offered (``poll``) and goes
+          through the runner's blast-radius guard like a live push.
+        """
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=500
         )
         await self._consumer.start()
         tp = TopicPartition(self.topic, 0)
-        newest: list[bytes] = []
-        await read_to_end(self._consumer, [tp], lambda rec: newest.append(rec.value))
-        engine = None
-        for raw in reversed(newest):
-            engine = await self._compile_record(raw)
-            if engine is not None:
-                break
-        if engine is not None and engine.digest != self._latest_digest:
-            self._latest_digest = engine.digest
+        records: list[bytes | None] = []
+        await read_to_end(self._consumer, [tp], lambda rec: records.append(rec.value))
+        newest: Offer | None = None
+        for raw in reversed(records):
+            record = self._check(raw)
+            if isinstance(record, Confirmation):
+                self.confirmed.add(record.digest)
+            elif record is not None and newest is None:
+                engine = await self._compile(record)
+                if engine is not None:
+                    newest = Offer("push", engine, raw)
+        running = await self._load_running()
+        start = running or newest
+        if start is not None and start.digest != self._latest_digest:
+            self._latest_digest = start.digest
         else:
-            engine = None
+            start = None
+        if newest is not None and newest.digest != self._latest_digest:
+            self._offer(newest)
         self._tasks = [asyncio.create_task(self._watch_topic(tp))]
         if self.policies_dir is not None:
             self._tasks.append(asyncio.create_task(self._watch_directory(self.policies_dir)))
-        return engine
+        return start
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -95,27 +140,63 @@ class BundleWatcher:
         if self._consumer is not None:
             await self._consumer.stop()
 
-    def poll(self) -> tuple[str, PolicyEngine] | None:
-        """The newest compiled bundle not yet taken, with its source ("push" or "directory")."""
+    def poll(self) -> Offer | None:
+        """The newest compiled bundle not yet taken."""
         ready, self._ready = self._ready, None
         return ready
 
-    def _offer(self, source: str, engine: PolicyEngine) -> None:
-        if engine.digest == self._latest_digest:
+    def remember_running(self, offer: Offer) -> None:
+        """Keep the record of the bundle now running for the next start (a directory bundle
+        leaves none: after a restart ``--policies`` is read again)."""
+        path = self.workdir / RUNNING_FILE
+        if offer.raw is None:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
             return
-        self._latest_digest = engine.digest
-        self._ready = (source, engine)
-        log.warning("policy bundle %s from %s compiled; switching", engine.digest, source)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(offer.raw)
+        os.replace(tmp, path)
 
-    async def _compile_record(self, raw: bytes | None) -> PolicyEngine | None:
+    async def _load_running(self) -> Offer | None:
+        path = self.workdir / RUNNING_FILE
         try:
-            if raw is None:
-                raise BundleError("empty bundle record")
-            bundle = Bundle.from_bytes(raw)
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        record = self._check(raw, "restart")
+        if not isinstance(record, Bundle):
+            return None
+        engine = await self._compile(record, "restart")
+        return Offer("restart", engine, raw) if engine is not None else None
+
+    def _offer(self, offer: Offer) -> None:
+        if offer.digest == self._latest_digest:
+            return
+        self._latest_digest = offer.digest
+        self._ready = offer
+        log.warning("policy bundle %s from %s compiled", offer.digest, offer.source)
+
+    def _reject(self, source: str, exc: Exception) -> None:
+        reason = exc.reason if isinstance(exc, BundleError) else "compile"
+        metrics.POLICY_BUNDLE_REJECTED.labels(source, reason).inc()
+        log.error("refused a policy bundle record from %s (%s): %s", source, reason, exc)
+
+    def _check(self, raw: bytes | None, source: str = "push") -> Bundle | Confirmation | None:
+        """Parse and (when keys are configured) verify a record; None if refused."""
+        try:
+            record = parse_record(raw)
+            if self.public_keys is not None:
+                verify(self.public_keys, record.signed_bytes(), record.key_id, record.signature)
+            return record
+        except BundleError as exc:
+            self._reject(source, exc)
+            return None
+
+    async def _compile(self, bundle: Bundle, source: str = "push") -> PolicyEngine | None:
+        try:
             return await asyncio.to_thread(bundle.compile, self.workdir)
         except (BundleError, PolicyCompileError, OSError) as exc:
-            metrics.POLICY_BUNDLE_REJECTED.labels("push").inc()
-            log.error("refused a pushed policy bundle: %s", exc)
+            self._reject(source, exc)
             return None
 
     async def _watch_topic(self, tp: TopicPartition) -> None:
@@ -124,9 +205,16 @@ class BundleWatcher:
             batch = await self._consumer.getmany(tp, timeout_ms=1000)
             for records in batch.values():
                 for rec in records:
-                    engine = await self._compile_record(rec.value)
-                    if engine is not None:
-                        self._offer("push", engine)
+                    record = self._check(rec.value)
+                    if isinstance(record, Confirmation):
+                        self.confirmed.add(record.digest)
+                        log.warning(
+                            "policy bundle %s confirmed by %s", record.digest, record.source
+                        )
+                    elif record is not None:
+                        engine = await self._compile(record)
+                        if engine is not None:
+                            self._offer(Offer("push", engine, rec.value))
 
     async def _watch_directory(self, directory: Path) -> None:
         while True:
@@ -138,7 +226,7 @@ class BundleWatcher:
             try:
                 engine = await asyncio.to_thread(PolicyEngine.from_directory, directory)
             except PolicyCompileError as exc:
-                metrics.POLICY_BUNDLE_REJECTED.labels("directory").inc()
+                metrics.POLICY_BUNDLE_REJECTED.labels("directory", "compile").inc()
                 log.error("refused the edited policy directory %s:\n%s", directory, exc)
                 continue
-            self._offer("directory", engine)
+            self._offer(Offer("directory", engine))

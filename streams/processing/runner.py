@@ -32,11 +32,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from streams import metrics
-from streams.bundles.watcher import BundleWatcher
+from streams.bundles.watcher import BundleWatcher, Offer
 from streams.kafka.quirks import read_to_end
-from streams.policy import PolicyEngine
 from streams.processing.pipeline import Pipeline
 from streams.processing.records import BatchResult, InRecord, OutRecord
+from streams.processing.switch import GuardLimits, PendingSwitch
 from streams.state.store import (
     CHANGELOG_OFFSET,
     GRANT_PREFIX,
@@ -67,7 +67,9 @@ class RunnerConfig:
         reevaluation_rate: int = 1000,
         commit_interval_s: float = 0.5,
         expiry_sweep_rate: int = 1000,
+        guard: GuardLimits | None = None,
     ) -> None:
+        self.guard = guard or GuardLimits()
         self.expiry_sweep_rate = expiry_sweep_rate
         self.reevaluation_rate = reevaluation_rate
         self.commit_interval_s = commit_interval_s
@@ -121,15 +123,16 @@ class PipelineRunner:
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self._restorer: AIOKafkaConsumer | None = None
+        self.pending: PendingSwitch | None = None  # a bundle switch the guard evaluates or holds
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
         cfg = self.config
         if self.watcher is not None:
-            pushed = await self.watcher.start()
-            if pushed is not None:
-                self._use_engine(pushed, "push")
+            start = await self.watcher.start()
+            if start is not None:
+                self._use_engine(start)
         metrics.POLICY_BUNDLE_INFO.labels(self.pipeline.engine.digest).set(1)
         self.producer = AIOKafkaProducer(
             bootstrap_servers=cfg.bootstrap,
@@ -182,7 +185,8 @@ class PipelineRunner:
         policy bundle and re-evaluate grants at the configured rate."""
         assert self.consumer is not None
         while not self._stopping.is_set():
-            idle_ms = 0 if self._scans else 100
+            evaluating = self.pending is not None and self.pending.state == "evaluating"
+            idle_ms = 0 if self._scans or evaluating else 100
             data = await self.consumer.getmany(
                 timeout_ms=idle_ms, max_records=self.config.max_batch
             )
@@ -192,6 +196,8 @@ class PipelineRunner:
                 if data:
                     await self._process(data)
                 self._maybe_switch_bundle()
+                if self.pending is not None and self.pending.state == "evaluating":
+                    self._guard_step()
                 if self._scans:
                     await self._reevaluation_step()
                 await self._expiry_step()
@@ -221,15 +227,77 @@ class PipelineRunner:
         return sorted(self._scans)
 
     def _maybe_switch_bundle(self) -> None:
+        """Take a newly offered bundle into the blast-radius guard; switch to a held one once
+        an operator confirmed its digest."""
         if self.watcher is None:
             return
-        update = self.watcher.poll()
-        if update is None:
-            return
-        source, engine = update
-        self._use_engine(engine, source)
+        offer = self.watcher.poll()
+        if offer is not None:
+            self._consider(offer)
+        pending = self.pending
+        held = pending is not None and pending.state == "held"
+        if held and pending is not None and pending.offer.digest in self.watcher.confirmed:
+            log.warning("held policy bundle %s confirmed; switching", pending.offer.digest)
+            self._use_engine(pending.offer)
 
-    def _use_engine(self, engine: PolicyEngine, source: str) -> None:
+    def _consider(self, offer: Offer) -> None:
+        assert self.watcher is not None
+        if self.pending is not None:
+            log.warning(
+                "policy bundle %s replaces pending %s", offer.digest, self.pending.offer.digest
+            )
+            self._clear_pending()
+        if offer.digest == self.pipeline.engine.digest:
+            log.warning("policy bundle %s is the running one: nothing to switch", offer.digest)
+            self.watcher.remember_running(offer)
+            return
+        if offer.digest in self.watcher.confirmed:
+            self._use_engine(offer)
+            return
+        self.pending = PendingSwitch(offer, dict.fromkeys(self.stores))
+        log.warning("policy bundle %s: counting the grants it would revoke", offer.digest)
+
+    def _guard_step(self) -> None:
+        """Dry-evaluate a chunk of owned grants with the pending bundle; at the end, switch or
+        hold (``streams.processing.switch``)."""
+        pending = self.pending
+        assert pending is not None
+        if not self.ready.is_set():
+            return  # partitions not restored yet: nothing to count against
+        if not pending.step(self.pipeline, self.stores, int(time.time() * 1000)):
+            metrics.POLICY_BUNDLE_WOULD_REVOKE.set(pending.would_revoke)
+            return
+        metrics.POLICY_BUNDLE_WOULD_REVOKE.set(pending.would_revoke)
+        if not self.config.guard.holds(pending.would_revoke, pending.active):
+            self._use_engine(pending.offer)
+            return
+        pending.state = "held"
+        metrics.POLICY_BUNDLE_HELD.set(1)
+        log.error(
+            "policy bundle %s HELD: it would revoke %d of %d active grants on this worker "
+            "(limits: more than %d grants and more than %.0f%%); nothing revoked, bundle %s "
+            "keeps running; confirm with `vigil policy confirm %s` or push another bundle. "
+            "Top causes: %s",
+            pending.offer.digest,
+            pending.would_revoke,
+            pending.active,
+            self.config.guard.max_revoke_count,
+            self.config.guard.max_revoke_share * 100,
+            self.pipeline.engine.digest,
+            pending.offer.digest,
+            pending.report()["by_cause"][:5],
+        )
+
+    def _clear_pending(self) -> None:
+        self.pending = None
+        metrics.POLICY_BUNDLE_HELD.set(0)
+        metrics.POLICY_BUNDLE_WOULD_REVOKE.set(0)
+
+    def _use_engine(self, offer: Offer) -> None:
+        self._clear_pending()
+        engine, source = offer.engine, offer.source
+        if self.watcher is not None:
+            self.watcher.remember_running(offer)
         old = self.pipeline.engine.digest
         self.pipeline.set_engine(engine)
         metrics.POLICY_BUNDLE_SWITCHES.labels(source).inc()
@@ -409,6 +477,8 @@ class PipelineRunner:
             self._uncommitted = {
                 tp: o for tp, o in self._uncommitted.items() if tp.partition not in gone
             }
+            if self.pending is not None and self.pending.state == "evaluating":
+                self.pending.restart(sorted(set(self.stores) - gone))
             for partition in gone:
                 self._scans.pop(partition, None)
                 self._sweep.pop(partition, None)
@@ -426,6 +496,8 @@ class PipelineRunner:
                     # Grants judged by another bundle (a switch while this worker was down, or
                     # before the partition moved here) are found and re-evaluated by a scan.
                     self._scans.setdefault(partition, None)
+            if self.pending is not None and self.pending.state == "evaluating":
+                self.pending.restart(sorted(self.stores))
             assert self.consumer is not None
             for tp in assigned:
                 stored = self.stores[tp.partition].get(offset_key(tp.topic))

@@ -53,12 +53,14 @@ class Worker:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-worker.log"
         self.policies = ROOT / "policies"
+        self.extra_env: dict[str, str] = {}  # more VIGIL_* settings for this worker
 
     def replacement(self, data_dir: Path) -> Worker:
         """A new worker for the same topics and group (takes over this one's partitions)."""
         other = Worker(self.bootstrap, data_dir)
         other.topics = dict(self.topics)
         other.group = self.group
+        other.extra_env = dict(self.extra_env)
         return other
 
     @property
@@ -79,6 +81,7 @@ class Worker:
                 "VIGIL_WEB_PORT": str(self.web_port),
             }
         )
+        env.update(self.extra_env)
         return env
 
     async def create_topics(self) -> None:
