@@ -25,6 +25,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -37,6 +38,7 @@ from streams.policy import PolicyCompileError, PolicyEngine
 log = logging.getLogger(__name__)
 
 RUNNING_FILE = "running.json"
+DIRECTORY_MARKER = "directory"  # running.json of a worker that runs its --policies directory
 
 
 def directory_fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
@@ -94,10 +96,11 @@ class BundleWatcher:
     async def start(self) -> Offer | None:
         """Read the bundle topic to its end and choose the bundle to start on.
 
-        * The bundle this worker ran before the restart (``running.json``, verified again with
-          the current keys) wins over ``--policies``: the worker's grants were judged by it.
-        * Without one (a new data dir, or the worker ran its directory), the newest valid
-          pushed bundle wins over ``--policies``, as every other worker runs it.
+        * The bundle this worker ran before the restart (``running.json``: the topic record,
+          verified again with the current keys, or a marker for its ``--policies`` directory)
+          is kept: the worker's grants were judged by it.
+        * Without one (a new data dir), the newest valid pushed bundle wins over
+          ``--policies``, as the other workers run it.
         * A newer pushed bundle than the one started on is then offered (``poll``) and goes
           through the runner's blast-radius guard like a live push.
         """
@@ -118,8 +121,8 @@ class BundleWatcher:
                 engine = await self._compile(record)
                 if engine is not None:
                     newest = Offer("push", engine, raw)
-        running = await self._load_running()
-        start = running or newest
+        kept, running = await self._load_running()
+        start = running if kept else newest
         if start is not None and start.digest != self._latest_digest:
             self._latest_digest = start.digest
         else:
@@ -146,28 +149,33 @@ class BundleWatcher:
         return ready
 
     def remember_running(self, offer: Offer) -> None:
-        """Keep the record of the bundle now running for the next start (a directory bundle
-        leaves none: after a restart ``--policies`` is read again)."""
+        """Keep the record of the bundle now running for the next start; for a directory bundle
+        a marker (after a restart ``--policies`` is read again)."""
         path = self.workdir / RUNNING_FILE
-        if offer.raw is None:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            return
+        raw = offer.raw
+        if raw is None:
+            raw = orjson.dumps({"kind": DIRECTORY_MARKER, "digest": offer.digest})
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(offer.raw)
+        tmp.write_bytes(raw)
         os.replace(tmp, path)
 
-    async def _load_running(self) -> Offer | None:
+    async def _load_running(self) -> tuple[bool, Offer | None]:
+        """(whether this data dir ran a bundle before, that bundle if it came from the topic
+        and is still valid; None for the ``--policies`` directory)."""
         path = self.workdir / RUNNING_FILE
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
-            return None
+            return False, None
+        with contextlib.suppress(orjson.JSONDecodeError):
+            doc = orjson.loads(raw)
+            if isinstance(doc, dict) and doc.get("kind") == DIRECTORY_MARKER:
+                return True, None
         record = self._check(raw, "restart")
         if not isinstance(record, Bundle):
-            return None
+            return False, None
         engine = await self._compile(record, "restart")
-        return Offer("restart", engine, raw) if engine is not None else None
+        return engine is not None, (Offer("restart", engine, raw) if engine else None)
 
     def _offer(self, offer: Offer) -> None:
         if offer.digest == self._latest_digest:

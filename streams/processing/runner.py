@@ -133,6 +133,8 @@ class PipelineRunner:
             start = await self.watcher.start()
             if start is not None:
                 self._use_engine(start)
+            else:
+                self.watcher.remember_running(Offer("directory", self.pipeline.engine))
         metrics.POLICY_BUNDLE_INFO.labels(self.pipeline.engine.digest).set(1)
         self.producer = AIOKafkaProducer(
             bootstrap_servers=cfg.bootstrap,

@@ -154,6 +154,14 @@ async def test_a_bundle_that_would_revoke_most_grants_is_held_until_confirmed(
     status = await wait_status(worker, "HELD")
     assert f"HELD {stricter.digest}: would revoke 20 of 40" in status
 
+    # A restart keeps the bundle the worker ran (not the held one on the topic) and holds again.
+    worker.stop()
+    worker = start_worker(worker.data_dir, like=worker)
+    await worker.start()
+    assert worker.health()["policy_digest"] == old
+    await wait_pending(worker, "held")
+    assert await worker.read("revocations") == []
+
     # Roll back: pushing the running bundle drops the hold.
     back = vigil(worker, "policy", "push", str(ROOT / "policies"))
     assert back.returncode == 0, back.stderr
