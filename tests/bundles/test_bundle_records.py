@@ -191,3 +191,19 @@ def test_the_guard_holds_above_both_the_share_and_the_count() -> None:
     assert limits.holds(101, 1000)
     assert GuardLimits(0.0, 5).holds(6, 10**6)  # share 0: the count alone
     assert GuardLimits(0.5, 0).holds(6, 10)  # count 0: the share alone
+
+
+def test_keygen_writes_a_private_key_only_its_owner_reads(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from streams.commands.policy import policy
+
+    key = tmp_path / "fleet.key"
+    run = CliRunner().invoke(policy, ["keygen", str(key)])
+    assert run.exit_code == 0, run.output
+    (kid,) = load_public_keys(tmp_path / "fleet.key.pub")
+    assert kid in run.output
+    assert key.stat().st_mode & 0o777 == 0o600
+    load_private_key(key)
+    again = CliRunner().invoke(policy, ["keygen", str(key)])
+    assert again.exit_code != 0 and "not overwritten" in again.output
