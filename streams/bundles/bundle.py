@@ -71,12 +71,14 @@ class Bundle:
 
     @classmethod
     def from_directory(cls, directory: Path, source: str = "") -> Bundle:
-        """Compile the directory (raises PolicyCompileError) and collect its files."""
+        """Compile the directory (raises PolicyCompileError) and collect its files (raises
+        BundleError for a file name workers would refuse)."""
         engine = PolicyEngine.from_directory(directory)
         files: dict[str, str] = {}
         for path in sorted(p for p in directory.rglob("*") if p.is_file()):
             rel = path.relative_to(directory).as_posix()
             if is_policy_path(rel) or rel.startswith(f"{SCHEMAS_DIR}/"):
+                check_relative_path(rel)
                 files[rel] = path.read_text()
         return cls(
             digest=engine.digest,

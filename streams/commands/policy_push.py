@@ -65,7 +65,7 @@ def push(
     count the grants it would revoke (blast-radius guard), switch or hold, and re-evaluate every
     active grant (cause policy-change).
     """
-    from streams.bundles.bundle import Bundle
+    from streams.bundles.bundle import Bundle, BundleError
     from streams.bundles.publish import push_bundle
     from streams.bundles.signing import sign
     from streams.policy import PolicyCompileError
@@ -76,6 +76,9 @@ def push(
         bundle = Bundle.from_directory(directory)
     except PolicyCompileError as exc:
         click.echo(f"{directory}: does not compile; nothing published\n{exc}", err=True)
+        sys.exit(1)
+    except BundleError as exc:
+        click.echo(f"{directory}: {exc}; nothing published", err=True)
         sys.exit(1)
     if not skip_tests:
         from streams.policy.testsuite import format_human, run_suites

@@ -207,3 +207,18 @@ def test_keygen_writes_a_private_key_only_its_owner_reads(tmp_path: Path) -> Non
     load_private_key(key)
     again = CliRunner().invoke(policy, ["keygen", str(key)])
     assert again.exit_code != 0 and "not overwritten" in again.output
+
+
+def test_push_refuses_a_file_name_workers_would_refuse(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from streams.commands.policy import policy
+
+    directory = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", directory)
+    (directory / "document.yaml").rename(directory / "document (2).yaml")
+    with pytest.raises(BundleError) as err:
+        Bundle.from_directory(directory)
+    assert err.value.reason == "path"
+    run = CliRunner().invoke(policy, ["push", str(directory), "--broker", "127.0.0.1:1"])
+    assert run.exit_code == 1 and "nothing published" in run.output
