@@ -1,4 +1,5 @@
-"""Read the workers' heartbeats (``vigil.workers``) for ``vigil policy status``."""
+"""Read the workers' heartbeats (``vigil.workers``) and the bundle topic for
+``vigil policy status``."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.bundles.bundle import BundleError, Confirmation, parse_record
 from streams.kafka.quirks import read_to_end
 
 
@@ -32,3 +34,35 @@ async def read_heartbeats(bootstrap: str, topic: str) -> dict[str, dict[str, Any
     finally:
         await consumer.stop()
     return beats
+
+
+async def read_bundle_topic(bootstrap: str, topic: str) -> dict[str, Any]:
+    """The newest bundle record on the topic (digest, pushed_at, source, key_id; not verified:
+    this is what an operator sees, the workers verify) and the digests confirmed there."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100
+    )
+    await consumer.start()
+    out: dict[str, Any] = {"newest_bundle": None, "confirmed": []}
+
+    def apply(record: Any) -> None:
+        try:
+            parsed = parse_record(record.value)
+        except BundleError:
+            return
+        if isinstance(parsed, Confirmation):
+            out["confirmed"].append(parsed.digest)
+        else:
+            out["newest_bundle"] = {
+                "digest": parsed.digest,
+                "pushed_at": parsed.pushed_at,
+                "source": parsed.source,
+                "key_id": parsed.key_id,
+                "offset": record.offset,
+            }
+
+    try:
+        await read_to_end(consumer, [TopicPartition(topic, 0)], apply)
+    finally:
+        await consumer.stop()
+    return out

@@ -180,13 +180,15 @@ def confirm(broker: str | None, digest: str, sign_key: Path | None) -> None:
 )
 @_OUTPUT
 def status(broker: str | None, max_age: float, output: str) -> None:
-    """Each worker's running bundle and any pending (evaluating or held) bundle, from the
-    workers' heartbeats (topic vigil.workers) of this consumer group."""
+    """The newest bundle on the bundle topic, then each worker's running bundle and any pending
+    (evaluating or held) bundle, from the workers' heartbeats (topic vigil.workers) of this
+    consumer group."""
     from streams.app import WORKERS_TOPIC
-    from streams.bundles.status import read_heartbeats
+    from streams.bundles.status import read_bundle_topic, read_heartbeats
 
     settings = load_settings(broker)
     beats = asyncio.run(read_heartbeats(settings.bootstrap_servers, WORKERS_TOPIC))
+    topic = asyncio.run(read_bundle_topic(settings.bootstrap_servers, settings.topic_bundles))
     now = time.time() * 1000
     workers = [
         b
@@ -194,8 +196,18 @@ def status(broker: str | None, max_age: float, output: str) -> None:
         if b.get("group_id") == settings.group_id and now - b.get("at", 0) <= max_age * 1000
     ]
     if output == "json":
-        click.echo(json.dumps({"workers": workers}))
+        click.echo(json.dumps({"topic": topic, "workers": workers}))
         return
+    newest = topic["newest_bundle"]
+    if newest is None:
+        click.echo(f"{settings.topic_bundles}: no bundle pushed")
+    else:
+        signed = f"signed by {newest['key_id']}" if newest["key_id"] else "unsigned"
+        confirmed = ", confirmed" if newest["digest"] in topic["confirmed"] else ""
+        click.echo(
+            f"{settings.topic_bundles}: newest bundle {newest['digest']} ({signed}{confirmed}) "
+            f"from {newest['source']}"
+        )
     if not workers:
         click.echo(f"no heartbeat from a worker of group {settings.group_id} in {max_age:g}s")
         return

@@ -131,7 +131,9 @@ async def test_a_bundle_that_would_revoke_most_grants_is_held_until_confirmed(
     assert dry.returncode == 0, dry.stderr
     report = json.loads(dry.stdout)
     assert (report["active_grants"], report["would_revoke"]) == (40, 20)
-    assert [(g["action"], g["grants"]) for g in report["groups"]] == [("write", 20)]
+    assert [(g["policy"], g["action"], g["cause"], g["grants"]) for g in report["groups"]] == [
+        ("resource.document.vdefault", "write", "no matching rule", 20)
+    ]
     assert report["groups"][0]["grant_ids"] == sorted(f"{u}-rw" for u in users)
     table = vigil(worker, "policy", "push", str(stricter_dir), "--dry-run")
     assert "would revoke 20 of 40 active grants" in table.stdout
@@ -153,6 +155,7 @@ async def test_a_bundle_that_would_revoke_most_grants_is_held_until_confirmed(
 
     status = await wait_status(worker, "HELD")
     assert f"HELD {stricter.digest}: would revoke 20 of 40" in status
+    assert f"newest bundle {stricter.digest} (unsigned)" in status
 
     # A restart keeps the bundle the worker ran (not the held one on the topic) and holds again.
     worker.stop()
