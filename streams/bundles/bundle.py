@@ -113,21 +113,17 @@ class Bundle:
         disk here)."""
         try:
             doc = orjson.loads(raw)
-            if not isinstance(doc, dict):
-                raise TypeError("a bundle record is a JSON object")
-            files = doc["files"]
-            if not isinstance(files, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in files.items()
-            ):
-                raise TypeError("files must map paths to text")
-            key_id, signature = doc.get("key_id"), doc.get("signature")
-            if not isinstance(key_id, str | None) or not isinstance(signature, str | None):
-                raise TypeError("key_id and signature must be strings")
-            digest = doc["digest"]
-            pushed_at, source = int(doc.get("pushed_at", 0)), str(doc.get("source", ""))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        except orjson.JSONDecodeError as exc:
             raise BundleError(f"not a policy bundle record: {exc}", "corrupt") from None
-        check_digest(digest)
+        doc = _check_fields(doc, _BUNDLE_FIELDS, "bundle")
+        files = doc.get("files")
+        if not isinstance(files, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in files.items()
+        ):
+            raise BundleError("bundle record: files must map paths to text", "corrupt")
+        digest = check_digest(doc.get("digest"))
+        pushed_at, source = doc.get("pushed_at") or 0, doc.get("source") or ""
+        key_id, signature = doc.get("key_id"), doc.get("signature")
         if len(files) > MAX_FILES:
             raise BundleError(f"bundle has {len(files)} files (at most {MAX_FILES})", "size")
         total = 0
@@ -202,11 +198,46 @@ def parse_record(raw: bytes | None) -> Bundle | Confirmation:
         raise BundleError(f"not a policy bundle record: {exc}", "corrupt") from None
     if not isinstance(doc, dict) or doc.get("kind") != "confirm":
         return Bundle.from_bytes(raw)
-    try:
-        key_id, signature = doc.get("key_id"), doc.get("signature")
-        if not isinstance(key_id, str | None) or not isinstance(signature, str | None):
-            raise TypeError("key_id and signature must be strings")
-        confirmed_at, source = int(doc.get("confirmed_at", 0)), str(doc.get("source", ""))
-    except (TypeError, ValueError) as exc:
-        raise BundleError(f"not a confirmation record: {exc}", "corrupt") from None
-    return Confirmation(check_digest(doc.get("digest")), confirmed_at, source, key_id, signature)
+    doc = _check_fields(doc, _CONFIRM_FIELDS, "confirmation")
+    return Confirmation(
+        check_digest(doc.get("digest")),
+        doc.get("confirmed_at") or 0,
+        doc.get("source") or "",
+        doc.get("key_id"),
+        doc.get("signature"),
+    )
+
+
+_BUNDLE_FIELDS: dict[str, type] = {
+    "digest": object,  # checked by check_digest (reason "digest")
+    "files": dict,
+    "pushed_at": int,
+    "source": str,
+    "key_id": str,
+    "signature": str,
+}
+_CONFIRM_FIELDS: dict[str, type] = {
+    "kind": str,
+    "digest": object,
+    "confirmed_at": int,
+    "source": str,
+    "key_id": str,
+    "signature": str,
+}
+
+
+def _check_fields(doc: object, fields: dict[str, type], what: str) -> dict[str, Any]:
+    """A JSON object with only the known fields, each of its type or null (invariant 8: an
+    unknown field or a wrong type refuses the record whole)."""
+    if not isinstance(doc, dict):
+        raise BundleError(f"a {what} record is a JSON object", "corrupt")
+    unknown = sorted(set(doc) - set(fields))
+    if unknown:
+        raise BundleError(f"unknown field(s) in a {what} record: {unknown}", "corrupt")
+    for name, kind in fields.items():
+        value = doc.get(name)
+        if value is not None and (
+            not isinstance(value, kind) or (kind is int and isinstance(value, bool))
+        ):
+            raise BundleError(f"{what} record: {name} must be {kind.__name__}", "corrupt")
+    return doc

@@ -222,3 +222,35 @@ def test_push_refuses_a_file_name_workers_would_refuse(tmp_path: Path) -> None:
     assert err.value.reason == "path"
     run = CliRunner().invoke(policy, ["push", str(directory), "--broker", "127.0.0.1:1"])
     assert run.exit_code == 1 and "nothing published" in run.output
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"extra": 1},
+        {"pushed_at": "123"},
+        {"pushed_at": True},
+        {"source": 7},
+        {"signature": 1},
+        {"files": ["document.yaml"]},
+        {"files": {"document.yaml": 1}},
+    ],
+)
+def test_unknown_fields_and_wrong_types_refuse_the_record(
+    bundle: Bundle, change: dict[str, object]
+) -> None:
+    raw = orjson.dumps({**orjson.loads(bundle.to_bytes()), **change})
+    with pytest.raises(BundleError) as err:
+        parse_record(raw)
+    assert err.value.reason == "corrupt"
+    confirm = orjson.loads(Confirmation(bundle.digest, 1, "x").to_bytes())
+    if "files" not in change:
+        with pytest.raises(BundleError):
+            parse_record(orjson.dumps({**confirm, **change}))
+
+
+def test_records_round_trip(bundle: Bundle) -> None:
+    parsed = parse_record(bundle.to_bytes())
+    assert parsed == Bundle(bundle.digest, bundle.files, bundle.pushed_at, bundle.source)
+    confirm = Confirmation(bundle.digest, 5, "ops", "k", "s")
+    assert parse_record(confirm.to_bytes()) == confirm
