@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from streams.bundles.bundle import Bundle
+from streams.bundles.bundle import Bundle, Confirmation
 from streams.bundles.publish import push_bundle
 from streams.bundles.signing import generate_keypair, load_private_key, sign
 from tests.pipeline.test_pipeline_e2e import device_signal, grant
@@ -92,6 +92,13 @@ async def test_only_bundles_signed_by_a_configured_key_are_taken(
     await worker.produce_raw("bundles", b"bundle", orjson.dumps(path_like))
     await wait_rejected(worker, "digest")
     assert (precious / "keep.txt").read_text() == "do not delete"
+    escape = {**orjson.loads(stricter.to_bytes()), "files": {"../../escaped.yaml": "x: 1\n"}}
+    await worker.produce_raw("bundles", b"bundle", orjson.dumps(escape))
+    await wait_rejected(worker, "path")
+    assert not list(tmp_path.rglob("escaped.yaml"))
+    # Confirmations must be signed too.
+    await push_bundle(worker.bootstrap, topic, Confirmation(stricter.digest, 1, "intruder"))
+    await wait_rejected(worker, "unsigned", 2)
     assert worker.health()["policy_digest"] == old
     assert "refused a policy bundle record" in worker.log()
 
