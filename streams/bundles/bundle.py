@@ -31,7 +31,7 @@ DIGEST_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")
 MAX_FILES = 10_000
 MAX_PATH_CHARS = 512
 MAX_TOTAL_CHARS = 16 * 1024 * 1024  # the producer's max request size
-_PATH_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._ +@=-]*")
+_PATH_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._ +@=(),-]*")
 
 
 class BundleError(ValueError):
@@ -50,7 +50,7 @@ def check_digest(value: object) -> str:
 
 
 def check_relative_path(rel: str) -> None:
-    """A bundle file path: ``/``-separated parts of letters, digits and ``._ +@=-``, none empty,
+    """A bundle file path: ``/``-separated parts of letters, digits and ``._ +@=(),-``, none empty,
     none starting with a dot (no ``..``, no absolute paths, no backslashes, no drive letters)."""
     if not rel or len(rel) > MAX_PATH_CHARS:
         raise BundleError(f"unsafe path in bundle: {rel[:80]!r}", "path")

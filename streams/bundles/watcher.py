@@ -12,8 +12,8 @@ failure refuses it (log line, ``vigil_policy_bundle_rejected_total{reason}``) an
 bundle stays. The watcher only offers bundles: whether and when the worker switches is the
 runner's blast-radius guard (``streams.processing.switch``).
 
-After a restart, the bundle the worker ran (kept as ``running.json`` in its bundle directory
-when it came from the topic) is the starting point; see ``start``.
+After a restart, the bundle the worker ran (kept as ``running.json`` in its bundle directory,
+whether it came from the topic or from ``--policies``) is the starting point; see ``start``.
 """
 
 from __future__ import annotations
@@ -37,8 +37,7 @@ from streams.policy import PolicyCompileError, PolicyEngine
 
 log = logging.getLogger(__name__)
 
-RUNNING_FILE = "running.json"
-DIRECTORY_MARKER = "directory"  # running.json of a worker that runs its --policies directory
+RUNNING_FILE = "running.json"  # {"origin": "topic" | "directory", "record": bundle record}
 
 
 def directory_fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
@@ -54,12 +53,13 @@ def directory_fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
 
 @dataclass(frozen=True, slots=True)
 class Offer:
-    """A compiled bundle the worker may switch to; ``raw`` is the verified topic record
-    (None for the ``--policies`` directory)."""
+    """A compiled bundle the worker may switch to, with its record (a verified topic record, or
+    one made from the ``--policies`` directory) so that a restart can run it again."""
 
-    source: str  # "push" | "directory" | "restart"
+    source: str  # "push" | "directory" | "restart" (metric label)
     engine: PolicyEngine
-    raw: bytes | None = None
+    raw: bytes
+    origin: str = "topic"  # "topic" | "directory"
 
     @property
     def digest(self) -> str:
@@ -96,13 +96,13 @@ class BundleWatcher:
     async def start(self) -> Offer | None:
         """Read the bundle topic to its end and choose the bundle to start on.
 
-        * The bundle this worker ran before the restart (``running.json``: the topic record,
-          verified again with the current keys, or a marker for its ``--policies`` directory)
-          is kept: the worker's grants were judged by it.
+        * The bundle this worker ran before the restart (``running.json``; a topic record is
+          verified again with the current keys) is kept: the worker's grants were judged by it.
         * Without one (a new data dir), the newest valid pushed bundle wins over
           ``--policies``, as the other workers run it.
-        * A newer pushed bundle than the one started on is then offered (``poll``) and goes
-          through the runner's blast-radius guard like a live push.
+        * Then a different bundle is offered (``poll``) and goes through the runner's
+          blast-radius guard like a live push: the newest pushed one, or, for a worker that ran
+          its directory, the ``--policies`` directory if it changed while the worker was down.
         """
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._consumer = AIOKafkaConsumer(
@@ -119,16 +119,20 @@ class BundleWatcher:
                 self.confirmed.add(record.digest)
             elif record is not None and newest is None:
                 engine = await self._compile(record)
-                if engine is not None:
+                if engine is not None and raw is not None:
                     newest = Offer("push", engine, raw)
-        kept, running = await self._load_running()
-        start = running if kept else newest
+        running = await self._load_running()
+        start = running or newest
         if start is not None and start.digest != self._latest_digest:
             self._latest_digest = start.digest
         else:
             start = None
         if newest is not None and newest.digest != self._latest_digest:
             self._offer(newest)
+        elif running is not None and running.origin == "directory":
+            directory = await self._directory_offer()
+            if directory is not None:
+                self._offer(directory)
         self._tasks = [asyncio.create_task(self._watch_topic(tp))]
         if self.policies_dir is not None:
             self._tasks.append(asyncio.create_task(self._watch_directory(self.policies_dir)))
@@ -149,33 +153,56 @@ class BundleWatcher:
         return ready
 
     def remember_running(self, offer: Offer) -> None:
-        """Keep the record of the bundle now running for the next start; for a directory bundle
-        a marker (after a restart ``--policies`` is read again)."""
+        """Keep the record of the bundle now running for the next start."""
         path = self.workdir / RUNNING_FILE
-        raw = offer.raw
-        if raw is None:
-            raw = orjson.dumps({"kind": DIRECTORY_MARKER, "digest": offer.digest})
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(raw)
+        tmp.write_bytes(orjson.dumps({"origin": offer.origin, "record": orjson.loads(offer.raw)}))
         os.replace(tmp, path)
 
-    async def _load_running(self) -> tuple[bool, Offer | None]:
-        """(whether this data dir ran a bundle before, that bundle if it came from the topic
-        and is still valid; None for the ``--policies`` directory)."""
+    async def remember_directory(self, digest: str) -> None:
+        """At first start on ``--policies``: keep that bundle (if the directory still has the
+        digest the worker compiled), so that an edit made while the worker is down goes through
+        the guard at the next start instead of being run at once."""
+        offer = await self._directory_offer()
+        if offer is not None and offer.digest == digest:
+            self.remember_running(offer)
+
+    async def _directory_offer(self) -> Offer | None:
+        if self.policies_dir is None:
+            return None
+        try:
+            bundle = await asyncio.to_thread(Bundle.from_directory, self.policies_dir, "directory")
+        except (BundleError, PolicyCompileError, OSError) as exc:
+            metrics.POLICY_BUNDLE_REJECTED.labels("directory", _reason(exc)).inc()
+            log.error("refused the policy directory %s:\n%s", self.policies_dir, exc)
+            return None
+        assert bundle.engine is not None
+        return Offer("directory", bundle.engine, bundle.to_bytes(), "directory")
+
+    async def _load_running(self) -> Offer | None:
+        """The bundle this worker ran before, if its record is still valid. A topic record is
+        verified again (a key removed from the key file no longer counts); a directory record
+        was made by this worker from its own ``--policies`` and is only checked."""
         path = self.workdir / RUNNING_FILE
         try:
-            raw = path.read_bytes()
+            doc = orjson.loads(path.read_bytes())
+            origin, raw = doc["origin"], orjson.dumps(doc["record"])
         except FileNotFoundError:
-            return False, None
-        with contextlib.suppress(orjson.JSONDecodeError):
-            doc = orjson.loads(raw)
-            if isinstance(doc, dict) and doc.get("kind") == DIRECTORY_MARKER:
-                return True, None
-        record = self._check(raw, "restart")
-        if not isinstance(record, Bundle):
-            return False, None
+            return None
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            self._reject("restart", BundleError(f"{path}: {exc}", "corrupt"))
+            return None
+        try:
+            record = Bundle.from_bytes(raw)
+        except BundleError as exc:
+            self._reject("restart", exc)
+            return None
+        if origin != "directory" and self._check(raw, "restart") is None:
+            return None
         engine = await self._compile(record, "restart")
-        return engine is not None, (Offer("restart", engine, raw) if engine else None)
+        if engine is None:
+            return None
+        return Offer("restart", engine, raw, "directory" if origin == "directory" else "topic")
 
     def _offer(self, offer: Offer) -> None:
         if offer.digest == self._latest_digest:
@@ -185,7 +212,7 @@ class BundleWatcher:
         log.warning("policy bundle %s from %s compiled", offer.digest, offer.source)
 
     def _reject(self, source: str, exc: Exception) -> None:
-        reason = exc.reason if isinstance(exc, BundleError) else "compile"
+        reason = _reason(exc)
         metrics.POLICY_BUNDLE_REJECTED.labels(source, reason).inc()
         log.error("refused a policy bundle record from %s (%s): %s", source, reason, exc)
 
@@ -221,7 +248,7 @@ class BundleWatcher:
                         )
                     elif record is not None:
                         engine = await self._compile(record)
-                        if engine is not None:
+                        if engine is not None and rec.value is not None:
                             self._offer(Offer("push", engine, rec.value))
 
     async def _watch_directory(self, directory: Path) -> None:
@@ -231,10 +258,10 @@ class BundleWatcher:
             if fingerprint == self._fingerprint:
                 continue
             self._fingerprint = fingerprint
-            try:
-                engine = await asyncio.to_thread(PolicyEngine.from_directory, directory)
-            except PolicyCompileError as exc:
-                metrics.POLICY_BUNDLE_REJECTED.labels("directory", "compile").inc()
-                log.error("refused the edited policy directory %s:\n%s", directory, exc)
-                continue
-            self._offer(Offer("directory", engine))
+            offer = await self._directory_offer()
+            if offer is not None:
+                self._offer(offer)
+
+
+def _reason(exc: Exception) -> str:
+    return exc.reason if isinstance(exc, BundleError) else "compile"

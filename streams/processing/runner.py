@@ -134,7 +134,7 @@ class PipelineRunner:
             if start is not None:
                 self._use_engine(start)
             else:
-                self.watcher.remember_running(Offer("directory", self.pipeline.engine))
+                await self.watcher.remember_directory(self.pipeline.engine.digest)
         metrics.POLICY_BUNDLE_INFO.labels(self.pipeline.engine.digest).set(1)
         self.producer = AIOKafkaProducer(
             bootstrap_servers=cfg.bootstrap,

@@ -216,7 +216,7 @@ def test_push_refuses_a_file_name_workers_would_refuse(tmp_path: Path) -> None:
 
     directory = tmp_path / "policies"
     shutil.copytree(ROOT / "policies", directory)
-    (directory / "document.yaml").rename(directory / "document (2).yaml")
+    (directory / "document.yaml").rename(directory / "document:2.yaml")
     with pytest.raises(BundleError) as err:
         Bundle.from_directory(directory)
     assert err.value.reason == "path"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -211,3 +212,34 @@ async def wait_status(worker: Worker, text: str, timeout: float = 30) -> str:
             return run.stdout
         assert time.monotonic() < deadline, run.stdout
         await asyncio.sleep(1)
+
+
+async def test_a_policy_directory_edited_while_the_worker_is_down_goes_through_the_guard(
+    start_worker: Callable[..., Worker], tmp_path: Path
+) -> None:
+    worker = start_worker()
+    worker.policies = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", worker.policies)
+    await worker.start()
+    old = worker.health()["policy_digest"]
+    users = [f"bd-{uuid.uuid4().hex[:6]}-{i}" for i in range(12)]
+    await worker.produce(
+        "device",
+        [device_signal(f"{u}-ok", u, "D1", "compliant", "2026-11-29T08:00:00Z") for u in users],
+    )
+    await worker.wait_processed()
+    await worker.produce("grants", [grant(f"{u}-rw", u, ["read", "write"], "D1") for u in users])
+    await worker.wait_processed()
+    worker.stop()
+    stricter = stricter_copy(tmp_path / "stricter")
+    shutil.copy(stricter / "document.yaml", worker.policies / "document.yaml")
+
+    again = start_worker(worker.data_dir, like=worker)
+    again.policies = worker.policies
+    await again.start()
+    assert again.health()["policy_digest"] == old  # the bundle it ran, not the edited directory
+    pending = await wait_pending(again, "held")
+    assert pending["digest"] == Bundle.from_directory(stricter).digest
+    assert (pending["would_revoke"], pending["active_grants"]) == (12, 12)
+    await again.wait_processed()
+    assert await again.read("revocations") == []
