@@ -114,6 +114,8 @@ class BundleWatcher:
         await read_to_end(self._consumer, [tp], lambda rec: records.append(rec.value))
         newest: Offer | None = None
         for raw in reversed(records):
+            if newest is not None and not _is_confirmation(raw):
+                continue  # older than the bundle found: neither used nor reported again
             record = self._check(raw)
             if isinstance(record, Confirmation):
                 self.confirmed.add(record.digest)
@@ -265,3 +267,10 @@ class BundleWatcher:
 
 def _reason(exc: Exception) -> str:
     return exc.reason if isinstance(exc, BundleError) else "compile"
+
+
+def _is_confirmation(raw: bytes | None) -> bool:
+    try:
+        return isinstance(parse_record(raw), Confirmation)
+    except BundleError:
+        return False
