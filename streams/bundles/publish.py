@@ -7,16 +7,26 @@ from aiokafka import AIOKafkaProducer
 
 from streams.bundles.bundle import Bundle, Confirmation
 from streams.kafka.admin import ensure_topics
+from streams.kafka.security import PLAINTEXT, KafkaSecurity
 
 BUNDLE_KEY = b"bundle"  # one key: compaction keeps only the newest bundle
 CONFIRM_KEY = b"confirm"  # and the newest confirmation
 
 
-async def push_bundle(bootstrap: str, topic: str, bundle: Bundle | Confirmation) -> int:
+async def push_bundle(
+    bootstrap: str,
+    topic: str,
+    bundle: Bundle | Confirmation,
+    *,
+    security: KafkaSecurity = PLAINTEXT,
+) -> int:
     """Produce the record (partition 0, acks=all); return its offset."""
-    await ensure_topics(bootstrap, [], 1, compacted=[topic])
+    await ensure_topics(bootstrap, [], 1, compacted=[topic], security=security)
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", max_request_size=16 * 1024 * 1024
+        bootstrap_servers=bootstrap,
+        acks="all",
+        max_request_size=16 * 1024 * 1024,
+        **security.client_kwargs(),
     )
     key = CONFIRM_KEY if isinstance(bundle, Confirmation) else BUNDLE_KEY
     await producer.start()

@@ -10,12 +10,18 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.bundles.bundle import BundleError, Confirmation, parse_record
 from streams.kafka.quirks import read_to_end
+from streams.kafka.security import PLAINTEXT, KafkaSecurity
 
 
-async def read_heartbeats(bootstrap: str, topic: str) -> dict[str, dict[str, Any]]:
+async def read_heartbeats(
+    bootstrap: str, topic: str, *, security: KafkaSecurity = PLAINTEXT
+) -> dict[str, dict[str, Any]]:
     """The newest heartbeat of every worker id on the topic."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=100,
+        **security.client_kwargs(),
     )
     await consumer.start()
     beats: dict[str, dict[str, Any]] = {}
@@ -36,11 +42,16 @@ async def read_heartbeats(bootstrap: str, topic: str) -> dict[str, dict[str, Any
     return beats
 
 
-async def read_bundle_topic(bootstrap: str, topic: str) -> dict[str, Any]:
+async def read_bundle_topic(
+    bootstrap: str, topic: str, *, security: KafkaSecurity = PLAINTEXT
+) -> dict[str, Any]:
     """The newest bundle record on the topic (digest, pushed_at, source, key_id; not verified:
     this is what an operator sees, the workers verify) and the digests confirmed there."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=100,
+        **security.client_kwargs(),
     )
     await consumer.start()
     out: dict[str, Any] = {"newest_bundle": None, "confirmed": []}

@@ -33,6 +33,7 @@ from streams import metrics
 from streams.bundles.bundle import Bundle, BundleError, Confirmation, parse_record
 from streams.bundles.signing import verify
 from streams.kafka.quirks import read_to_end
+from streams.kafka.security import PLAINTEXT, KafkaSecurity
 from streams.policy import PolicyCompileError, PolicyEngine
 
 log = logging.getLogger(__name__)
@@ -79,8 +80,10 @@ class BundleWatcher:
         running_digest: str,
         poll_seconds: float = 1.0,
         public_keys: dict[str, Ed25519PublicKey] | None = None,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         self.bootstrap = bootstrap
+        self.security = security
         self.topic = topic
         self.policies_dir = policies_dir
         self.workdir = workdir
@@ -106,7 +109,10 @@ class BundleWatcher:
         """
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=500
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=500,
+            **self.security.client_kwargs(),
         )
         await self._consumer.start()
         tp = TopicPartition(self.topic, 0)

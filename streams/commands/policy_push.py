@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from streams.commands.common import broker_option, load_settings
+from streams.commands.common import broker_option, kafka_security, load_settings
 
 _SIGN_KEY = click.option(
     "--sign-key",
@@ -71,6 +71,7 @@ def push(
     from streams.policy import PolicyCompileError
 
     settings = load_settings(broker)
+    security = kafka_security(settings)
     private = _signer(sign_key)
     try:
         bundle = Bundle.from_directory(directory)
@@ -89,14 +90,16 @@ def push(
             click.echo(f"{directory}: policy tests fail; nothing published", err=True)
             sys.exit(1)
     if dry_run:
-        _print_dry_run(settings, bundle, output)
+        _print_dry_run(settings, bundle, output, security)
         return
     if private is not None:
         kid, signature = sign(private, bundle.signed_bytes())
         bundle = Bundle(
             bundle.digest, bundle.files, bundle.pushed_at, bundle.source, None, kid, signature
         )
-    offset = asyncio.run(push_bundle(settings.bootstrap_servers, settings.topic_bundles, bundle))
+    offset = asyncio.run(
+        push_bundle(settings.bootstrap_servers, settings.topic_bundles, bundle, security=security)
+    )
     signed = f", signed by {bundle.key_id}" if bundle.key_id else ", unsigned"
     click.echo(
         f"published {bundle.digest} ({len(bundle.files)} files{signed}) to "
@@ -104,13 +107,15 @@ def push(
     )
 
 
-def _print_dry_run(settings: Any, bundle: Any, output: str) -> None:
+def _print_dry_run(settings: Any, bundle: Any, output: str, security: Any) -> None:
     from streams.app import build_pipeline
     from streams.processing.dryrun import dry_run, read_changelog
 
     assert bundle.engine is not None
     pipeline = build_pipeline(settings.model_copy(update={"output_format": "json"}))
-    stores = asyncio.run(read_changelog(settings.bootstrap_servers, settings.topic_changelog))
+    stores = asyncio.run(
+        read_changelog(settings.bootstrap_servers, settings.topic_changelog, security=security)
+    )
     result = dry_run(pipeline, bundle.engine, stores, int(time.time() * 1000))
     report = result.report()
     if output == "json":
@@ -169,7 +174,14 @@ def confirm(broker: str | None, digest: str, sign_key: Path | None) -> None:
     if private is not None:
         kid, signature = sign(private, record.signed_bytes())
         record = Confirmation(record.digest, record.confirmed_at, record.source, kid, signature)
-    offset = asyncio.run(push_bundle(settings.bootstrap_servers, settings.topic_bundles, record))
+    offset = asyncio.run(
+        push_bundle(
+            settings.bootstrap_servers,
+            settings.topic_bundles,
+            record,
+            security=kafka_security(settings),
+        )
+    )
     click.echo(f"confirmed {digest} on {settings.topic_bundles} at offset {offset}")
 
 
@@ -187,8 +199,13 @@ def status(broker: str | None, max_age: float, output: str) -> None:
     from streams.bundles.status import read_bundle_topic, read_heartbeats
 
     settings = load_settings(broker)
-    beats = asyncio.run(read_heartbeats(settings.bootstrap_servers, WORKERS_TOPIC))
-    topic = asyncio.run(read_bundle_topic(settings.bootstrap_servers, settings.topic_bundles))
+    security = kafka_security(settings)
+    beats = asyncio.run(
+        read_heartbeats(settings.bootstrap_servers, WORKERS_TOPIC, security=security)
+    )
+    topic = asyncio.run(
+        read_bundle_topic(settings.bootstrap_servers, settings.topic_bundles, security=security)
+    )
     now = time.time() * 1000
     workers = [
         b

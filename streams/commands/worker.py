@@ -64,6 +64,7 @@ def command(
 
     from streams.app import create_app
     from streams.bundles.signing import KeyFileError
+    from streams.kafka.security import KafkaSecurityError
     from streams.policy import PolicyCompileError
 
     settings = load_settings(
@@ -81,6 +82,8 @@ def command(
     except KeyFileError as exc:
         click.echo(f"--bundle-public-keys: {exc}", err=True)
         sys.exit(2)
+    except KafkaSecurityError as exc:
+        raise click.UsageError(f"invalid Kafka security settings: {exc}") from None
     worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     # faust's spinner handler leaves the root logger at DEBUG: that costs CPU on every record.
     logging.getLogger().setLevel(

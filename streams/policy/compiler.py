@@ -126,8 +126,10 @@ class Compiler:
             self._issue(file, path, "must not contain duplicates")
         return list(value)
 
-    def _params(self, file: str, path: str, body: dict[str, Any]) -> Inliner:
-        """Variables and constants of a policy: `import`ed export sets, then `local`."""
+    def _params(self, file: str, path: str, body: dict[str, Any], top_level: Any = None) -> Inliner:
+        """Variables and constants of a policy: `import`ed export sets, then `local`, then the
+        deprecated top-level `variables:` map of the document (still honoured by Cerbos; a name
+        defined there and in the policy is an error, as in Cerbos)."""
         variables: dict[str, str] = {}
         constants: dict[str, Any] = {}
         imported_vars: set[str] = set()
@@ -178,6 +180,18 @@ class Compiler:
                         f"(import {origin[str(name)]} and local)",
                     )
                 target[str(name)] = value
+        top_names: set[str] = set()
+        for name, value in (top_level or {}).items():
+            if name in variables:
+                self._issue(
+                    file,
+                    f"variables.{name}",
+                    f"variable '{name}' has multiple definitions (in {path}.variables and in "
+                    "the deprecated top-level variables)",
+                )
+                continue
+            variables[name] = value
+            top_names.add(name)
         try:
             inliner = Inliner(variables, constants)
         except SubstitutionError as exc:
@@ -189,7 +203,10 @@ class Compiler:
             try:
                 inliner.expand(f"V.{name}")
             except SubstitutionError as exc:
-                self._issue(file, f"{path}.variables.local.{name}", str(exc))
+                where = (
+                    f"variables.{name}" if name in top_names else f"{path}.variables.local.{name}"
+                )
+                self._issue(file, where, str(exc))
         return inliner
 
     def _match(self, file: str, path: str, match: Any, inliner: Inliner) -> Condition | None:
@@ -269,11 +286,11 @@ class Compiler:
         if not isinstance(doc, dict):
             self._issue(file, base, "must be a mapping")
             return None
-        name = doc.get("name")
-        if not isinstance(name, str) or not _NAME_RE.match(name):
-            self._issue(file, f"{base}.name", "must be a valid name")
+        name = doc.get("name")  # its pattern is checked by docspec (Cerbos: ^[\w\-\.]+$)
+        if not isinstance(name, str) or not name:
+            self._issue(file, f"{base}.name", "is required")
             name = ""
-        inliner = self._params(file, base, doc)
+        inliner = self._params(file, base, doc, lf.document.get("variables"))
         out = _DerivedRoleSet(name, file)
         defs = doc.get("definitions")
         if not isinstance(defs, list) or not defs:
@@ -285,8 +302,8 @@ class Compiler:
                 self._issue(file, p, "must be a mapping")
                 continue
             dname = d.get("name")
-            if not isinstance(dname, str) or not _NAME_RE.match(dname):
-                self._issue(file, f"{p}.name", "must be a valid name")
+            if not isinstance(dname, str) or not dname:
+                self._issue(file, f"{p}.name", "is required")
                 continue
             if dname in out.roles:
                 self._issue(file, f"{p}.name", f"duplicate derived role '{dname}'")
@@ -316,7 +333,7 @@ class Compiler:
             self._issue(file, f"{base}.scope", "must be dot-separated name segments")
             scope = ""
         perms = self._scope_permissions(file, base, doc)
-        inliner = self._params(file, base, doc)
+        inliner = self._params(file, base, doc, lf.document.get("variables"))
 
         imported: dict[str, DerivedRole] = {}
         imports = self._str_list(
@@ -375,14 +392,17 @@ class Compiler:
             return OVERRIDE_PARENT
         return str(perms)
 
-    def _output(self, file: str, p: str, out: Any, inliner: Inliner) -> tuple[Any, Any]:
+    def _output(
+        self, file: str, p: str, out: Any, inliner: Inliner
+    ) -> tuple[Any, Any, tuple[str, ...]]:
         """`output.expr` (older form: on activation) or `output.when.{ruleActivated,
-        conditionNotMet}`, compiled with the policy's variables and constants inlined."""
+        conditionNotMet}`, compiled with the policy's variables and constants inlined; also
+        returns the inlined sources."""
         if out is None:
-            return None, None
+            return None, None, ()
         if not isinstance(out, dict):
             self._issue(file, f"{p}.output", "must be a mapping")
-            return None, None
+            return None, None, ()
         srcs: dict[str, Any] = {}
         if out.get("expr") is not None:
             srcs["ruleActivated"] = (f"{p}.output.expr", out["expr"])
@@ -395,17 +415,20 @@ class Compiler:
                 if when.get(k) is not None:
                     srcs[k] = (f"{p}.output.when.{k}", when[k])
         progs: dict[str, Any] = {}
+        expanded: list[str] = []
         for k, (path, src) in srcs.items():
             if not isinstance(src, str) or not src.strip():
                 self._issue(file, path, "must be a non-empty CEL expression string")
                 continue
             try:
-                progs[k] = self._env.compile(inliner.expand(src))
+                text = inliner.expand(src)
+                progs[k] = self._env.compile(text)
+                expanded.append(text)
             except SubstitutionError as exc:
                 self._issue(file, path, str(exc))
             except RuntimeError as exc:
                 self._issue(file, path, f"invalid CEL expression: {_clean(exc)}")
-        return progs.get("ruleActivated"), progs.get("conditionNotMet")
+        return progs.get("ruleActivated"), progs.get("conditionNotMet"), tuple(expanded)
 
     def _action_matchers(self, file: str, p: str, actions: list[str]) -> list[Any] | None:
         out = []
@@ -442,9 +465,13 @@ class Compiler:
             return None
         principal, version, scope = self._head(file, base, doc, "principal")
         perms = self._scope_permissions(file, base, doc)
-        inliner = self._params(file, base, doc)
+        inliner = self._params(file, base, doc, lf.document.get("variables"))
         rules: list[Rule] = []
+        resources: dict[str, str] = {}  # resource -> path of its rule (Cerbos' policy.Validate)
         for p, rr, res, res_matcher in self._resource_rules(file, base, doc):
+            if res in resources:
+                self._issue(file, p, f"duplicate resource '{res}' (also at {resources[res]})")
+            resources.setdefault(res, p)
             acts = rr.get("actions")
             if not isinstance(acts, list) or not acts:
                 self._issue(file, f"{p}.actions", "must be a non-empty list")
@@ -465,6 +492,9 @@ class Compiler:
                 elif not isinstance(name, str) or not _NAME_RE.match(name):
                     self._issue(file, f"{ap}.name", "must be a valid name")
                     continue
+                elif name in names:
+                    self._issue(file, f"{ap}.name", f"duplicate action rule name '{name}'")
+                    continue
                 matchers = self._action_matchers(file, f"{ap}.action", [action])
                 effect = a.get("effect")
                 if effect not in (EFFECT_ALLOW, EFFECT_DENY):
@@ -472,7 +502,7 @@ class Compiler:
                     continue
                 n_before = len(self.issues)
                 cond = self._condition(file, f"{ap}.condition", a.get("condition"), inliner)
-                on, off = self._output(file, ap, a.get("output"), inliner)
+                on, off, out_src = self._output(file, ap, a.get("output"), inliner)
                 if len(self.issues) != n_before or matchers is None:
                     continue
                 names.add(name)
@@ -488,6 +518,7 @@ class Compiler:
                     resource_matchers=(res_matcher,),
                     output_activated=on,
                     output_not_met=off,
+                    output_sources=out_src,
                 )
                 if perms == REQUIRE_PARENTAL_CONSENT:
                     rule.negated = rule.effect == EFFECT_ALLOW and cond is not None
@@ -505,7 +536,7 @@ class Compiler:
         parents = self._str_list(
             file, f"{base}.parentRoles", doc.get("parentRoles"), required=False
         )
-        inliner = self._params(file, base, doc)
+        inliner = self._params(file, base, doc, lf.document.get("variables"))
         rules: list[RoleRule] = []
         for p, rr, _res, res_matcher in self._resource_rules(file, base, doc):
             acts = self._str_list(file, f"{p}.allowActions", rr.get("allowActions"), required=True)
@@ -549,9 +580,15 @@ class Compiler:
         if not isinstance(doc, dict):
             self._issue(file, kind, "must be a mapping")
             return
+        if lf.document.get("variables"):  # as Cerbos' policy.Validate
+            self._issue(
+                file,
+                "variables",
+                f"{kind} policies do not support the deprecated top-level variables field",
+            )
         name = doc.get("name")
-        if not isinstance(name, str) or not _NAME_RE.match(name):
-            self._issue(file, f"{kind}.name", "must be a valid name")
+        if not isinstance(name, str) or not name:
+            self._issue(file, f"{kind}.name", "is required")
             return
         defs = doc.get("definitions")
         if not isinstance(defs, dict) or not defs:
@@ -648,7 +685,7 @@ class Compiler:
             ok = False
         n_before = len(self.issues)
         cond = self._condition(file, f"{p}.condition", r.get("condition"), inliner)
-        on, off = self._output(file, p, r.get("output"), inliner)
+        on, off, out_src = self._output(file, p, r.get("output"), inliner)
         if len(self.issues) != n_before or not ok:
             return None
         return Rule(
@@ -662,6 +699,7 @@ class Compiler:
             cond,
             output_activated=on,
             output_not_met=off,
+            output_sources=out_src,
         )
 
 

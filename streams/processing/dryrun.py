@@ -15,6 +15,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.kafka.security import PLAINTEXT, KafkaSecurity
 from streams.policy import PolicyEngine
 from streams.processing.pipeline import Pipeline, WouldRevoke
 from streams.state.store import GRANT_PREFIX, SIGNAL_PREFIX, MemoryStore
@@ -57,12 +58,17 @@ class DryRun:
         }
 
 
-async def read_changelog(bootstrap: str, topic: str) -> dict[int, MemoryStore]:
+async def read_changelog(
+    bootstrap: str, topic: str, *, security: KafkaSecurity = PLAINTEXT
+) -> dict[int, MemoryStore]:
     """The newest value of every key of every changelog partition, as in-memory stores."""
     from streams.kafka.quirks import read_to_end
 
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=100,
+        **security.client_kwargs(),
     )
     await consumer.start()
     try:

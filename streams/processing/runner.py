@@ -34,6 +34,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from streams import metrics
 from streams.bundles.watcher import BundleWatcher, Offer
 from streams.kafka.quirks import read_to_end
+from streams.kafka.security import PLAINTEXT, KafkaSecurity
 from streams.processing.pipeline import Pipeline
 from streams.processing.records import BatchResult, InRecord, OutRecord
 from streams.processing.switch import GuardLimits, PendingSwitch
@@ -68,8 +69,10 @@ class RunnerConfig:
         commit_interval_s: float = 0.5,
         expiry_sweep_rate: int = 1000,
         guard: GuardLimits | None = None,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         self.guard = guard or GuardLimits()
+        self.security = security
         self.expiry_sweep_rate = expiry_sweep_rate
         self.reevaluation_rate = reevaluation_rate
         self.commit_interval_s = commit_interval_s
@@ -142,6 +145,7 @@ class PipelineRunner:
             linger_ms=cfg.linger_ms,
             max_batch_size=256 * 1024,
             max_request_size=4 * 1024 * 1024,
+            **cfg.security.client_kwargs(),
         )
         await self.producer.start()
         self._restorer = AIOKafkaConsumer(
@@ -149,6 +153,7 @@ class PipelineRunner:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=100,
+            **cfg.security.client_kwargs(),
         )
         await self._restorer.start()
         self.consumer = AIOKafkaConsumer(
@@ -161,6 +166,7 @@ class PipelineRunner:
             session_timeout_ms=cfg.session_timeout_ms,
             heartbeat_interval_ms=cfg.heartbeat_interval_ms,
             partition_assignment_strategy=(RangePartitionAssignor,),
+            **cfg.security.client_kwargs(),
         )
         self.consumer.subscribe(cfg.input_topics, listener=_Rebalance(self))
         await self.consumer.start()
@@ -312,7 +318,8 @@ class PipelineRunner:
 
     async def _expiry_step(self) -> None:
         """Sweep the owned grant states round-robin at ``expiry_sweep_rate`` subjects/s, so a
-        grant expires even when its subject sends nothing (events expire it earlier)."""
+        grant expires, and a grant whose policies read the clock is evaluated again, even when
+        its subject sends nothing (``Pipeline.sweep``; events expire grants earlier)."""
         now = time.monotonic()
         rate = self.config.expiry_sweep_rate
         self._sweep_budget = min(float(rate), self._sweep_budget + (now - self._sweep_at) * rate)
@@ -330,8 +337,8 @@ class PipelineRunner:
             self._sweep_turn += 1
             return
         self._sweep[partition] = keys[-1]
-        result = self.pipeline.expire(keys, self.stores[partition], int(time.time() * 1000))
-        if result.changed_states:
+        result = self.pipeline.sweep(keys, self.stores[partition], int(time.time() * 1000))
+        if result.changed_states or result.outputs:
             await self._commit_effects({partition: result})
 
     async def _reevaluation_step(self) -> None:
