@@ -254,3 +254,17 @@ def test_records_round_trip(bundle: Bundle) -> None:
     assert parsed == Bundle(bundle.digest, bundle.files, bundle.pushed_at, bundle.source)
     confirm = Confirmation(bundle.digest, 5, "ops", "k", "s")
     assert parse_record(confirm.to_bytes()) == confirm
+
+
+def test_a_signed_confirmation_verifies_and_a_changed_one_does_not(
+    bundle: Bundle, tmp_path: Path
+) -> None:
+    keys = load_public_keys(generate_keypair(tmp_path / "k"))
+    unsigned = Confirmation(bundle.digest, 5, "ops")
+    kid, signature = sign(load_private_key(tmp_path / "k"), unsigned.signed_bytes())
+    record = parse_record(Confirmation(bundle.digest, 5, "ops", kid, signature).to_bytes())
+    verify(keys, record.signed_bytes(), record.key_id, record.signature)
+    other = Confirmation("sha256:" + "2" * 64, 5, "ops", kid, signature)
+    with pytest.raises(BundleError) as err:
+        verify(keys, other.signed_bytes(), other.key_id, other.signature)
+    assert err.value.reason == "bad-signature"
