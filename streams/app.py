@@ -10,6 +10,7 @@ on these machines; see docs/performance.md).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import tempfile
@@ -23,17 +24,21 @@ from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams import metrics
+from streams.bundles.signing import load_public_keys
 from streams.bundles.watcher import BundleWatcher
 from streams.kafka.admin import ensure_topics
 from streams.kafka.security import KafkaSecurity
 from streams.policy import PolicyEngine
 from streams.processing.pipeline import Pipeline, Topics
 from streams.processing.runner import PipelineRunner, RunnerConfig
+from streams.processing.switch import GuardLimits
 from streams.settings import Settings
 from streams.state.risk import RiskModel
 
 WORKERS_TOPIC = "vigil.workers"
 HEARTBEAT_SECONDS = 5.0
+
+log = logging.getLogger(__name__)
 
 
 def build_pipeline(settings: Settings) -> Pipeline:
@@ -71,6 +76,7 @@ def runner_config(settings: Settings, security: KafkaSecurity) -> RunnerConfig:
         reevaluation_rate=settings.reevaluation_rate,
         expiry_sweep_rate=settings.expiry_sweep_rate,
         max_task_idle_ms=settings.max_task_idle_ms,
+        guard=GuardLimits(settings.bundle_max_revoke_share, settings.bundle_max_revoke_count),
     )
 
 
@@ -91,12 +97,22 @@ def bundle_watcher(
         if in_memory(settings)
         else settings.data_dir / "bundles"
     )
+    keys = None
+    if settings.bundle_public_keys is not None:
+        keys = load_public_keys(settings.bundle_public_keys)  # KeyFileError: refuse to start
+    else:
+        log.warning(
+            "no --bundle-public-keys: bundle records on %s are not verified; anyone who can "
+            "write that topic sets policy for every worker",
+            settings.topic_bundles,
+        )
     return BundleWatcher(
         bootstrap=settings.bootstrap_servers,
         topic=settings.topic_bundles,
         policies_dir=settings.policies,
         workdir=workdir,
         running_digest=running_digest,
+        public_keys=keys,
         security=security,
     )
 
@@ -189,6 +205,10 @@ def create_app(settings: Settings) -> faust.App:
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 metrics.DEADLETTERS.labels("heartbeat").inc()
 
+    def pending_bundle() -> dict[str, Any] | None:
+        pending = service.runner.pending
+        return pending.report() if pending is not None else None
+
     @app.timer(HEARTBEAT_SECONDS)
     async def heartbeat() -> None:
         beat = {
@@ -196,6 +216,8 @@ def create_app(settings: Settings) -> faust.App:
             "policy_digest": pipeline.engine.digest,
             "partitions": sorted(service.runner.stores),
             "reevaluating_partitions": service.runner.reevaluating,
+            "pending_bundle": pending_bundle(),
+            "group_id": settings.group_id,
             "ready": service.runner.ready.is_set(),
             "at": int(time.time() * 1000),
         }
@@ -213,6 +235,7 @@ def create_app(settings: Settings) -> faust.App:
             "partitions": sorted(service.runner.stores),
             "policy_digest": pipeline.engine.digest,
             "reevaluating_partitions": service.runner.reevaluating,
+            "pending_bundle": pending_bundle(),
         }
         return web.json(body, status=200 if ready else 503)
 

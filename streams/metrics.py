@@ -53,8 +53,18 @@ POLICY_BUNDLE_SWITCHES = Counter(
 )
 POLICY_BUNDLE_REJECTED = Counter(
     "vigil_policy_bundle_rejected_total",
-    "Policy bundles refused (compile error or corrupt record), by source",
-    ["source"],
+    "Policy bundle records refused, by source (push, directory, restart) and reason (corrupt, "
+    "digest, path, size, unsigned, unknown-key, bad-signature, compile)",
+    ["source", "reason"],
+)
+POLICY_BUNDLE_HELD = Gauge(
+    "vigil_policy_bundle_held",
+    "1 while a pushed bundle is held by the blast-radius guard (operator must confirm or roll "
+    "back)",
+)
+POLICY_BUNDLE_WOULD_REVOKE = Gauge(
+    "vigil_policy_bundle_would_revoke_grants",
+    "Owned active grants the pending (evaluating or held) bundle would revoke; 0 when none",
 )
 POLICY_BUNDLE_INFO = Gauge(
     "vigil_policy_bundle_info", "The running policy bundle (value 1)", ["digest"]

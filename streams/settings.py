@@ -216,6 +216,26 @@ class Settings(BaseSettings):
         "its Kafka record timestamp) before it is dead-lettered as event-time-in-future.",
     )
 
+    bundle_public_keys: Path | None = Field(
+        default=None,
+        description="Ed25519 public keys (PEM, OpenSSH or base64 lines); when set, a worker "
+        "accepts only bundle records signed by one of them. Unset: anyone who can write the "
+        "bundle topic sets policy.",
+    )
+    bundle_max_revoke_share: float = Field(
+        default=0.10,
+        ge=0.0,
+        le=1.0,
+        description="Blast-radius guard: hold a bundle switch that would revoke more than this "
+        "share of a worker's active grants (and more than bundle_max_revoke_count).",
+    )
+    bundle_max_revoke_count: int = Field(
+        default=10,
+        ge=0,
+        description="Blast-radius guard: a switch that revokes at most this many grants is never "
+        "held.",
+    )
+
     kafka_security_protocol: KafkaSecurityProtocol = Field(
         default="PLAINTEXT",
         description="How every Kafka client connects: PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL.",

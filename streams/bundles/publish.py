@@ -1,20 +1,26 @@
-"""Publish a policy bundle to the compacted bundle topic that every worker follows."""
+"""Publish a policy bundle (or a confirmation) to the compacted bundle topic that every worker
+follows."""
 
 from __future__ import annotations
 
 from aiokafka import AIOKafkaProducer
 
-from streams.bundles.bundle import Bundle
+from streams.bundles.bundle import Bundle, Confirmation
 from streams.kafka.admin import ensure_topics
 from streams.kafka.security import PLAINTEXT, KafkaSecurity
 
 BUNDLE_KEY = b"bundle"  # one key: compaction keeps only the newest bundle
+CONFIRM_KEY = b"confirm"  # and the newest confirmation
 
 
 async def push_bundle(
-    bootstrap: str, topic: str, bundle: Bundle, *, security: KafkaSecurity = PLAINTEXT
+    bootstrap: str,
+    topic: str,
+    bundle: Bundle | Confirmation,
+    *,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> int:
-    """Produce the bundle (partition 0, acks=all); return its offset."""
+    """Produce the record (partition 0, acks=all); return its offset."""
     await ensure_topics(bootstrap, [], 1, compacted=[topic], security=security)
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
@@ -22,9 +28,10 @@ async def push_bundle(
         max_request_size=16 * 1024 * 1024,
         **security.client_kwargs(),
     )
+    key = CONFIRM_KEY if isinstance(bundle, Confirmation) else BUNDLE_KEY
     await producer.start()
     try:
-        meta = await producer.send_and_wait(topic, bundle.to_bytes(), key=BUNDLE_KEY, partition=0)
+        meta = await producer.send_and_wait(topic, bundle.to_bytes(), key=key, partition=0)
         return int(meta.offset)
     finally:
         await producer.stop()

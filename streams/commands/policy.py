@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import click
 import orjson
 
-from streams.commands.policy_push import push
+from streams.commands.policy_push import confirm, keygen, push, status
 from streams.policy.api import (
     RequestError,
     UnsupportedOption,
@@ -262,5 +262,8 @@ def eval_cmd(directory: Path, now: str | None, unverified_jwt: bool, **engine: A
 
 
 policy.add_command(push)
+policy.add_command(keygen)
+policy.add_command(confirm)
+policy.add_command(status)
 
 command: click.Command = policy

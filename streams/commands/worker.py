@@ -38,6 +38,14 @@ from streams.commands.common import broker_option, load_settings
     help="HTTP port for /metrics, /healthz, /_cerbos/health (default 6066).",
 )
 @click.option(
+    "--bundle-public-keys",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    envvar="VIGIL_BUNDLE_PUBLIC_KEYS",
+    show_envvar=True,
+    default=None,
+    help="Ed25519 public keys; accept only policy bundles signed by one of them.",
+)
+@click.option(
     "--loglevel",
     type=click.Choice(["crit", "error", "warn", "info", "debug"]),
     default="warn",
@@ -48,20 +56,31 @@ def command(
     policies: Path | None,
     data_dir: Path | None,
     web_port: int | None,
+    bundle_public_keys: Path | None,
     loglevel: str,
 ) -> None:
     """Consume signals and grants, keep subject state, publish decisions and revocations."""
     from faust import Worker
 
     from streams.app import create_app
+    from streams.bundles.signing import KeyFileError
     from streams.kafka.security import KafkaSecurityError
     from streams.policy import PolicyCompileError
 
-    settings = load_settings(broker, policies=policies, data_dir=data_dir, web_port=web_port)
+    settings = load_settings(
+        broker,
+        policies=policies,
+        data_dir=data_dir,
+        web_port=web_port,
+        bundle_public_keys=bundle_public_keys,
+    )
     try:
         app = create_app(settings)
     except PolicyCompileError as exc:
         click.echo(f"policy bundle in {settings.policies} does not compile:\n{exc}", err=True)
+        sys.exit(2)
+    except KeyFileError as exc:
+        click.echo(f"--bundle-public-keys: {exc}", err=True)
         sys.exit(2)
     except KafkaSecurityError as exc:
         raise click.UsageError(f"invalid Kafka security settings: {exc}") from None

@@ -25,6 +25,7 @@ from streams.models.signal import Signal, SignalInvalid, validate_signal
 from streams.models.timeparse import to_rfc3339
 from streams.policy import CheckMemo, PolicyEngine
 from streams.processing.evaluation import (
+    ALLOW,
     Cause,
     Evaluation,
     evaluate_grant,
@@ -473,6 +474,39 @@ class Pipeline:
         self._tally.flush()
         return result
 
+    def would_revoke(
+        self, engine: PolicyEngine, grant_keys: Sequence[bytes], store: PartitionStore, now_ms: int
+    ) -> tuple[int, list[WouldRevoke]]:
+        """Dry run of a bundle switch: evaluate the active grants of these subjects with
+        ``engine`` and return (active grants seen, the grants it would revoke). Produces no
+        output, writes no state, touches no metric (the blast-radius guard and
+        ``vigil policy push --dry-run``)."""
+        memo = engine.new_memo(now=datetime.fromtimestamp(now_ms / 1000, tz=UTC))
+        cause = Cause("policy-change", engine.digest, now_ms)
+        active = 0
+        revoked: list[WouldRevoke] = []
+        for gkey, raw_grants in zip(grant_keys, store.get_many(list(grant_keys)), strict=True):
+            if raw_grants is None:
+                continue
+            skey = gkey[len(GRANT_PREFIX) :]
+            key = skey.decode()
+            try:
+                grants = orjson.loads(raw_grants)
+                raw_signals = store.get(signal_key(skey))
+                signals = orjson.loads(raw_signals) if raw_signals else new_signal_state()
+                snapshot = subject_snapshot(signals, self.risk)
+                for grant in grants["grants"].values():
+                    expires_at = grant.get("expires_at")
+                    if expires_at and expires_at <= now_ms:
+                        continue
+                    active += 1
+                    ev = evaluate_grant(engine, grant, key, snapshot, signals, cause, now_ms, memo)
+                    if ev.revocation is not None:
+                        revoked.append(_would_revoke(key, ev.decision))
+            except Exception:  # as in reevaluate: a broken subject is skipped, not revoked
+                log.exception("dry evaluation of subject %s failed", key)
+        return active, revoked
+
     def sweep(self, grant_keys: Sequence[bytes], store: PartitionStore, now_ms: int) -> BatchResult:
         """The background pass over these subjects' grant states, for subjects that receive no
         events: grants past ``expires_at`` expire (Decision + Revocation, cause ``expiry``),
@@ -625,6 +659,32 @@ class Pipeline:
             keep_until = (grant.get("expires_at") or now_ms) + TOMBSTONE_RETENTION_MS
             state["revoked"][grant_id] = [grant["issued_at"], keep_until]
         self._publish(key, ev, cause.kind, result)
+
+
+@dataclass(frozen=True, slots=True)
+class WouldRevoke:
+    """A grant a candidate bundle would revoke: (action, policy, cause) per denied action;
+    cause is ``rule <name>``, ``no matching rule`` or ``evaluation error``."""
+
+    subject: str
+    grant_id: str
+    denied: tuple[tuple[str, str, str], ...]
+
+
+def _would_revoke(subject: str, decision: dict[str, Any]) -> WouldRevoke:
+    error = bool(decision["errors"])
+    denied = tuple(
+        (
+            a["action"],
+            a["policy"] or "",
+            "evaluation error"
+            if error
+            else (f"rule {a['rule']}" if a["rule"] else "no matching rule"),
+        )
+        for a in decision["actions"]
+        if a["effect"] != ALLOW
+    )
+    return WouldRevoke(subject, decision["grant_id"], denied)
 
 
 class _Subject:

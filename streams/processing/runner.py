@@ -37,14 +37,14 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
 from streams import metrics
-from streams.bundles.watcher import BundleWatcher
+from streams.bundles.watcher import BundleWatcher, Offer
 from streams.kafka.lag import has_unfetched
 from streams.kafka.quirks import read_to_end
 from streams.kafka.security import PLAINTEXT, KafkaSecurity
-from streams.policy import PolicyEngine
 from streams.processing.merge import PartitionMerger
 from streams.processing.pipeline import Pipeline
 from streams.processing.records import BatchResult, InRecord, OutRecord
+from streams.processing.switch import GuardLimits, PendingSwitch
 from streams.state.store import (
     CHANGELOG_OFFSET,
     GRANT_PREFIX,
@@ -75,9 +75,11 @@ class RunnerConfig:
         reevaluation_rate: int = 1000,
         commit_interval_s: float = 0.5,
         expiry_sweep_rate: int = 1000,
+        guard: GuardLimits | None = None,
         security: KafkaSecurity = PLAINTEXT,
         max_task_idle_ms: int = 500,
     ) -> None:
+        self.guard = guard or GuardLimits()
         self.security = security
         self.max_task_idle_ms = max_task_idle_ms
         self.expiry_sweep_rate = expiry_sweep_rate
@@ -143,15 +145,18 @@ class PipelineRunner:
         # Seconds spent waiting for fetches: the merges' idle clock. Time spent processing does
         # not count, or a slow batch of one partition would use up another's wait for its fetch.
         self._poll_clock = 0.0
+        self.pending: PendingSwitch | None = None  # a bundle switch the guard evaluates or holds
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
         cfg = self.config
         if self.watcher is not None:
-            pushed = await self.watcher.start()
-            if pushed is not None:
-                self._use_engine(pushed, "push")
+            start = await self.watcher.start()
+            if start is not None:
+                self._use_engine(start)
+            else:
+                await self.watcher.remember_directory(self.pipeline.engine.digest)
         metrics.POLICY_BUNDLE_INFO.labels(self.pipeline.engine.digest).set(1)
         self.producer = AIOKafkaProducer(
             bootstrap_servers=cfg.bootstrap,
@@ -223,6 +228,8 @@ class PipelineRunner:
                 if self._mergers:
                     await self._process()
                 self._maybe_switch_bundle()
+                if self.pending is not None and self.pending.state == "evaluating":
+                    self._guard_step()
                 if self._scans:
                     await self._reevaluation_step()
                 await self._expiry_step()
@@ -252,15 +259,77 @@ class PipelineRunner:
         return sorted(self._scans)
 
     def _maybe_switch_bundle(self) -> None:
+        """Take a newly offered bundle into the blast-radius guard; switch to a held one once
+        an operator confirmed its digest."""
         if self.watcher is None:
             return
-        update = self.watcher.poll()
-        if update is None:
-            return
-        source, engine = update
-        self._use_engine(engine, source)
+        offer = self.watcher.poll()
+        if offer is not None:
+            self._consider(offer)
+        pending = self.pending
+        held = pending is not None and pending.state == "held"
+        if held and pending is not None and pending.offer.digest in self.watcher.confirmed:
+            log.warning("held policy bundle %s confirmed; switching", pending.offer.digest)
+            self._use_engine(pending.offer)
 
-    def _use_engine(self, engine: PolicyEngine, source: str) -> None:
+    def _consider(self, offer: Offer) -> None:
+        assert self.watcher is not None
+        if self.pending is not None:
+            log.warning(
+                "policy bundle %s replaces pending %s", offer.digest, self.pending.offer.digest
+            )
+            self._clear_pending()
+        if offer.digest == self.pipeline.engine.digest:
+            log.warning("policy bundle %s is the running one: nothing to switch", offer.digest)
+            self.watcher.remember_running(offer)
+            return
+        if offer.digest in self.watcher.confirmed:
+            self._use_engine(offer)
+            return
+        self.pending = PendingSwitch(offer, dict.fromkeys(self.stores))
+        log.warning("policy bundle %s: counting the grants it would revoke", offer.digest)
+
+    def _guard_step(self) -> None:
+        """Dry-evaluate a chunk of owned grants with the pending bundle; at the end, switch or
+        hold (``streams.processing.switch``)."""
+        pending = self.pending
+        assert pending is not None
+        if not self.ready.is_set():
+            return  # partitions not restored yet: nothing to count against
+        if not pending.step(self.pipeline, self.stores, int(time.time() * 1000)):
+            metrics.POLICY_BUNDLE_WOULD_REVOKE.set(pending.would_revoke)
+            return
+        metrics.POLICY_BUNDLE_WOULD_REVOKE.set(pending.would_revoke)
+        if not self.config.guard.holds(pending.would_revoke, pending.active):
+            self._use_engine(pending.offer)
+            return
+        pending.state = "held"
+        metrics.POLICY_BUNDLE_HELD.set(1)
+        log.error(
+            "policy bundle %s HELD: it would revoke %d of %d active grants on this worker "
+            "(limits: more than %d grants and more than %.0f%%); nothing revoked, bundle %s "
+            "keeps running; confirm with `vigil policy confirm %s` or push another bundle. "
+            "Top causes: %s",
+            pending.offer.digest,
+            pending.would_revoke,
+            pending.active,
+            self.config.guard.max_revoke_count,
+            self.config.guard.max_revoke_share * 100,
+            self.pipeline.engine.digest,
+            pending.offer.digest,
+            pending.report()["by_cause"][:5],
+        )
+
+    def _clear_pending(self) -> None:
+        self.pending = None
+        metrics.POLICY_BUNDLE_HELD.set(0)
+        metrics.POLICY_BUNDLE_WOULD_REVOKE.set(0)
+
+    def _use_engine(self, offer: Offer) -> None:
+        self._clear_pending()
+        engine, source = offer.engine, offer.source
+        if self.watcher is not None:
+            self.watcher.remember_running(offer)
         old = self.pipeline.engine.digest
         self.pipeline.set_engine(engine)
         metrics.POLICY_BUNDLE_SWITCHES.labels(source).inc()
@@ -326,12 +395,14 @@ class PipelineRunner:
 
     def _poll_timeout_ms(self) -> int:
         """How long the next fetch may wait: never past the moment a merge stops waiting for a
-        lagging input, and not at all while re-evaluating."""
+        lagging input, and not at all while re-evaluating or counting a pending bundle."""
+        if self._scans or (self.pending is not None and self.pending.state == "evaluating"):
+            return 0
         clock = self._poll_clock
         waits = [w for m in self._mergers.values() if (w := m.wait_left(clock)) is not None]
         if waits:
             return min(100, int(min(waits) * 1000) + 1)
-        return 0 if self._scans else 100
+        return 100
 
     def _buffer(self, data: dict[TopicPartition, list[Any]]) -> None:
         """Queue fetched records per partition number, in offset order, without applying them."""
@@ -512,6 +583,8 @@ class PipelineRunner:
             self._uncommitted = {
                 tp: o for tp, o in self._uncommitted.items() if tp.partition not in gone
             }
+            if self.pending is not None and self.pending.state == "evaluating":
+                self.pending.restart(sorted(set(self.stores) - gone))
             for partition in gone:
                 self._mergers.pop(partition, None)
                 self._scans.pop(partition, None)
@@ -531,6 +604,8 @@ class PipelineRunner:
                     # Grants judged by another bundle (a switch while this worker was down, or
                     # before the partition moved here) are found and re-evaluated by a scan.
                     self._scans.setdefault(partition, None)
+            if self.pending is not None and self.pending.state == "evaluating":
+                self.pending.restart(sorted(self.stores))
             await self._seek_applied(assigned)
             metrics.ASSIGNED_PARTITIONS.set(len(self.stores))
         self.ready.set()

@@ -62,6 +62,9 @@ async def test_pushed_stricter_bundle_revokes_exactly_what_it_no_longer_allows(
     start_worker: Callable[..., Worker], tmp_path: Path
 ) -> None:
     worker = start_worker()
+    # Half the grants go: the blast-radius guard would hold this switch (tested on its own in
+    # test_pipeline_bundle_guard.py); here it is off.
+    worker.extra_env["VIGIL_BUNDLE_MAX_REVOKE_SHARE"] = "1"
     await worker.start()
     old = worker.health()["policy_digest"]
     users = [f"pc-{uuid.uuid4().hex[:6]}-{i}" for i in range(20)]

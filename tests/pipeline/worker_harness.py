@@ -60,6 +60,7 @@ class Worker:
         other = Worker(self.bootstrap, data_dir)
         other.topics = dict(self.topics)
         other.group = self.group
+        other.extra_env = dict(self.extra_env)
         return other
 
     @property

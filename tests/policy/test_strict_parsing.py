@@ -532,7 +532,8 @@ async def test_worker_refuses_a_misspelled_bundle(tmp_path: Path) -> None:
     from streams.bundles.watcher import BundleWatcher
 
     def rejected(source: str) -> float:
-        value = REGISTRY.get_sample_value("vigil_policy_bundle_rejected_total", {"source": source})
+        labels = {"source": source, "reason": "compile"}
+        value = REGISTRY.get_sample_value("vigil_policy_bundle_rejected_total", labels)
         return value or 0.0
 
     store = tmp_path / "store"
@@ -552,7 +553,9 @@ async def test_worker_refuses_a_misspelled_bundle(tmp_path: Path) -> None:
     before = rejected("push")
     digest = bundle_digest([(rel, text.encode()) for rel, text in files.items()])
     record = Bundle(digest=digest, files=files).to_bytes()
-    assert await watcher._compile_record(record) is None
+    checked = watcher._check(record)
+    assert isinstance(checked, Bundle)
+    assert await watcher._compile(checked) is None
     assert rejected("push") == before + 1
     # An edit of the watched directory with a misspelled key is refused; the running bundle stays.
     task = asyncio.create_task(watcher._watch_directory(store))
@@ -573,8 +576,8 @@ async def test_worker_refuses_a_misspelled_bundle(tmp_path: Path) -> None:
             if ready is not None:
                 break
             await asyncio.sleep(0.02)
-        assert ready is not None and ready[0] == "directory"
-        assert ready[1].digest != running.digest
+        assert ready is not None and ready.source == "directory"
+        assert ready.digest != running.digest
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
