@@ -608,6 +608,7 @@ class PolicyEngine:
         for rpol in policies.values():
             self._scope_perms[rpol.scope] = rpol.scope_permissions
         self._role_parents: dict[str, dict[str, tuple[str, ...]]] = {}
+        self._names_roles: dict[tuple[str, tuple[str, ...]], bool] = {}
         for (role, _v, scope), rp in self._roles.items():
             self._role_parents.setdefault(scope, {})[role] = rp.parent_roles
         self._principal_versions = {(k[1], k[2]) for k in self._principals}
@@ -1193,13 +1194,17 @@ class PolicyEngine:
                         st.level_edr[scope] = []
                     else:
                         self._level(st, level, all_roles)
-                # Role policies of this scope narrow what the role (and its parents) may do.
+                # Role policies of this scope narrow what the role (and its parents) may do:
+                # their allowActions are exhaustive for the kind when the role policy has rules
+                # for it or the scope's resource policy has rules for one of these roles.
                 for r in parent_roles:
                     rp = self._roles.get((r, version, scope))
                     if rp is None:
                         continue
                     rrules = [rr for rr in rp.rules if rr.resource_matchers[0](kind)]
-                    if not rrules:
+                    if not rrules and not (
+                        level is not None and self._level_names_roles(level, parent_roles)
+                    ):
                         continue
                     matched = [rr for rr in rrules if any(m(action) for m in rr.action_matchers)]
                     if not matched:
@@ -1260,6 +1265,24 @@ class PolicyEngine:
                 elif perms == OVERRIDE_PARENT:
                     return (EFFECT_ALLOW, policy, allow_rule, scope)
         return (_NO_MATCH_EFFECT, policy, None, "")
+
+    def _level_names_roles(self, level: ResourcePolicy, roles: list[str]) -> bool:
+        """Whether some rule of `level` (any action) is for one of `roles`, directly, via `*`
+        or via a derived role's parent roles: Cerbos then applies the role policies of that
+        scope to the kind even if they have no rule for it (rule-table rows of the role)."""
+        key = (level.key, tuple(roles))
+        found = self._names_roles.get(key)
+        if found is None:
+            found = any(
+                "*" in rule.roles
+                or any(r in rule.roles for r in roles)
+                or any(dr.has_parent(r) for dr in rule.derived_roles for r in roles)
+                for rule in level.rules
+            )
+            if len(self._names_roles) > 50_000:  # bounded: role sets come from requests
+                self._names_roles.clear()
+            self._names_roles[key] = found
+        return found
 
     def _multi_bindings(
         self, level: ResourcePolicy, action: str, roles: list[str]

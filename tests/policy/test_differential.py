@@ -460,3 +460,40 @@ def test_functions_bundle_matches_stock_cerbos(tmp_path: Path) -> None:
         for i in range(0, len(actions), 50):  # Cerbos: at most 50 actions per resource
             n += _compare_full(engine, url, principals, resources, actions[i : i + 50])
     assert n > 5000
+
+
+ROLES = Path(__file__).parent / "bundles" / "roles"
+
+
+def test_roles_bundle_matches_stock_cerbos(tmp_path: Path) -> None:
+    """Role policies are exhaustive for their role (and parent roles) on a kind in their scope
+    when the role policy has rules for the kind *or* the scope's resource policy has rules for
+    one of those roles (also via `*` or a derived role's parent roles); chained parent roles."""
+    binary = _cerbos_binary()
+    compiled = subprocess.run(
+        [str(binary), "compile", str(ROLES)], capture_output=True, text=True, timeout=60
+    )
+    assert compiled.returncode == 0, compiled.stdout + compiled.stderr
+    engine = PolicyEngine.from_directory(ROLES)
+    role_sets = [
+        ["r1"],
+        ["r2"],
+        ["r3"],
+        ["r1", "r3"],
+        ["user"],
+        ["r2", "user"],
+        ["admin", "r1"],
+        ["r3", "r2"],
+        ["nobody", "r1"],
+    ]
+    principals = [{"id": "u", "roles": r, "attr": {}} for r in role_sets]
+    resources = [
+        {"kind": k, "id": "1", "attr": {"owner": o}, **({"scope": s} if s else {})}
+        for k in ("doc", "widget", "gadget", "gizmo")
+        for s in ("", "acme", "acme.hr")
+        for o in ("u", "x")
+    ]
+    actions = ["read", "write", "delete", "archive", "share", "purge"]
+    with _server(binary, ROLES, tmp_path, {}) as url:
+        n = _compare_full(engine, url, principals, resources, actions)
+    assert n > 1000
