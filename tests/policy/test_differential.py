@@ -497,3 +497,27 @@ def test_roles_bundle_matches_stock_cerbos(tmp_path: Path) -> None:
     with _server(binary, ROLES, tmp_path, {}) as url:
         n = _compare_full(engine, url, principals, resources, actions)
     assert n > 1000
+
+
+EXPORTS = Path(__file__).parent / "bundles" / "exports"
+
+
+def test_exports_bundle_matches_stock_cerbos(tmp_path: Path) -> None:
+    """Exported variables reading constants that each importing policy defines."""
+    binary = _cerbos_binary()
+    compiled = subprocess.run(
+        [str(binary), "compile", str(EXPORTS)], capture_output=True, text=True, timeout=60
+    )
+    assert compiled.returncode == 0, compiled.stdout + compiled.stderr
+    engine = PolicyEngine.from_directory(EXPORTS)
+    principals = [{"id": "u", "roles": ["user"], "attr": {}}]
+    resources = [
+        {"kind": k, "id": "1", "attr": attr}
+        for k in ("doc", "widget")
+        for attr in (
+            {"size": s, "tag": t} for s in (1, 10, 11, 100, 101, "x") for t in ("a", "z", 1)
+        )
+    ] + [{"kind": "doc", "id": "2", "attr": {}}]
+    with _server(binary, EXPORTS, tmp_path, {}) as url:
+        n = _compare_full(engine, url, principals, resources, ["read", "write"])
+    assert n > 50
