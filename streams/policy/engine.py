@@ -25,6 +25,7 @@ from . import cel_env
 from .compiler import (
     OVERRIDE_PARENT,
     REQUIRE_PARENTAL_CONSENT,
+    CompiledBundle,
     compile_files,
     policy_key,
     principal_policy_key,
@@ -741,6 +742,7 @@ class PolicyEngine:
         issues: list[CompileIssue] = [*bundle.issues, *compiled.issues]
         schemas = SchemaValidator(Path(directory), schema_enforcement)
         issues.extend(schemas.load(compiled.policies))
+        issues.extend(_unsupported_cel(compiled))
         if issues:
             raise PolicyCompileError(issues)
         return cls(
@@ -1312,6 +1314,36 @@ class PolicyEngine:
         except Exception:
             val = None
         return OutputEntry(f"{level.key}#{rule.name}", action, _jsonable(val))
+
+
+def _unsupported_cel(compiled: CompiledBundle) -> list[CompileIssue]:
+    """Expressions Cerbos accepts but Vigil's CEL runtime cannot evaluate (see
+    `cel_env.unsupported_feature`), refused at compile time rather than failing every check."""
+    found: dict[tuple[str, str], str] = {}
+
+    def scan(file: str, where: str, sources: Sequence[str]) -> None:
+        for src in sources:
+            why = cel_env.unsupported_feature(src)
+            if why is not None:
+                found.setdefault((file, where), why)
+
+    def leaves(cond: Condition | None) -> list[str]:
+        return [leaf.source for leaf in cond.leaves()] if cond is not None else []
+
+    for pol in compiled.policies.values():
+        for i, rule in enumerate(pol.rules):
+            where = f"resourcePolicy.rules[{i}]"
+            scan(pol.file, where, [*leaves(rule.condition), *rule.output_sources])
+        for dr in pol.derived_roles.values():
+            scan(pol.file, f"derived role {dr.origin}/{dr.name}", leaves(dr.condition))
+    for pp in compiled.principals.values():
+        for rule in pp.rules:
+            where = f"principalPolicy rule {rule.name}"
+            scan(pp.file, where, [*leaves(rule.condition), *rule.output_sources])
+    for rp in compiled.roles.values():
+        for i, rr in enumerate(rp.rules):
+            scan(rp.file, f"rolePolicy.rules[{i}]", leaves(rr.condition))
+    return [CompileIssue(file, where, why) for (file, where), why in found.items()]
 
 
 def _condition_reads_time(cond: Condition | None) -> bool:

@@ -4,8 +4,10 @@ stock PDP in test_differential.py when the binary is available)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from streams.policy import PolicyCompileError, PolicyEngine
 
@@ -73,4 +75,76 @@ def test_exported_variable_constant_missing_in_importer(tmp_path: Path) -> None:
             "resourcePolicy.variables.import[0]",
             "imported variable 'tagged': undefined constant 'limit'",
         ),
+    ]
+
+
+def _cel_ext_requests() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    principals = [
+        {"id": "p", "roles": ["user"], "attr": attr}
+        for attr in (
+            {"name": "aa12b", "key": "b", "pattern": "z"},
+            {"name": "a12ab", "key": "a", "pattern": "("},
+            {"name": 5},
+        )
+    ]
+    resources = [
+        {"kind": "cel_ext", "id": "1", "attr": {"m": m, "l": lst}}
+        for m in ({"a": 1, "b": 2}, {"a": 0}, "x")
+        for lst in ([1, 2, 3], [3, 1, 2], ["a", 1], [2, 2])
+    ]
+    return principals, resources
+
+
+def test_cel_extensions_cerbos_enables() -> None:
+    """Two-variable comprehensions, sortBy and the regex extension compile and evaluate."""
+    eng = PolicyEngine.from_directory(BUNDLES / "cel_ext")
+    p = {"id": "p", "roles": ["user"], "attr": {"name": "aa12b", "key": "b", "pattern": "("}}
+    r = {"kind": "cel_ext", "id": "1", "attr": {"m": {"a": 1, "b": 2}, "l": [3, 1, 2]}}
+    res = eng.check(p, r, ["tv_exists_map", "tv_all_list_not", "sort_by", "re_replace"])
+    assert all(a.effect == A for a in res.actions.values()), res.actions
+    res = eng.check(p, r, ["re_bad_pattern", "re_bad_pattern_not"])  # invalid regex: error
+    assert [a.effect for a in res.actions.values()] == [D, D]
+    assert any("re_bad_pattern" in e for e in res.errors)
+
+
+def test_cel_extensions_with_memo_match_checks_without() -> None:
+    """Comprehension variables of the two-variable macros are not request paths: a shared
+    CheckMemo must give the same results as independent checks."""
+    eng = PolicyEngine.from_directory(BUNDLES / "cel_ext")
+    actions = sorted({r for r in _actions(BUNDLES / "cel_ext" / "cel_ext.yaml")})
+    principals, resources = _cel_ext_requests()
+    memo = eng.new_memo()
+    for p in principals:
+        for r in resources:
+            with_memo = eng.check(p, r, actions, memo=memo)
+            plain = eng.check(p, r, actions, now=memo.now)
+            assert with_memo.actions == plain.actions, (p, r)
+            assert with_memo.errors == plain.errors, (p, r)
+    assert memo.hits > 0
+
+
+def _actions(path: Path) -> list[str]:
+    doc = yaml.safe_load(path.read_text())
+    return [rule["name"] for rule in doc["resourcePolicy"]["rules"]]
+
+
+def test_transform_map_is_refused_at_compile_time(tmp_path: Path) -> None:
+    """Stock Cerbos accepts transformMap/transformMapEntry; Vigil's runtime cannot evaluate
+    them, so they are compile errors rather than conditions that fail on every check."""
+    (tmp_path / "doc.yaml").write_text(
+        "apiVersion: api.cerbos.dev/v1\nresourcePolicy:\n  resource: doc\n"
+        "  version: default\n  rules:\n"
+        "    - actions: [read]\n      roles: [user]\n      effect: EFFECT_ALLOW\n"
+        "      condition:\n        match:\n"
+        "          expr: \"R.attr.m.transformMap(k, v, v + 1) == {'a': 2}\"\n"
+    )
+    with pytest.raises(PolicyCompileError) as err:
+        PolicyEngine.from_directory(tmp_path)
+    assert [(i.file, i.path, i.message) for i in err.value.errors] == [
+        (
+            "doc.yaml",
+            "resourcePolicy.rules[0]",
+            "transformMap() is not supported by Vigil's CEL runtime "
+            "(cel-expr-python 0.1.3 lacks cel.@mapInsert)",
+        )
     ]

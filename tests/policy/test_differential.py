@@ -521,3 +521,50 @@ def test_exports_bundle_matches_stock_cerbos(tmp_path: Path) -> None:
     with _server(binary, EXPORTS, tmp_path, {}) as url:
         n = _compare_full(engine, url, principals, resources, ["read", "write"])
     assert n > 50
+
+
+CEL_EXT = Path(__file__).parent / "bundles" / "cel_ext"
+
+
+def _cel_ext_actions() -> list[str]:
+    import yaml
+
+    doc = yaml.safe_load((CEL_EXT / "cel_ext.yaml").read_text())
+    return [r["name"] for r in doc["resourcePolicy"]["rules"]]
+
+
+def test_cel_extensions_bundle_matches_stock_cerbos(tmp_path: Path) -> None:
+    """cel-go extensions Cerbos enables: two-variable comprehensions, `sortBy`, the regex
+    extension, `lists.range`, `first`/`last` (each rule has a negated twin, so an evaluation
+    error, DENY for both, is told apart from false)."""
+    binary = _cerbos_binary()
+    compiled = subprocess.run(
+        [str(binary), "compile", str(CEL_EXT)], capture_output=True, text=True, timeout=60
+    )
+    assert compiled.returncode == 0, compiled.stdout + compiled.stderr
+    engine = PolicyEngine.from_directory(CEL_EXT)
+    principals = [
+        {"id": f"p{i}", "roles": ["user"], "attr": attr}
+        for i, attr in enumerate(
+            [
+                {"name": "aa12b", "key": "b", "pattern": "z"},
+                {"name": "a12ab", "key": "a", "pattern": "("},
+                {"name": "", "key": "", "pattern": ""},
+                {"name": 5, "key": 1},
+                {},
+            ]
+        )
+    ]
+    maps: list[Any] = [{"a": 1, "b": 2}, {"a": 0}, {}, "x", {"a": "s"}]
+    lists: list[Any] = [[1, 2, 3], [3, 1, 2], [], ["a", 1], [2, 2], [1.5, 0.5], "x"]
+    resources = [
+        {"kind": "cel_ext", "id": f"r{i}-{j}", "attr": {"m": m, "l": lst}}
+        for i, m in enumerate(maps)
+        for j, lst in enumerate(lists)
+    ] + [{"kind": "cel_ext", "id": "empty", "attr": {}}]
+    actions = _cel_ext_actions()
+    n = 0
+    with _server(binary, CEL_EXT, tmp_path, {}) as url:
+        for i in range(0, len(actions), 50):  # Cerbos: at most 50 actions per resource
+            n += _compare_full(engine, url, principals, resources, actions[i : i + 50])
+    assert n > 5000
