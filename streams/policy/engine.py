@@ -498,10 +498,25 @@ class _Check:
 
     def evaluate(self, cond: Condition, activation: Any, label: str) -> bool:
         """Cerbos semantics: a leaf is true only for a boolean true; a leaf that errors (or
-        returns a non-boolean) is false and recorded; then all/any/none combine booleans. A
-        fused all/any node (one program) gives the same boolean (see `Condition`)."""
-        if cond.program is not None:
-            return self._leaf(cond, activation, label)
+        returns a non-boolean) is false and recorded; then all/any/none combine booleans, left
+        to right and short-circuiting, as Cerbos evaluates them. A fused all/any node (one
+        program) gives the same boolean (see `Condition`), but CEL's `<error> && false` and
+        `<error> || true` would hide an error Cerbos meets first, so a fused result is taken
+        only when it proves that no operand failed (`_fused_exact`); otherwise the node is
+        evaluated leaf by leaf, and the errors recorded never depend on sibling values."""
+        program = cond.program
+        if program is not None:
+            if cond.op == "expr":
+                return self._leaf(cond, activation, label)
+            exact_true, exact_false = self.engine._fused_exact[id(cond)]
+            try:
+                v = program.eval(activation).value()
+            except Exception:
+                v = None
+            if v is True and exact_true:
+                return True
+            if v is False and exact_false:
+                return False
         op = cond.op
         if op == "all":
             return all(self.evaluate(c, activation, label) for c in cond.children)
@@ -659,6 +674,11 @@ class PolicyEngine:
             if c.deps is not None and c.dep_ids is None:
                 c.dep_ids = tuple(index.setdefault(p, len(index)) for p in c.deps)
         self._dep_paths = sorted(index, key=index.__getitem__)
+        # Per fused all/any node: whether a true / a false result of its one program proves
+        # that no operand failed (then the errors are those of leaf-by-leaf evaluation: none).
+        self._fused_exact: dict[int, tuple[bool, bool]] = {}
+        for c in self._conditions():
+            _index_fused(c, self._fused_exact)
         self._runtime_deps = frozenset(i for p, i in index.items() if p[0] == "runtime")
         # Per resource chain: the dependency paths of every condition it can evaluate (None if
         # one of them reads something not statically known). Roles plus the values at these
@@ -917,6 +937,7 @@ class PolicyEngine:
                     and rule.effect == EFFECT_DENY
                     and cond is not None
                     and cond.program is not None
+                    and (cond.op == "expr" or self._fused_exact[id(cond)][1])
                     and rule not in members
                 ):
                     members.append(rule)
@@ -1314,6 +1335,27 @@ class PolicyEngine:
         except Exception:
             val = None
         return OutputEntry(f"{level.key}#{rule.name}", action, _jsonable(val))
+
+
+def _exact(cond: Condition, value: bool) -> bool:
+    """Whether CEL evaluating the (none-free) tree `cond` to `value` proves that no operand
+    failed: `all` is true only when every operand is true, `any` false only when every one is
+    false; an `any` that is true (or an `all` that is false) may have absorbed an error."""
+    if cond.op == "expr":
+        return True
+    same = (cond.op == "all") == value
+    if not same and len(cond.children) != 1:
+        return False
+    return all(_exact(c, value) for c in cond.children)
+
+
+def _index_fused(cond: Condition, out: dict[int, tuple[bool, bool]]) -> None:
+    if cond.op == "expr":
+        return
+    if cond.program is not None:
+        out[id(cond)] = (_exact(cond, True), _exact(cond, False))
+    for child in cond.children:
+        _index_fused(child, out)
 
 
 def _unsupported_cel(compiled: CompiledBundle) -> list[CompileIssue]:

@@ -148,3 +148,41 @@ def test_transform_map_is_refused_at_compile_time(tmp_path: Path) -> None:
             "(cel-expr-python 0.1.3 lacks cel.@mapInsert)",
         )
     ]
+
+
+def _fused_resources() -> list[dict[str, Any]]:
+    values: list[dict[str, Any]] = []
+    for x in (None, 5, 0, "s"):
+        for flag in (None, True, False):
+            for y in (None, "a", "z"):
+                attr = {k: v for k, v in (("x", x), ("flag", flag), ("y", y)) if v is not None}
+                values.append({"kind": "item", "id": "1", "attr": attr})
+    return values
+
+
+def test_fused_condition_errors_do_not_depend_on_sibling_values() -> None:
+    """`all: [R.attr.x > 1, R.attr.flag == true]` without `x`: Cerbos evaluates the first leaf,
+    fails and stops, whatever `flag` is; a fused `(a) && (b)` would hide the error when
+    `flag` is false (CEL's `<error> && false` is false)."""
+    eng = PolicyEngine.from_directory(BUNDLES / "fused")
+    p = {"id": "u", "roles": ["user"], "attr": {}}
+    for flag in (True, False):
+        res = eng.check(p, {"kind": "item", "id": "1", "attr": {"flag": flag}}, ["all2", "d"])
+        assert res.actions["all2"].effect == D
+        assert res.actions["d"].effect == A
+        assert any(e.startswith("resource.item.vdefault#all2:") for e in res.errors), flag
+        assert any(e.startswith("resource.item.vdefault#deny-all:") for e in res.errors), flag
+
+
+def test_fused_condition_errors_are_those_of_leaf_by_leaf_evaluation() -> None:
+    """Errors (and effects) of the fused fast path equal those of Cerbos' leaf-by-leaf,
+    left-to-right, short-circuiting order (which strict evaluation uses), on every input."""
+    eng = PolicyEngine.from_directory(BUNDLES / "fused")
+    strict = PolicyEngine.from_directory(BUNDLES / "fused", strict_evaluation=True)
+    p = {"id": "u", "roles": ["user"], "attr": {}}
+    actions = ["all2", "any2", "nested", "d"]
+    for r in _fused_resources():
+        fast, slow = eng.check(p, r, actions), strict.check(p, r, actions)
+        assert sorted(fast.errors) == sorted(slow.errors), r
+        if not slow.errors:
+            assert fast.actions == slow.actions, r

@@ -568,3 +568,21 @@ def test_cel_extensions_bundle_matches_stock_cerbos(tmp_path: Path) -> None:
         for i in range(0, len(actions), 50):  # Cerbos: at most 50 actions per resource
             n += _compare_full(engine, url, principals, resources, actions[i : i + 50])
     assert n > 5000
+
+
+FUSED = Path(__file__).parent / "bundles" / "fused"
+
+
+def test_fused_bundle_matches_stock_cerbos(tmp_path: Path) -> None:
+    """all/any conditions with failing, false and true operands in every position (the
+    errors Vigil records are checked against leaf-by-leaf evaluation in test_conformance)."""
+    from .test_conformance import _fused_resources
+
+    binary = _cerbos_binary()
+    engine = PolicyEngine.from_directory(FUSED)
+    principals = [{"id": "u", "roles": ["user"], "attr": {}}]
+    with _server(binary, FUSED, tmp_path, {}) as url:
+        n = _compare_full(
+            engine, url, principals, _fused_resources(), ["all2", "any2", "nested", "d"]
+        )
+    assert n > 100
