@@ -586,3 +586,21 @@ def test_fused_bundle_matches_stock_cerbos(tmp_path: Path) -> None:
             engine, url, principals, _fused_resources(), ["all2", "any2", "nested", "d"]
         )
     assert n > 100
+
+
+VARIABLES = Path(__file__).parent / "bundles" / "variables"
+
+
+def test_failing_variables_match_stock_cerbos(tmp_path: Path) -> None:
+    """A variable that fails to evaluate does not fail the check (unused: no effect; used: the
+    condition is false; under `none`: true), as Vigil's inlining gives."""
+    binary = _cerbos_binary()
+    engine = PolicyEngine.from_directory(VARIABLES)
+    principals = [{"id": "u", "roles": ["user"], "attr": {}}]
+    resources = [
+        {"kind": "doc", "id": "1", "attr": attr}
+        for attr in ({"ok": True, "n": 1}, {"ok": True, "missing": {"foo": 1}}, {"n": "x"}, {})
+    ]
+    with _server(binary, VARIABLES, tmp_path, {}) as url:
+        n = _compare_full(engine, url, principals, resources, ["plain", "good", "bad", "notbad"])
+    assert n == 16
