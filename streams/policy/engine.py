@@ -624,7 +624,7 @@ class PolicyEngine:
         for rpol in policies.values():
             self._scope_perms[rpol.scope] = rpol.scope_permissions
         self._role_parents: dict[str, dict[str, tuple[str, ...]]] = {}
-        self._names_roles: dict[tuple[str, tuple[str, ...]], bool] = {}
+        self._binds_roles: dict[tuple[str, str, str, str, tuple[str, ...]], bool] = {}
         for (role, _v, scope), rp in self._roles.items():
             self._role_parents.setdefault(scope, {})[role] = rp.parent_roles
         self._principal_versions = {(k[1], k[2]) for k in self._principals}
@@ -1218,17 +1218,18 @@ class PolicyEngine:
                     else:
                         self._level(st, level, all_roles)
                 # Role policies of this scope narrow what the role (and its parents) may do:
-                # their allowActions are exhaustive for the kind when the role policy has rules
-                # for it or the scope's resource policy has rules for one of these roles.
+                # their allowActions are exhaustive for the kind once this scope has any rule
+                # for the kind and one of these roles (see `_scope_binds_roles`).
+                binds: bool | None = None
                 for r in parent_roles:
                     rp = self._roles.get((r, version, scope))
                     if rp is None:
                         continue
+                    if binds is None:
+                        binds = self._scope_binds_roles(level, kind, version, scope, parent_roles)
+                    if not binds:
+                        break
                     rrules = [rr for rr in rp.rules if rr.resource_matchers[0](kind)]
-                    if not rrules and not (
-                        level is not None and self._level_names_roles(level, parent_roles)
-                    ):
-                        continue
                     matched = [rr for rr in rrules if any(m(action) for m in rr.action_matchers)]
                     if not matched:
                         return (EFFECT_DENY, rp.key, None, scope)
@@ -1289,22 +1290,38 @@ class PolicyEngine:
                     return (EFFECT_ALLOW, policy, allow_rule, scope)
         return (_NO_MATCH_EFFECT, policy, None, "")
 
-    def _level_names_roles(self, level: ResourcePolicy, roles: list[str]) -> bool:
-        """Whether some rule of `level` (any action) is for one of `roles`, directly, via `*`
-        or via a derived role's parent roles: Cerbos then applies the role policies of that
-        scope to the kind even if they have no rule for it (rule-table rows of the role)."""
-        key = (level.key, tuple(roles))
-        found = self._names_roles.get(key)
+    def _scope_binds_roles(
+        self,
+        level: ResourcePolicy | None,
+        kind: str,
+        version: str,
+        scope: str,
+        roles: list[str],
+    ) -> bool:
+        """Whether Cerbos' rule table has a row at `scope` for `kind` and one of `roles` (a role
+        and its parent roles): a rule of the kind's resource policy there naming one of them
+        (directly, via `*`, or via a derived role's parent roles, for any action), or a rule
+        for the kind in one of their role policies there. Only then are the role policies of
+        `scope` applied to the kind: every role of the chain with a role policy there denies
+        the actions its own rules for the kind do not allow (even with no rule for it)."""
+        key = (level.key if level is not None else "", kind, version, scope, tuple(roles))
+        found = self._binds_roles.get(key)
         if found is None:
-            found = any(
+            found = level is not None and any(
                 "*" in rule.roles
                 or any(r in rule.roles for r in roles)
                 or any(dr.has_parent(r) for dr in rule.derived_roles for r in roles)
                 for rule in level.rules
             )
-            if len(self._names_roles) > 50_000:  # bounded: role sets come from requests
-                self._names_roles.clear()
-            self._names_roles[key] = found
+            if not found:
+                for r in roles:
+                    rp = self._roles.get((r, version, scope))
+                    if rp is not None and any(rr.resource_matchers[0](kind) for rr in rp.rules):
+                        found = True
+                        break
+            if len(self._binds_roles) > 50_000:  # bounded: role sets come from requests
+                self._binds_roles.clear()
+            self._binds_roles[key] = found
         return found
 
     def _multi_bindings(

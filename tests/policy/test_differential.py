@@ -604,3 +604,81 @@ def test_failing_variables_match_stock_cerbos(tmp_path: Path) -> None:
     with _server(binary, VARIABLES, tmp_path, {}) as url:
         n = _compare_full(engine, url, principals, resources, ["plain", "good", "bad", "notbad"])
     assert n == 16
+
+
+def _random_role_bundle(seed: int, out: Path) -> dict[str, Any]:
+    """A random bundle of resource policies (three kinds, scopes "", a, a.b) and role policies
+    (custom roles with parent roles, possibly other custom roles, wildcard kinds and actions,
+    conditions), plus the requests to compare."""
+    import random
+
+    rnd = random.Random(seed)
+    out.mkdir(parents=True)
+    kinds, scopes, actions = ["k1", "k2", "k3"], ["", "a", "a.b"], ["read", "write", "del"]
+    roles, custom = ["u", "v", "c1", "c2", "c3"], ["c1", "c2", "c3"]
+
+    def write(name: str, doc: dict[str, Any]) -> None:
+        (out / name).write_text(json.dumps({"apiVersion": "api.cerbos.dev/v1", **doc}))
+
+    for k in kinds:
+        for s in scopes:
+            if s and rnd.random() < 0.3 and s != "a":  # "a.b" may be missing
+                continue
+            rules: list[dict[str, Any]] = [
+                {
+                    "name": f"r{i}",
+                    "actions": rnd.sample([*actions, "*"], rnd.randint(1, 2)),
+                    "roles": rnd.sample([*roles, "*"], rnd.randint(1, 2)),
+                    "effect": "EFFECT_DENY" if rnd.random() < 0.2 else "EFFECT_ALLOW",
+                }
+                for i in range(rnd.randint(0, 3))
+            ] or [{"actions": ["zzz"], "roles": ["nobody"], "effect": "EFFECT_ALLOW"}]
+            pol: dict[str, Any] = {"resource": k, "version": "default", "rules": rules}
+            if s:
+                pol["scope"] = s
+            write(f"{k}_{s or 'root'}.json", {"resourcePolicy": pol})
+    for c in custom:
+        for s in ["a", "a.b"]:
+            if rnd.random() < 0.4:
+                continue
+            parents = rnd.sample(["u", "v", *[x for x in custom if x != c]], rnd.randint(0, 2))
+            rrules: list[dict[str, Any]] = []
+            for _ in range(rnd.randint(0, 3)):
+                rule: dict[str, Any] = {
+                    "resource": rnd.choice([*kinds, "*"]),
+                    "allowActions": rnd.sample([*actions, "*"], rnd.randint(1, 2)),
+                }
+                if rnd.random() < 0.3:
+                    rule["condition"] = {"match": {"expr": "R.attr.ok == true"}}
+                rrules.append(rule)
+            if rrules:
+                role_policy = {"role": c, "scope": s, "parentRoles": parents, "rules": rrules}
+                write(f"role_{c}_{s}.json", {"rolePolicy": role_policy})
+    role_sets = (["u"], ["v"], ["c1"], ["c2"], ["c3"], ["c1", "u"], ["c2", "c3"], ["v", "c1"])
+    return {
+        "principals": [{"id": "p", "roles": list(rs), "attr": {}} for rs in role_sets],
+        "resources": [
+            {"kind": k, "id": "1", "attr": {"ok": ok}, **({"scope": s} if s else {})}
+            for k in kinds
+            for s in scopes
+            for ok in (True, False)
+        ],
+        "actions": [*actions, "other"],
+    }
+
+
+@pytest.mark.parametrize("seed", [3, 17, 23, 25])
+def test_random_role_bundles_match_stock_cerbos(tmp_path: Path, seed: int) -> None:
+    """Random role/resource policy mixes (seeds that once found differences in when role
+    policies apply to a kind)."""
+    binary = _cerbos_binary()
+    bundle = tmp_path / "bundle"
+    req = _random_role_bundle(seed, bundle)
+    compiled = subprocess.run(
+        [str(binary), "compile", str(bundle)], capture_output=True, text=True, timeout=60
+    )
+    assert compiled.returncode == 0, compiled.stdout + compiled.stderr
+    engine = PolicyEngine.from_directory(bundle)
+    with _server(binary, bundle, tmp_path, {}) as url:
+        n = _compare_full(engine, url, req["principals"], req["resources"], req["actions"])
+    assert n > 500
