@@ -811,6 +811,10 @@ class PolicyEngine:
         scope = resource.get("scope") or ""
         chain = self._chains.get((kind, version, scope))
         if not chain:
+            if scope in self._resource_scopes:
+                # Another kind's policy makes the scope exist: Cerbos walks on to the kind's
+                # policies in the ancestor scopes (reported under this scope's policy key).
+                return self._check_general(principal, resource, actions, aux_data, now, memo)
             return CheckResult(
                 {a: ActionResult(EFFECT_DENY, NO_MATCH, None, "") for a in actions}, [], []
             )

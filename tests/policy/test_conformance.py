@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from streams.policy import PolicyCompileError, PolicyEngine
+from streams.policy import ActionResult, PolicyCompileError, PolicyEngine
 
 BUNDLES = Path(__file__).parent / "bundles"
 A, D = "EFFECT_ALLOW", "EFFECT_DENY"
@@ -186,3 +186,25 @@ def test_fused_condition_errors_are_those_of_leaf_by_leaf_evaluation() -> None:
         assert sorted(fast.errors) == sorted(slow.errors), r
         if not slow.errors:
             assert fast.actions == slow.actions, r
+
+
+def test_scope_of_another_kind_falls_back_to_the_kinds_ancestor_policies(tmp_path: Path) -> None:
+    """Scope a.b exists (k2 has a policy there) but k1 has none: Cerbos evaluates k1's
+    policies in a and the root, reported under resource.k1.vdefault/a.b (not NO_MATCH)."""
+    head = "apiVersion: api.cerbos.dev/v1\nresourcePolicy:\n  version: default\n"
+    allow = "  rules:\n    - actions: [read]\n      roles: [user]\n      effect: EFFECT_ALLOW\n"
+    for name, kind, scope in [("k1", "k1", ""), ("k1a", "k1", "a"), ("k2", "k2", "")]:
+        (tmp_path / f"{name}.yaml").write_text(
+            head + f"  resource: {kind}\n  scope: '{scope}'\n" + allow
+        )
+    for scope in ("a", "a.b"):
+        (tmp_path / f"k2_{scope}.yaml").write_text(
+            head + f"  resource: k2\n  scope: {scope}\n" + allow
+        )
+    eng = PolicyEngine.from_directory(tmp_path)
+    p = {"id": "u", "roles": ["user"], "attr": {}}
+    res = eng.check(p, {"kind": "k1", "id": "1", "scope": "a.b", "attr": {}}, ["read", "x"])
+    assert res.actions["read"] == ActionResult(A, "resource.k1.vdefault/a.b", "rule-001", "a")
+    assert res.actions["x"] == ActionResult(D, "resource.k1.vdefault/a.b", None, "")
+    res = eng.check(p, {"kind": "k1", "id": "1", "scope": "zz", "attr": {}}, ["read"])
+    assert res.actions["read"].policy == "NO_MATCH"
