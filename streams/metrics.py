@@ -66,6 +66,11 @@ REEVALUATION_PENDING_PARTITIONS = Gauge(
 REEVALUATED_GRANTS = Counter(
     "vigil_policy_reevaluated_grants_total", "Grants re-evaluated because the bundle changed"
 )
+MERGE_IDLE_EXPIRED = Counter(
+    "vigil_merge_idle_expired_total",
+    "Times a partition's merge stopped waiting for a lagging input after max_task_idle_ms and "
+    "applied the other inputs without it",
+)
 RESTORED_RECORDS = Counter(
     "vigil_changelog_restored_records_total", "Changelog records replayed into local state"
 )
@@ -102,6 +107,13 @@ class Tally:
 
     def add(self, metric: Counter | Gauge, amount: float = 1.0) -> None:
         self._deltas[metric] = self._deltas.get(metric, 0.0) + amount
+
+    def mark(self) -> dict[Counter | Gauge, float]:
+        """The increments so far, to ``rollback`` to when the work after it is discarded."""
+        return dict(self._deltas)
+
+    def rollback(self, mark: dict[Counter | Gauge, float]) -> None:
+        self._deltas = mark
 
     def flush(self) -> None:
         for metric, amount in self._deltas.items():

@@ -1,7 +1,10 @@
 """``vigil produce TOPIC``: JSON lines on stdin → Kafka records keyed by subject.
 
 The key is always derived from the record (``subject`` or ``principal`` → ``type:id``), so
-hand-written input lands on the same partition as the worker's own traffic for that subject.
+hand-written input lands on the same partition as the worker's own traffic for that subject. A
+line without a subject is refused: workers dead-letter unkeyed records (reason ``key-mismatch``).
+The record timestamp is left to the producer client (the time of sending): workers merge their
+input topics by it, and a line's own ``event_time`` may be far in the past.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import IO, Any, Literal
 import click
 from aiokafka import AIOKafkaProducer
 
-from streams.commands.common import broker_option, err, load_settings
+from streams.commands.common import broker_option, err, kafka_security, load_settings
 from streams.settings import Settings
 
 JSON_HEADERS = [("content-type", b"application/json")]
@@ -90,7 +93,11 @@ async def produce_lines(
             )
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        linger_ms=5,
+        **kafka_security(settings).client_kwargs(),
+    )
     try:
         await producer.start()
     except Exception as exc:
@@ -118,6 +125,13 @@ async def produce_lines(
                 errors += 1
                 continue
             key = derive_key(record)
+            if key is None:
+                err(
+                    f"line {lineno}: no subject key (a signal needs subject {{type, id}}, a grant "
+                    "event a principal {id}); skipped"
+                )
+                errors += 1
+                continue
             if encoder is None:
                 value, headers = text, JSON_HEADERS
             else:
@@ -130,7 +144,7 @@ async def produce_lines(
             future = await producer.send(
                 topic,
                 value,
-                key=key.encode() if key is not None else None,
+                key=key.encode(),
                 headers=headers,
             )
             pending.append((lineno, future))

@@ -8,6 +8,7 @@ subject's state is read once and written once per batch, whatever the number of 
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,9 +20,17 @@ import orjson
 from streams import metrics
 from streams.codecs import DecodeError, InputDecoder, OutputEncoder
 from streams.models.grant import GrantEvent, validate_grant_event
+from streams.models.limits import short
 from streams.models.signal import Signal, SignalInvalid, validate_signal
+from streams.models.timeparse import to_rfc3339
 from streams.policy import CheckMemo, PolicyEngine
-from streams.processing.evaluation import Cause, Evaluation, evaluate_grant, expiry_outputs
+from streams.processing.evaluation import (
+    Cause,
+    Evaluation,
+    evaluate_grant,
+    expiry_outputs,
+    lifecycle_decision,
+)
 from streams.processing.records import BatchResult, InRecord, OutRecord
 from streams.state.risk import RiskModel
 from streams.state.store import GRANT_PREFIX, PartitionStore, grant_key, signal_key
@@ -44,6 +53,10 @@ TOMBSTONE_RETENTION_MS = 7 * 24 * 3600 * 1000
 # Default slot of time re-evaluation (settings: time_reevaluation_seconds).
 TIME_REEVALUATION_MS = 60_000
 _NEVER = 1 << 62
+# Dead-letter error kind (and metric label) of a signal dated beyond the allowed future skew.
+EVENT_TIME_IN_FUTURE = "event-time-in-future"
+DEFAULT_MAX_FUTURE_SKEW_MS = 300_000
+MAX_REASON_CHARS = 1000  # a dead-letter reason quotes input, never a megabyte of it
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +80,13 @@ class Pipeline:
         output_format: str = "avro",
         registry_url: str | None = None,
         time_reevaluation_ms: int = TIME_REEVALUATION_MS,
+        max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS,
     ) -> None:
         if time_reevaluation_ms < 1:
             raise ValueError("time_reevaluation_ms must be positive")
         self.topics = topics
         self.time_reevaluation_ms = time_reevaluation_ms
+        self.max_future_skew_ms = max_future_skew_ms
         self.engine = engine
         self.risk = risk
         self._signal_decoder = InputDecoder("Signal", registry_url=registry_url)
@@ -92,7 +107,11 @@ class Pipeline:
     # -- decoding -------------------------------------------------------------------------
 
     def _dead_letter(self, rec: InRecord, error: str, reason: str, now_ms: int) -> OutRecord:
+        """``error`` is the bounded kind (metric label); ``reason`` is free text for people."""
         self._tally.add(metrics.DEADLETTERS.labels(error))
+        if len(reason) > MAX_REASON_CHARS:
+            reason = reason[: MAX_REASON_CHARS - 3] + "..."
+        reason = reason.encode("utf-8", "backslashreplace").decode()  # lone surrogates
         value = self._deadletter_enc.encode(
             {
                 "reason": reason,
@@ -108,15 +127,35 @@ class Pipeline:
         return OutRecord(self.topics.deadletter, rec.key, value, self._deadletter_enc.headers)
 
     def _decode(self, rec: InRecord) -> Signal | GrantEvent:
-        """Decode and validate one record; raise DecodeError or SignalInvalid with a reason."""
+        """Decode and validate one record; raise DecodeError or SignalInvalid with a reason.
+        A ``released`` event without a principal comes back with ``subject_key`` None."""
         if rec.topic == self.topics.grants:
-            ev = validate_grant_event(self._grant_decoder.decode(rec.value, rec.headers))
-            if ev.subject_key is None:
-                if not rec.key:
-                    raise SignalInvalid("a released grant needs a principal or a record key")
-                ev.subject_key = rec.key.decode()
-            return ev
+            return validate_grant_event(self._grant_decoder.decode(rec.value, rec.headers))
         return validate_signal(self._signal_decoder.decode(rec.value, rec.headers))
+
+    def _key_mismatch(self, item: Signal | GrantEvent, rec: InRecord) -> str | None:
+        """Why the record's Kafka key is not its subject's key, or None when it is.
+
+        Keys decide partitions: a record under another key sits on another partition than its
+        subject's state and grants, and would change a state nobody reads (a signal that never
+        revokes). A ``released`` event without a principal names its subject by the key alone,
+        so its key must at least be a subject key."""
+        key = item.subject_key
+        if key is None:
+            subject = rec.key.decode(errors="replace") if rec.key is not None else ""
+            if rec.key is None or ":" not in subject:
+                return (
+                    f"record key {short(rec.key)} is not a subject key (type:id); a released grant "
+                    "without a principal is applied to the subject its record key names"
+                )
+            assert isinstance(item, GrantEvent)  # a signal always names its subject
+            item.subject_key = subject
+            return None
+        if rec.key is None:
+            return f"record has no key; it must be keyed by its subject key {short(key)}"
+        if rec.key != key.encode():
+            return f"record key {short(rec.key)} does not match the subject key {short(key)}"
+        return None
 
     # -- the batch --------------------------------------------------------------------------
 
@@ -125,24 +164,15 @@ class Pipeline:
     ) -> BatchResult:
         result = BatchResult()
         by_subject: dict[str, list[tuple[Signal | GrantEvent, InRecord]]] = {}
+        next_offsets = result.next_offsets
         for rec in records:
-            result.next_offsets[rec.topic] = rec.offset + 1
-            try:
-                item = self._decode(rec)
-            except DecodeError as exc:
-                result.outputs.append(self._dead_letter(rec, "decode", str(exc), now_ms))
-                continue
-            except SignalInvalid as exc:
-                result.outputs.append(self._dead_letter(rec, "validation", str(exc), now_ms))
-                continue
-            key = item.subject_key
-            assert key is not None
-            if rec.key is not None and rec.key != key.encode():
-                # Keys decide partitions; a wrong key would put state on the wrong worker.
-                reason = f"record key {rec.key!r} does not match the subject key {key!r}"
-                result.outputs.append(self._dead_letter(rec, "validation", reason, now_ms))
-                continue
-            by_subject.setdefault(key, []).append((item, rec))
+            if rec.offset >= next_offsets.get(rec.topic, 0):  # never backwards
+                next_offsets[rec.topic] = rec.offset + 1
+            item = self._admit(rec, result, now_ms)
+            if item is not None:
+                key = item.subject_key
+                assert key is not None
+                by_subject.setdefault(key, []).append((item, rec))
         if not by_subject:
             self._tally.flush()
             return result
@@ -150,21 +180,127 @@ class Pipeline:
         stored = store.get_many([signal_key(k.encode()) for k in keys])
         self._memo = self.engine.new_memo(now=datetime.fromtimestamp(now_ms / 1000, tz=UTC))
         for key, raw in zip(keys, stored, strict=True):
-            mark = (len(result.outputs), len(result.signal_timestamps))
+            items = by_subject[key]
+            marks = (len(result.outputs), len(result.signal_timestamps), self._tally.mark())
             try:
                 subject = _Subject(key, store, raw)
-                self._process_subject(subject, by_subject[key], result, now_ms)
-            except Exception as exc:  # a bug or a poison record must not stop the partition
-                log.exception("processing subject %s failed; its records go to dead letters", key)
-                del result.outputs[mark[0] :]
-                del result.signal_timestamps[mark[1] :]
-                reason = f"processing failed: {type(exc).__name__}: {exc}"
-                for _, rec in by_subject[key]:
-                    result.outputs.append(self._dead_letter(rec, "processing", reason, now_ms))
-                continue
-            subject.collect(result.changed_states)
+                self._process_subject(subject, items, result, now_ms)
+                subject.collect(result.changed_states)
+            except Exception:  # a bug or a poison record must not stop the partition
+                log.exception("processing subject %s failed; applying its records one by one", key)
+                del result.outputs[marks[0] :]
+                del result.signal_timestamps[marks[1] :]
+                self._tally.rollback(marks[2])
+                self._process_one_by_one(key, store, raw, items, result, now_ms)
         self._tally.flush()
         return result
+
+    def _admit(self, rec: InRecord, result: BatchResult, now_ms: int) -> Signal | GrantEvent | None:
+        """Decode, validate and check one record; dead-letter it (and return None) when it cannot
+        be applied. Nothing raised by one record's bytes gets past this."""
+        try:
+            item = self._decode(rec)
+        except DecodeError as exc:
+            result.outputs.append(self._dead_letter(rec, "decode", str(exc), now_ms))
+            return None
+        except SignalInvalid as exc:
+            result.outputs.append(self._dead_letter(rec, "validation", str(exc), now_ms))
+            return None
+        except Exception as exc:  # a decoder or validator bug: this record alone is refused
+            log.exception("decoding %s/%d@%d failed", rec.topic, rec.partition, rec.offset)
+            reason = f"decoding failed: {type(exc).__name__}: {exc}"
+            result.outputs.append(self._dead_letter(rec, "decode", reason, now_ms))
+            return None
+        mismatch = self._key_mismatch(item, rec)
+        if mismatch is not None:
+            result.outputs.append(self._dead_letter(rec, "key-mismatch", mismatch, now_ms))
+            return None
+        if type(item) is Signal:
+            future = self._future_dated(item, rec, now_ms)
+            if future is not None:
+                result.outputs.append(self._dead_letter(rec, EVENT_TIME_IN_FUTURE, future, now_ms))
+                return None
+        return item
+
+    def _future_dated(self, signal: Signal, rec: InRecord, now_ms: int) -> str | None:
+        """Why a signal is dated too far ahead, or None. The bound is the worker's clock plus the
+        allowed skew, and also the record's Kafka timestamp plus the skew when the record has one
+        (so replaying an old backlog judges each signal against when it was produced)."""
+        skew = self.max_future_skew_ms
+        event_time = signal.event_time
+        if event_time <= rec.timestamp + skew and event_time <= now_ms + skew:
+            return None
+        if event_time > now_ms + skew:
+            against, ref = "the worker's clock", now_ms
+        else:
+            if rec.timestamp < 0:
+                return None  # no record timestamp (-1): only the clock applies
+            against, ref = "the record's Kafka timestamp", rec.timestamp
+        return (
+            f"{EVENT_TIME_IN_FUTURE}: event_time {to_rfc3339(event_time)} is more than "
+            f"{skew / 1000:g} s after {against} ({to_rfc3339(ref)})"
+        )
+
+    def _process_one_by_one(
+        self,
+        key: str,
+        store: PartitionStore,
+        raw: bytes | None,
+        items: list[tuple[Signal | GrantEvent, InRecord]],
+        result: BatchResult,
+        now_ms: int,
+    ) -> None:
+        """The slow path after a subject's batch failed: start again from its stored state and
+        apply its records one at a time, each behind a savepoint, so that a record whose
+        processing fails (or leaves a state that cannot be stored) is dead-lettered alone."""
+        start = (len(result.outputs), len(result.signal_timestamps), self._tally.mark())
+        try:
+            subject = _Subject(key, store, raw)
+            # Loaded (and expired grants published) once, before any savepoint, so that
+            # restoring one never drops them.
+            self._grant_state(subject, result, now_ms)
+        except Exception as exc:  # the stored state itself is unreadable: nothing can apply
+            log.exception("subject %s: stored state unreadable", key)
+            self._refuse_all(
+                items, f"subject state unreadable: {type(exc).__name__}: {exc}", result, now_ms
+            )
+            return
+        for item, rec in items:
+            saved = subject.savepoint()
+            marks = (len(result.outputs), len(result.signal_timestamps), self._tally.mark())
+            try:
+                self._process_subject(subject, [(item, rec)], result, now_ms)
+                subject.encode()  # what this record left must still be storable
+            except Exception as exc:
+                log.exception("record %s/%d@%d failed", rec.topic, rec.partition, rec.offset)
+                del result.outputs[marks[0] :]
+                del result.signal_timestamps[marks[1] :]
+                self._tally.rollback(marks[2])
+                subject.restore(saved)
+                reason = f"processing failed: {type(exc).__name__}: {exc}"
+                result.outputs.append(self._dead_letter(rec, "processing", reason, now_ms))
+        try:
+            subject.collect(result.changed_states)
+        except Exception as exc:  # cannot happen (each record's state was encoded): belt and braces
+            log.exception("subject %s: state cannot be stored", key)
+            del result.outputs[start[0] :]
+            del result.signal_timestamps[start[1] :]
+            self._tally.rollback(start[2])
+            self._refuse_all(
+                items, f"state cannot be stored: {type(exc).__name__}: {exc}", result, now_ms
+            )
+
+    def _refuse_all(
+        self,
+        items: list[tuple[Signal | GrantEvent, InRecord]],
+        why: str,
+        result: BatchResult,
+        now_ms: int,
+    ) -> None:
+        for _, rec in items:
+            result.outputs.append(
+                self._dead_letter(rec, "processing", f"processing failed: {why}", now_ms)
+            )
 
     def _process_subject(
         self,
@@ -216,12 +352,21 @@ class Pipeline:
         self._tally.add(metrics.grant_events_by(ev.op))
         state = self._grant_state(subject, result, now_ms)
         if ev.op == "released":
-            if state["grants"].pop(ev.grant_id, None) is not None:
-                self._tally.add(metrics.ACTIVE_GRANTS, -1)
-                subject.grants_dirty = True
+            self._release(subject, ev, rec, result, now_ms)
             return
         grant = ev.grant
         assert grant is not None
+        released = state.get("released", {}).get(ev.grant_id)
+        if released is not None:
+            # Offsets decide a grant's lifecycle: an issuance after the release is refused; one
+            # before it is a replay of what the release already ended (after a restore).
+            if rec.offset > released[2]:
+                reason = (
+                    f"grant {ev.grant_id!r} was released; a released grant id cannot be issued "
+                    "again, issue a new grant id"
+                )
+                result.outputs.append(self._dead_letter(rec, "validation", reason, now_ms))
+            return
         tombstone = state["revoked"].get(ev.grant_id)
         if tombstone is not None:
             if tombstone[0] != grant["issued_at"]:  # same issuance again = a replay: ignore
@@ -242,6 +387,49 @@ class Pipeline:
         subject.grants_dirty = True
         cause = Cause("grant-issued", f"{ev.grant_id}@{grant['issued_at']}", grant["issued_at"])
         self._evaluate(subject, grant, snapshot, cause, result, now_ms)
+
+    def _release(
+        self, subject: _Subject, ev: GrantEvent, rec: InRecord, result: BatchResult, now_ms: int
+    ) -> None:
+        """End an active grant: a ``released`` tombstone and a Decision with cause ``release``,
+        so the audit trail shows when it stopped being watched."""
+        state = self._grant_state(subject, result, now_ms)
+        released = state.setdefault("released", {})
+        grant_id = ev.grant_id
+        grant = state["grants"].pop(grant_id, None)
+        if grant is None:
+            if grant_id in released or grant_id in state["revoked"]:
+                return  # a repeated release, or the release of a revoked grant: nothing to end
+            # Not active here: a release before its issuance, a grant that already expired, or a
+            # release under a wrong key. The tombstone refuses a later issuance of this id.
+            released[grant_id] = [None, now_ms + TOMBSTONE_RETENTION_MS, rec.offset]
+            subject.grants_dirty = True
+            reason = (
+                f"release of grant {grant_id!r}, which is not active for subject {subject.key!r} "
+                "(never issued under this key, or already expired)"
+            )
+            result.outputs.append(self._dead_letter(rec, "unknown-grant", reason, now_ms))
+            return
+        self._tally.add(metrics.ACTIVE_GRANTS, -1)
+        subject.grants_dirty = True
+        keep_until = (grant.get("expires_at") or now_ms) + TOMBSTONE_RETENTION_MS
+        released[grant_id] = [grant["issued_at"], keep_until, rec.offset]
+        cause = Cause("release", f"{grant_id}@{grant['issued_at']}", rec.timestamp)
+        self._lifecycle_decision(subject, grant, cause, result, now_ms)
+
+    def _lifecycle_decision(
+        self,
+        subject: _Subject,
+        grant: dict[str, Any],
+        cause: Cause,
+        result: BatchResult,
+        now_ms: int,
+    ) -> None:
+        """Publish the Decision of a grant that ended without an evaluation (release)."""
+        decision = lifecycle_decision(grant, subject.key, cause, now_ms, self.engine.digest)
+        self._publish(
+            subject.key, Evaluation(decision=decision, revocation=None), cause.kind, result
+        )
 
     # -- policy change ----------------------------------------------------------------------
 
@@ -486,12 +674,29 @@ class _Subject:
                 self.grants_dirty = True
         return self._grants
 
+    def encode(self) -> tuple[bytes | None, bytes | None]:
+        """The changed parts, encoded (None: unchanged); raises if a part cannot be encoded."""
+        signals = orjson.dumps(self.signals) if self.signals_dirty else None
+        grants = (
+            orjson.dumps(self._grants) if self.grants_dirty and self._grants is not None else None
+        )
+        return signals, grants
+
     def collect(self, changed: dict[bytes, bytes]) -> None:
+        """Add the changed parts to ``changed``: both or, if either cannot be encoded, none."""
+        signals, grants = self.encode()
         key = self.key.encode()
-        if self.signals_dirty:
-            changed[signal_key(key)] = orjson.dumps(self.signals)
-        if self.grants_dirty and self._grants is not None:
-            changed[grant_key(key)] = orjson.dumps(self._grants)
+        if signals is not None:
+            changed[signal_key(key)] = signals
+        if grants is not None:
+            changed[grant_key(key)] = grants
+
+    def savepoint(self) -> tuple[Any, ...]:
+        """A deep copy of everything a record can change (slow path only)."""
+        return copy.deepcopy((self.signals, self._grants, self.signals_dirty, self.grants_dirty))
+
+    def restore(self, saved: tuple[Any, ...]) -> None:
+        self.signals, self._grants, self.signals_dirty, self.grants_dirty = saved
 
 
 def _datetime(ms: int) -> datetime:
@@ -499,8 +704,13 @@ def _datetime(ms: int) -> datetime:
 
 
 def _prune_tombstones(state: GrantState, now_ms: int) -> bool:
-    revoked = state["revoked"]
-    old = [gid for gid, (_, keep_until) in revoked.items() if keep_until <= now_ms]
-    for gid in old:
-        del revoked[gid]
-    return bool(old)
+    pruned = False
+    for name in ("revoked", "released"):
+        tombstones = state.get(name)
+        if not tombstones:
+            continue
+        old = [gid for gid, entry in tombstones.items() if entry[1] <= now_ms]
+        for gid in old:
+            del tombstones[gid]
+        pruned = pruned or bool(old)
+    return pruned
