@@ -9,17 +9,44 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import re
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
 from cel_expr_python import cel
-from cel_expr_python.ext import ext_bindings, ext_encoders, ext_math, ext_optional, ext_strings
+from cel_expr_python.ext import ext_bindings, ext_encoders, ext_math, ext_strings
 
 VARIABLES = ("request", "P", "R", "G", "globals", "runtime")
 TIME_FUNCTIONS = ("now", "timeSince")
 
 _LIST = cel.Type.List(cel.Type.DYN)
+
+# cel-cpp extensions that cel-expr-python 0.1.3 only exposes through an environment config.
+_EXTENSIONS_CONFIG = cel.NewEnvConfigFromYaml(
+    "extensions:\n"
+    + "".join(
+        f"  - name: {name}\n"
+        for name in ("optional", "two-var-comprehensions", "lists", "sets", "regex")
+    )
+)
+
+
+# Macros of the two-variable comprehensions extension that expand to `cel.@mapInsert`, whose
+# runtime overloads cel-expr-python 0.1.3 does not register: they type-check, then fail at every
+# evaluation. The engine refuses them at compile time instead (docs/policies.md).
+_UNSUPPORTED_MACROS = re.compile(r"\.\s*(transformMapEntry|transformMap)\s*\(")
+
+
+def unsupported_feature(src: str) -> str | None:
+    """Why `src` cannot run in this environment although Cerbos accepts it, or None."""
+    m = _UNSUPPORTED_MACROS.search(src)
+    if m is None:
+        return None
+    return (
+        f"{m.group(1)}() is not supported by Vigil's CEL runtime "
+        "(cel-expr-python 0.1.3 lacks cel.@mapInsert)"
+    )
 
 
 def _contains(items: list[Any], value: Any) -> bool:
@@ -360,106 +387,6 @@ def spiffe_matches_id(matcher: Any, v: Any) -> bool:
     return _parse_spiffe_id(sid)[0] == m[1]
 
 
-# -- cel-go's `sets` and `lists` extensions (enabled in Cerbos, missing in cel-expr-python) -------
-
-
-def sets_contains(a: list[Any], b: list[Any]) -> bool:
-    """`sets.contains(list, sublist)`: every element of `sublist` is in `list`."""
-    return all(_contains(a, x) for x in b)
-
-
-def sets_equivalent(a: list[Any], b: list[Any]) -> bool:
-    return sets_contains(a, b) and sets_contains(b, a)
-
-
-def sets_intersects(a: list[Any], b: list[Any]) -> bool:
-    return any(_contains(b, x) for x in a)
-
-
-def lists_range(n: int) -> list[int]:
-    if n < 0:
-        raise CelFunctionError(f"lists.range({n}): negative length")
-    return list(range(n))
-
-
-def list_slice(items: list[Any], start: int, end: int) -> list[Any]:
-    if start < 0 or end < 0:
-        raise CelFunctionError(f"cannot slice({start}, {end}), negative indexes not supported")
-    if start > end:
-        raise CelFunctionError(
-            f"cannot slice({start}, {end}), start index must be less than or equal to end index"
-        )
-    if end > len(items):
-        raise CelFunctionError(f"cannot slice({start}, {end}), list is length {len(items)}")
-    return items[start:end]
-
-
-def _flatten(items: list[Any], depth: int) -> list[Any]:
-    out: list[Any] = []
-    for x in items:
-        if type(x) is list and depth > 0:
-            out.extend(_flatten(x, depth - 1))
-        else:
-            out.append(x)
-    return out
-
-
-def list_flatten(items: list[Any], depth: int = 1) -> list[Any]:
-    if depth < 0:
-        raise CelFunctionError("level must be non-negative")
-    return _flatten(items, depth)
-
-
-def list_distinct(items: list[Any]) -> list[Any]:
-    out: list[Any] = []
-    for x in items:
-        if not _contains(out, x):
-            out.append(x)
-    return out
-
-
-def list_reverse(items: list[Any]) -> list[Any]:
-    return items[::-1]
-
-
-_SORTABLE = (int, float, str, bytes, bool, dt.datetime, dt.timedelta)
-
-
-def list_sort(items: list[Any]) -> list[Any]:
-    """`list.sort()`: elements of one comparable type (cel-go: else an error)."""
-    if not items:
-        return []
-    t = type(items[0])
-    if t not in _SORTABLE or any(type(x) is not t for x in items):
-        raise CelFunctionError("list elements must have the same type")
-    return sorted(items)
-
-
-def _sets_lists_decls() -> list[cel.FunctionDecl]:
-    b, i = cel.Type.BOOL, cel.Type.INT
-    decls = [
-        _fn(f"sets.{name}", cel.Overload(f"sets_{name}", b, [_LIST, _LIST], False, impl))
-        for name, impl in (
-            ("contains", sets_contains),
-            ("equivalent", sets_equivalent),
-            ("intersects", sets_intersects),
-        )
-    ]
-    decls += [
-        _fn("lists.range", cel.Overload("lists_range", cel.Type.List(i), [i], False, lists_range)),
-        _fn("slice", cel.Overload("list_slice", _LIST, [_LIST, i, i], True, list_slice)),
-        _fn(
-            "flatten",
-            cel.Overload("list_flatten", _LIST, [_LIST], True, list_flatten),
-            cel.Overload("list_flatten_int", _LIST, [_LIST, i], True, list_flatten),
-        ),
-        _fn("distinct", cel.Overload("list_distinct", _LIST, [_LIST], True, list_distinct)),
-        _fn("reverse", cel.Overload("list_reverse", _LIST, [_LIST], True, list_reverse)),
-        _fn("sort", cel.Overload("list_sort", _LIST, [_LIST], True, list_sort)),
-    ]
-    return decls
-
-
 def identity(value: Any) -> Any:
     """Cerbos `id(x)`: returns its argument."""
     return value
@@ -615,20 +542,19 @@ def cerbos_extension() -> cel.CelExtension:
     )
     decls += _hierarchy_decls()
     decls += _spiffe_decls()
-    decls += _sets_lists_decls()
     return cel.CelExtension("cerbos", decls)
 
 
 def new_env() -> cel.Env:
     """One environment per engine: compiling is the expensive part and happens once."""
     return cel.NewEnv(
+        config=_EXTENSIONS_CONFIG,
         variables={name: cel.Type.DYN for name in VARIABLES},
         extensions=[
             ext_strings.ExtStrings(),
             ext_math.ExtMath(),
             ext_encoders.ExtEncoders(),
             ext_bindings.ExtBindings(),
-            ext_optional.ExtOptional(),
             cerbos_extension(),
         ],
     )

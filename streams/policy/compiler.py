@@ -30,7 +30,7 @@ from .model import (
     RoleRule,
     Rule,
 )
-from .substitute import Inliner, SubstitutionError
+from .substitute import CONSTANT_ROOTS, Inliner, SubstitutionError, rewrite
 
 _NAME_RE = re.compile(r"^[A-Za-z][\w\-.@]*$")
 _SCOPE_RE = re.compile(r"^([0-9A-Za-z][\w\-]*)(\.[\w\-]+)*$")
@@ -133,6 +133,7 @@ class Compiler:
         variables: dict[str, str] = {}
         constants: dict[str, Any] = {}
         imported_vars: set[str] = set()
+        import_index: dict[str, int] = {}
         for section, target in (("variables", variables), ("constants", constants)):
             block = body.get(section)
             if block is None:
@@ -162,6 +163,7 @@ class Compiler:
                     origin[vname] = name
                     if section == "variables":
                         imported_vars.add(vname)
+                        import_index[vname] = i
             local = block.get("local") or {}
             if not isinstance(local, dict):
                 self._issue(file, f"{path}.{section}.local", "must be a mapping")
@@ -198,11 +200,18 @@ class Compiler:
             self._issue(file, f"{path}.constants.local", str(exc))
             inliner = Inliner(variables, {})
         for name in variables:  # report undefined references/cycles even if unused
-            if name in imported_vars:
-                continue  # reported on the exportVariables document
             try:
                 inliner.expand(f"V.{name}")
             except SubstitutionError as exc:
+                if name in imported_vars:
+                    # The export set itself was checked; what is left are its constants, which
+                    # Cerbos resolves with the importing policy's (unused variables included).
+                    self._issue(
+                        file,
+                        f"{path}.variables.import[{import_index[name]}]",
+                        f"imported variable '{name}': {exc}",
+                    )
+                    continue
                 where = (
                     f"variables.{name}" if name in top_names else f"{path}.variables.local.{name}"
                 )
@@ -611,7 +620,9 @@ class Compiler:
                     )
                     ok = False
             if ok:
-                inliner = Inliner({str(k): v for k, v in defs.items()}, {})
+                # Constants are resolved in each importing policy's scope (as in Cerbos), so
+                # on its own an export is checked with every `C.x` as an untyped placeholder.
+                inliner = Inliner({str(k): _defer_constants(v) for k, v in defs.items()}, {})
                 for vname in defs:
                     try:
                         src = inliner.expand(f"V.{vname}")
@@ -701,6 +712,14 @@ class Compiler:
             output_not_met=off,
             output_sources=out_src,
         )
+
+
+def _defer_constants(src: Any) -> Any:
+    """An exported variable's source with `C.x`/`constants.x` as `dyn(null)`, for checking
+    the export on its own (the importing policy supplies the constants)."""
+    if not isinstance(src, str):
+        return src
+    return rewrite(src, lambda root, _name: "dyn(null)" if root in CONSTANT_ROOTS else None)
 
 
 def _has_none(cond: Condition) -> bool:

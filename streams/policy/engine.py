@@ -25,6 +25,7 @@ from . import cel_env
 from .compiler import (
     OVERRIDE_PARENT,
     REQUIRE_PARENTAL_CONSENT,
+    CompiledBundle,
     compile_files,
     policy_key,
     principal_policy_key,
@@ -503,10 +504,25 @@ class _Check:
 
     def evaluate(self, cond: Condition, activation: Any, label: str) -> bool:
         """Cerbos semantics: a leaf is true only for a boolean true; a leaf that errors (or
-        returns a non-boolean) is false and recorded; then all/any/none combine booleans. A
-        fused all/any node (one program) gives the same boolean (see `Condition`)."""
-        if cond.program is not None:
-            return self._leaf(cond, activation, label)
+        returns a non-boolean) is false and recorded; then all/any/none combine booleans, left
+        to right and short-circuiting, as Cerbos evaluates them. A fused all/any node (one
+        program) gives the same boolean (see `Condition`), but CEL's `<error> && false` and
+        `<error> || true` would hide an error Cerbos meets first, so a fused result is taken
+        only when it proves that no operand failed (`_fused_exact`); otherwise the node is
+        evaluated leaf by leaf, and the errors recorded never depend on sibling values."""
+        program = cond.program
+        if program is not None:
+            if cond.op == "expr":
+                return self._leaf(cond, activation, label)
+            exact_true, exact_false = self.engine._fused_exact[id(cond)]
+            try:
+                v = program.eval(activation).value()
+            except Exception:
+                v = None
+            if v is True and exact_true:
+                return True
+            if v is False and exact_false:
+                return False
         op = cond.op
         if op == "all":
             return all(self.evaluate(c, activation, label) for c in cond.children)
@@ -614,6 +630,7 @@ class PolicyEngine:
         for rpol in policies.values():
             self._scope_perms[rpol.scope] = rpol.scope_permissions
         self._role_parents: dict[str, dict[str, tuple[str, ...]]] = {}
+        self._binds_roles: dict[tuple[str, str, str, str, tuple[str, ...]], bool] = {}
         for (role, _v, scope), rp in self._roles.items():
             self._role_parents.setdefault(scope, {})[role] = rp.parent_roles
         self._principal_versions = {(k[1], k[2]) for k in self._principals}
@@ -663,6 +680,11 @@ class PolicyEngine:
             if c.deps is not None and c.dep_ids is None:
                 c.dep_ids = tuple(index.setdefault(p, len(index)) for p in c.deps)
         self._dep_paths = sorted(index, key=index.__getitem__)
+        # Per fused all/any node: whether a true / a false result of its one program proves
+        # that no operand failed (then the errors are those of leaf-by-leaf evaluation: none).
+        self._fused_exact: dict[int, tuple[bool, bool]] = {}
+        for c in self._conditions():
+            _index_fused(c, self._fused_exact)
         self._runtime_deps = frozenset(i for p, i in index.items() if p[0] == "runtime")
         # Per resource chain: the dependency paths of every condition it can evaluate (None if
         # one of them reads something not statically known). Roles plus the values at these
@@ -748,6 +770,7 @@ class PolicyEngine:
         issues: list[CompileIssue] = [*bundle.issues, *compiled.issues]
         schemas = SchemaValidator(Path(directory), schema_enforcement)
         issues.extend(schemas.load(compiled.policies))
+        issues.extend(_unsupported_cel(compiled))
         if issues:
             raise PolicyCompileError(issues)
         return cls(
@@ -796,6 +819,10 @@ class PolicyEngine:
         scope = lookup_scope(resource.get("scope"))
         chain = self._chains.get((kind, version, scope))
         if not chain:
+            if scope in self._resource_scopes:
+                # Another kind's policy makes the scope exist: Cerbos walks on to the kind's
+                # policies in the ancestor scopes (reported under this scope's policy key).
+                return self._check_general(principal, resource, actions, aux_data, now, memo)
             return CheckResult(
                 {a: ActionResult(EFFECT_DENY, NO_MATCH, None, "") for a in actions}, [], []
             )
@@ -922,6 +949,7 @@ class PolicyEngine:
                     and rule.effect == EFFECT_DENY
                     and cond is not None
                     and cond.program is not None
+                    and (cond.op == "expr" or self._fused_exact[id(cond)][1])
                     and rule not in members
                 ):
                     members.append(rule)
@@ -1201,14 +1229,19 @@ class PolicyEngine:
                         st.level_edr[scope] = []
                     else:
                         self._level(st, level, all_roles)
-                # Role policies of this scope narrow what the role (and its parents) may do.
+                # Role policies of this scope narrow what the role (and its parents) may do:
+                # their allowActions are exhaustive for the kind once this scope has any rule
+                # for the kind and one of these roles (see `_scope_binds_roles`).
+                binds: bool | None = None
                 for r in parent_roles:
                     rp = self._roles.get((r, version, scope))
                     if rp is None:
                         continue
+                    if binds is None:
+                        binds = self._scope_binds_roles(level, kind, version, scope, parent_roles)
+                    if not binds:
+                        break
                     rrules = [rr for rr in rp.rules if rr.resource_matchers[0](kind)]
-                    if not rrules:
-                        continue
                     matched = [rr for rr in rrules if any(m(action) for m in rr.action_matchers)]
                     if not matched:
                         return (EFFECT_DENY, rp.key, None, scope)
@@ -1269,6 +1302,40 @@ class PolicyEngine:
                     return (EFFECT_ALLOW, policy, allow_rule, scope)
         return (_NO_MATCH_EFFECT, policy, None, "")
 
+    def _scope_binds_roles(
+        self,
+        level: ResourcePolicy | None,
+        kind: str,
+        version: str,
+        scope: str,
+        roles: list[str],
+    ) -> bool:
+        """Whether Cerbos' rule table has a row at `scope` for `kind` and one of `roles` (a role
+        and its parent roles): a rule of the kind's resource policy there naming one of them
+        (directly, via `*`, or via a derived role's parent roles, for any action), or a rule
+        for the kind in one of their role policies there. Only then are the role policies of
+        `scope` applied to the kind: every role of the chain with a role policy there denies
+        the actions its own rules for the kind do not allow (even with no rule for it)."""
+        key = (level.key if level is not None else "", kind, version, scope, tuple(roles))
+        found = self._binds_roles.get(key)
+        if found is None:
+            found = level is not None and any(
+                "*" in rule.roles
+                or any(r in rule.roles for r in roles)
+                or any(dr.has_parent(r) for dr in rule.derived_roles for r in roles)
+                for rule in level.rules
+            )
+            if not found:
+                for r in roles:
+                    rp = self._roles.get((r, version, scope))
+                    if rp is not None and any(rr.resource_matchers[0](kind) for rr in rp.rules):
+                        found = True
+                        break
+            if len(self._binds_roles) > 50_000:  # bounded: role sets come from requests
+                self._binds_roles.clear()
+            self._binds_roles[key] = found
+        return found
+
     def _multi_bindings(
         self, level: ResourcePolicy, action: str, roles: list[str]
     ) -> tuple[tuple[Rule, DerivedRole | None], ...]:
@@ -1297,6 +1364,57 @@ class PolicyEngine:
         except Exception:
             val = None
         return OutputEntry(f"{level.key}#{rule.name}", action, _jsonable(val))
+
+
+def _exact(cond: Condition, value: bool) -> bool:
+    """Whether CEL evaluating the (none-free) tree `cond` to `value` proves that no operand
+    failed: `all` is true only when every operand is true, `any` false only when every one is
+    false; an `any` that is true (or an `all` that is false) may have absorbed an error."""
+    if cond.op == "expr":
+        return True
+    same = (cond.op == "all") == value
+    if not same and len(cond.children) != 1:
+        return False
+    return all(_exact(c, value) for c in cond.children)
+
+
+def _index_fused(cond: Condition, out: dict[int, tuple[bool, bool]]) -> None:
+    if cond.op == "expr":
+        return
+    if cond.program is not None:
+        out[id(cond)] = (_exact(cond, True), _exact(cond, False))
+    for child in cond.children:
+        _index_fused(child, out)
+
+
+def _unsupported_cel(compiled: CompiledBundle) -> list[CompileIssue]:
+    """Expressions Cerbos accepts but Vigil's CEL runtime cannot evaluate (see
+    `cel_env.unsupported_feature`), refused at compile time rather than failing every check."""
+    found: dict[tuple[str, str], str] = {}
+
+    def scan(file: str, where: str, sources: Sequence[str]) -> None:
+        for src in sources:
+            why = cel_env.unsupported_feature(src)
+            if why is not None:
+                found.setdefault((file, where), why)
+
+    def leaves(cond: Condition | None) -> list[str]:
+        return [leaf.source for leaf in cond.leaves()] if cond is not None else []
+
+    for pol in compiled.policies.values():
+        for i, rule in enumerate(pol.rules):
+            where = f"resourcePolicy.rules[{i}]"
+            scan(pol.file, where, [*leaves(rule.condition), *rule.output_sources])
+        for dr in pol.derived_roles.values():
+            scan(pol.file, f"derived role {dr.origin}/{dr.name}", leaves(dr.condition))
+    for pp in compiled.principals.values():
+        for rule in pp.rules:
+            where = f"principalPolicy rule {rule.name}"
+            scan(pp.file, where, [*leaves(rule.condition), *rule.output_sources])
+    for rp in compiled.roles.values():
+        for i, rr in enumerate(rp.rules):
+            scan(rp.file, f"rolePolicy.rules[{i}]", leaves(rr.condition))
+    return [CompileIssue(file, where, why) for (file, where), why in found.items()]
 
 
 def _condition_reads_time(cond: Condition | None) -> bool:

@@ -460,3 +460,225 @@ def test_functions_bundle_matches_stock_cerbos(tmp_path: Path) -> None:
         for i in range(0, len(actions), 50):  # Cerbos: at most 50 actions per resource
             n += _compare_full(engine, url, principals, resources, actions[i : i + 50])
     assert n > 5000
+
+
+ROLES = Path(__file__).parent / "bundles" / "roles"
+
+
+def test_roles_bundle_matches_stock_cerbos(tmp_path: Path) -> None:
+    """Role policies are exhaustive for their role (and parent roles) on a kind in their scope
+    when the role policy has rules for the kind *or* the scope's resource policy has rules for
+    one of those roles (also via `*` or a derived role's parent roles); chained parent roles."""
+    binary = _cerbos_binary()
+    compiled = subprocess.run(
+        [str(binary), "compile", str(ROLES)], capture_output=True, text=True, timeout=60
+    )
+    assert compiled.returncode == 0, compiled.stdout + compiled.stderr
+    engine = PolicyEngine.from_directory(ROLES)
+    role_sets = [
+        ["r1"],
+        ["r2"],
+        ["r3"],
+        ["r1", "r3"],
+        ["user"],
+        ["r2", "user"],
+        ["admin", "r1"],
+        ["r3", "r2"],
+        ["nobody", "r1"],
+    ]
+    principals = [{"id": "u", "roles": r, "attr": {}} for r in role_sets]
+    resources = [
+        {"kind": k, "id": "1", "attr": {"owner": o}, **({"scope": s} if s else {})}
+        for k in ("doc", "widget", "gadget", "gizmo")
+        for s in ("", "acme", "acme.hr")
+        for o in ("u", "x")
+    ]
+    actions = ["read", "write", "delete", "archive", "share", "purge"]
+    with _server(binary, ROLES, tmp_path, {}) as url:
+        n = _compare_full(engine, url, principals, resources, actions)
+    assert n > 1000
+
+
+EXPORTS = Path(__file__).parent / "bundles" / "exports"
+
+
+def test_exports_bundle_matches_stock_cerbos(tmp_path: Path) -> None:
+    """Exported variables reading constants that each importing policy defines."""
+    binary = _cerbos_binary()
+    compiled = subprocess.run(
+        [str(binary), "compile", str(EXPORTS)], capture_output=True, text=True, timeout=60
+    )
+    assert compiled.returncode == 0, compiled.stdout + compiled.stderr
+    engine = PolicyEngine.from_directory(EXPORTS)
+    principals = [{"id": "u", "roles": ["user"], "attr": {}}]
+    resources = [
+        {"kind": k, "id": "1", "attr": attr}
+        for k in ("doc", "widget")
+        for attr in (
+            {"size": s, "tag": t} for s in (1, 10, 11, 100, 101, "x") for t in ("a", "z", 1)
+        )
+    ] + [{"kind": "doc", "id": "2", "attr": {}}]
+    with _server(binary, EXPORTS, tmp_path, {}) as url:
+        n = _compare_full(engine, url, principals, resources, ["read", "write"])
+    assert n > 50
+
+
+CEL_EXT = Path(__file__).parent / "bundles" / "cel_ext"
+
+
+def _cel_ext_actions() -> list[str]:
+    import yaml
+
+    doc = yaml.safe_load((CEL_EXT / "cel_ext.yaml").read_text())
+    return [r["name"] for r in doc["resourcePolicy"]["rules"]]
+
+
+def test_cel_extensions_bundle_matches_stock_cerbos(tmp_path: Path) -> None:
+    """cel-go extensions Cerbos enables: two-variable comprehensions, `sortBy`, the regex
+    extension, `lists.range`, `first`/`last` (each rule has a negated twin, so an evaluation
+    error, DENY for both, is told apart from false)."""
+    binary = _cerbos_binary()
+    compiled = subprocess.run(
+        [str(binary), "compile", str(CEL_EXT)], capture_output=True, text=True, timeout=60
+    )
+    assert compiled.returncode == 0, compiled.stdout + compiled.stderr
+    engine = PolicyEngine.from_directory(CEL_EXT)
+    principals = [
+        {"id": f"p{i}", "roles": ["user"], "attr": attr}
+        for i, attr in enumerate(
+            [
+                {"name": "aa12b", "key": "b", "pattern": "z"},
+                {"name": "a12ab", "key": "a", "pattern": "("},
+                {"name": "", "key": "", "pattern": ""},
+                {"name": 5, "key": 1},
+                {},
+            ]
+        )
+    ]
+    maps: list[Any] = [{"a": 1, "b": 2}, {"a": 0}, {}, "x", {"a": "s"}]
+    lists: list[Any] = [[1, 2, 3], [3, 1, 2], [], ["a", 1], [2, 2], [1.5, 0.5], "x"]
+    resources = [
+        {"kind": "cel_ext", "id": f"r{i}-{j}", "attr": {"m": m, "l": lst}}
+        for i, m in enumerate(maps)
+        for j, lst in enumerate(lists)
+    ] + [{"kind": "cel_ext", "id": "empty", "attr": {}}]
+    actions = _cel_ext_actions()
+    n = 0
+    with _server(binary, CEL_EXT, tmp_path, {}) as url:
+        for i in range(0, len(actions), 50):  # Cerbos: at most 50 actions per resource
+            n += _compare_full(engine, url, principals, resources, actions[i : i + 50])
+    assert n > 5000
+
+
+FUSED = Path(__file__).parent / "bundles" / "fused"
+
+
+def test_fused_bundle_matches_stock_cerbos(tmp_path: Path) -> None:
+    """all/any conditions with failing, false and true operands in every position (the
+    errors Vigil records are checked against leaf-by-leaf evaluation in test_conformance)."""
+    from .test_conformance import _fused_resources
+
+    binary = _cerbos_binary()
+    engine = PolicyEngine.from_directory(FUSED)
+    principals = [{"id": "u", "roles": ["user"], "attr": {}}]
+    with _server(binary, FUSED, tmp_path, {}) as url:
+        n = _compare_full(
+            engine, url, principals, _fused_resources(), ["all2", "any2", "nested", "d"]
+        )
+    assert n > 100
+
+
+VARIABLES = Path(__file__).parent / "bundles" / "variables"
+
+
+def test_failing_variables_match_stock_cerbos(tmp_path: Path) -> None:
+    """A variable that fails to evaluate does not fail the check (unused: no effect; used: the
+    condition is false; under `none`: true), as Vigil's inlining gives."""
+    binary = _cerbos_binary()
+    engine = PolicyEngine.from_directory(VARIABLES)
+    principals = [{"id": "u", "roles": ["user"], "attr": {}}]
+    resources = [
+        {"kind": "doc", "id": "1", "attr": attr}
+        for attr in ({"ok": True, "n": 1}, {"ok": True, "missing": {"foo": 1}}, {"n": "x"}, {})
+    ]
+    with _server(binary, VARIABLES, tmp_path, {}) as url:
+        n = _compare_full(engine, url, principals, resources, ["plain", "good", "bad", "notbad"])
+    assert n == 16
+
+
+def _random_role_bundle(seed: int, out: Path) -> dict[str, Any]:
+    """A random bundle of resource policies (three kinds, scopes "", a, a.b) and role policies
+    (custom roles with parent roles, possibly other custom roles, wildcard kinds and actions,
+    conditions), plus the requests to compare."""
+    import random
+
+    rnd = random.Random(seed)
+    out.mkdir(parents=True)
+    kinds, scopes, actions = ["k1", "k2", "k3"], ["", "a", "a.b"], ["read", "write", "del"]
+    roles, custom = ["u", "v", "c1", "c2", "c3"], ["c1", "c2", "c3"]
+
+    def write(name: str, doc: dict[str, Any]) -> None:
+        (out / name).write_text(json.dumps({"apiVersion": "api.cerbos.dev/v1", **doc}))
+
+    for k in kinds:
+        for s in scopes:
+            if s and rnd.random() < 0.3 and s != "a":  # "a.b" may be missing
+                continue
+            rules: list[dict[str, Any]] = [
+                {
+                    "name": f"r{i}",
+                    "actions": rnd.sample([*actions, "*"], rnd.randint(1, 2)),
+                    "roles": rnd.sample([*roles, "*"], rnd.randint(1, 2)),
+                    "effect": "EFFECT_DENY" if rnd.random() < 0.2 else "EFFECT_ALLOW",
+                }
+                for i in range(rnd.randint(0, 3))
+            ] or [{"actions": ["zzz"], "roles": ["nobody"], "effect": "EFFECT_ALLOW"}]
+            pol: dict[str, Any] = {"resource": k, "version": "default", "rules": rules}
+            if s:
+                pol["scope"] = s
+            write(f"{k}_{s or 'root'}.json", {"resourcePolicy": pol})
+    for c in custom:
+        for s in ["a", "a.b"]:
+            if rnd.random() < 0.4:
+                continue
+            parents = rnd.sample(["u", "v", *[x for x in custom if x != c]], rnd.randint(0, 2))
+            rrules: list[dict[str, Any]] = []
+            for _ in range(rnd.randint(0, 3)):
+                rule: dict[str, Any] = {
+                    "resource": rnd.choice([*kinds, "*"]),
+                    "allowActions": rnd.sample([*actions, "*"], rnd.randint(1, 2)),
+                }
+                if rnd.random() < 0.3:
+                    rule["condition"] = {"match": {"expr": "R.attr.ok == true"}}
+                rrules.append(rule)
+            if rrules:
+                role_policy = {"role": c, "scope": s, "parentRoles": parents, "rules": rrules}
+                write(f"role_{c}_{s}.json", {"rolePolicy": role_policy})
+    role_sets = (["u"], ["v"], ["c1"], ["c2"], ["c3"], ["c1", "u"], ["c2", "c3"], ["v", "c1"])
+    return {
+        "principals": [{"id": "p", "roles": list(rs), "attr": {}} for rs in role_sets],
+        "resources": [
+            {"kind": k, "id": "1", "attr": {"ok": ok}, **({"scope": s} if s else {})}
+            for k in kinds
+            for s in scopes
+            for ok in (True, False)
+        ],
+        "actions": [*actions, "other"],
+    }
+
+
+@pytest.mark.parametrize("seed", [3, 17, 23, 25, 86])
+def test_random_role_bundles_match_stock_cerbos(tmp_path: Path, seed: int) -> None:
+    """Random role/resource policy mixes (seeds that once found differences in when role
+    policies apply to a kind)."""
+    binary = _cerbos_binary()
+    bundle = tmp_path / "bundle"
+    req = _random_role_bundle(seed, bundle)
+    compiled = subprocess.run(
+        [str(binary), "compile", str(bundle)], capture_output=True, text=True, timeout=60
+    )
+    assert compiled.returncode == 0, compiled.stdout + compiled.stderr
+    engine = PolicyEngine.from_directory(bundle)
+    with _server(binary, bundle, tmp_path, {}) as url:
+        n = _compare_full(engine, url, req["principals"], req["resources"], req["actions"])
+    assert n > 500
