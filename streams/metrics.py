@@ -65,6 +65,16 @@ REEVALUATED_GRANTS = Counter(
 RESTORED_RECORDS = Counter(
     "vigil_changelog_restored_records_total", "Changelog records replayed into local state"
 )
+DEGRADED = Gauge(
+    "vigil_degraded",
+    "1 while the worker backs off because a dependency is unavailable, by reason (dependency)",
+    ["reason"],
+)
+BACKOFFS = Counter(
+    "vigil_backoff_total",
+    "Batches or steps retried in place after a dependency failed, by reason (dependency)",
+    ["reason"],
+)
 
 
 class LabelCache:

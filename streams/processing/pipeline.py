@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from streams import metrics
-from streams.codecs import DecodeError, InputDecoder, OutputEncoder
+from streams.codecs import DecodeError, InputDecoder, OutputEncoder, TransientError
 from streams.models.grant import GrantEvent, validate_grant_event
 from streams.models.signal import Signal, SignalInvalid, validate_signal
 from streams.policy import PolicyEngine
@@ -147,6 +147,8 @@ class Pipeline:
             try:
                 subject = _Subject(key, store, raw)
                 self._process_subject(subject, by_subject[key], result, now_ms)
+            except TransientError:
+                raise  # an outage, not a poison record: the runner retries the whole batch
             except Exception as exc:  # a bug or a poison record must not stop the partition
                 log.exception("processing subject %s failed; its records go to dead letters", key)
                 del result.outputs[mark[0] :]
@@ -270,6 +272,8 @@ class Pipeline:
                         previous = grant.get("digest")
                         self._evaluate(subject, grant, snapshot, cause, result, now_ms, previous)
                         self._tally.add(metrics.REEVALUATED_GRANTS)
+            except TransientError:
+                raise  # an outage: the runner retries these subjects
             except Exception:  # one broken subject must not stop the switch for the others
                 log.exception("re-evaluating subject %s failed", key)
                 del result.outputs[mark:]

@@ -12,6 +12,10 @@ A crash before 3 replays the batch over the old state: the same deterministic de
 revocation ids come out again. A crash between 2 and 3 restores the new state from the
 changelog, and the replayed events are then duplicates that change nothing.
 
+An outage (schema registry or broker unreachable, see ``outage.py``) fails a batch before 3 as
+well; the worker does not exit: it seeks back to the batch's first offsets, backs off, and
+processes the same records again (the same ids again, so re-sent outputs are duplicates).
+
 Partition numbers are the unit of ownership: input partition *p* of every input topic, changelog
 partition *p* and the RocksDB store ``p<p>`` belong together (the range assignor keeps
 same-numbered partitions of equally partitioned topics on one member).
@@ -35,6 +39,7 @@ from streams import metrics
 from streams.bundles.watcher import BundleWatcher
 from streams.kafka.quirks import read_to_end
 from streams.policy import PolicyEngine
+from streams.processing.outage import TRANSIENT_ERRORS, Outages
 from streams.processing.pipeline import Pipeline
 from streams.processing.records import BatchResult, InRecord, OutRecord
 from streams.state.store import (
@@ -121,6 +126,7 @@ class PipelineRunner:
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self._restorer: AIOKafkaConsumer | None = None
+        self.outages = Outages()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -188,13 +194,31 @@ class PipelineRunner:
             )
             if self._stopping.is_set():
                 break
+            backoff = 0.0
             async with self._lock:
-                if data:
-                    await self._process(data)
-                self._maybe_switch_bundle()
-                if self._scans:
-                    await self._reevaluation_step()
-                await self._expiry_step()
+                unprocessed = data
+                try:
+                    if data:
+                        await self._process(data)
+                    unprocessed = {}
+                    self._maybe_switch_bundle()
+                    if self._scans:
+                        await self._reevaluation_step()
+                    await self._expiry_step()
+                except TRANSIENT_ERRORS as exc:  # an outage: same records again, after a pause
+                    self._rewind(unprocessed)
+                    backoff = self.outages.failed(exc)
+            if backoff:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
+
+    def _rewind(self, data: dict[TopicPartition, list[Any]]) -> None:
+        """Seek back to the first record of a batch whose effects were not persisted."""
+        assert self.consumer is not None
+        owned = self.consumer.assignment()
+        for tp, messages in data.items():
+            if messages and tp in owned:
+                self.consumer.seek(tp, messages[0].offset)
 
     async def _commit_periodically(self) -> None:
         while True:
@@ -259,10 +283,10 @@ class PipelineRunner:
             self._sweep[partition] = None  # end of this partition: next one, from the start
             self._sweep_turn += 1
             return
-        self._sweep[partition] = keys[-1]
         result = self.pipeline.expire(keys, self.stores[partition], int(time.time() * 1000))
         if result.changed_states:
             await self._commit_effects({partition: result})
+        self._sweep[partition] = keys[-1]  # after the effects: an outage retries these keys
 
     async def _reevaluation_step(self) -> None:
         """Re-evaluate the next few subjects of one partition; the token bucket keeps the rate
@@ -286,9 +310,9 @@ class PipelineRunner:
             metrics.REEVALUATION_PENDING_PARTITIONS.set(len(self._scans))
             return
         self._budget -= len(keys)
-        self._scans[partition] = keys[-1]
         result = self.pipeline.reevaluate(keys, store, int(time.time() * 1000))
         await self._commit_effects({partition: result})
+        self._scans[partition] = keys[-1]  # after the effects: an outage retries these keys
 
     # -- one batch ----------------------------------------------------------------------
 
@@ -349,6 +373,7 @@ class PipelineRunner:
         # committed offsets only serve lag tools and empty-data-dir restarts, so they are
         # committed in the background instead of costing a round trip per batch.
         self._uncommitted.update(offsets)
+        self.outages.recovered()
 
     async def _send_and_wait(self, items: Iterable[tuple[int, OutRecord]]) -> None:
         """Produce records in per-partition batches and wait for every acknowledgement."""
@@ -369,8 +394,10 @@ class PipelineRunner:
         for (topic, partition), batch in batches.items():
             if batch.record_count():
                 futures.append(await producer.send_batch(batch, topic, partition=partition))
-        if futures:
-            await asyncio.gather(*futures)
+        if futures:  # wait for all (no unretrieved failures), then raise the first failure
+            for outcome in await asyncio.gather(*futures, return_exceptions=True):
+                if isinstance(outcome, BaseException):
+                    raise outcome
 
     async def _send_changelog(self, results: dict[int, BatchResult]) -> dict[int, int]:
         """Send changed states to the changelog; return the next changelog offset per partition."""
