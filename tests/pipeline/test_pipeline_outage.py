@@ -1,6 +1,6 @@
-"""Outages back off in place: a real worker process whose schema registry goes away and comes
-back keeps running (same pid), says so on /healthz and in metrics, and then processes the record
-it was holding exactly once, without dead-lettering it."""
+"""Outages back off in place: a real worker process whose schema registry or broker goes away and
+comes back keeps running (same pid), says so on /healthz and in metrics, and then processes the
+record it was holding exactly once, without dead-lettering it."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from streams.codecs import OutputEncoder
+from tests.kafka_proxy import KafkaProxy, ProxiedBroker
+from tests.pipeline.test_pipeline_e2e import device_signal, grant
 from tests.pipeline.worker_harness import Worker
 from tests.schema_registry import FakeRegistry
 
@@ -90,3 +93,56 @@ async def test_registry_outage_backs_off_in_place_then_processes_once(
     status, body = worker.health_status()
     assert (status, body["status"], body["reasons"]) == (200, "ok", [])
     assert worker.metric("vigil_degraded") == 0
+
+
+async def test_broker_refusing_produce_backs_off_then_resumes(tmp_path: Path) -> None:
+    """The worker's produce path fails (the proxy in front of a separate embedded broker drops
+    every produce request for the worker's output topics): the worker backs off in place, says
+    so, and once produce works again the revocation comes out exactly once."""
+    proxy = KafkaProxy()
+    broker = ProxiedBroker(advertised_port=proxy.port)
+    broker.start()
+    proxy.start(broker.port)
+    worker = Worker(f"127.0.0.1:{proxy.port}", tmp_path / "data")
+    try:
+        await worker.start()
+        assert worker.proc is not None
+        pid = worker.proc.pid
+        user = f"pia-{uuid.uuid4().hex[:6]}"
+        await worker.produce(
+            "device", [device_signal(f"{user}-ok", user, "D1", "compliant", "2026-11-29T08:00:00Z")]
+        )
+        await worker.produce("grants", [grant(f"{user}-g1", user, ["read", "write"], "D1")])
+        await worker.wait_processed()
+
+        outputs = ("decisions", "revocations", "deadletter", "changelog")
+        proxy.blocked_topics = frozenset(worker.topics[name] for name in outputs)
+        bad = device_signal(f"{user}-bad", user, "D1", "not-compliant", "2026-11-29T11:00:00Z")
+        await worker.produce("device", [bad])
+        # aiokafka retries a batch until its request timeout (40 s) before the send fails
+        await wait_until(
+            "no backoff", lambda: worker.metric("vigil_backoff_total") >= 1, worker, timeout=150
+        )
+        assert proxy.refused >= 1
+        status, body = worker.health_status()
+        assert status == 503 and body["status"] == "degraded"
+        assert any("broker unavailable" in r for r in body["reasons"]), body
+        assert worker.proc.poll() is None and worker.proc.pid == pid
+
+        proxy.blocked_topics = frozenset()
+        await worker.wait_processed(timeout=150)
+        assert worker.proc.poll() is None and worker.proc.pid == pid  # never restarted
+        revocations = [
+            r for r in await worker.read("revocations") if r["subject"] == f"user:{user}"
+        ]
+        assert [r["grant_id"] for r in revocations] == [f"{user}-g1"]  # once, not lost
+        by_signal = [
+            d for d in await worker.read("decisions") if d["cause"].get("event_id") == f"{user}-bad"
+        ]
+        assert len(by_signal) == 1, by_signal
+        status, body = worker.health_status()
+        assert (status, body["status"]) == (200, "ok")
+    finally:
+        worker.stop()
+        proxy.stop()
+        broker.stop()
