@@ -137,7 +137,6 @@ class Pipeline:
                 continue
             by_subject.setdefault(key, []).append((item, rec))
         if not by_subject:
-            self._tally.flush()
             return result
         keys = list(by_subject)
         stored = store.get_many([signal_key(k.encode()) for k in keys])
@@ -158,7 +157,6 @@ class Pipeline:
                     result.outputs.append(self._dead_letter(rec, "processing", reason, now_ms))
                 continue
             subject.collect(result.changed_states)
-        self._tally.flush()
         return result
 
     def _process_subject(
@@ -240,6 +238,16 @@ class Pipeline:
 
     # -- policy change ----------------------------------------------------------------------
 
+    def flush_metrics(self) -> None:
+        """Apply the metric increments of the batches since the last flush: call it once their
+        effects are produced and persisted, so that a batch retried after an outage (or replayed
+        after a crash) is counted once."""
+        self._tally.flush()
+
+    def discard_metrics(self) -> None:
+        """Forget the increments of batches whose effects were not persisted (to be retried)."""
+        self._tally.clear()
+
     def set_engine(self, engine: PolicyEngine) -> None:
         """Switch to another compiled bundle; grants are re-evaluated by ``reevaluate``."""
         self.engine = engine
@@ -279,7 +287,6 @@ class Pipeline:
                 del result.outputs[mark:]
                 continue
             subject.collect(result.changed_states)
-        self._tally.flush()
         return result
 
     def expire(
@@ -298,7 +305,6 @@ class Pipeline:
                 self._tally.add(metrics.EXPIRED_GRANTS, len(expired))
             if expired or _prune_tombstones(grants, now_ms):
                 result.changed_states[gkey] = orjson.dumps(grants)
-        self._tally.flush()
         return result
 
     def _evaluate(

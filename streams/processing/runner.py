@@ -207,6 +207,7 @@ class PipelineRunner:
                     await self._expiry_step()
                 except TRANSIENT_ERRORS as exc:  # an outage: same records again, after a pause
                     self._rewind(unprocessed)
+                    self.pipeline.discard_metrics()
                     backoff = self.outages.failed(exc)
             if backoff:
                 with contextlib.suppress(TimeoutError):
@@ -373,6 +374,7 @@ class PipelineRunner:
         # committed offsets only serve lag tools and empty-data-dir restarts, so they are
         # committed in the background instead of costing a round trip per batch.
         self._uncommitted.update(offsets)
+        self.pipeline.flush_metrics()
         self.outages.recovered()
 
     async def _send_and_wait(self, items: Iterable[tuple[int, OutRecord]]) -> None:

@@ -140,6 +140,10 @@ async def test_broker_refusing_produce_backs_off_then_resumes(tmp_path: Path) ->
             d for d in await worker.read("decisions") if d["cause"].get("event_id") == f"{user}-bad"
         ]
         assert len(by_signal) == 1, by_signal
+        # Metrics count what was persisted: the failed attempts are not counted again.
+        assert worker.metric("vigil_revocations_total") == 1
+        assert worker.metric("vigil_decisions_total") == 2  # grant issued, then the signal
+        assert worker.metric("vigil_active_grants") == 0
         status, body = worker.health_status()
         assert (status, body["status"]) == (200, "ok")
     finally:
