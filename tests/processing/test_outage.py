@@ -1,0 +1,42 @@
+"""Backoff and degraded state of streams.processing.outage (the runner's outage bookkeeping)."""
+
+from __future__ import annotations
+
+from aiokafka.errors import KafkaTimeoutError
+from prometheus_client import REGISTRY
+
+from streams.codecs import RegistryError
+from streams.processing.outage import Outages, dependency_of
+
+
+def gauge(reason: str) -> float | None:
+    return REGISTRY.get_sample_value("vigil_degraded", {"reason": reason})
+
+
+def test_backoff_doubles_up_to_the_cap() -> None:
+    outages = Outages(first_delay_s=0.5, max_delay_s=30.0)
+    delays = [outages.failed(RegistryError("GET /schemas/ids/1: refused")) for _ in range(10)]
+    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0, 30.0]
+
+
+def test_each_dependency_has_its_own_reason_until_a_batch_goes_through() -> None:
+    outages = Outages()
+    assert not outages.degraded and outages.reasons() == []
+    outages.failed(RegistryError("GET /schemas/ids/7: HTTP 503 busy", 503))
+    outages.failed(KafkaTimeoutError())
+    reasons = outages.reasons()
+    assert outages.degraded and len(reasons) == 2
+    assert reasons[0].startswith("broker unavailable since ")
+    assert reasons[1].startswith("schema registry unavailable since ")
+    assert "HTTP 503 busy" in reasons[1] and "1 retries" in reasons[1]
+    assert gauge("schema_registry") == 1 and gauge("broker") == 1
+    outages.recovered()
+    assert not outages.degraded and outages.reasons() == []
+    assert gauge("schema_registry") == 0 and gauge("broker") == 0
+    # a new outage starts again from the first delay
+    assert outages.failed(KafkaTimeoutError()) == outages.first_delay_s
+
+
+def test_dependency_names_are_bounded() -> None:
+    assert dependency_of(RegistryError("x")) == "schema_registry"
+    assert dependency_of(KafkaTimeoutError()) == "broker"
