@@ -50,6 +50,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
         RiskModel.from_file(settings.risk_model),
         output_format=settings.output_format,
         registry_url=settings.schema_registry_url,
+        time_reevaluation_ms=round(settings.time_reevaluation_seconds * 1000),
     )
 
 

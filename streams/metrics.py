@@ -42,6 +42,10 @@ SIGNAL_LAG_SECONDS = Histogram(
 EXPIRED_GRANTS = Counter(
     "vigil_grants_expired_total", "Grants removed from the active set at their expires_at"
 )
+TIME_REEVALUATIONS = Counter(
+    "vigil_time_reevaluations_total",
+    "Grants evaluated again because time passed (their policies read now()/timeSince())",
+)
 ACTIVE_GRANTS = Gauge("vigil_active_grants", "Active grants held by this worker")
 ASSIGNED_PARTITIONS = Gauge("vigil_assigned_partitions", "Input partitions owned by this worker")
 POLICY_BUNDLE_SWITCHES = Counter(

@@ -98,6 +98,14 @@ class Settings(BaseSettings):
         description="Subjects per second whose grants a worker checks for expiry in the "
         "background (a subject's own events expire its grants at once).",
     )
+    time_reevaluation_seconds: float = Field(
+        default=60.0,
+        ge=0.1,
+        le=86400.0,
+        description="Slot of time re-evaluation: a grant whose policies call now()/timeSince() "
+        "is evaluated again (cause time) when the background sweep reaches it after the next "
+        "slot boundary, with now() fixed at that boundary.",
+    )
     reevaluation_rate: int = Field(
         default=500,
         ge=1,

@@ -29,6 +29,8 @@ from rich.text import Text
 from streams.demo.simulator import Outgoing
 from streams.kafka.quirks import end_offsets
 
+#: Revocation causes that come from the clock, not from a record someone sent.
+CLOCK_CAUSES = frozenset({"time", "expiry"})
 #: Rows in the revocation table.
 RECENT_ROWS = 15
 #: Window of the decisions/s rate.
@@ -102,12 +104,15 @@ class DemoStats:
     def record_revocation(self, rev: Mapping[str, Any]) -> RevocationRow:
         """Count a revocation; latency = ``revoked_at`` − when its cause was sent.
 
-        Falls back to the cause's event time when the cause was not sent by this demo run.
+        Falls back to the cause's event time when the cause was not sent by this demo run. Time
+        and expiry revocations have no latency: nothing was sent, the clock caused them.
         """
         cause = rev.get("cause") or {}
         cause_id = str(cause.get("event_id") or "")
         revoked_at = int(rev.get("revoked_at") or 0)
         sent = self.sent_at.get(cause_id, rev.get("cause_event_time"))
+        if cause.get("kind") in CLOCK_CAUSES:
+            sent = None
         latency = float(revoked_at - int(sent)) if sent and revoked_at else None
         row = RevocationRow(
             revoked_at=revoked_at,

@@ -375,14 +375,17 @@ class Compiler:
             return OVERRIDE_PARENT
         return str(perms)
 
-    def _output(self, file: str, p: str, out: Any, inliner: Inliner) -> tuple[Any, Any]:
+    def _output(
+        self, file: str, p: str, out: Any, inliner: Inliner
+    ) -> tuple[Any, Any, tuple[str, ...]]:
         """`output.expr` (older form: on activation) or `output.when.{ruleActivated,
-        conditionNotMet}`, compiled with the policy's variables and constants inlined."""
+        conditionNotMet}`, compiled with the policy's variables and constants inlined; also
+        returns the inlined sources."""
         if out is None:
-            return None, None
+            return None, None, ()
         if not isinstance(out, dict):
             self._issue(file, f"{p}.output", "must be a mapping")
-            return None, None
+            return None, None, ()
         srcs: dict[str, Any] = {}
         if out.get("expr") is not None:
             srcs["ruleActivated"] = (f"{p}.output.expr", out["expr"])
@@ -395,17 +398,20 @@ class Compiler:
                 if when.get(k) is not None:
                     srcs[k] = (f"{p}.output.when.{k}", when[k])
         progs: dict[str, Any] = {}
+        expanded: list[str] = []
         for k, (path, src) in srcs.items():
             if not isinstance(src, str) or not src.strip():
                 self._issue(file, path, "must be a non-empty CEL expression string")
                 continue
             try:
-                progs[k] = self._env.compile(inliner.expand(src))
+                text = inliner.expand(src)
+                progs[k] = self._env.compile(text)
+                expanded.append(text)
             except SubstitutionError as exc:
                 self._issue(file, path, str(exc))
             except RuntimeError as exc:
                 self._issue(file, path, f"invalid CEL expression: {_clean(exc)}")
-        return progs.get("ruleActivated"), progs.get("conditionNotMet")
+        return progs.get("ruleActivated"), progs.get("conditionNotMet"), tuple(expanded)
 
     def _action_matchers(self, file: str, p: str, actions: list[str]) -> list[Any] | None:
         out = []
@@ -472,7 +478,7 @@ class Compiler:
                     continue
                 n_before = len(self.issues)
                 cond = self._condition(file, f"{ap}.condition", a.get("condition"), inliner)
-                on, off = self._output(file, ap, a.get("output"), inliner)
+                on, off, out_src = self._output(file, ap, a.get("output"), inliner)
                 if len(self.issues) != n_before or matchers is None:
                     continue
                 names.add(name)
@@ -488,6 +494,7 @@ class Compiler:
                     resource_matchers=(res_matcher,),
                     output_activated=on,
                     output_not_met=off,
+                    output_sources=out_src,
                 )
                 if perms == REQUIRE_PARENTAL_CONSENT:
                     rule.negated = rule.effect == EFFECT_ALLOW and cond is not None
@@ -648,7 +655,7 @@ class Compiler:
             ok = False
         n_before = len(self.issues)
         cond = self._condition(file, f"{p}.condition", r.get("condition"), inliner)
-        on, off = self._output(file, p, r.get("output"), inliner)
+        on, off, out_src = self._output(file, p, r.get("output"), inliner)
         if len(self.issues) != n_before or not ok:
             return None
         return Rule(
@@ -662,6 +669,7 @@ class Compiler:
             cond,
             output_activated=on,
             output_not_met=off,
+            output_sources=out_src,
         )
 
 

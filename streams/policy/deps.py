@@ -241,6 +241,21 @@ def _analyse(src: str) -> tuple[Path, ...]:
     return tuple(sorted(kept))
 
 
+CLOCK_FUNCTIONS = frozenset({"now", "timeSince"})
+
+
+def reads_clock(src: str) -> bool:
+    """Whether `src` calls `now()`/`timeSince()`, i.e. its value can change with time alone.
+
+    Token-based, so `"now"` in a string literal does not count; a source the tokenizer cannot
+    follow counts as reading the clock (conservative)."""
+    try:
+        toks = tokenize(src)
+    except _Unresolvable:
+        return True
+    return any(kind == "id" and text in CLOCK_FUNCTIONS for kind, text in toks)
+
+
 def dependencies(src: str) -> tuple[Path, ...] | None:
     """Attribute paths `src` reads, or None when it depends on the whole request."""
     try:

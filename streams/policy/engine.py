@@ -29,6 +29,7 @@ from .compiler import (
     policy_key,
     principal_policy_key,
 )
+from .deps import reads_clock
 from .loader import load_directory
 from .model import (
     DEFAULT_VERSION,
@@ -45,6 +46,7 @@ from .model import (
     PrincipalPolicy,
     ResourcePolicy,
     RolePolicy,
+    RoleRule,
     Rule,
 )
 from .schemas import SchemaValidator
@@ -635,11 +637,19 @@ class PolicyEngine:
                 if pol is not None:
                     chain.append(pol)
             self._chains[(kind, version, scope)] = tuple(chain)
-        self._uses_time = any(
-            "now" in leaf.source or "timeSince" in leaf.source
-            for c in self._conditions()
-            for leaf in c.leaves()
+        # Which checks can change with time alone (see `reads_time`); outputs count too, so
+        # an output calling now() gets the clock even when no condition does.
+        self._time_kinds = frozenset(
+            kind
+            for (kind, _v, _s), pol in policies.items()
+            if any(_rule_reads_time(r) for r in pol.rules)
+            or any(_condition_reads_time(d.condition) for d in pol.derived_roles.values())
         )
+        time_rules: list[Rule | RoleRule] = [r for p in self._principals.values() for r in p.rules]
+        time_rules += [r for rp in self._roles.values() for r in rp.rules]
+        self._time_matchers = tuple(r.resource_matchers for r in time_rules if _rule_reads_time(r))
+        self._time_by_kind: dict[str, bool] = {}
+        self._uses_time = bool(self._time_kinds or self._time_matchers)
         # Intern the dependency paths of every condition root for the memo keys.
         self._dep_paths: list[tuple[str, ...]] = []
         index: dict[tuple[str, ...], int] = {}
@@ -677,6 +687,20 @@ class PolicyEngine:
         # DENY rules of one (level, action, role) evaluated as one `a || b || ...` program.
         self._deny_groups: dict[tuple[str, str, str], tuple[Rule, ...]] = {}
         self._group_programs: dict[tuple[int, ...], _GroupInfo | None] = {}
+
+    def reads_time(self, kind: str) -> bool:
+        """Whether a check of a resource of `kind` can change with time alone: some condition
+        or output that may apply to it calls `now()`/`timeSince()` (conservative: any version
+        and scope of the kind, and principal/role policy rules matching it)."""
+        hit = self._time_by_kind.get(kind)
+        if hit is None:
+            hit = kind in self._time_kinds or any(
+                any(m(kind) for m in matchers) for matchers in self._time_matchers
+            )
+            if len(self._time_by_kind) > 10_000:
+                self._time_by_kind.clear()
+            self._time_by_kind[kind] = hit
+        return hit
 
     def _clock_now(self) -> dt.datetime:
         now: dt.datetime = self._clock.now
@@ -1265,6 +1289,16 @@ class PolicyEngine:
         except Exception:
             val = None
         return OutputEntry(f"{level.key}#{rule.name}", action, _jsonable(val))
+
+
+def _condition_reads_time(cond: Condition | None) -> bool:
+    return cond is not None and any(reads_clock(leaf.source) for leaf in cond.leaves())
+
+
+def _rule_reads_time(rule: Rule | RoleRule) -> bool:
+    if _condition_reads_time(rule.condition):
+        return True
+    return isinstance(rule, Rule) and any(reads_clock(src) for src in rule.output_sources)
 
 
 _NO_MATCH_EFFECT = "EFFECT_NO_MATCH"

@@ -139,6 +139,8 @@ class Rule:
     # Rule outputs: compiled CEL programs (None when absent).
     output_activated: Any = None
     output_not_met: Any = None
+    # Their (inlined) CEL sources, to know whether an output reads the clock.
+    output_sources: tuple[str, ...] = ()
     # REQUIRE_PARENTAL_CONSENT_FOR_ALLOWS: a conditional ALLOW becomes DENY-unless-condition.
     negated: bool = False
 

@@ -2,8 +2,9 @@
 reserved ``signals``/``grant`` attributes, runs the policy engine, and makes the Decision and,
 when the grant no longer holds, the Revocation record.
 
-Ids are deterministic (a hash of grant, cause and bundle digest) so a replay after a crash
-yields the same ids, and a grant has exactly one possible revocation id.
+Ids are deterministic (a hash of grant, cause and bundle digest; without the digest for
+lifecycle decisions, which no policy made) so a replay after a crash yields the same ids, and a
+grant has exactly one possible revocation id.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def decision_id(grant_id: str, cause_kind: str, cause_id: str, digest: str) -> s
 
 @dataclass(slots=True)
 class Cause:
-    kind: str  # signal | grant-issued | expiry | policy-change | check
+    kind: str  # signal | grant-issued | expiry | policy-change | time | check
     event_id: str
     event_time: int
 
@@ -137,20 +138,94 @@ def evaluate_grant(
     revocation = None
     if denied:
         first = denied[0]
-        revocation = {
-            "revocation_id": revocation_id(grant_id),
-            "grant_id": grant_id,
-            "subject": subject_key,
-            "session_id": grant.get("session_id"),
-            "device_id": grant.get("device_id"),
-            "decision_id": did,
-            "cause": {"kind": cause.kind, "event_id": cause.event_id},
-            "denied_actions": [a["action"] for a in actions if a["effect"] != ALLOW],
-            "policy": first.policy,
-            "rule": first.rule,
-            "policy_digest": digest,
-            "previous_policy_digest": previous_digest,
-            "revoked_at": now_ms,
-            "cause_event_time": cause.event_time,
-        }
+        revocation = revocation_record(
+            grant,
+            subject_key,
+            decision,
+            [a["action"] for a in actions if a["effect"] != ALLOW],
+            first.policy,
+            first.rule,
+            now_ms,
+        )
+    return Evaluation(decision=decision, revocation=revocation)
+
+
+def revocation_record(
+    grant: dict[str, Any],
+    subject_key: str,
+    decision: dict[str, Any],
+    denied_actions: list[str],
+    policy: str | None,
+    rule: str | None,
+    now_ms: int,
+) -> dict[str, Any]:
+    """The Revocation that goes with ``decision`` (same cause, digests and times)."""
+    return {
+        "revocation_id": revocation_id(grant["grant_id"]),
+        "grant_id": grant["grant_id"],
+        "subject": subject_key,
+        "session_id": grant.get("session_id"),
+        "device_id": grant.get("device_id"),
+        "decision_id": decision["decision_id"],
+        "cause": decision["cause"],
+        "denied_actions": denied_actions,
+        "policy": policy,
+        "rule": rule,
+        "policy_digest": decision["policy_digest"],
+        "previous_policy_digest": decision["previous_policy_digest"],
+        "revoked_at": now_ms,
+        "cause_event_time": decision["cause_event_time"],
+    }
+
+
+def lifecycle_decision(
+    grant: dict[str, Any],
+    subject_key: str,
+    cause: Cause,
+    now_ms: int,
+    policy_digest: str,
+    effect: str = DENY,
+) -> dict[str, Any]:
+    """A Decision made without policy evaluation: the grant stopped being watched (cause
+    ``expiry``; ``release``). Every action gets ``effect`` with no policy and no rule, the
+    request is the grant as issued (no signal snapshot: nothing was evaluated), and the id does
+    not depend on the bundle (no policy decided), so a replay under another bundle repeats it."""
+    principal = grant["principal"]
+    attr = dict(principal["attr"])
+    attr["grant"] = grant_attributes(grant)
+    return {
+        "decision_id": decision_id(grant["grant_id"], cause.kind, cause.event_id, ""),
+        "grant_id": grant["grant_id"],
+        "subject": subject_key,
+        "cause": {"kind": cause.kind, "event_id": cause.event_id},
+        "effect": effect,
+        "actions": [
+            {"action": a, "effect": effect, "policy": "", "rule": None, "scope": ""}
+            for a in grant["actions"]
+        ],
+        "request": {
+            "principal": {"id": principal["id"], "roles": principal["roles"], "attr": attr},
+            "resource": grant["resource"],
+            "actions": grant["actions"],
+        },
+        "policy_digest": policy_digest,
+        "previous_policy_digest": None,
+        "evaluated_at": now_ms,
+        "cause_event_time": cause.event_time,
+        "eval_duration_seconds": 0.0,
+        "errors": [],
+    }
+
+
+def expiry_outputs(
+    grant: dict[str, Any], subject_key: str, now_ms: int, policy_digest: str
+) -> Evaluation:
+    """Decision (DENY) and Revocation with cause ``expiry`` for a grant past ``expires_at``;
+    the cause is the grant's expiry instant, so replays give the same ids."""
+    expires_at = grant["expires_at"]
+    cause = Cause("expiry", f"{grant['grant_id']}@{expires_at}", expires_at)
+    decision = lifecycle_decision(grant, subject_key, cause, now_ms, policy_digest)
+    revocation = revocation_record(
+        grant, subject_key, decision, list(grant["actions"]), None, None, now_ms
+    )
     return Evaluation(decision=decision, revocation=revocation)

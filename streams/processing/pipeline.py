@@ -20,8 +20,8 @@ from streams import metrics
 from streams.codecs import DecodeError, InputDecoder, OutputEncoder, TransientError
 from streams.models.grant import GrantEvent, validate_grant_event
 from streams.models.signal import Signal, SignalInvalid, validate_signal
-from streams.policy import PolicyEngine
-from streams.processing.evaluation import Cause, evaluate_grant
+from streams.policy import CheckMemo, PolicyEngine
+from streams.processing.evaluation import Cause, Evaluation, evaluate_grant, expiry_outputs
 from streams.processing.records import BatchResult, InRecord, OutRecord
 from streams.state.risk import RiskModel
 from streams.state.store import GRANT_PREFIX, PartitionStore, grant_key, signal_key
@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 # Revocation tombstones are kept this long after the grant would have expired (or was revoked).
 TOMBSTONE_RETENTION_MS = 7 * 24 * 3600 * 1000
+# Default slot of time re-evaluation (settings: time_reevaluation_seconds).
+TIME_REEVALUATION_MS = 60_000
+_NEVER = 1 << 62
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +66,12 @@ class Pipeline:
         *,
         output_format: str = "avro",
         registry_url: str | None = None,
+        time_reevaluation_ms: int = TIME_REEVALUATION_MS,
     ) -> None:
+        if time_reevaluation_ms < 1:
+            raise ValueError("time_reevaluation_ms must be positive")
         self.topics = topics
+        self.time_reevaluation_ms = time_reevaluation_ms
         self.engine = engine
         self.risk = risk
         self._signal_decoder = InputDecoder("Signal", registry_url=registry_url)
@@ -188,7 +195,7 @@ class Pipeline:
                 snapshot = after
                 if not visible and not dim.startswith(("device:", "session:")):
                     continue  # e.g. a risk factor that did not move the level or score
-                grants = subject.grants(now_ms)
+                grants = self._grant_state(subject, result, now_ms)
                 cause = Cause("signal", item.event_id, item.event_time)
                 for grant in grants_seeing(grants, dim, visible):
                     self._evaluate(subject, grant, snapshot, cause, result, now_ms)
@@ -207,7 +214,7 @@ class Pipeline:
         now_ms: int,
     ) -> None:
         self._tally.add(metrics.grant_events_by(ev.op))
-        state = subject.grants(now_ms)
+        state = self._grant_state(subject, result, now_ms)
         if ev.op == "released":
             if state["grants"].pop(ev.grant_id, None) is not None:
                 self._tally.add(metrics.ACTIVE_GRANTS, -1)
@@ -275,7 +282,7 @@ class Pipeline:
                 subject = _Subject(key, store, store.get(signal_key(skey)), grants)
                 snapshot = subject_snapshot(subject.signals, self.risk)
                 cause = Cause("policy-change", digest, now_ms)
-                for grant in list(subject.grants(now_ms)["grants"].values()):
+                for grant in list(self._grant_state(subject, result, now_ms)["grants"].values()):
                     if grant.get("digest") != digest:
                         previous = grant.get("digest")
                         self._evaluate(subject, grant, snapshot, cause, result, now_ms, previous)
@@ -289,51 +296,94 @@ class Pipeline:
             subject.collect(result.changed_states)
         return result
 
-    def expire(
-        self, grant_keys: Sequence[bytes], store: PartitionStore, now_ms: int
-    ) -> BatchResult:
-        """Drop grants past ``expires_at`` (and old tombstones) from these subjects' grant
-        states: the sweep that expires grants of subjects that receive no events."""
+    def sweep(self, grant_keys: Sequence[bytes], store: PartitionStore, now_ms: int) -> BatchResult:
+        """The background pass over these subjects' grant states, for subjects that receive no
+        events: grants past ``expires_at`` expire (Decision + Revocation, cause ``expiry``),
+        grants whose policies read the clock and whose time slot is due are evaluated again
+        (cause ``time``), and old tombstones are dropped. Costs one read and one parse per
+        subject; the signal state is read only when a grant is due for time re-evaluation."""
         result = BatchResult()
+        memo: CheckMemo | None = None
         for gkey, raw in zip(grant_keys, store.get_many(list(grant_keys)), strict=True):
             if raw is None:
                 continue
             grants = orjson.loads(raw)
-            expired = expire_grants(grants, now_ms)
-            if expired:
-                self._tally.add(metrics.ACTIVE_GRANTS, -len(expired))
-                self._tally.add(metrics.EXPIRED_GRANTS, len(expired))
-            if expired or _prune_tombstones(grants, now_ms):
-                result.changed_states[gkey] = orjson.dumps(grants)
+            due = any(g.get("time_due", _NEVER) <= now_ms for g in grants["grants"].values())
+            skey = gkey[len(GRANT_PREFIX) :]
+            key = skey.decode()
+            mark = len(result.outputs)
+            try:
+                raw_signals = store.get(signal_key(skey)) if due else None
+                subject = _Subject(key, store, raw_signals, grants)
+                state = self._grant_state(subject, result, now_ms)
+                if due:
+                    if memo is None:
+                        memo = self.engine.new_memo(now=_datetime(self._time_slot(now_ms)))
+                    self._time_reevaluate(subject, state, result, now_ms, memo)
+            except TransientError:
+                raise  # an outage: the runner retries these subjects
+            except Exception:  # one broken subject must not stop the sweep for the others
+                log.exception("sweeping subject %s failed", key)
+                del result.outputs[mark:]
+                continue
+            subject.collect(result.changed_states)
         return result
 
-    def _evaluate(
+    # -- time -------------------------------------------------------------------------------
+
+    def _time_slot(self, now_ms: int) -> int:
+        """The latest slot boundary at or before ``now_ms``: time re-evaluations run with
+        ``now()`` fixed at it, so a replay within the slot repeats the same decision."""
+        return now_ms - now_ms % self.time_reevaluation_ms
+
+    def _time_reevaluate(
         self,
         subject: _Subject,
-        grant: dict[str, Any],
-        snapshot: dict[str, Any],
-        cause: Cause,
+        state: GrantState,
         result: BatchResult,
         now_ms: int,
-        previous_digest: str | None = None,
+        memo: CheckMemo,
     ) -> None:
-        key = subject.key
-        ev = evaluate_grant(
-            self.engine,
-            grant,
-            key,
-            snapshot,
-            subject.signals,
-            cause,
-            now_ms,
-            self._memo,
-            previous_digest,
-        )
-        if grant.get("digest") != self.engine.digest:
-            grant["digest"] = self.engine.digest  # which bundle last judged this grant
-            subject.grants_dirty = True
-        metrics.EVALUATION_SECONDS.observe(ev.decision["eval_duration_seconds"])
-        self._tally.add(metrics.decisions_by(ev.decision["effect"], cause.kind))
+        slot = self._time_slot(now_ms)
+        digest = self.engine.digest
+        snapshot = subject_snapshot(subject.signals, self.risk)
+        for grant in list(state["grants"].values()):
+            if grant.get("time_due", _NEVER) > now_ms:
+                continue
+            if not self.engine.reads_time(grant["resource"]["kind"]):
+                continue  # a newer bundle stopped reading time; its policy-change scan clears it
+            cause = Cause("time", f"{grant['grant_id']}@{slot}", slot)
+            previous = grant.get("digest")
+            previous = previous if previous != digest else None
+            self._evaluate(subject, grant, snapshot, cause, result, now_ms, previous, memo)
+            self._tally.add(metrics.TIME_REEVALUATIONS)
+
+    def _time_due(self, grant: dict[str, Any], now_ms: int) -> int | None:
+        """When this grant must be evaluated again because time passed: the next slot boundary
+        if a policy that may decide it reads the clock, else never (None)."""
+        if not self.engine.reads_time(grant["resource"]["kind"]):
+            return None
+        return self._time_slot(now_ms) + self.time_reevaluation_ms
+
+    # -- grant lifecycle ------------------------------------------------------------------
+
+    def _grant_state(self, subject: _Subject, result: BatchResult, now_ms: int) -> GrantState:
+        """The subject's grant part; grants that expired since it was written leave with a
+        Decision and a Revocation (cause ``expiry``) and a tombstone (no re-issue)."""
+        state = subject.grants(now_ms)
+        if subject.expired:
+            expired, subject.expired = subject.expired, []
+            self._tally.add(metrics.ACTIVE_GRANTS, -len(expired))
+            self._tally.add(metrics.EXPIRED_GRANTS, len(expired))
+            for grant in expired:
+                ev = expiry_outputs(grant, subject.key, now_ms, self.engine.digest)
+                keep_until = grant["expires_at"] + TOMBSTONE_RETENTION_MS
+                state["revoked"][grant["grant_id"]] = [grant["issued_at"], keep_until]
+                self._publish(subject.key, ev, "expiry", result)
+        return state
+
+    def _publish(self, key: str, ev: Evaluation, cause_kind: str, result: BatchResult) -> None:
+        self._tally.add(metrics.decisions_by(ev.decision["effect"], cause_kind))
         key_bytes = key.encode()
         result.outputs.append(
             OutRecord(
@@ -345,15 +395,7 @@ class Pipeline:
         )
         if ev.revocation is None:
             return
-        # Revocation is terminal: the grant leaves the active set and leaves a tombstone.
-        state = subject.grants(now_ms)
-        grant_id = grant["grant_id"]
-        del state["grants"][grant_id]
-        subject.grants_dirty = True
-        self._tally.add(metrics.ACTIVE_GRANTS, -1)
-        keep_until = (grant.get("expires_at") or now_ms) + TOMBSTONE_RETENTION_MS
-        state["revoked"][grant_id] = [grant["issued_at"], keep_until]
-        self._tally.add(metrics.revocations_by(cause.kind))
+        self._tally.add(metrics.revocations_by(cause_kind))
         result.outputs.append(
             OutRecord(
                 self.topics.revocations,
@@ -362,6 +404,51 @@ class Pipeline:
                 self._revocation_enc.headers,
             )
         )
+
+    def _evaluate(
+        self,
+        subject: _Subject,
+        grant: dict[str, Any],
+        snapshot: dict[str, Any],
+        cause: Cause,
+        result: BatchResult,
+        now_ms: int,
+        previous_digest: str | None = None,
+        memo: CheckMemo | None = None,
+    ) -> None:
+        key = subject.key
+        ev = evaluate_grant(
+            self.engine,
+            grant,
+            key,
+            snapshot,
+            subject.signals,
+            cause,
+            now_ms,
+            self._memo if memo is None else memo,
+            previous_digest,
+        )
+        if grant.get("digest") != self.engine.digest:
+            grant["digest"] = self.engine.digest  # which bundle last judged this grant
+            subject.grants_dirty = True
+        due = self._time_due(grant, now_ms)
+        if grant.get("time_due") != due:
+            if due is None:
+                del grant["time_due"]
+            else:
+                grant["time_due"] = due  # the next time re-evaluation (see ``sweep``)
+            subject.grants_dirty = True
+        metrics.EVALUATION_SECONDS.observe(ev.decision["eval_duration_seconds"])
+        if ev.revocation is not None:
+            # Revocation is terminal: the grant leaves the active set and leaves a tombstone.
+            state = self._grant_state(subject, result, now_ms)
+            grant_id = grant["grant_id"]
+            del state["grants"][grant_id]
+            subject.grants_dirty = True
+            self._tally.add(metrics.ACTIVE_GRANTS, -1)
+            keep_until = (grant.get("expires_at") or now_ms) + TOMBSTONE_RETENTION_MS
+            state["revoked"][grant_id] = [grant["issued_at"], keep_until]
+        self._publish(key, ev, cause.kind, result)
 
 
 class _Subject:
@@ -372,6 +459,7 @@ class _Subject:
         "signals",
         "signals_dirty",
         "grants_dirty",
+        "expired",
         "_grants",
         "_pending_grants",
         "_store",
@@ -393,9 +481,11 @@ class _Subject:
         self.grants_dirty = False
         self._grants: GrantState | None = None
         self._pending_grants = grants
+        self.expired: list[dict[str, Any]] = []  # removed by ``grants``, to be published
 
     def grants(self, now_ms: int) -> GrantState:
-        """The grant part, read once per batch; expired grants and old tombstones drop out."""
+        """The grant part, read once per batch; expired grants (kept in ``expired`` for the
+        pipeline to publish) and old tombstones drop out."""
         if self._grants is None:
             if self._pending_grants is not None:
                 self._grants = self._pending_grants
@@ -403,9 +493,7 @@ class _Subject:
                 raw = self._store.get(grant_key(self.key.encode()))
                 self._grants = orjson.loads(raw) if raw is not None else new_grant_state()
             expired = expire_grants(self._grants, now_ms)
-            if expired:
-                metrics.ACTIVE_GRANTS.dec(len(expired))
-                metrics.EXPIRED_GRANTS.inc(len(expired))
+            self.expired.extend(expired)
             if expired or _prune_tombstones(self._grants, now_ms):
                 self.grants_dirty = True
         return self._grants
@@ -416,6 +504,10 @@ class _Subject:
             changed[signal_key(key)] = orjson.dumps(self.signals)
         if self.grants_dirty and self._grants is not None:
             changed[grant_key(key)] = orjson.dumps(self._grants)
+
+
+def _datetime(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 def _prune_tombstones(state: GrantState, now_ms: int) -> bool:

@@ -267,7 +267,8 @@ class PipelineRunner:
 
     async def _expiry_step(self) -> None:
         """Sweep the owned grant states round-robin at ``expiry_sweep_rate`` subjects/s, so a
-        grant expires even when its subject sends nothing (events expire it earlier)."""
+        grant expires, and a grant whose policies read the clock is evaluated again, even when
+        its subject sends nothing (``Pipeline.sweep``; events expire grants earlier)."""
         now = time.monotonic()
         rate = self.config.expiry_sweep_rate
         self._sweep_budget = min(float(rate), self._sweep_budget + (now - self._sweep_at) * rate)
@@ -284,8 +285,8 @@ class PipelineRunner:
             self._sweep[partition] = None  # end of this partition: next one, from the start
             self._sweep_turn += 1
             return
-        result = self.pipeline.expire(keys, self.stores[partition], int(time.time() * 1000))
-        if result.changed_states:
+        result = self.pipeline.sweep(keys, self.stores[partition], int(time.time() * 1000))
+        if result.changed_states or result.outputs:
             await self._commit_effects({partition: result})
         self._sweep[partition] = keys[-1]  # after the effects: an outage retries these keys
 

@@ -8,6 +8,10 @@ separate keys, so the frequent telemetry signal rewrites only the small signal p
     grant state:  {"grants":  {grant_id: grant},                # active grants
                    "revoked": {grant_id: [issued_at, keep_until_ms]}}  # terminal tombstones
 
+A stored grant is the issued grant plus the pipeline's bookkeeping: ``digest`` (the bundle that
+last judged it) and, when its policies read the clock, ``time_due`` (epoch ms of its next time
+re-evaluation).
+
 Invariant 4 (event time, not arrival time) lives here: for each dimension the newest
 ``event_time`` wins (ties broken by ``event_id`` so replays are deterministic); an older event is
 recorded in ``recent`` and changes nothing.
@@ -167,7 +171,8 @@ def grants_seeing(state: GrantState, dim: str, subject_changed: bool) -> list[di
 
 
 def expire_grants(state: GrantState, now_ms: int) -> list[dict[str, Any]]:
-    """Remove grants past ``expires_at`` (and their tombstones); return the removed grants."""
+    """Remove grants past ``expires_at``; return them (the pipeline publishes their expiry and
+    leaves tombstones)."""
     expired = [
         g for g in state["grants"].values() if g.get("expires_at") and g["expires_at"] <= now_ms
     ]

@@ -48,6 +48,15 @@ def test_latency_uses_send_time_then_event_time() -> None:
     assert stats.latency_percentiles() == (40.0, 40.0)
 
 
+def test_expiry_and_time_revocations_have_no_latency() -> None:
+    stats = DemoStats()
+    for kind in ("expiry", "time"):
+        rev = revocation(f"g-1@{9_000}", 10_040, 9_000)
+        rev["cause"] = {"kind": kind, "event_id": "g-1@9000"}
+        assert stats.record_revocation(rev).latency_ms is None
+    assert stats.revocations == 2 and stats.latency_percentiles() is None
+
+
 def test_rule_none_is_shown_as_default_deny() -> None:
     stats = DemoStats()
     rev = revocation("e1", 2, 1)

@@ -196,4 +196,5 @@ async def test_a_grant_expires_without_any_event_for_its_subject(
     assert [
         d for d in of(await worker.read("decisions"), user) if d["cause"]["kind"] == "signal"
     ] == []
-    assert of(await worker.read("revocations"), user) == []
+    # Its only revocation is the expiry's (docs/concepts.md, "Grants").
+    assert [r["cause"]["kind"] for r in of(await worker.read("revocations"), user)] == ["expiry"]

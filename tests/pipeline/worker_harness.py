@@ -54,7 +54,7 @@ class Worker:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-worker.log"
         self.policies = ROOT / "policies"
-        self.extra_env: dict[str, str] = {}  # e.g. VIGIL_SCHEMA_REGISTRY_URL, VIGIL_BROKER
+        self.extra_env: dict[str, str] = {}  # e.g. VIGIL_* settings a test needs
 
     def replacement(self, data_dir: Path) -> Worker:
         """A new worker for the same topics and group (takes over this one's partitions)."""

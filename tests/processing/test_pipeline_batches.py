@@ -127,6 +127,8 @@ def test_replaying_a_revoking_batch_yields_identical_ids(pipeline: Pipeline) -> 
 
 
 def test_expired_and_released_grants_are_not_re_evaluated(pipeline: Pipeline) -> None:
+    """g1 expired (published with cause expiry, see test_pipeline_time.py), g2 was released:
+    the HIGH risk signal evaluates neither."""
     store, feed = MemoryStore(), Feed()
     setup = pipeline.process(
         [
@@ -139,8 +141,8 @@ def test_expired_and_released_grants_are_not_re_evaluated(pipeline: Pipeline) ->
     )
     persist(store, setup)
     result = pipeline.process([feed("signals.risk", risk("r1", "HIGH"))], store, NOW + 2000)
-    assert outputs(result, "authz.decisions") == []
-    assert outputs(result, "authz.revocations") == []
+    assert [d["cause"]["kind"] for d in outputs(result, "authz.decisions")] == ["expiry"]
+    assert [r["cause"]["kind"] for r in outputs(result, "authz.revocations")] == ["expiry"]
     state = orjson.loads(result.changed_states[b"g:user:alice"])
     assert state["grants"] == {}
 
@@ -231,11 +233,11 @@ def test_expiry_sweep_removes_expired_grants_without_any_event(pipeline: Pipelin
         NOW,
     )
     persist(store, setup)
-    assert pipeline.expire([b"g:user:alice"], store, NOW + 500).changed_states == {}
-    swept = pipeline.expire([b"g:user:alice", b"g:user:nobody"], store, NOW + 1000)
+    assert pipeline.sweep([b"g:user:alice"], store, NOW + 500).changed_states == {}
+    swept = pipeline.sweep([b"g:user:alice", b"g:user:nobody"], store, NOW + 1000)
     state = orjson.loads(swept.changed_states[b"g:user:alice"])
     assert list(state["grants"]) == ["g2"]
-    assert swept.outputs == []
+    assert [r["grant_id"] for r in outputs(swept, "authz.revocations")] == ["g1"]
 
 
 def test_batch_metrics_are_counted_once_per_batch_and_exact(pipeline: Pipeline) -> None:
