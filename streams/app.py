@@ -2,9 +2,9 @@
 
 faust runs the worker process, its web server (``/metrics``, ``/healthz``, ``/livez``,
 ``/_cerbos/health``, ``/workers``) and a low-rate agent on ``vigil.workers`` that shows which
-policy bundle every worker runs. The signal hot path is ``PipelineRunner``, a faust-managed service that consumes in
-batches with its own consumer group (faust's per-event stream machinery caps out near 2k events/s
-on these machines; see docs/performance.md).
+policy bundle every worker runs. The signal hot path is ``PipelineRunner``, a faust-managed
+service that consumes in batches with its own consumer group (faust's per-event stream machinery
+caps out near 2k events/s on these machines; see docs/performance.md).
 """
 
 from __future__ import annotations
