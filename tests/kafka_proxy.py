@@ -79,13 +79,11 @@ class KafkaProxy:
 
     def stop(self) -> None:
         if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the thread in accept()
             self._listener.close()
             self._listener = None
-        with self._lock:
-            for sock in self._open:
-                with contextlib.suppress(OSError):
-                    sock.close()
-            self._open.clear()
+        self._close(*list(self._open))  # shutdown() first: it wakes the threads in recv()
 
     def _accept(self, listener: socket.socket) -> None:
         while True:

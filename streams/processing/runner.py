@@ -39,7 +39,7 @@ from streams import metrics
 from streams.bundles.watcher import BundleWatcher
 from streams.kafka.quirks import read_to_end
 from streams.policy import PolicyEngine
-from streams.processing.outage import TRANSIENT_ERRORS, Outages
+from streams.processing.outage import TRANSIENT_ERRORS, Outages, probe_broker
 from streams.processing.pipeline import Pipeline
 from streams.processing.records import BatchResult, InRecord, OutRecord
 from streams.state.store import (
@@ -114,6 +114,7 @@ class PipelineRunner:
         self.watcher = watcher
         self._uncommitted: dict[TopicPartition, int] = {}
         self._committer: asyncio.Task[None] | None = None
+        self._prober: asyncio.Task[None] | None = None
         # partition -> last grant key re-evaluated (None: from the start); empty when idle
         self._scans: dict[int, bytes | None] = {}
         self._budget = 0.0
@@ -166,13 +167,15 @@ class PipelineRunner:
         self.consumer.subscribe(cfg.input_topics, listener=_Rebalance(self))
         await self.consumer.start()
         self._committer = asyncio.create_task(self._commit_periodically())
+        self._prober = asyncio.create_task(probe_broker(self.consumer, self.outages))
 
     async def stop(self) -> None:
         self._stopping.set()
         if self.watcher is not None:
             await self.watcher.stop()
-        if self._committer is not None:
-            self._committer.cancel()
+        for task in (self._committer, self._prober):
+            if task is not None:
+                task.cancel()
         async with self._lock:
             await self._commit_offsets()
             for client in (self.consumer, self._restorer, self.producer):

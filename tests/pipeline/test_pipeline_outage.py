@@ -150,3 +150,56 @@ async def test_broker_refusing_produce_backs_off_then_resumes(tmp_path: Path) ->
         worker.stop()
         proxy.stop()
         broker.stop()
+
+
+async def test_unreachable_broker_is_reported_and_survived(tmp_path: Path) -> None:
+    """The proxy in front of a separate embedded broker closes every connection and refuses new
+    ones (the broker keeps its data): the idle worker stays up, /healthz says the broker is
+    unreachable, and after the broker is back a new signal revokes exactly once."""
+    proxy = KafkaProxy()
+    broker = ProxiedBroker(advertised_port=proxy.port)
+    broker.start()
+    proxy.start(broker.port)
+    worker = Worker(f"127.0.0.1:{proxy.port}", tmp_path / "data")
+    try:
+        await worker.start()
+        assert worker.proc is not None
+        pid = worker.proc.pid
+        user = f"ida-{uuid.uuid4().hex[:6]}"
+        await worker.produce(
+            "device", [device_signal(f"{user}-ok", user, "D1", "compliant", "2026-11-29T08:00:00Z")]
+        )
+        await worker.produce("grants", [grant(f"{user}-g1", user, ["read", "write"], "D1")])
+        await worker.wait_processed()
+
+        proxy.stop()
+        await wait_until(
+            "/healthz still ok",
+            lambda: worker.health_status()[1]["status"] == "degraded",
+            worker,
+            timeout=60,
+        )
+        status, body = worker.health_status()
+        assert status == 503
+        assert any(r.startswith("broker unreachable since") for r in body["reasons"]), body
+        assert worker.metric("vigil_degraded") == 1
+
+        proxy.start(broker.port)
+        bad = device_signal(f"{user}-bad", user, "D1", "not-compliant", "2026-11-29T11:00:00Z")
+        await worker.produce("device", [bad])
+        await worker.wait_processed(timeout=120)
+        assert worker.proc.poll() is None and worker.proc.pid == pid  # never restarted
+        revocations = [
+            r for r in await worker.read("revocations") if r["subject"] == f"user:{user}"
+        ]
+        assert [r["grant_id"] for r in revocations] == [f"{user}-g1"]
+        await wait_until(
+            "/healthz still degraded",
+            lambda: worker.health_status()[1]["status"] == "ok",
+            worker,
+            timeout=60,
+        )
+    finally:
+        worker.stop()
+        proxy.stop()
+        broker.stop()

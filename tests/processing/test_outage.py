@@ -40,3 +40,18 @@ def test_each_dependency_has_its_own_reason_until_a_batch_goes_through() -> None
 def test_dependency_names_are_bounded() -> None:
     assert dependency_of(RegistryError("x")) == "schema_registry"
     assert dependency_of(KafkaTimeoutError()) == "broker"
+
+
+def test_probe_reports_an_unreachable_broker_until_a_probe_succeeds() -> None:
+    outages = Outages()
+    outages.probe_failed("broker", KafkaTimeoutError())
+    assert outages.degraded and gauge("broker") == 1
+    assert outages.reasons()[0].startswith("broker unreachable since ")
+    outages.recovered()  # a batch without the broker (none) does not clear a probe's finding
+    assert outages.degraded
+    outages.failed(KafkaTimeoutError())  # a failing batch: one reason, the batch's
+    assert len(outages.reasons()) == 1 and "retries" in outages.reasons()[0]
+    outages.probe_succeeded("broker")
+    assert outages.degraded and gauge("broker") == 1  # the batch still fails
+    outages.recovered()
+    assert not outages.degraded and gauge("broker") == 0
