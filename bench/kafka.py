@@ -11,11 +11,14 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.events import Out
+from streams.kafka.security import PLAINTEXT, KafkaSecurity
 
 BATCH_BYTES = 256 * 1024
 
 
-def producer(bootstrap: str, linger_ms: int = 20) -> AIOKafkaProducer:
+def producer(
+    bootstrap: str, linger_ms: int = 20, *, security: KafkaSecurity = PLAINTEXT
+) -> AIOKafkaProducer:
     """The load-generator producer: the PLATFORM-NOTES settings (linger 20 ms, 256 KiB)."""
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap,
@@ -23,6 +26,7 @@ def producer(bootstrap: str, linger_ms: int = 20) -> AIOKafkaProducer:
         max_batch_size=BATCH_BYTES,
         max_request_size=4 * 1024 * 1024,
         acks=1,
+        **security.client_kwargs(),
     )
 
 
@@ -58,9 +62,11 @@ async def produce_batched(
     return count
 
 
-async def baseline_produce(bootstrap: str, topic: str, records: list[Out]) -> float:
+async def baseline_produce(
+    bootstrap: str, topic: str, records: list[Out], *, security: KafkaSecurity = PLAINTEXT
+) -> float:
     """Raw ``producer.send()`` per record (keyed, default partitioner): events/s to all acks."""
-    prod = producer(bootstrap)
+    prod = producer(bootstrap, security=security)
     await prod.start()
     try:
         started = time.perf_counter()
@@ -72,7 +78,13 @@ async def baseline_produce(bootstrap: str, topic: str, records: list[Out]) -> fl
 
 
 async def baseline_consume(
-    bootstrap: str, topic: str, partitions: int, expected: int, decode: bool
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    expected: int,
+    decode: bool,
+    *,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> float:
     """Assigned consumer, ``getmany`` from the beginning, optionally ``orjson.loads`` each value."""
     consumer = AIOKafkaConsumer(
@@ -81,6 +93,7 @@ async def baseline_consume(
         auto_offset_reset="earliest",
         fetch_max_wait_ms=10,
         max_partition_fetch_bytes=4 * 1024 * 1024,
+        **security.client_kwargs(),
     )
     await consumer.start()
     try:

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from bench.events import World
 from bench.kafka import producer
 from streams.codecs import decode_any
+from streams.kafka.security import PLAINTEXT, KafkaSecurity
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -35,7 +36,15 @@ def percentiles(values: list[float]) -> dict[str, float]:
 class OutputWatcher:
     """Reads one output topic from its end and matches records to sent signals."""
 
-    def __init__(self, bootstrap: str, topic: str, partitions: int, sent: dict[str, float]) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        partitions: int,
+        sent: dict[str, float],
+        *,
+        security: KafkaSecurity = PLAINTEXT,
+    ) -> None:
         self.topic = topic
         self.sent = sent
         self.latencies: list[float] = []  # one per matched record
@@ -46,6 +55,7 @@ class OutputWatcher:
             enable_auto_commit=False,
             fetch_max_wait_ms=5,
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            **security.client_kwargs(),
         )
         self.tps = [TopicPartition(topic, p) for p in range(partitions)]
         self._task: asyncio.Task[None] | None = None

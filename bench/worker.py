@@ -89,7 +89,8 @@ class Worker:
         return self.proc.pid
 
     def start(self) -> None:
-        env = dict(os.environ)
+        # the bench's own embedded broker is plaintext: drop TLS/SASL meant for a real cluster
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_KAFKA_")}
         for role, name in self.topics.items():
             env[f"VIGIL_TOPIC_{role.upper()}"] = name
         env["VIGIL_GROUP_ID"] = self.group

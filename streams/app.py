@@ -25,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from streams import metrics
 from streams.bundles.watcher import BundleWatcher
 from streams.kafka.admin import ensure_topics
+from streams.kafka.security import KafkaSecurity
 from streams.policy import PolicyEngine
 from streams.processing.pipeline import Pipeline, Topics
 from streams.processing.runner import PipelineRunner, RunnerConfig
@@ -51,6 +52,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
         output_format=settings.output_format,
         registry_url=settings.schema_registry_url,
         time_reevaluation_ms=round(settings.time_reevaluation_seconds * 1000),
+        max_future_skew_ms=settings.max_future_skew_seconds * 1000,
     )
 
 
@@ -58,8 +60,9 @@ def in_memory(settings: Settings) -> bool:
     return str(settings.data_dir) == ":memory:"
 
 
-def runner_config(settings: Settings) -> RunnerConfig:
+def runner_config(settings: Settings, security: KafkaSecurity) -> RunnerConfig:
     return RunnerConfig(
+        security=security,
         bootstrap=settings.bootstrap_servers,
         group_id=settings.group_id,
         input_topics=settings.input_topics,
@@ -79,7 +82,9 @@ def faust_dir(settings: Settings) -> Path:
     return path
 
 
-def bundle_watcher(settings: Settings, running_digest: str) -> BundleWatcher:
+def bundle_watcher(
+    settings: Settings, running_digest: str, security: KafkaSecurity
+) -> BundleWatcher:
     workdir = (
         Path(tempfile.mkdtemp(prefix="vigil-bundles-"))
         if in_memory(settings)
@@ -91,18 +96,24 @@ def bundle_watcher(settings: Settings, running_digest: str) -> BundleWatcher:
         policies_dir=settings.policies,
         workdir=workdir,
         running_digest=running_digest,
+        security=security,
     )
 
 
 class PipelineService(Service):
     """Runs the batch pipeline inside the faust worker's lifecycle."""
 
-    def __init__(self, settings: Settings, pipeline: Pipeline, **kwargs: Any) -> None:
+    def __init__(
+        self, settings: Settings, pipeline: Pipeline, security: KafkaSecurity, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.pipeline = pipeline
+        self.security = security
         self.runner = PipelineRunner(
-            runner_config(settings), pipeline, bundle_watcher(settings, pipeline.engine.digest)
+            runner_config(settings, security),
+            pipeline,
+            bundle_watcher(settings, pipeline.engine.digest, security),
         )
         self._task: asyncio.Task[None] | None = None
 
@@ -113,9 +124,12 @@ class PipelineService(Service):
             [*s.input_topics, *s.output_topics],
             s.partitions,
             compacted=[s.topic_changelog],
+            security=self.security,
         )
-        await ensure_topics(s.bootstrap_servers, [], 1, compacted=[s.topic_bundles])
-        await ensure_topics(s.bootstrap_servers, [WORKERS_TOPIC], 1)
+        await ensure_topics(
+            s.bootstrap_servers, [], 1, compacted=[s.topic_bundles], security=self.security
+        )
+        await ensure_topics(s.bootstrap_servers, [WORKERS_TOPIC], 1, security=self.security)
         await self.runner.start()
         self._task = asyncio.create_task(self._run())
 
@@ -138,6 +152,8 @@ class PipelineService(Service):
 
 
 def create_app(settings: Settings) -> faust.App:
+    """The worker's faust App; raises ``PolicyCompileError`` or ``KafkaSecurityError``."""
+    security = KafkaSecurity.from_settings(settings)
     pipeline = build_pipeline(settings)
     worker_id = f"{socket.gethostname()}:{settings.web_port}"
     # faust's consumer group is the app id: one per worker, so every worker sees every heartbeat
@@ -145,6 +161,7 @@ def create_app(settings: Settings) -> faust.App:
     app = faust.App(
         f"{settings.group_id}-fleet-{worker_id.replace(':', '-')}",
         broker=settings.faust_broker,
+        broker_credentials=security.faust_credentials(),
         store="memory://",
         web_port=settings.web_port,
         # faust's own files (it keeps none for memory:// stores, but creates the folder)
@@ -157,7 +174,7 @@ def create_app(settings: Settings) -> faust.App:
         topic_partitions=1,
         autodiscover=False,
     )
-    service = PipelineService(settings, pipeline)
+    service = PipelineService(settings, pipeline, security)
     app.service(service)  # type: ignore[arg-type]  # faust accepts a started-later instance
     fleet: dict[str, dict[str, Any]] = {}
     workers_topic = app.topic(WORKERS_TOPIC, value_serializer="raw", partitions=1)

@@ -5,13 +5,17 @@ Every setting is documented in ``docs/configuration.md``; keep the two in step.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_KAFKA_PORT = 9092
+
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
 
 
 def parse_bootstrap(value: str) -> list[tuple[str, int]]:
@@ -57,10 +61,95 @@ def format_bootstrap(servers: list[tuple[str, int]]) -> str:
     return ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in servers)
 
 
+def _readable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.R_OK)
+
+
+def kafka_security_problems(s: Settings) -> list[str]:
+    """Every reason the Kafka security settings cannot be used as given (empty: usable).
+
+    Fail closed: a TLS or SASL setting that the chosen protocol would ignore is an error, not a
+    silent downgrade, and so is a password or bearer token that would cross the network in clear.
+    """
+    problems: list[str] = []
+    protocol, mechanism = s.kafka_security_protocol, s.kafka_sasl_mechanism
+    tls = protocol in ("SSL", "SASL_SSL")
+    sasl = protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+    proto = f"VIGIL_KAFKA_SECURITY_PROTOCOL={protocol}"
+    ssl_set = [
+        name
+        for name in ("cafile", "certfile", "keyfile", "key_password", "check_hostname")
+        if f"kafka_ssl_{name}" in s.model_fields_set and getattr(s, f"kafka_ssl_{name}") is not None
+    ]
+    if ssl_set and not tls:
+        names = ", ".join(f"VIGIL_KAFKA_SSL_{n.upper()}" for n in ssl_set)
+        problems.append(f"{names} set but {proto} does not use TLS (use SSL or SASL_SSL)")
+    for name in ("cafile", "certfile", "keyfile"):
+        path = getattr(s, f"kafka_ssl_{name}")
+        if path is not None and not _readable(path):
+            problems.append(f"VIGIL_KAFKA_SSL_{name.upper()}={path} is not a readable file")
+    if s.kafka_ssl_keyfile is not None and s.kafka_ssl_certfile is None:
+        problems.append("VIGIL_KAFKA_SSL_KEYFILE set without VIGIL_KAFKA_SSL_CERTFILE")
+    if s.kafka_ssl_key_password is not None and s.kafka_ssl_certfile is None:
+        problems.append("VIGIL_KAFKA_SSL_KEY_PASSWORD set without VIGIL_KAFKA_SSL_CERTFILE")
+    userpass = {
+        "VIGIL_KAFKA_SASL_USERNAME": s.kafka_sasl_username,
+        "VIGIL_KAFKA_SASL_PASSWORD": s.kafka_sasl_password,
+    }
+    oauth = {
+        "VIGIL_KAFKA_SASL_OAUTH_TOKEN_FILE": s.kafka_sasl_oauth_token_file,
+        "VIGIL_KAFKA_SASL_OAUTH_TOKEN_COMMAND": s.kafka_sasl_oauth_token_command,
+    }
+    given = [k for k, v in {**userpass, **oauth}.items() if v is not None]
+    if not sasl:
+        if mechanism is not None:
+            problems.append(f"VIGIL_KAFKA_SASL_MECHANISM={mechanism} set but {proto} has no SASL")
+        if given:
+            problems.append(
+                f"{', '.join(given)} set but {proto} has no SASL (use SASL_SSL): "
+                "credentials would be ignored"
+            )
+        return problems
+    if mechanism is None:
+        problems.append(f"{proto} needs VIGIL_KAFKA_SASL_MECHANISM")
+        return problems
+    if mechanism == "OAUTHBEARER":
+        wrong = [k for k, v in userpass.items() if v is not None]
+        if wrong:
+            problems.append(f"{', '.join(wrong)} set but OAUTHBEARER takes a token, not a password")
+        if sum(v is not None for v in oauth.values()) != 1:
+            problems.append(
+                "OAUTHBEARER needs exactly one of VIGIL_KAFKA_SASL_OAUTH_TOKEN_FILE and "
+                "VIGIL_KAFKA_SASL_OAUTH_TOKEN_COMMAND"
+            )
+        token_file = s.kafka_sasl_oauth_token_file
+        if token_file is not None and not _readable(token_file):
+            problems.append(
+                f"VIGIL_KAFKA_SASL_OAUTH_TOKEN_FILE={token_file} is not a readable file"
+            )
+    else:
+        wrong = [k for k, v in oauth.items() if v is not None]
+        if wrong:
+            problems.append(f"{', '.join(wrong)} set but {mechanism} does not use a token")
+        missing = [k for k, v in userpass.items() if not v]
+        if missing:
+            problems.append(f"{mechanism} needs {' and '.join(missing)}")
+    if protocol == "SASL_PLAINTEXT" and mechanism in ("PLAIN", "OAUTHBEARER"):
+        secret = "password" if mechanism == "PLAIN" else "bearer token"
+        problems.append(
+            f"{mechanism} over SASL_PLAINTEXT sends the {secret} in clear text; use SASL_SSL "
+            "(or SCRAM, which never sends the password)"
+        )
+    return problems
+
+
 class Settings(BaseSettings):
     """Runtime configuration; construct with keyword overrides or let env vars fill it."""
 
-    model_config = SettingsConfigDict(env_prefix="VIGIL_", extra="ignore")
+    # hide_input_in_errors: a refused value may be a password; errors name the setting only
+    model_config = SettingsConfigDict(
+        env_prefix="VIGIL_", extra="ignore", hide_input_in_errors=True
+    )
 
     broker: str = Field(
         default=f"127.0.0.1:{DEFAULT_KAFKA_PORT}",
@@ -111,6 +200,89 @@ class Settings(BaseSettings):
         ge=1,
         description="Subjects per second re-evaluated after a policy bundle switch, per worker.",
     )
+    max_future_skew_seconds: int = Field(
+        default=300,
+        ge=0,
+        description="How far a signal's event_time may lie ahead of the worker's clock (and of "
+        "its Kafka record timestamp) before it is dead-lettered as event-time-in-future.",
+    )
+
+    kafka_security_protocol: KafkaSecurityProtocol = Field(
+        default="PLAINTEXT",
+        description="How every Kafka client connects: PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL.",
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="PEM CA bundle that signs the brokers' certificates."
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="PEM client certificate (mutual TLS)."
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        default=None, description="PEM private key of the client certificate."
+    )
+    kafka_ssl_key_password: SecretStr | None = Field(
+        default=None, description="Password of an encrypted client key."
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        default=True, description="Check that the broker certificate names the broker host."
+    )
+    kafka_sasl_mechanism: KafkaSaslMechanism | None = Field(
+        default=None, description="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER."
+    )
+    kafka_sasl_username: str | None = Field(default=None, description="SASL PLAIN/SCRAM user.")
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, description="SASL PLAIN/SCRAM password."
+    )
+    kafka_sasl_oauth_token_file: Path | None = Field(
+        default=None, description="OAUTHBEARER: file holding the token, re-read on every login."
+    )
+    kafka_sasl_oauth_token_command: str | None = Field(
+        default=None,
+        repr=False,  # its arguments may carry a client secret
+        description="OAUTHBEARER: command (shell-style words, no shell) printing the token.",
+    )
+
+    @field_validator("kafka_security_protocol", mode="before")
+    @classmethod
+    def _upper_protocol(cls, value: Any) -> Any:
+        """Kafka users write ``sasl_ssl`` too; empty means the default, PLAINTEXT."""
+        if isinstance(value, str):
+            return value.strip().upper() or "PLAINTEXT"
+        return value
+
+    @field_validator("kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper_mechanism(cls, value: Any) -> Any:
+        """Kafka users write ``scram-sha-512`` too; empty means unset."""
+        if isinstance(value, str):
+            return value.strip().upper() or None
+        return value
+
+    @field_validator(
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+        "kafka_ssl_key_password",
+        "kafka_sasl_username",
+        "kafka_sasl_password",
+        "kafka_sasl_oauth_token_file",
+        "kafka_sasl_oauth_token_command",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """``VIGIL_KAFKA_SSL_CAFILE=`` (empty) means not set, as for the registry URL."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _check_kafka_security(self) -> Settings:
+        """Refuse, at startup, every combination that would connect less securely than asked."""
+        problems = kafka_security_problems(self)
+        if problems:
+            raise ValueError("Kafka security: " + "; ".join(problems))
+        return self
 
     @field_validator("broker")
     @classmethod

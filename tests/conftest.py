@@ -19,6 +19,7 @@ if str(ROOT) not in sys.path:  # so tests can `from tests.kafka_helpers import .
 from streams.kafka.admin import ensure_topics  # noqa: E402
 from streams.kafka.broker import EmbeddedBroker  # noqa: E402
 from tests.kafka_helpers import unique_name  # noqa: E402
+from tests.secure_kafka import SecureBroker, make_pki  # noqa: E402
 
 TopicFactory = Callable[..., Awaitable[list[str]]]
 
@@ -46,3 +47,15 @@ def topic_factory(broker: str) -> TopicFactory:
         return names
 
     return create
+
+
+@pytest.fixture(scope="session")
+def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
+    """Tansu behind a TLS/SASL proxy that it advertises (tests/secure_kafka.py); call
+    ``secure_broker.proxy.configure(tls_context, sasl_users)`` to choose the security."""
+    secured = SecureBroker(make_pki(tmp_path_factory.mktemp("pki")))
+    secured.start()
+    try:
+        yield secured
+    finally:
+        secured.stop()

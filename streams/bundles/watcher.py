@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streams import metrics
 from streams.bundles.bundle import Bundle, BundleError
 from streams.kafka.quirks import read_to_end
+from streams.kafka.security import PLAINTEXT, KafkaSecurity
 from streams.policy import PolicyCompileError, PolicyEngine
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,10 @@ class BundleWatcher:
         workdir: Path,
         running_digest: str,
         poll_seconds: float = 1.0,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         self.bootstrap = bootstrap
+        self.security = security
         self.topic = topic
         self.policies_dir = policies_dir
         self.workdir = workdir
@@ -66,7 +69,10 @@ class BundleWatcher:
         it differs from the running one (a restarted worker must run what was pushed)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=500
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=500,
+            **self.security.client_kwargs(),
         )
         await self._consumer.start()
         tp = TopicPartition(self.topic, 0)

@@ -15,6 +15,7 @@ import click
 from streams.commands.common import broker_option, err, load_settings
 from streams.kafka.admin import ensure_topics
 from streams.kafka.broker import EmbeddedBroker
+from streams.kafka.security import PLAINTEXT
 from streams.settings import parse_bootstrap
 
 
@@ -67,6 +68,7 @@ def command(
                     [t for t in settings.all_topics if t not in settings.compacted_topics],
                     settings.partitions,
                     compacted=settings.compacted_topics,
+                    security=PLAINTEXT,  # the embedded broker has no TLS/SASL listener
                 )
             )
             err(f"created {len(settings.all_topics)} topics, {settings.partitions} partitions each")

@@ -12,12 +12,15 @@ from collections.abc import Callable
 from datetime import date, datetime
 from enum import Enum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from pydantic import ValidationError
 
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from streams.kafka.security import KafkaSecurity
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,6 +56,17 @@ def load_settings(broker: str | None = None, **overrides: Any) -> Settings:
             for err in exc.errors()
         )
         raise click.UsageError(f"invalid settings: {problems}") from None
+
+
+def kafka_security(settings: Settings) -> KafkaSecurity:
+    """The TLS/SASL connection of every Kafka client of a command; unusable files or tokens
+    become a usage error (exit 2) before anything connects."""
+    from streams.kafka.security import KafkaSecurity, KafkaSecurityError
+
+    try:
+        return KafkaSecurity.from_settings(settings)
+    except KafkaSecurityError as exc:
+        raise click.UsageError(f"invalid Kafka security settings: {exc}") from None
 
 
 def bytes_to_text(value: bytes) -> str:

@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from streams.commands.common import broker_option, load_settings
+from streams.commands.common import broker_option, kafka_security, load_settings
 
 
 @click.command("demo")
@@ -39,6 +39,7 @@ def command(broker: str | None, duration: float | None, rate: float, seed: int) 
     Ctrl-C (or --duration) stops everything in order and removes the temporary state.
     """
     from streams.demo.run import DemoConfig, default_policies, default_risk_model, run
+    from streams.kafka.security import PLAINTEXT
 
     settings = load_settings(broker)
     config = DemoConfig(
@@ -49,5 +50,7 @@ def command(broker: str | None, duration: float | None, rate: float, seed: int) 
         seed=seed,
         policies=default_policies(settings),
         risk_model=default_risk_model(settings),
+        # the embedded broker (no --broker) is plaintext whatever VIGIL_KAFKA_* say
+        security=kafka_security(settings) if broker is not None else PLAINTEXT,
     )
     sys.exit(run(config))

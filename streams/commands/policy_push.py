@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from streams.commands.common import broker_option, load_settings
+from streams.commands.common import broker_option, kafka_security, load_settings
 
 
 @click.command("push")
@@ -26,6 +26,7 @@ def push(broker: str | None, directory: Path, skip_tests: bool) -> None:
     from streams.policy import PolicyCompileError
 
     settings = load_settings(broker)
+    security = kafka_security(settings)
     try:
         bundle = Bundle.from_directory(directory)
     except PolicyCompileError as exc:
@@ -39,7 +40,9 @@ def push(broker: str | None, directory: Path, skip_tests: bool) -> None:
             click.echo(format_human(report), err=True)
             click.echo(f"{directory}: policy tests fail; nothing published", err=True)
             sys.exit(1)
-    offset = asyncio.run(push_bundle(settings.bootstrap_servers, settings.topic_bundles, bundle))
+    offset = asyncio.run(
+        push_bundle(settings.bootstrap_servers, settings.topic_bundles, bundle, security=security)
+    )
     click.echo(
         f"published {bundle.digest} ({len(bundle.files)} files) to "
         f"{settings.topic_bundles} at offset {offset}"

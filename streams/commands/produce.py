@@ -15,7 +15,7 @@ from typing import IO, Any, Literal
 import click
 from aiokafka import AIOKafkaProducer
 
-from streams.commands.common import broker_option, err, load_settings
+from streams.commands.common import broker_option, err, kafka_security, load_settings
 from streams.settings import Settings
 
 JSON_HEADERS = [("content-type", b"application/json")]
@@ -90,7 +90,11 @@ async def produce_lines(
             )
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        linger_ms=5,
+        **kafka_security(settings).client_kwargs(),
+    )
     try:
         await producer.start()
     except Exception as exc:

@@ -20,6 +20,7 @@ from streams.commands.common import (
     bytes_to_text,
     dumps_line,
     err,
+    kafka_security,
     load_settings,
     write_stdout_line,
 )
@@ -100,6 +101,7 @@ async def tail_topic(
         group_id=None,
         enable_auto_commit=False,
         fetch_max_wait_ms=100,
+        **kafka_security(settings).client_kwargs(),
     )
     try:
         await consumer.start()

@@ -54,6 +54,7 @@ def command(
     from faust import Worker
 
     from streams.app import create_app
+    from streams.kafka.security import KafkaSecurityError
     from streams.policy import PolicyCompileError
 
     settings = load_settings(broker, policies=policies, data_dir=data_dir, web_port=web_port)
@@ -62,6 +63,8 @@ def command(
     except PolicyCompileError as exc:
         click.echo(f"policy bundle in {settings.policies} does not compile:\n{exc}", err=True)
         sys.exit(2)
+    except KafkaSecurityError as exc:
+        raise click.UsageError(f"invalid Kafka security settings: {exc}") from None
     worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     # faust's spinner handler leaves the root logger at DEBUG: that costs CPU on every record.
     logging.getLogger().setLevel(

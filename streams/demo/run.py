@@ -32,6 +32,7 @@ from streams.demo.simulator import Outgoing, SimTopics, Simulator
 from streams.demo.view import DemoStats, LiveView
 from streams.kafka.admin import ensure_topics
 from streams.kafka.broker import EmbeddedBroker, free_port
+from streams.kafka.security import PLAINTEXT, KafkaSecurity
 from streams.settings import Settings
 
 JSON_HEADERS = [("content-type", b"application/json")]
@@ -62,6 +63,8 @@ class DemoConfig:
     policies: Path
     risk_model: Path | None = None
     tty: bool | None = None
+    #: TLS/SASL of an external broker; the embedded broker is always plaintext
+    security: KafkaSecurity = PLAINTEXT
 
 
 def status(message: str) -> None:
@@ -73,9 +76,16 @@ class WorkerProcess:
     """``python -m streams.cli worker`` with its own data dir, web port and log file."""
 
     def __init__(
-        self, bootstrap: str, policies: Path, workdir: Path, risk_model: Path | None = None
+        self,
+        bootstrap: str,
+        policies: Path,
+        workdir: Path,
+        risk_model: Path | None = None,
+        *,
+        embedded_broker: bool = False,
     ) -> None:
         self.bootstrap = bootstrap
+        self.embedded_broker = embedded_broker
         self.policies = policies
         self.risk_model = risk_model
         self.workdir = workdir
@@ -85,20 +95,30 @@ class WorkerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
-    def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("wb")
+    def environment(self) -> dict[str, str]:
+        """The worker's environment: ours, minus TLS/SASL settings when the broker is the
+        embedded one (it speaks plaintext only; they are meant for a real cluster)."""
         # The worker runs inside the temp dir (faust writes ``<app id>-data`` into its working
         # directory), so every path it gets is absolute and the repo is on its import path.
         pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
         env = {
-            **os.environ,
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if not (self.embedded_broker and k.startswith("VIGIL_KAFKA_"))
+            },
             "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": pythonpath,
             "VIGIL_BROKER": self.bootstrap,
         }
         if self.risk_model is not None:
             env["VIGIL_RISK_MODEL"] = str(self.risk_model)
+        return env
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("wb")
+        env = self.environment()
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -298,8 +318,15 @@ async def run_demo(config: DemoConfig) -> int:
             [*settings.input_topics, *settings.output_topics],
             settings.partitions,
             compacted=settings.compacted_topics,
+            security=config.security,
         )
-        worker = WorkerProcess(bootstrap, config.policies, workdir, config.risk_model)
+        worker = WorkerProcess(
+            bootstrap,
+            config.policies,
+            workdir,
+            config.risk_model,
+            embedded_broker=not config.external_broker,
+        )
 
         async def stop_worker() -> None:
             await worker.stop(force)
@@ -324,10 +351,13 @@ async def run_demo(config: DemoConfig) -> int:
                 "seed": str(config.seed),
             },
             tty=config.tty,
+            security=config.security,
         )
         await view.start()
         cleanups.append(view.stop)
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, linger_ms=5, **config.security.client_kwargs()
+        )
         await producer.start()
         cleanups.append(producer.stop)
         sender = Sender(producer, stats)

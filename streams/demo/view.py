@@ -28,6 +28,7 @@ from rich.text import Text
 
 from streams.demo.simulator import Outgoing
 from streams.kafka.quirks import end_offsets
+from streams.kafka.security import PLAINTEXT, KafkaSecurity
 
 #: Revocation causes that come from the clock, not from a record someone sent.
 CLOCK_CAUSES = frozenset({"time", "expiry"})
@@ -191,8 +192,10 @@ class LiveView:
         info: Mapping[str, str] | None = None,
         tty: bool | None = None,
         out: IO[str] | None = None,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         self.bootstrap = bootstrap
+        self.security = security
         self.stats = stats
         self.decisions_topic = decisions_topic
         self.revocations_topic = revocations_topic
@@ -213,6 +216,7 @@ class LiveView:
             group_id=None,
             enable_auto_commit=False,
             fetch_max_wait_ms=100,
+            **self.security.client_kwargs(),
         )
         await consumer.start()
         self._consumer = consumer

@@ -19,11 +19,16 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import for_code
 
 from streams.kafka.protocol import OP_SET, IncrementalAlterConfigsRequest
+from streams.kafka.security import PLAINTEXT, KafkaSecurity
 
 log = logging.getLogger(__name__)
 
 #: Error code of CreateTopics when the topic is there already.
 TOPIC_ALREADY_EXISTS = 36
+#: Error code when a Kafka ACL denies the operation (here: CREATE, or DESCRIBE in metadata).
+TOPIC_AUTHORIZATION_FAILED = 29
+#: Metadata error of a topic that does not exist.
+UNKNOWN_TOPIC_OR_PARTITION = 3
 
 #: Retention of ordinary (delete-policy) topics: 7 days, Kafka's default, but stated explicitly.
 DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
@@ -47,12 +52,16 @@ async def ensure_topics(
     retention_ms: int = DEFAULT_RETENTION_MS,
     extra_configs: Mapping[str, Mapping[str, str]] | None = None,
     timeout: float = 30.0,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> None:
     """Create the missing ``topics`` (plus ``compacted`` ones) and wait until metadata shows them.
 
     Existing topics are left as they are (partition count included); only if one lacks the
     explicit ``cleanup.policy``/``retention.ms`` (a Tansu auto-created topic) are they added.
     ``extra_configs`` maps a topic name to configs merged over the defaults.
+
+    A principal without the Kafka ACL to CREATE a topic is fine as long as an operator created
+    it (least privilege, docs/security.md); if it does not exist either, that is an error.
     """
     compacted_set = set(compacted)
     names = list(dict.fromkeys([*topics, *compacted]))
@@ -65,21 +74,28 @@ async def ensure_topics(
         }
         for name in names
     }
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=int(timeout * 1000),
+        **security.client_kwargs(),
+    )
     await admin.start()
     try:
         new = [NewTopic(n, partitions, replication_factor, topic_configs=wanted[n]) for n in names]
         response = await admin.create_topics(new, timeout_ms=int(timeout * 1000))
         existing: list[str] = []
+        not_ours: list[str] = []  # no CREATE permission: must exist already
         for name, code, *rest in response.topic_errors:
             if code == TOPIC_ALREADY_EXISTS:
                 existing.append(name)
+            elif code == TOPIC_AUTHORIZATION_FAILED:
+                not_ours.append(name)
             elif code != 0:
                 message = rest[0] if rest else None
                 raise for_code(code)(f"cannot create topic {name!r}: {message or code}")
-        if existing:
-            await _repair_configs(admin, existing, wanted)
-        await _wait_for_metadata(admin, names, timeout)
+        if existing or not_ours:
+            await _repair_configs(admin, [*existing, *not_ours], wanted)
+        await _wait_for_metadata(admin, names, timeout, must_exist=not_ours)
     finally:
         await admin.close()
 
@@ -126,12 +142,30 @@ async def _repair_configs(
             log.warning("cannot set missing configs on topic %s: %s", name, message or code)
 
 
-async def _wait_for_metadata(admin: AIOKafkaAdminClient, names: list[str], timeout: float) -> None:
-    """Poll metadata until every topic has all partitions with a leader (creation is async)."""
+async def _wait_for_metadata(
+    admin: AIOKafkaAdminClient, names: list[str], timeout: float, must_exist: list[str]
+) -> None:
+    """Poll metadata until every topic has all partitions with a leader (creation is async).
+
+    ``must_exist`` are topics this principal may not create: missing means nobody will create
+    them, so that fails at once with what to do instead of after the timeout.
+    """
     deadline = time.monotonic() + timeout
     pending = list(names)
     while True:
         described = await admin.describe_topics(pending)
+        missing = [
+            t["topic"]
+            for t in described
+            if t["topic"] in must_exist
+            and t["error_code"] in (UNKNOWN_TOPIC_OR_PARTITION, TOPIC_AUTHORIZATION_FAILED)
+        ]
+        if missing:
+            raise for_code(TOPIC_AUTHORIZATION_FAILED)(
+                f"topics {missing} do not exist (or are not visible) and Kafka ACLs do not allow "
+                "this principal to create them: create them first or grant CREATE and DESCRIBE "
+                "(docs/security.md)"
+            )
         ready = {
             t["topic"]
             for t in described

@@ -38,6 +38,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from streams import metrics
 from streams.bundles.watcher import BundleWatcher
 from streams.kafka.quirks import read_to_end
+from streams.kafka.security import PLAINTEXT, KafkaSecurity
 from streams.policy import PolicyEngine
 from streams.processing.outage import TRANSIENT_ERRORS, Outages, probe_broker
 from streams.processing.pipeline import Pipeline
@@ -72,7 +73,9 @@ class RunnerConfig:
         reevaluation_rate: int = 1000,
         commit_interval_s: float = 0.5,
         expiry_sweep_rate: int = 1000,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
+        self.security = security
         self.expiry_sweep_rate = expiry_sweep_rate
         self.reevaluation_rate = reevaluation_rate
         self.commit_interval_s = commit_interval_s
@@ -144,6 +147,7 @@ class PipelineRunner:
             linger_ms=cfg.linger_ms,
             max_batch_size=256 * 1024,
             max_request_size=4 * 1024 * 1024,
+            **cfg.security.client_kwargs(),
         )
         await self.producer.start()
         self._restorer = AIOKafkaConsumer(
@@ -151,6 +155,7 @@ class PipelineRunner:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=100,
+            **cfg.security.client_kwargs(),
         )
         await self._restorer.start()
         self.consumer = AIOKafkaConsumer(
@@ -163,6 +168,7 @@ class PipelineRunner:
             session_timeout_ms=cfg.session_timeout_ms,
             heartbeat_interval_ms=cfg.heartbeat_interval_ms,
             partition_assignment_strategy=(RangePartitionAssignor,),
+            **cfg.security.client_kwargs(),
         )
         self.consumer.subscribe(cfg.input_topics, listener=_Rebalance(self))
         await self.consumer.start()
