@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
 from aiokafka.errors import KafkaTimeoutError
 from prometheus_client import REGISTRY
 
-from streams.codecs import RegistryError
+from streams.codecs import OutputEncoder, RegistryError, TransientError
+from streams.policy import PolicyEngine
 from streams.processing.outage import Outages, dependency_of
+from streams.processing.pipeline import Pipeline
+from streams.processing.records import InRecord
+from streams.state.risk import RiskModel
+from streams.state.store import MemoryStore
+from tests.schema_registry import FakeRegistry
 
 
 def gauge(reason: str) -> float | None:
@@ -55,3 +62,31 @@ def test_probe_reports_an_unreachable_broker_until_a_probe_succeeds() -> None:
     assert outages.degraded and gauge("broker") == 1  # the batch still fails
     outages.recovered()
     assert not outages.degraded and gauge("broker") == 0
+
+
+def test_a_registry_outage_is_raised_by_the_pipeline_not_dead_lettered() -> None:
+    """A framed record whose schema the registry must supply: while the registry is down the
+    batch raises TransientError (the runner retries it) instead of dead-lettering the record,
+    whatever per-record isolation the pipeline has; once it is back the record applies. (JSON
+    outputs, so that only the decoding needs the registry.)"""
+    from tests.pipeline.test_pipeline_outage import grant_event
+    from tests.processing.test_pipeline_batches import NOW, ROOT, TOPICS
+
+    registry = FakeRegistry()
+    with registry.serving():
+        framed = OutputEncoder("GrantEvent", registry_url=registry.url, topic="t").encode(
+            grant_event("g-framed", "alice")
+        )
+    pipeline = Pipeline(
+        TOPICS,
+        PolicyEngine.from_directory(ROOT / "policies"),
+        RiskModel.from_file(ROOT / "risk" / "model.yaml"),
+        output_format="json",
+        registry_url=registry.url,
+    )
+    record = InRecord("authz.grants", 0, 1, b"user:alice", framed, [], NOW)
+    with pytest.raises(TransientError):
+        pipeline.process([record], MemoryStore(), NOW)
+    with registry.serving():
+        result = pipeline.process([record], MemoryStore(), NOW)
+    assert [out.topic for out in result.outputs] == [TOPICS.decisions]
