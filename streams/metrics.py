@@ -71,7 +71,7 @@ RESTORED_RECORDS = Counter(
 )
 DEGRADED = Gauge(
     "vigil_degraded",
-    "1 while the worker backs off because a dependency is unavailable, by reason (dependency)",
+    "1 while a dependency is unavailable (a batch backs off, or the broker probe fails), by reason",
     ["reason"],
 )
 BACKOFFS = Counter(
