@@ -61,6 +61,7 @@ def run(pipeline: Pipeline, store: RocksStore, records: list[InRecord]) -> tuple
     for i in range(0, len(records), BATCH):
         result = pipeline.process(records[i : i + BATCH], store, NOW)
         store.write(result.changed_states)
+        pipeline.flush_metrics()
         outputs += len(result.outputs)
     return time.perf_counter() - started, outputs
 

@@ -10,7 +10,7 @@ documents/tools, 1-3 actions each):
    `api.check_resources` per request (adds validation and response JSON);
 2. `vigil policy eval`: requests as JSON lines through one subprocess (pipelined; startup and
    compile excluded), and through C processes each taking a share of the lines;
-3. the stock Cerbos PDP (`cerbos server`, fetched from npm like tests/policy/test_differential.py)
+3. the stock Cerbos PDP (`cerbos server`, fetched from npm like tests/external_tools.py)
    answering the same requests over HTTP `/api/check/resources`: sequential on one keep-alive
    connection, and with C concurrent connections (client threads).
 
@@ -212,9 +212,10 @@ def _cerbos() -> tuple[Any, Any] | None:
     """The binary fetch and server helpers of the differential test (None if unavailable)."""
     sys.path.insert(0, str(REPO))
     try:
-        from tests.policy.test_differential import _cerbos_binary, _server
+        from tests.external_tools import cerbos_binary
+        from tests.policy.test_differential import _server
 
-        return _cerbos_binary(), _server
+        return cerbos_binary(), _server
     except BaseException as exc:  # pytest.skip raises a BaseException outside pytest
         print(f"stock Cerbos unavailable: {exc}", file=sys.stderr)
         return None

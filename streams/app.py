@@ -1,10 +1,10 @@
 """Application wiring: the faust App (lifecycle, web views, the fleet agent) and the pipeline.
 
-faust runs the worker process, its web server (``/metrics``, ``/healthz``, ``/_cerbos/health``,
-``/workers``) and a low-rate agent on ``vigil.workers`` that shows which policy bundle every
-worker runs. The signal hot path is ``PipelineRunner``, a faust-managed service that consumes in
-batches with its own consumer group (faust's per-event stream machinery caps out near 2k events/s
-on these machines; see docs/performance.md).
+faust runs the worker process, its web server (``/metrics``, ``/healthz``, ``/livez``,
+``/_cerbos/health``, ``/workers``) and a low-rate agent on ``vigil.workers`` that shows which
+policy bundle every worker runs. The signal hot path is ``PipelineRunner``, a faust-managed
+service that consumes in batches with its own consumer group (faust's per-event stream machinery
+caps out near 2k events/s on these machines; see docs/performance.md).
 """
 
 from __future__ import annotations
@@ -229,15 +229,26 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
+        """Readiness: 200 only while the worker can process input (docs/operations.md)."""
         ready = service.runner.ready.is_set()
+        reasons = service.runner.outages.reasons()
+        if not ready:
+            reasons.insert(0, "waiting for the first partition assignment to be restored")
         body = {
+            "status": "degraded" if reasons else "ok",
+            "reasons": reasons,
             "ready": ready,
             "partitions": sorted(service.runner.stores),
             "policy_digest": pipeline.engine.digest,
             "reevaluating_partitions": service.runner.reevaluating,
             "pending_bundle": pending_bundle(),
         }
-        return web.json(body, status=200 if ready else 503)
+        return web.json(body, status=503 if reasons else 200)
+
+    @app.page("/livez")
+    async def livez(web: Any, request: Any) -> Any:
+        """Liveness: the process answers. An outage is not a reason to restart it."""
+        return web.json({"status": "alive"})
 
     @app.page("/_cerbos/health")
     async def cerbos_health(web: Any, request: Any) -> Any:

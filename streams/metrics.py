@@ -84,6 +84,16 @@ MERGE_IDLE_EXPIRED = Counter(
 RESTORED_RECORDS = Counter(
     "vigil_changelog_restored_records_total", "Changelog records replayed into local state"
 )
+DEGRADED = Gauge(
+    "vigil_degraded",
+    "1 while a dependency is unavailable (a batch backs off, or the broker probe fails), by reason",
+    ["reason"],
+)
+BACKOFFS = Counter(
+    "vigil_backoff_total",
+    "Batches or steps retried in place after a dependency failed, by reason (dependency)",
+    ["reason"],
+)
 
 
 class LabelCache:
@@ -107,8 +117,8 @@ grant_events_by = LabelCache(GRANT_EVENTS)
 
 
 class Tally:
-    """Counter and gauge increments of one batch, applied once at its end (each prometheus
-    ``inc`` takes a lock: per event that was ~4 % of a worker's time)."""
+    """Counter and gauge increments of one batch, applied once its effects are persisted (each
+    prometheus ``inc`` takes a lock: per event that was ~4 % of a worker's time)."""
 
     __slots__ = ("_deltas",)
 
@@ -129,4 +139,7 @@ class Tally:
         for metric, amount in self._deltas.items():
             if amount:
                 metric.inc(amount)
+        self._deltas.clear()
+
+    def clear(self) -> None:
         self._deltas.clear()

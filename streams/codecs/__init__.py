@@ -6,7 +6,7 @@ timestamp conversions stay inside this package. See docs/topics-and-schemas.md.
 
 from .avro import RegistryError, SchemaRegistryClient
 from .codec import InputDecoder, OutputEncoder, decode_any
-from .errors import DecodeError, EncodeError
+from .errors import DecodeError, EncodeError, TransientError
 from .schemas import RECORD_KINDS, SCHEMAS, RecordKind
 from .shapes import SIGNAL_ATTRIBUTE_RECORDS, to_millis
 
@@ -21,6 +21,7 @@ __all__ = [
     "RecordKind",
     "RegistryError",
     "SchemaRegistryClient",
+    "TransientError",
     "decode_any",
     "to_millis",
 ]

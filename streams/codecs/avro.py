@@ -20,7 +20,7 @@ from fastavro import schemaless_reader, schemaless_writer
 from fastavro.schema import to_parsing_canonical_form
 
 from .compiled import compile_encoder, locate_error
-from .errors import DecodeError, EncodeError
+from .errors import DecodeError, EncodeError, TransientError
 from .schemas import runtime_schema
 
 MAGIC: Final = 0
@@ -135,8 +135,14 @@ def unframe(value: bytes) -> tuple[int, memoryview]:
     return schema_id, memoryview(value)[5:]
 
 
-class RegistryError(Exception):
-    """The schema registry could not be reached or refused a request (``status`` if HTTP)."""
+class RegistryError(TransientError):
+    """The schema registry could not be reached or refused a request (``status`` if HTTP).
+
+    Transient: the runner backs off and retries. The one permanent answer, 404 for a schema id,
+    becomes a :class:`DecodeError` in the decoder (the record names a schema that does not exist).
+    """
+
+    dependency = "schema_registry"
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
@@ -144,9 +150,14 @@ class RegistryError(Exception):
 
 
 class SchemaRegistryClient:
-    """Minimal Confluent Schema Registry REST client with process-lifetime caches."""
+    """Minimal Confluent Schema Registry REST client with process-lifetime caches.
 
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
+    Requests block the caller (the worker's event loop) but happen once per schema id or subject
+    per process; ``timeout`` stays well below the consumer group's session timeout (6 s) so a
+    registry that hangs during an outage cannot cost the worker its partitions.
+    """
+
+    def __init__(self, url: str, timeout: float = 2.0) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self._ids: dict[tuple[str, str], int] = {}
@@ -194,8 +205,8 @@ class SchemaRegistryClient:
             if schema_id not in self._by_id:
                 resp = self._request("GET", f"/schemas/ids/{schema_id}")
                 schema_type = resp.get("schemaType", "AVRO")
-                if schema_type != "AVRO":
-                    raise RegistryError(f"schema id {schema_id} is {schema_type}, not AVRO")
+                if schema_type != "AVRO":  # the record's fault, not an outage
+                    raise DecodeError(f"schema id {schema_id} is {schema_type}, not AVRO")
                 self._by_id[schema_id] = runtime_schema(resp["schema"])
             return self._by_id[schema_id]
 

@@ -74,8 +74,8 @@ class InputDecoder:
 
     JSON input is only parsed (pydantic validates later); Avro input is converted to the JSON
     shape with ``event_time``-like fields as epoch ms. Registry *outages* raise
-    :class:`RegistryError`, not :class:`DecodeError`, so good messages are retried rather than
-    dead-lettered.
+    :class:`RegistryError` (a :class:`TransientError`), not :class:`DecodeError`, so good messages
+    are retried rather than dead-lettered; only a 404 for the schema id is a decode error.
     """
 
     __slots__ = ("_fullname", "_is_deadletter", "_kind", "_local", "_post", "_readers", "_registry")

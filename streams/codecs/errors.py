@@ -16,3 +16,14 @@ class DecodeError(ValueError):
 
 class EncodeError(ValueError):
     """A record in JSON shape cannot be encoded (missing field, wrong type): a programming error."""
+
+
+class TransientError(Exception):
+    """A dependency (schema registry, broker) is unavailable: the input is fine, try it again later.
+
+    Never a reason to dead-letter a record or to stop a worker: the pipeline runner backs off and
+    retries the same batch (docs/operations.md, "Outages"). ``dependency`` is a short, bounded
+    name used as a metric label and in ``/healthz``.
+    """
+
+    dependency = "dependency"

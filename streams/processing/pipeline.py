@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from streams import metrics
-from streams.codecs import DecodeError, InputDecoder, OutputEncoder
+from streams.codecs import DecodeError, InputDecoder, OutputEncoder, TransientError
 from streams.models.grant import GrantEvent, validate_grant_event
 from streams.models.limits import short
 from streams.models.signal import Signal, SignalInvalid, validate_signal
@@ -175,7 +175,6 @@ class Pipeline:
                 assert key is not None
                 by_subject.setdefault(key, []).append((item, rec))
         if not by_subject:
-            self._tally.flush()
             return result
         keys = list(by_subject)
         stored = store.get_many([signal_key(k.encode()) for k in keys])
@@ -187,13 +186,14 @@ class Pipeline:
                 subject = _Subject(key, store, raw)
                 self._process_subject(subject, items, result, now_ms)
                 subject.collect(result.changed_states)
+            except TransientError:
+                raise  # an outage, not a poison record: the runner retries the whole batch
             except Exception:  # a bug or a poison record must not stop the partition
                 log.exception("processing subject %s failed; applying its records one by one", key)
                 del result.outputs[marks[0] :]
                 del result.signal_timestamps[marks[1] :]
                 self._tally.rollback(marks[2])
                 self._process_one_by_one(key, store, raw, items, result, now_ms)
-        self._tally.flush()
         return result
 
     def _admit(self, rec: InRecord, result: BatchResult, now_ms: int) -> Signal | GrantEvent | None:
@@ -207,6 +207,8 @@ class Pipeline:
         except SignalInvalid as exc:
             result.outputs.append(self._dead_letter(rec, "validation", str(exc), now_ms))
             return None
+        except TransientError:
+            raise  # the registry is unreachable: the record is fine, the runner retries it
         except Exception as exc:  # a decoder or validator bug: this record alone is refused
             log.exception("decoding %s/%d@%d failed", rec.topic, rec.partition, rec.offset)
             reason = f"decoding failed: {type(exc).__name__}: {exc}"
@@ -260,6 +262,8 @@ class Pipeline:
             # Loaded (and expired grants published) once, before any savepoint, so that
             # restoring one never drops them.
             self._grant_state(subject, result, now_ms)
+        except TransientError:
+            raise
         except Exception as exc:  # the stored state itself is unreadable: nothing can apply
             log.exception("subject %s: stored state unreadable", key)
             self._refuse_all(
@@ -272,6 +276,8 @@ class Pipeline:
             try:
                 self._process_subject(subject, [(item, rec)], result, now_ms)
                 subject.encode()  # what this record left must still be storable
+            except TransientError:
+                raise
             except Exception as exc:
                 log.exception("record %s/%d@%d failed", rec.topic, rec.partition, rec.offset)
                 del result.outputs[marks[0] :]
@@ -434,6 +440,16 @@ class Pipeline:
 
     # -- policy change ----------------------------------------------------------------------
 
+    def flush_metrics(self) -> None:
+        """Apply the metric increments of the batches since the last flush: call it once their
+        effects are produced and persisted, so that a batch retried after an outage (or replayed
+        after a crash) is counted once."""
+        self._tally.flush()
+
+    def discard_metrics(self) -> None:
+        """Forget the increments of batches whose effects were not persisted (to be retried)."""
+        self._tally.clear()
+
     def set_engine(self, engine: PolicyEngine) -> None:
         """Switch to another compiled bundle; grants are re-evaluated by ``reevaluate``."""
         self.engine = engine
@@ -466,12 +482,13 @@ class Pipeline:
                         previous = grant.get("digest")
                         self._evaluate(subject, grant, snapshot, cause, result, now_ms, previous)
                         self._tally.add(metrics.REEVALUATED_GRANTS)
+            except TransientError:
+                raise  # an outage: the runner retries these subjects
             except Exception:  # one broken subject must not stop the switch for the others
                 log.exception("re-evaluating subject %s failed", key)
                 del result.outputs[mark:]
                 continue
             subject.collect(result.changed_states)
-        self._tally.flush()
         return result
 
     def would_revoke(
@@ -531,12 +548,13 @@ class Pipeline:
                     if memo is None:
                         memo = self.engine.new_memo(now=_datetime(self._time_slot(now_ms)))
                     self._time_reevaluate(subject, state, result, now_ms, memo)
+            except TransientError:
+                raise  # an outage: the runner retries these subjects
             except Exception:  # one broken subject must not stop the sweep for the others
                 log.exception("sweeping subject %s failed", key)
                 del result.outputs[mark:]
                 continue
             subject.collect(result.changed_states)
-        self._tally.flush()
         return result
 
     # -- time -------------------------------------------------------------------------------

@@ -12,6 +12,10 @@ A crash before 3 replays the batch over the old state: the same deterministic de
 revocation ids come out again. A crash between 2 and 3 restores the new state from the
 changelog, and the replayed events are then duplicates that change nothing.
 
+An outage (schema registry or broker unreachable, see ``outage.py``) fails a batch before 3 as
+well; the worker does not exit: it seeks back to the batch's first offsets, backs off, and
+processes the same records again (the same ids again, so re-sent outputs are duplicates).
+
 Partition numbers are the unit of ownership: input partition *p* of every input topic, changelog
 partition *p* and the RocksDB store ``p<p>`` belong together (the range assignor keeps
 same-numbered partitions of equally partitioned topics on one member).
@@ -42,6 +46,7 @@ from streams.kafka.lag import has_unfetched
 from streams.kafka.quirks import read_to_end
 from streams.kafka.security import PLAINTEXT, KafkaSecurity
 from streams.processing.merge import PartitionMerger
+from streams.processing.outage import TRANSIENT_ERRORS, Outages, probe_broker
 from streams.processing.pipeline import Pipeline
 from streams.processing.records import BatchResult, InRecord, OutRecord
 from streams.processing.switch import GuardLimits, PendingSwitch
@@ -123,6 +128,7 @@ class PipelineRunner:
         self.watcher = watcher
         self._uncommitted: dict[TopicPartition, int] = {}
         self._committer: asyncio.Task[None] | None = None
+        self._prober: asyncio.Task[None] | None = None
         # partition -> last grant key re-evaluated (None: from the start); empty when idle
         self._scans: dict[int, bytes | None] = {}
         self._budget = 0.0
@@ -146,6 +152,9 @@ class PipelineRunner:
         # not count, or a slow batch of one partition would use up another's wait for its fetch.
         self._poll_clock = 0.0
         self.pending: PendingSwitch | None = None  # a bundle switch the guard evaluates or holds
+        self.outages = Outages()
+        # where each input partition's reading began at its assignment (None: the beginning)
+        self._start_position: dict[TopicPartition, int | None] = {}
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -190,13 +199,15 @@ class PipelineRunner:
         self.consumer.subscribe(cfg.input_topics, listener=_Rebalance(self))
         await self.consumer.start()
         self._committer = asyncio.create_task(self._commit_periodically())
+        self._prober = asyncio.create_task(probe_broker(self.consumer, self.outages))
 
     async def stop(self) -> None:
         self._stopping.set()
         if self.watcher is not None:
             await self.watcher.stop()
-        if self._committer is not None:
-            self._committer.cancel()
+        for task in (self._committer, self._prober):
+            if task is not None:
+                task.cancel()
         async with self._lock:
             await self._commit_offsets()
             for client in (self.consumer, self._restorer, self.producer):
@@ -222,17 +233,48 @@ class PipelineRunner:
             generation = self._generation
             if self._stopping.is_set():
                 break
+            backoff = 0.0
             async with self._lock:
-                if data and generation == self._generation:
-                    self._buffer(data)
-                if self._mergers:
-                    await self._process()
-                self._maybe_switch_bundle()
-                if self.pending is not None and self.pending.state == "evaluating":
-                    self._guard_step()
-                if self._scans:
-                    await self._reevaluation_step()
-                await self._expiry_step()
+                try:
+                    if data and generation == self._generation:
+                        self._buffer(data)
+                    if self._mergers:
+                        await self._process()
+                    self._maybe_switch_bundle()
+                    if self.pending is not None and self.pending.state == "evaluating":
+                        self._guard_step()
+                    if self._scans:
+                        await self._reevaluation_step()
+                    await self._expiry_step()
+                except TRANSIENT_ERRORS as exc:  # an outage: same records again, after a pause
+                    self._rewind()
+                    self.pipeline.discard_metrics()
+                    backoff = self.outages.failed(exc)
+            if backoff:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
+
+    def _rewind(self) -> None:
+        """Forget every buffered record and fetch again from the applied positions (stored
+        with the state, else where reading began): a batch whose effects were not persisted is
+        applied again after the outage. No broker call, so it works during the outage."""
+        consumer = self.consumer
+        assert consumer is not None
+        owned = consumer.assignment()
+        self._mergers.clear()
+        paused = [tp for tp in self._paused if tp in owned]
+        if paused:
+            consumer.resume(*paused)
+        self._paused.clear()
+        for tp in owned:
+            store = self.stores.get(tp.partition)
+            if store is None:
+                continue
+            stored = store.get(offset_key(tp.topic))
+            position = int(stored) if stored is not None else self._start_position.get(tp)
+            # offset 0 before the log start resets to the earliest record (auto_offset_reset)
+            self._next_offset[tp] = position or 0
+            consumer.seek(tp, position or 0)
 
     async def _commit_periodically(self) -> None:
         while True:
@@ -360,10 +402,10 @@ class PipelineRunner:
             self._sweep[partition] = None  # end of this partition: next one, from the start
             self._sweep_turn += 1
             return
-        self._sweep[partition] = keys[-1]
         result = self.pipeline.sweep(keys, self.stores[partition], int(time.time() * 1000))
         if result.changed_states or result.outputs:
             await self._commit_effects({partition: result})
+        self._sweep[partition] = keys[-1]  # after the effects: an outage retries these keys
 
     async def _reevaluation_step(self) -> None:
         """Re-evaluate the next few subjects of one partition; the token bucket keeps the rate
@@ -387,9 +429,9 @@ class PipelineRunner:
             metrics.REEVALUATION_PENDING_PARTITIONS.set(len(self._scans))
             return
         self._budget -= len(keys)
-        self._scans[partition] = keys[-1]
         result = self.pipeline.reevaluate(keys, store, int(time.time() * 1000))
         await self._commit_effects({partition: result})
+        self._scans[partition] = keys[-1]  # after the effects: an outage retries these keys
 
     # -- one batch ----------------------------------------------------------------------
 
@@ -516,6 +558,8 @@ class PipelineRunner:
         # committed offsets only serve lag tools and empty-data-dir restarts, so they are
         # committed in the background instead of costing a round trip per batch.
         self._uncommitted.update(offsets)
+        self.pipeline.flush_metrics()
+        self.outages.recovered()
 
     async def _send_and_wait(self, items: Iterable[tuple[int, OutRecord]]) -> None:
         """Produce records in per-partition batches and wait for every acknowledgement."""
@@ -536,8 +580,10 @@ class PipelineRunner:
         for (topic, partition), batch in batches.items():
             if batch.record_count():
                 futures.append(await producer.send_batch(batch, topic, partition=partition))
-        if futures:
-            await asyncio.gather(*futures)
+        if futures:  # wait for all (no unretrieved failures), then raise the first failure
+            for outcome in await asyncio.gather(*futures, return_exceptions=True):
+                if isinstance(outcome, BaseException):
+                    raise outcome
 
     async def _send_changelog(self, results: dict[int, BatchResult]) -> dict[int, int]:
         """Send changed states to the changelog; return the next changelog offset per partition."""
@@ -626,6 +672,7 @@ class PipelineRunner:
                 log.warning("cannot read the committed offset of %s: %s", tp, exc)
                 continue
             self._next_offset.pop(tp, None)  # buffers were dropped: from the new position on
+            self._start_position[tp] = position
             if position is None:
                 beginning.append(tp)
             else:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+
+from tests.schema_registry import FakeRegistry
 
 T0 = 1795946400000  # 2026-11-29T10:00:00Z
 
@@ -136,73 +135,8 @@ def records(
     }
 
 
-class FakeRegistry:
-    """The subset of the Confluent Schema Registry REST API that the codec uses."""
-
-    def __init__(self) -> None:
-        self.schemas: list[str] = []  # id = index + 1
-        self.subjects: dict[str, list[int]] = {}
-        self.requests: list[tuple[str, str]] = []
-        self.url = ""
-
-    def register(self, subject: str, schema_text: str) -> int:
-        if schema_text in self.schemas:
-            sid = self.schemas.index(schema_text) + 1
-        else:
-            self.schemas.append(schema_text)
-            sid = len(self.schemas)
-        versions = self.subjects.setdefault(subject, [])
-        if sid not in versions:
-            versions.append(sid)
-        return sid
-
-
-def _handler(reg: FakeRegistry) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def _send(self, code: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_POST(self) -> None:
-            reg.requests.append(("POST", self.path))
-            parts = self.path.strip("/").split("/")
-            if len(parts) == 3 and parts[0] == "subjects" and parts[2] == "versions":
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                self._send(200, {"id": reg.register(parts[1], body["schema"])})
-            else:
-                self._send(404, {"error_code": 404, "message": "HTTP 404 Not Found"})
-
-        def do_GET(self) -> None:
-            reg.requests.append(("GET", self.path))
-            parts = self.path.strip("/").split("/")
-            if len(parts) == 3 and parts[:2] == ["schemas", "ids"] and parts[2].isdigit():
-                sid = int(parts[2])
-                if 1 <= sid <= len(reg.schemas):
-                    self._send(200, {"schema": reg.schemas[sid - 1]})
-                    return
-                self._send(404, {"error_code": 40403, "message": "Schema not found"})
-            else:
-                self._send(404, {"error_code": 404, "message": "HTTP 404 Not Found"})
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    return Handler
-
-
 @pytest.fixture
 def registry() -> Iterator[FakeRegistry]:
     reg = FakeRegistry()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(reg))
-    reg.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    try:
+    with reg.serving():
         yield reg
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import pytest
-from conftest import FakeRegistry
 
 from streams.codecs import (
     RECORD_KINDS,
@@ -16,8 +15,10 @@ from streams.codecs import (
     OutputEncoder,
     RecordKind,
     RegistryError,
+    TransientError,
     decode_any,
 )
+from tests.schema_registry import FakeRegistry
 
 
 @pytest.mark.parametrize("kind", RECORD_KINDS)
@@ -78,6 +79,43 @@ def test_registry_outage_is_not_a_decode_error(signal: dict[str, Any]) -> None:
     with pytest.raises(RegistryError) as info:
         dec.decode(data)
     assert not isinstance(info.value, DecodeError)
+    assert isinstance(info.value, TransientError)
+    assert info.value.dependency == "schema_registry"
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_registry_server_error_is_transient_and_retried(
+    status: int, signal: dict[str, Any], registry: FakeRegistry
+) -> None:
+    """A 5xx is an outage: TransientError now, and the same bytes decode once it is over."""
+    data = OutputEncoder("Signal", registry_url=registry.url, topic="t5xx").encode(signal)
+    dec = InputDecoder("Signal", registry_url=registry.url)  # a new registry: nothing cached
+    registry.failing = status
+    with pytest.raises(TransientError, match=f"HTTP {status}"):
+        dec.decode(data)
+    registry.failing = None
+    assert dec.decode(data) == signal
+
+
+def test_registry_down_then_back(signal: dict[str, Any], registry: FakeRegistry) -> None:
+    data = OutputEncoder("Signal", registry_url=registry.url, topic="tdown").encode(signal)
+    registry.stop()
+    dec = InputDecoder("Signal", registry_url=registry.url)
+    with pytest.raises(TransientError):
+        dec.decode(data)
+    registry.start()
+    assert dec.decode(data) == signal
+
+
+def test_non_avro_writer_schema_is_a_decode_error(
+    signal: dict[str, Any], registry: FakeRegistry
+) -> None:
+    """A record that names a PROTOBUF schema is bad input (dead letter), not an outage."""
+    registry.schemas.append('{"type": "record", "name": "X", "fields": []}')
+    registry.types = {len(registry.schemas): "PROTOBUF"}
+    data = b"\x00" + len(registry.schemas).to_bytes(4, "big") + b"\x02"
+    with pytest.raises(DecodeError, match="PROTOBUF, not AVRO"):
+        InputDecoder("Signal", registry_url=registry.url).decode(data)
 
 
 def test_decode_any_uses_registry_writer_name(

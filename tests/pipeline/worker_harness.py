@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,16 @@ class Worker:
         with urllib.request.urlopen(url, timeout=2) as resp:
             return dict(json.loads(resp.read()))
 
+    def health_status(self) -> tuple[int, dict[str, Any]]:
+        """``/healthz`` HTTP status and body, also when it answers 503."""
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.web_port}/healthz", timeout=2
+            ) as resp:
+                return resp.status, dict(json.loads(resp.read()))
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(json.loads(exc.read()))
+
     def metric(self, name: str) -> float:
         """Sum of a Prometheus metric's samples (all label sets) from the worker's /metrics."""
         url = f"http://127.0.0.1:{self.web_port}/metrics"
@@ -194,4 +205,9 @@ class Worker:
     async def read(self, topic: str) -> list[dict[str, Any]]:
         """Every record of an output topic, decoded (Avro or JSON) to its JSON shape."""
         records = await consume_all(self.bootstrap, self.topics[topic], timeout=15)
-        return [decode_any(r.value, list(r.headers))[1] for r in records if r.value is not None]
+        registry = self.extra_env.get("VIGIL_SCHEMA_REGISTRY_URL")
+        return [
+            decode_any(r.value, list(r.headers), registry)[1]
+            for r in records
+            if r.value is not None
+        ]

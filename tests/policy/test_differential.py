@@ -3,7 +3,8 @@
 Starts `cerbos server` on the default bundle (Cerbos policy documents only: stock Cerbos rejects
 non-policy YAML such as risk.yaml) and on the semantics bundle of test_semantics.py, sends a
 generated set of requests, and compares effects, matched policies and effective derived roles.
-The binary is cached under .venv/cerbos/; the test is skipped when it cannot be obtained.
+The binary (pinned version and checksum) is cached under .venv/; when it cannot be obtained the
+tests fail in CI and skip elsewhere (tests/external_tools.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import json
 import shutil
 import socket
 import subprocess
-import tarfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -25,37 +25,10 @@ import pytest
 
 from streams.policy import PolicyEngine
 from streams.policy.loader import load_directory
+from tests.external_tools import cerbos_binary
 
 from . import test_semantics as sem
-from .conftest import POLICIES, REPO, principal
-
-VERSION = "0.55.0"
-CACHE = REPO / ".venv" / "cerbos"
-BINARY = CACHE / "package" / "cerbos-linux-x64"
-
-
-def _cerbos_binary() -> Path:
-    if BINARY.exists():
-        return BINARY
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.skip("npm not available: cannot fetch the stock Cerbos binary")
-    CACHE.mkdir(parents=True, exist_ok=True)
-    try:
-        subprocess.run(
-            [npm, "pack", f"@cerbos/cerbos-linux-x64@{VERSION}"],
-            cwd=CACHE,
-            check=True,
-            capture_output=True,
-            timeout=180,
-        )
-        tgz = next(CACHE.glob("cerbos-cerbos-linux-x64-*.tgz"))
-        with tarfile.open(tgz) as tar:
-            tar.extractall(CACHE, filter="data")
-        BINARY.chmod(0o755)
-    except (subprocess.SubprocessError, OSError, StopIteration) as exc:
-        pytest.skip(f"could not fetch the stock Cerbos binary via npm: {exc}")
-    return BINARY
+from .conftest import POLICIES, principal
 
 
 def _free_port() -> int:
@@ -191,7 +164,7 @@ def _default_principals() -> list[dict[str, Any]]:
 
 
 def test_default_bundle_matches_stock_cerbos(tmp_path: Path) -> None:
-    binary = _cerbos_binary()
+    binary = cerbos_binary()
     bundle = _copy_policies(POLICIES, tmp_path / "policies")
     compiled = subprocess.run(
         [str(binary), "compile", str(bundle)], capture_output=True, text=True, timeout=60
@@ -212,7 +185,7 @@ def test_default_bundle_matches_stock_cerbos(tmp_path: Path) -> None:
 
 
 def test_semantics_bundle_matches_stock_cerbos(tmp_path: Path) -> None:
-    binary = _cerbos_binary()
+    binary = cerbos_binary()
     bundle = tmp_path / "bundle"
     for rel, text in {
         "dr.yaml": sem.DERIVED,
@@ -322,7 +295,7 @@ def _extended_requests() -> tuple[list[dict[str, Any]], list[dict[str, Any]], li
 def test_extended_bundle_matches_stock_cerbos(tmp_path: Path) -> None:
     """Principal and role policies, exported variables/constants, scope permissions,
     outputs and `disabled` policies."""
-    binary = _cerbos_binary()
+    binary = cerbos_binary()
     compiled = subprocess.run(
         [str(binary), "compile", str(EXTENDED)], capture_output=True, text=True, timeout=60
     )
@@ -339,7 +312,7 @@ def test_lenient_scope_search_matches_stock_cerbos(tmp_path: Path) -> None:
     semantics bundle plus principal policies. (The stock PDP 0.55 answers lenient requests
     that meet a REQUIRE_PARENTAL_CONSENT_FOR_ALLOWS scope nondeterministically, so the
     extended bundle is not used here.)"""
-    binary = _cerbos_binary()
+    binary = cerbos_binary()
     bundle = tmp_path / "bundle"
     for rel, text in {
         "dr.yaml": sem.DERIVED,
@@ -448,7 +421,7 @@ def _function_actions() -> list[str]:
 def test_functions_bundle_matches_stock_cerbos(tmp_path: Path) -> None:
     """hierarchy(), the SPIFFE functions and id(), with Cerbos' errors (each action has a
     negated twin, so an error, DENY for both, differs from false)."""
-    binary = _cerbos_binary()
+    binary = cerbos_binary()
     compiled = subprocess.run(
         [str(binary), "compile", str(FUNCTIONS)], capture_output=True, text=True, timeout=60
     )
@@ -469,7 +442,7 @@ def test_roles_bundle_matches_stock_cerbos(tmp_path: Path) -> None:
     """Role policies are exhaustive for their role (and parent roles) on a kind in their scope
     when the role policy has rules for the kind *or* the scope's resource policy has rules for
     one of those roles (also via `*` or a derived role's parent roles); chained parent roles."""
-    binary = _cerbos_binary()
+    binary = cerbos_binary()
     compiled = subprocess.run(
         [str(binary), "compile", str(ROLES)], capture_output=True, text=True, timeout=60
     )
@@ -504,7 +477,7 @@ EXPORTS = Path(__file__).parent / "bundles" / "exports"
 
 def test_exports_bundle_matches_stock_cerbos(tmp_path: Path) -> None:
     """Exported variables reading constants that each importing policy defines."""
-    binary = _cerbos_binary()
+    binary = cerbos_binary()
     compiled = subprocess.run(
         [str(binary), "compile", str(EXPORTS)], capture_output=True, text=True, timeout=60
     )
@@ -537,7 +510,7 @@ def test_cel_extensions_bundle_matches_stock_cerbos(tmp_path: Path) -> None:
     """cel-go extensions Cerbos enables: two-variable comprehensions, `sortBy`, the regex
     extension, `lists.range`, `first`/`last` (each rule has a negated twin, so an evaluation
     error, DENY for both, is told apart from false)."""
-    binary = _cerbos_binary()
+    binary = cerbos_binary()
     compiled = subprocess.run(
         [str(binary), "compile", str(CEL_EXT)], capture_output=True, text=True, timeout=60
     )
@@ -578,7 +551,7 @@ def test_fused_bundle_matches_stock_cerbos(tmp_path: Path) -> None:
     errors Vigil records are checked against leaf-by-leaf evaluation in test_conformance)."""
     from .test_conformance import _fused_resources
 
-    binary = _cerbos_binary()
+    binary = cerbos_binary()
     engine = PolicyEngine.from_directory(FUSED)
     principals = [{"id": "u", "roles": ["user"], "attr": {}}]
     with _server(binary, FUSED, tmp_path, {}) as url:
@@ -594,7 +567,7 @@ VARIABLES = Path(__file__).parent / "bundles" / "variables"
 def test_failing_variables_match_stock_cerbos(tmp_path: Path) -> None:
     """A variable that fails to evaluate does not fail the check (unused: no effect; used: the
     condition is false; under `none`: true), as Vigil's inlining gives."""
-    binary = _cerbos_binary()
+    binary = cerbos_binary()
     engine = PolicyEngine.from_directory(VARIABLES)
     principals = [{"id": "u", "roles": ["user"], "attr": {}}]
     resources = [
@@ -671,7 +644,7 @@ def _random_role_bundle(seed: int, out: Path) -> dict[str, Any]:
 def test_random_role_bundles_match_stock_cerbos(tmp_path: Path, seed: int) -> None:
     """Random role/resource policy mixes (seeds that once found differences in when role
     policies apply to a kind)."""
-    binary = _cerbos_binary()
+    binary = cerbos_binary()
     bundle = tmp_path / "bundle"
     req = _random_role_bundle(seed, bundle)
     compiled = subprocess.run(

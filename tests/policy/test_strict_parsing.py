@@ -478,9 +478,9 @@ def _differential_stores(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 def test_mutations_refused_like_stock_cerbos(tmp_path: Path) -> None:
     """Needs the stock Cerbos binary (fetched by test_differential's helper; CI installs it)."""
-    from .test_differential import _cerbos_binary
+    from tests.external_tools import cerbos_binary
 
-    binary = _cerbos_binary()
+    binary = cerbos_binary()
     differ = []
     n = 0
     for label, store in _differential_stores(tmp_path):
@@ -630,9 +630,9 @@ def test_broken_suites_are_errored_like_stock_cerbos(tmp_path: Path) -> None:
     import os
     import subprocess
 
-    from .test_differential import _cerbos_binary
+    from tests.external_tools import cerbos_binary
 
-    binary = _cerbos_binary()
+    binary = cerbos_binary()
     for i, (what, files) in enumerate(_SUITES):
         store = tmp_path / f"s{i}"
         for rel, text in {"doc.yaml": DOC, "tests/a_test.yaml": SUITE, **files}.items():
@@ -695,7 +695,7 @@ def test_dot_scope_like_stock_cerbos(tmp_path: Path) -> None:
     import os
     import subprocess
 
-    from .test_differential import _cerbos_binary
+    from tests.external_tools import cerbos_binary
 
     suite = SUITE.replace("roles: [user]}", 'roles: [user], scope: "."}')
     suite = suite.replace("attr: {owner: p}}", 'attr: {owner: p}, scope: "."}')
@@ -710,7 +710,7 @@ def test_dot_scope_like_stock_cerbos(tmp_path: Path) -> None:
         (store / rel).parent.mkdir(parents=True, exist_ok=True)
         (store / rel).write_text(text)
     done = subprocess.run(
-        [str(_cerbos_binary()), "compile", "--output=json", str(store)],
+        [str(cerbos_binary()), "compile", "--output=json", str(store)],
         capture_output=True,
         text=True,
         timeout=60,

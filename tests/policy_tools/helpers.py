@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.policy.test_differential import _cerbos_binary, _server  # noqa: F401 (re-exported)
+from tests.external_tools import cerbos_binary  # noqa: F401 (re-exported)
+from tests.policy.test_differential import _server  # noqa: F401 (re-exported)
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parent / "data"

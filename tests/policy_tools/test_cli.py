@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from .helpers import DATA, EXAMPLES, _cerbos_binary, skip_unless_supported, vigil
+from .helpers import DATA, EXAMPLES, cerbos_binary, skip_unless_supported, vigil
 
 
 def _write(root: Path, files: dict[str, str]) -> Path:
@@ -54,7 +54,7 @@ def test_example_suites_pass_with_vigil(example: Path) -> None:
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_example_suites_agree_with_stock_cerbos(example: Path) -> None:
     skip_unless_supported(example)
-    binary = _cerbos_binary()
+    binary = cerbos_binary()
     theirs = subprocess.run(
         [str(binary), "compile", "--output=json", "--color=never", str(example)],
         capture_output=True,

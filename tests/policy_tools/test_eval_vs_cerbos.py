@@ -24,7 +24,7 @@ from streams.policy.model import CheckResult
 from tests.policy import test_semantics as sem
 from tests.policy.conftest import POLICIES, principal
 
-from .helpers import DATA, _cerbos_binary, _server, vigil
+from .helpers import DATA, _server, cerbos_binary, vigil
 
 GLOBALS = {"env": "test", "maintenance": False}
 
@@ -253,7 +253,7 @@ def _strip(response: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_eval_matches_stock_cerbos_http_api(tmp_path: Path) -> None:
-    binary = _cerbos_binary()
+    binary = cerbos_binary()
     bundle = _bundle(tmp_path / "bundle")
     requests = _requests(250, True, seed=1) + _requests(250, False, seed=2)
     stdin = "\n".join(json.dumps(r) for r in [*requests, *INVALID]) + "\n"
