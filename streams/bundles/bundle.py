@@ -12,10 +12,12 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from streams.policy import PolicyEngine
+from streams.policy.api import build_engine
 from streams.policy.loader import is_policy_path
 
 SCHEMAS_DIR = "_schemas"
@@ -78,8 +80,9 @@ class Bundle:
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"not a policy bundle record: {exc}") from None
 
-    def compile(self, workdir: Path) -> PolicyEngine:
-        """Write the files under ``workdir/<digest>`` and compile them; check the digest."""
+    def compile(self, workdir: Path, **engine_options: Any) -> PolicyEngine:
+        """Write the files under ``workdir/<digest>`` and compile them (with the worker's
+        engine options, ``streams.policy.api.build_engine``); check the digest."""
         for rel in self.files:
             if rel.startswith("/") or ".." in rel.split("/"):
                 raise BundleError(f"unsafe path in bundle: {rel!r}")
@@ -90,7 +93,7 @@ class Bundle:
             path = target / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
-        engine = PolicyEngine.from_directory(target)
+        engine = build_engine(target, **engine_options)
         if engine.digest != self.digest:
             raise BundleError(
                 f"bundle digest {self.digest} does not match its files ({engine.digest})"

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -23,6 +24,7 @@ from streams.bundles.bundle import Bundle, BundleError
 from streams.kafka.quirks import read_to_end
 from streams.kafka.security import PLAINTEXT, KafkaSecurity
 from streams.policy import PolicyCompileError, PolicyEngine
+from streams.policy.api import build_engine
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,9 @@ class BundleWatcher:
         running_digest: str,
         poll_seconds: float = 1.0,
         security: KafkaSecurity = PLAINTEXT,
+        engine_options: dict[str, Any] | None = None,
     ) -> None:
+        self.engine_options = engine_options or {}  # the worker's, for every bundle it compiles
         self.bootstrap = bootstrap
         self.security = security
         self.topic = topic
@@ -118,7 +122,7 @@ class BundleWatcher:
             if raw is None:
                 raise BundleError("empty bundle record")
             bundle = Bundle.from_bytes(raw)
-            return await asyncio.to_thread(bundle.compile, self.workdir)
+            return await asyncio.to_thread(bundle.compile, self.workdir, **self.engine_options)
         except (BundleError, PolicyCompileError, OSError) as exc:
             metrics.POLICY_BUNDLE_REJECTED.labels("push").inc()
             log.error("refused a pushed policy bundle: %s", exc)
@@ -142,7 +146,7 @@ class BundleWatcher:
                 continue
             self._fingerprint = fingerprint
             try:
-                engine = await asyncio.to_thread(PolicyEngine.from_directory, directory)
+                engine = await asyncio.to_thread(build_engine, directory, **self.engine_options)
             except PolicyCompileError as exc:
                 metrics.POLICY_BUNDLE_REJECTED.labels("directory").inc()
                 log.error("refused the edited policy directory %s:\n%s", directory, exc)

@@ -29,7 +29,9 @@ from .engine import PolicyEngine
 #: gRPC status code INVALID_ARGUMENT, what Cerbos answers for a malformed request.
 INVALID_ARGUMENT = 3
 
-_REQUEST_FIELDS = frozenset({"requestId", "principal", "resources", "auxData", "includeMeta"})
+_REQUEST_FIELDS = frozenset(
+    {"requestId", "principal", "resources", "auxData", "includeMeta", "requestContext"}
+)
 _PRINCIPAL_FIELDS = frozenset({"id", "policyVersion", "roles", "attr", "scope"})
 _RESOURCE_FIELDS = frozenset({"kind", "policyVersion", "id", "attr", "scope"})
 _ENTRY_FIELDS = frozenset({"actions", "resource"})
@@ -226,6 +228,18 @@ def _aux_data(raw: Any, unverified_jwt: bool) -> dict[str, Any] | None:
     return {"jwt": _jwt_claims(token)}
 
 
+def request_annotations(body: Mapping[str, Any]) -> dict[str, Any]:
+    """``requestContext.annotations`` of a request (Cerbos passes them to audit only; Vigil
+    reads its own ``vigil.*`` keys from them). Raises `RequestError` for a wrong shape."""
+    context = body.get("requestContext")
+    if context is None:
+        return {}
+    if not isinstance(context, dict):
+        raise RequestError("invalid value for message field requestContext: expected an object")
+    _unknown(context, frozenset({"annotations"}), "requestContext")
+    return _object(context, "annotations", "requestContext.")
+
+
 def parse_request(
     body: Any, *, unverified_jwt: bool = False
 ) -> tuple[
@@ -256,6 +270,7 @@ def parse_request(
     if not entries:
         problems.append("resources: value is required")
     aux = _aux_data(body.get("auxData"), unverified_jwt)
+    request_annotations(body)
     if problems:
         raise _fail(problems)
     return request_id, principal, entries, aux, include_meta
@@ -400,6 +415,13 @@ def check_resources(
     for resource, actions in entries:
         result = engine.check(principal, resource, actions, aux_data=aux, now=when)
         results.append(result_json(resource, actions, result, include_meta))
+    return response_json(request_id, results, call_id)
+
+
+def response_json(
+    request_id: str, results: list[dict[str, Any]], call_id: str | None = None
+) -> dict[str, Any]:
+    """The CheckResources response around `result_json` elements (in request order)."""
     response: dict[str, Any] = {}
     if request_id:
         response["requestId"] = request_id
@@ -438,6 +460,8 @@ __all__ = [
     "new_call_id",
     "parse_request",
     "parse_time",
+    "request_annotations",
+    "response_json",
     "result_json",
     "to_json_value",
 ]

@@ -1,0 +1,200 @@
+"""A Cerbos CheckResources request answered with the principal's *live* signal state.
+
+Request parsing, evaluation and response shapes are `streams.policy.api`'s (the ones
+``vigil policy eval`` uses); this module adds what makes it Vigil's answer:
+
+* the reserved principal attributes are replaced: ``signals`` is built by
+  `streams.processing.evaluation.signal_attributes` from the subject's current signal state,
+  exactly as for a grant's re-evaluation, and ``grant`` is empty (a check is not a grant);
+  whatever the caller sent under these names is discarded and counted, never used;
+* one Decision record per checked action (cause ``check``, ids derived from the call id), with
+  the effective request, the bundle digest, the matched policy, rule and scope, and the time.
+
+No I/O here: the signal state comes from a callable (the worker's store or replica), and the
+Decision records are returned for the caller to publish.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from streams import metrics
+from streams.models.grant import RESERVED_PRINCIPAL_ATTRS
+from streams.policy import PolicyEngine
+from streams.policy.api import (
+    RequestError,
+    parse_request,
+    request_annotations,
+    response_json,
+    result_json,
+)
+from streams.processing.evaluation import decision_id, signal_attributes
+from streams.state.risk import RiskModel
+from streams.state.subject import SignalState, new_signal_state, subject_snapshot
+
+#: ``requestContext.annotations`` keys Vigil reads (docs/check-api.md).
+PRINCIPAL_TYPE = "vigil.principal_type"
+SESSION_ID = "vigil.session_id"
+DEVICE_ID = "vigil.device_id"
+DEFAULT_PRINCIPAL_TYPE = "user"
+
+#: ``request.principal.attr.grant`` of a plain check: every field present, none set.
+NO_GRANT = {"id": "", "issued_at": "", "expires_at": ""}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Cerbos' ``server.requestLimits`` (same defaults)."""
+
+    max_resources: int = 50
+    max_actions: int = 50
+
+
+@dataclass(slots=True)
+class CheckOutcome:
+    response: dict[str, Any]
+    subject: str
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+
+
+#: Raw signal state bytes of a subject key (``user:alice``), or None when it has none.
+SignalLookup = Callable[[bytes], bytes | None]
+
+
+def _annotation(annotations: Mapping[str, Any], key: str) -> str | None:
+    value = annotations.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise RequestError(f"requestContext.annotations[{key!r}] must be a string")
+    return value
+
+
+def subject_key_of(principal_id: str, annotations: Mapping[str, Any]) -> str:
+    """The subject key whose signal state the principal gets: ``type:id``, the type from the
+    ``vigil.principal_type`` annotation (default ``user``), as grants on ``authz.grants``."""
+    kind = _annotation(annotations, PRINCIPAL_TYPE) or DEFAULT_PRINCIPAL_TYPE
+    return f"{kind}:{principal_id}"
+
+
+def live_principal(
+    principal: dict[str, Any],
+    state: SignalState,
+    risk: RiskModel,
+    device_id: str | None,
+    session_id: str | None,
+) -> dict[str, Any]:
+    """The principal as the policies see it: caller attributes minus the reserved ones, plus
+    the live ``signals`` and an empty ``grant``."""
+    attr = dict(principal["attr"])
+    for name in RESERVED_PRINCIPAL_ATTRS:
+        if attr.pop(name, None) is not None:
+            metrics.CHECK_SPOOFED_ATTRIBUTES.labels(name).inc()
+    attr["signals"] = signal_attributes(subject_snapshot(state, risk), state, device_id, session_id)
+    attr["grant"] = dict(NO_GRANT)
+    return {**principal, "attr": attr}
+
+
+class LiveChecker:
+    """Answers CheckResources requests with live state; one per worker."""
+
+    def __init__(
+        self,
+        engine: Callable[[], PolicyEngine],
+        risk: RiskModel,
+        signals: SignalLookup,
+        limits: Limits = Limits(),
+    ) -> None:
+        self._engine = engine  # the bundle the worker runs *now* (switches between calls)
+        self.risk = risk
+        self._signals = signals
+        self.limits = limits
+
+    def check(self, body: Any, call_id: str, now_ms: int | None = None) -> CheckOutcome:
+        """Raises `RequestError` (the Cerbos error body) for a request Cerbos would refuse."""
+        request_id, principal, entries, aux, include_meta = parse_request(body)
+        if len(entries) > self.limits.max_resources:
+            raise RequestError(
+                f"number of resources in batch ({len(entries)}) exceeds configured limit "
+                f"({self.limits.max_resources})"
+            )
+        for _, actions in entries:
+            if len(actions) > self.limits.max_actions:
+                raise RequestError(
+                    f"number of actions ({len(actions)}) exceeds configured limit "
+                    f"({self.limits.max_actions})"
+                )
+        annotations = request_annotations(body)
+        subject = subject_key_of(principal["id"], annotations)
+        raw = self._signals(subject.encode())
+        state = orjson.loads(raw) if raw is not None else new_signal_state()
+        effective = live_principal(
+            principal,
+            state,
+            self.risk,
+            _annotation(annotations, DEVICE_ID),
+            _annotation(annotations, SESSION_ID),
+        )
+        engine = self._engine()
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        when = dt.datetime.fromtimestamp(now_ms / 1000, tz=dt.UTC)
+        outcome = CheckOutcome(response={}, subject=subject)
+        results = []
+        for index, (resource, actions) in enumerate(entries):
+            started = time.perf_counter()
+            result = engine.check(effective, resource, actions, aux_data=aux, now=when)
+            elapsed = time.perf_counter() - started
+            results.append(result_json(resource, actions, result, include_meta))
+            request = {"principal": effective, "resource": resource}
+            if aux:
+                request["auxData"] = aux
+            for action in actions:
+                decided = result.actions[action]
+                metrics.CHECK_ACTIONS.labels(decided.effect).inc()
+                outcome.decisions.append(
+                    {
+                        "decision_id": decision_id(
+                            "", "check", f"{call_id}/{index}/{action}", engine.digest
+                        ),
+                        "grant_id": None,
+                        "subject": subject,
+                        "cause": {"kind": "check", "event_id": call_id},
+                        "effect": decided.effect,
+                        "actions": [
+                            {
+                                "action": action,
+                                "effect": decided.effect,
+                                "policy": decided.policy or "",
+                                "rule": decided.rule,
+                                "scope": decided.scope or "",
+                            }
+                        ],
+                        "request": {**request, "actions": [action]},
+                        "policy_digest": engine.digest,
+                        "previous_policy_digest": None,
+                        "evaluated_at": now_ms,
+                        "cause_event_time": now_ms,
+                        "eval_duration_seconds": elapsed / len(actions),
+                        "errors": [str(e) for e in result.errors],
+                        "call_id": call_id,
+                        "request_id": request_id or None,
+                    }
+                )
+        outcome.response = response_json(request_id, results, call_id)
+        return outcome
+
+
+__all__ = [
+    "CheckOutcome",
+    "Limits",
+    "LiveChecker",
+    "SignalLookup",
+    "live_principal",
+    "subject_key_of",
+]
