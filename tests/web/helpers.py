@@ -55,9 +55,9 @@ def request(
     }
 
 
-def checker(states: dict[bytes, bytes], limits: Limits = Limits()) -> LiveChecker:
+def checker(states: dict[bytes, bytes], limits: Limits | None = None) -> LiveChecker:
     """A checker whose signal state is ``states`` (subject key -> stored bytes)."""
-    return LiveChecker(lambda: ENGINE, RISK, states.get, limits)
+    return LiveChecker(lambda: ENGINE, RISK, states.get, limits or Limits())
 
 
 @asynccontextmanager
