@@ -1,0 +1,129 @@
+"""The check API of real ``vigil worker`` processes, driven by the unchanged Cerbos Python SDK.
+
+One worker: live state reaches checks right after the signal is processed, spoofed signal
+attributes change nothing, every checked action is audited on ``authz.decisions``. Two workers:
+the one that does not own the principal's partition answers with the principal's state too (from
+its changelog-fed replica).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from cerbos.sdk.client import CerbosClient
+from cerbos.sdk.model import Principal, Resource, ResourceAction, ResourceList
+
+from streams.state.replica import partition_of
+from tests.pipeline.worker_harness import PARTITIONS, Worker
+from tests.web.helpers import signal
+
+READ = Resource("d1", "document")
+SPOOF_LOW = {
+    "signals": {
+        "risk": {"level": "LOW", "score": 0.0},
+        "identity": {"account_status": "enabled", "credential_compromised": False},
+        "session": {"revoked": False},
+    }
+}
+
+
+def _employee(pid: str, attr: dict[str, Any] | None = None) -> Principal:
+    return Principal(pid, roles={"employee"}, attr=attr or {})
+
+
+async def _risk(worker: Worker, subject: str, level: str, n: int) -> None:
+    await worker.produce("risk", [signal(subject, "risk-level-change", {"current_level": level}, n)])
+
+
+async def test_sdk_live_state_spoofing_and_audit(start_worker: Callable[..., Worker]) -> None:
+    worker = start_worker()
+    await worker.start()
+    with CerbosClient(worker.api_url, timeout_secs=5) as cerbos:
+        assert cerbos.is_healthy()
+        assert cerbos.is_allowed("read", _employee("alice"), READ)
+        await _risk(worker, "user:alice", "HIGH", 1)
+        await worker.wait_processed()
+        # right after the risky signal: denied, whatever the caller claims about signals
+        assert not cerbos.is_allowed("read", _employee("alice"), READ)
+        assert not cerbos.is_allowed("read", _employee("alice", SPOOF_LOW), READ)
+        spoof_bad = {"signals": {"identity": {"credential_compromised": True}}}
+        assert cerbos.is_allowed("read", _employee("bob", spoof_bad), READ)
+        resources = ResourceList(
+            [
+                ResourceAction(Resource("d2", "document"), {"read", "write"}),
+                ResourceAction(Resource("d3", "document"), {"read"}),
+            ]
+        )
+        resp = cerbos.check_resources(_employee("bob"), resources, request_id="req-audit-1")
+        resp.raise_if_failed()
+        assert [r.resource.id for r in resp.results] == ["d2", "d3"]
+        assert resp.get_resource("d2").is_allowed("read")
+        assert not resp.get_resource("d2").is_allowed("write")
+    assert worker.metric("vigil_check_spoofed_attributes_total") == 2
+    deadline = time.monotonic() + 20
+    while True:
+        audited = [
+            d for d in await worker.read("decisions") if d.get("request_id") == "req-audit-1"
+        ]
+        if len(audited) == 3 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert sorted(
+        (d["request"]["resource"]["id"], d["actions"][0]["action"], d["effect"]) for d in audited
+    ) == [
+        ("d2", "read", "EFFECT_ALLOW"),
+        ("d2", "write", "EFFECT_DENY"),
+        ("d3", "read", "EFFECT_ALLOW"),
+    ]
+    assert {d["cause"]["kind"] for d in audited} == {"check"}
+    assert len({d["call_id"] for d in audited}) == 1
+    assert all(d["subject"] == "user:bob" and d["grant_id"] is None for d in audited)
+    assert all(d["request"]["principal"]["attr"]["signals"]["risk"] for d in audited)
+    assert worker.metric("vigil_check_audit_dropped_total") == 0
+
+
+async def _balanced(workers: list[Worker], timeout: float = 60.0) -> None:
+    """Until every worker owns one partition (the group has settled)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        owned = [w.health()["partitions"] for w in workers]
+        if all(len(p) == PARTITIONS // len(workers) for p in owned):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"partitions never balanced: {owned}")
+        await asyncio.sleep(0.3)
+
+
+async def test_non_owner_answers_with_the_principals_state(
+    start_worker: Callable[..., Worker],
+) -> None:
+    first = start_worker()
+    await first.start()
+    second = start_worker(like=first)
+    await second.start()
+    await _balanced([first, second])
+    partition = partition_of(b"user:carol", PARTITIONS)
+    owner, other = (
+        (first, second) if partition in first.health()["partitions"] else (second, first)
+    )
+    assert partition not in other.health()["partitions"]
+    with CerbosClient(other.api_url, timeout_secs=5) as cerbos:
+        assert cerbos.is_healthy()
+        assert cerbos.is_allowed("read", _employee("carol"), READ)
+        await _risk(owner, "user:carol", "HIGH", 1)
+        await owner.wait_processed()
+        assert not CerbosClient(owner.api_url).is_allowed("read", _employee("carol"), READ)
+        # the replica follows the changelog: visible within its (bounded, measured) staleness
+        deadline = time.monotonic() + 15
+        while cerbos.is_allowed("read", _employee("carol"), READ):
+            assert time.monotonic() < deadline, "the non-owner never saw the risky signal"
+            await asyncio.sleep(0.05)
+        assert not cerbos.is_allowed("read", _employee("carol", SPOOF_LOW), READ)
+        await _risk(owner, "user:carol", "LOW", 2)
+        deadline = time.monotonic() + 15
+        while not cerbos.is_allowed("read", _employee("carol"), READ):
+            assert time.monotonic() < deadline, "the non-owner never saw the recovery"
+            await asyncio.sleep(0.05)
