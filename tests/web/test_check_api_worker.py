@@ -35,7 +35,9 @@ def _employee(pid: str, attr: dict[str, Any] | None = None) -> Principal:
 
 
 async def _risk(worker: Worker, subject: str, level: str, n: int) -> None:
-    await worker.produce("risk", [signal(subject, "risk-level-change", {"current_level": level}, n)])
+    await worker.produce(
+        "risk", [signal(subject, "risk-level-change", {"current_level": level}, n)]
+    )
 
 
 async def test_sdk_live_state_spoofing_and_audit(start_worker: Callable[..., Worker]) -> None:
@@ -106,9 +108,7 @@ async def test_non_owner_answers_with_the_principals_state(
     await second.start()
     await _balanced([first, second])
     partition = partition_of(b"user:carol", PARTITIONS)
-    owner, other = (
-        (first, second) if partition in first.health()["partitions"] else (second, first)
-    )
+    owner, other = (first, second) if partition in first.health()["partitions"] else (second, first)
     assert partition not in other.health()["partitions"]
     with CerbosClient(other.api_url, timeout_secs=5) as cerbos:
         assert cerbos.is_healthy()
