@@ -276,6 +276,70 @@ def parse_request(
     return request_id, principal, entries, aux, include_meta
 
 
+_PLAN_FIELDS = frozenset(
+    {
+        "requestId",
+        "action",
+        "actions",
+        "principal",
+        "resource",
+        "auxData",
+        "includeMeta",
+        "requestContext",
+    }
+)
+_PLAN_RESOURCE_FIELDS = frozenset({"kind", "attr", "policyVersion", "scope"})
+
+
+def parse_plan_request(body: Any, *, unverified_jwt: bool = False) -> dict[str, Any]:
+    """Validate a PlanResources request like Cerbos: `{"requestId", "action" | "actions",
+    "principal", "resource" (kind, attr, policyVersion, scope; no id), "aux", "includeMeta"}`
+    with the principal in `parse_request`'s shape. Raises `RequestError`."""
+    if not isinstance(body, dict):
+        raise RequestError("request must be a JSON object")
+    _unknown(body, _PLAN_FIELDS, "request")
+    include_meta = body.get("includeMeta") or False
+    if not isinstance(include_meta, bool):
+        raise RequestError(f"invalid value for bool field includeMeta: {json.dumps(include_meta)}")
+    problems: list[str] = []
+    action = _string(body, "action", "")
+    actions = _strings(body, "actions", "")
+    if bool(action) == bool(actions):
+        problems.append("Exactly one of 'action' or 'actions' field must be set")
+    elif len(set(actions)) != len(actions):
+        problems.append("actions: repeated value must contain unique items")
+    principal = _principal(body.get("principal"), problems)
+    raw = body.get("resource")
+    resource: dict[str, Any] = {}
+    if raw is None:
+        problems.append("resource: value is required")
+    elif not isinstance(raw, dict):
+        raise RequestError("invalid value for message field resource: expected an object")
+    else:
+        _unknown(raw, _PLAN_RESOURCE_FIELDS, "resource")
+        resource = {
+            "kind": _string(raw, "kind", "resource."),
+            "attr": _object(raw, "attr", "resource."),
+            "policyVersion": _string(raw, "policyVersion", "resource."),
+            "scope": _string(raw, "scope", "resource."),
+        }
+        if not resource["kind"]:
+            problems.append("resource.kind: value is required")
+    aux = _aux_data(body.get("auxData"), unverified_jwt)
+    request_annotations(body)
+    if problems:
+        raise _fail(problems)
+    return {
+        "request_id": _string(body, "requestId", ""),
+        "action": action,
+        "actions": actions or [action],
+        "principal": principal,
+        "resource": resource,
+        "aux": aux,
+        "include_meta": include_meta,
+    }
+
+
 # -- response ----------------------------------------------------------------------------------
 
 
@@ -458,6 +522,7 @@ __all__ = [
     "engine_option_support",
     "error_body",
     "new_call_id",
+    "parse_plan_request",
     "parse_request",
     "parse_time",
     "request_annotations",

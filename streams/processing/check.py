@@ -29,12 +29,13 @@ from streams.models.grant import RESERVED_PRINCIPAL_ATTRS
 from streams.policy import PolicyEngine
 from streams.policy.api import (
     RequestError,
+    parse_plan_request,
     parse_request,
     request_annotations,
     response_json,
     result_json,
 )
-from streams.processing.evaluation import decision_id, signal_attributes
+from streams.processing.evaluation import ALLOW, decision_id, signal_attributes
 from streams.state.risk import RiskModel
 from streams.state.subject import SignalState, new_signal_state, subject_snapshot
 
@@ -43,6 +44,8 @@ PRINCIPAL_TYPE = "vigil.principal_type"
 SESSION_ID = "vigil.session_id"
 DEVICE_ID = "vigil.device_id"
 DEFAULT_PRINCIPAL_TYPE = "user"
+
+UNIMPLEMENTED = 12  # gRPC: a plan Vigil cannot prove without a query planner
 
 #: ``request.principal.attr.grant`` of a plain check: every field present, none set.
 NO_GRANT = {"id": "", "issued_at": "", "expires_at": ""}
@@ -130,17 +133,7 @@ class LiveChecker:
                     f"number of actions ({len(actions)}) exceeds configured limit "
                     f"({self.limits.max_actions})"
                 )
-        annotations = request_annotations(body)
-        subject = subject_key_of(principal["id"], annotations)
-        raw = self._signals(subject.encode())
-        state = orjson.loads(raw) if raw is not None else new_signal_state()
-        effective = live_principal(
-            principal,
-            state,
-            self.risk,
-            _annotation(annotations, DEVICE_ID),
-            _annotation(annotations, SESSION_ID),
-        )
+        subject, effective = self._live(principal, request_annotations(body))
         engine = self._engine()
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         when = dt.datetime.fromtimestamp(now_ms / 1000, tz=dt.UTC)
@@ -188,6 +181,70 @@ class LiveChecker:
                 )
         outcome.response = response_json(request_id, results, call_id)
         return outcome
+
+    def _live(
+        self, principal: dict[str, Any], annotations: Mapping[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
+        """The principal's subject key and the principal with its live signals merged in."""
+        subject = subject_key_of(principal["id"], annotations)
+        raw = self._signals(subject.encode())
+        state = orjson.loads(raw) if raw is not None else new_signal_state()
+        effective = live_principal(
+            principal,
+            state,
+            self.risk,
+            _annotation(annotations, DEVICE_ID),
+            _annotation(annotations, SESSION_ID),
+        )
+        return subject, effective
+
+    def plan(self, body: Any, call_id: str, now_ms: int | None = None) -> dict[str, Any]:
+        """PlanResources, answered only where it is provable without a query planner: when no
+        condition that can decide these actions reads the resource beyond its kind, scope,
+        policy version and the attributes given (`PolicyEngine.reads_resource`), one check of
+        the live principal decides every resource: ``KIND_ALWAYS_ALLOWED`` or
+        ``KIND_ALWAYS_DENIED``. Otherwise the answer is UNIMPLEMENTED (code 12), never a guess.
+        Raises `RequestError`."""
+        req = parse_plan_request(body)
+        resource = req["resource"]
+        actions: list[str] = req["actions"]
+        engine = self._engine()
+        if engine.reads_resource(resource["kind"], actions, frozenset(resource["attr"])):
+            raise RequestError(
+                f"cannot plan {resource['kind']!r} {actions}: its policies read resource "
+                "attributes not given in the request, and Vigil has no query planner for "
+                "conditional plans",
+                code=UNIMPLEMENTED,
+            )
+        _, effective = self._live(req["principal"], request_annotations(body))
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        when = dt.datetime.fromtimestamp(now_ms / 1000, tz=dt.UTC)
+        probe = {**resource, "id": ""}  # no condition reads it (checked above)
+        result = engine.check(effective, probe, actions, aux_data=req["aux"], now=when)
+        decided = [result.actions[a] for a in actions]
+        allowed = all(d.effect == ALLOW for d in decided)
+        out: dict[str, Any] = {}
+        if req["request_id"]:
+            out["requestId"] = req["request_id"]
+        plural = "actions" in body and body["actions"]
+        if plural:
+            out["actions"] = actions
+        else:
+            out["action"] = actions[0]
+        out["resourceKind"] = resource["kind"]
+        if resource["policyVersion"]:
+            out["policyVersion"] = resource["policyVersion"]
+        out["filter"] = {"kind": "KIND_ALWAYS_ALLOWED" if allowed else "KIND_ALWAYS_DENIED"}
+        if req["include_meta"]:
+            no_match = all(d.policy == "NO_MATCH" for d in decided)
+            meta: dict[str, Any] = {
+                "filterDebug": "(true)" if allowed else "NO_MATCH" if no_match else "(false)"
+            }
+            if plural:
+                meta["matchedScopes"] = {a: result.actions[a].scope for a in actions}
+            out["meta"] = meta
+        out["cerbosCallId"] = call_id
+        return out
 
 
 __all__ = [

@@ -1,7 +1,7 @@
 """The Cerbos HTTP API of a worker (aiohttp): routes, auth, body limits, errors as Cerbos writes them.
 
-HTTP plumbing only: what a check means is `streams.processing.check.LiveChecker` (and
-`streams.processing.plan` for plans). Routes, as the stock PDP serves them:
+HTTP plumbing only: what a check or a plan means is `streams.processing.check.LiveChecker`.
+Routes, as the stock PDP serves them:
 
 * ``POST /api/check/resources`` and ``POST /api/plan/resources``: the body is JSON whatever the
   ``Content-Type`` says (SDKs send ``text/plain``);
@@ -57,9 +57,6 @@ _ROUTES: dict[str, Route | str] = {
     "/_cerbos/health": "health",
 }
 
-#: A plan handler: request JSON and call id in, response JSON out (raises `RequestError`).
-Planner = Callable[[Any, str], dict[str, Any]]
-
 
 def _vigil_version() -> str:
     try:
@@ -96,12 +93,10 @@ class CheckApi:
         *,
         ready: Callable[[], bool],
         audit: AuditPublisher | None = None,
-        planner: Planner | None = None,
         tokens: ApiTokens | None = None,
         max_body_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self.checker = checker
-        self.planner = planner
         self.audit = audit
         self.tokens = tokens
         self.ready = ready
@@ -192,11 +187,9 @@ class CheckApi:
 
     async def _plan(self, request: web.Request) -> web.StreamResponse:
         body = await self._body(request)
-        if self.planner is None:
-            return error(UNIMPLEMENTED, "PlanResources is not supported by this worker")
         if not self.ready():
             return error(UNAVAILABLE, "worker is not ready: signal state still loading")
-        return json_response(self.planner(body, new_call_id()))
+        return json_response(self.checker.plan(body, new_call_id()))
 
     async def _server_info(self, request: web.Request) -> web.StreamResponse:
         return json_response({"version": _vigil_version()})

@@ -14,7 +14,14 @@ from collections.abc import Callable
 from typing import Any
 
 from cerbos.sdk.client import CerbosClient
-from cerbos.sdk.model import Principal, Resource, ResourceAction, ResourceList
+from cerbos.sdk.model import (
+    PlanResourcesFilterKind,
+    Principal,
+    Resource,
+    ResourceAction,
+    ResourceDesc,
+    ResourceList,
+)
 
 from streams.state.replica import partition_of
 from tests.pipeline.worker_harness import PARTITIONS, Worker
@@ -51,6 +58,11 @@ async def test_sdk_live_state_spoofing_and_audit(start_worker: Callable[..., Wor
         # right after the risky signal: denied, whatever the caller claims about signals
         assert not cerbos.is_allowed("read", _employee("alice"), READ)
         assert not cerbos.is_allowed("read", _employee("alice", SPOOF_LOW), READ)
+        plan = cerbos.plan_resources("read", _employee("alice"), ResourceDesc("document"))
+        assert plan.filter is not None and plan.filter.kind == PlanResourcesFilterKind.ALWAYS_DENIED
+        plan = cerbos.plan_resources(["read"], _employee("bob"), ResourceDesc("document"))
+        assert plan.filter is not None
+        assert plan.filter.kind == PlanResourcesFilterKind.ALWAYS_ALLOWED
         spoof_bad = {"signals": {"identity": {"credential_compromised": True}}}
         assert cerbos.is_allowed("read", _employee("bob", spoof_bad), READ)
         resources = ResourceList(

@@ -168,3 +168,59 @@ def test_request_limits_and_validation(body: dict, message: str) -> None:
         checker({}, Limits(max_resources=2, max_actions=2)).check(body, "c")
     assert message in err.value.message
     assert err.value.code == 3
+
+
+def _plan(principal_id: str, resource: dict, **extra: object) -> dict:
+    return {
+        "principal": {"id": principal_id, "roles": ["employee"]},
+        "resource": resource,
+        **extra,
+    }
+
+
+def test_plan_answers_only_what_one_check_proves() -> None:
+    live = checker({b"user:alice": state_bytes(HIGH)})
+    doc = {"kind": "document"}
+    denied = live.plan(_plan("alice", doc, action="read", requestId="p1"), "C")
+    assert denied == {
+        "requestId": "p1",
+        "action": "read",
+        "resourceKind": "document",
+        "filter": {"kind": "KIND_ALWAYS_DENIED"},
+        "cerbosCallId": "C",
+    }
+    allowed = live.plan(_plan("bob", doc, actions=["read"], includeMeta=True), "C")
+    assert allowed["filter"] == {"kind": "KIND_ALWAYS_ALLOWED"}
+    assert allowed["actions"] == ["read"]
+    assert allowed["meta"] == {"filterDebug": "(true)", "matchedScopes": {"read": ""}}
+    # `share` goes through the derived role `owner` (R.attr.owner == P.id): not provable ...
+    with pytest.raises(RequestError) as err:
+        live.plan(_plan("bob", doc, action="share"), "C")
+    assert err.value.code == 12
+    # ... unless the request gives the attribute the condition reads
+    device = signal(
+        "user:bob", "device-compliance-change", {"device_id": "D1", "current_status": "compliant"}
+    )
+    live = checker({b"user:bob": state_bytes(device)})
+    given = {"kind": "document", "attr": {"owner": "bob"}}
+    on_d1 = {"annotations": {"vigil.device_id": "D1"}}
+    share = _plan("bob", given, action="share", requestContext=on_d1)
+    assert live.plan(share, "C")["filter"] == {"kind": "KIND_ALWAYS_ALLOWED"}
+    not_owner = {**share, "resource": {"kind": "document", "attr": {"owner": "eve"}}}
+    assert live.plan(not_owner, "C")["filter"] == {"kind": "KIND_ALWAYS_DENIED"}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (_plan("a", {"kind": "document"}), "Exactly one of 'action' or 'actions'"),
+        (_plan("a", {"kind": "document"}, action="r", actions=["r"]), "Exactly one of"),
+        (_plan("a", {"kind": "document"}, actions=["r", "r"]), "unique items"),
+        (_plan("a", {"kind": "document", "id": "x"}, action="r"), "unknown field 'id'"),
+        (_plan("a", {}, action="r"), "resource.kind: value is required"),
+    ],
+)
+def test_plan_validation(body: dict, message: str) -> None:
+    with pytest.raises(RequestError) as err:
+        checker({}).plan(body, "c")
+    assert message in err.value.message and err.value.code == 3
