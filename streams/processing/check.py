@@ -17,6 +17,7 @@ Decision records are returned for the caller to publish.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,10 +40,13 @@ from streams.processing.evaluation import ALLOW, decision_id, signal_attributes
 from streams.state.risk import RiskModel
 from streams.state.subject import SignalState, new_signal_state, subject_snapshot
 
+_SUBJECT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")  # as grants' principal.type
+
 #: ``requestContext.annotations`` keys Vigil reads (docs/check-api.md).
 PRINCIPAL_TYPE = "vigil.principal_type"
 SESSION_ID = "vigil.session_id"
 DEVICE_ID = "vigil.device_id"
+WATCH = "vigil.watch"
 DEFAULT_PRINCIPAL_TYPE = "user"
 
 UNIMPLEMENTED = 12  # gRPC: a plan Vigil cannot prove without a query planner
@@ -64,6 +68,30 @@ class CheckOutcome:
     response: dict[str, Any]
     subject: str
     decisions: list[dict[str, Any]] = field(default_factory=list)
+    # ``vigil.watch``: grant events (the ``authz.grants`` JSON shape) for the allowed actions
+    grants: list[dict[str, Any]] = field(default_factory=list)
+
+
+MAX_WATCH_TTL_SECONDS = 7 * 24 * 3600
+
+
+def _watch(annotations: Mapping[str, Any]) -> tuple[str, int] | None:
+    """``vigil.watch: {"grant_id": str, "ttl_seconds": number}`` -> (grant id, ttl ms)."""
+    raw = annotations.get(WATCH)
+    if raw is None:
+        return None
+    where = f"requestContext.annotations[{WATCH!r}]"
+    if not isinstance(raw, dict) or set(raw) - {"grant_id", "ttl_seconds"}:
+        raise RequestError(f"{where} must be an object with grant_id and ttl_seconds only")
+    grant_id = raw.get("grant_id")
+    ttl = raw.get("ttl_seconds")
+    if not isinstance(grant_id, str) or not 0 < len(grant_id) <= 200:
+        raise RequestError(f"{where}.grant_id must be a string of 1 to 200 characters")
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float):
+        raise RequestError(f"{where}.ttl_seconds must be a number")
+    if not 0 < ttl <= MAX_WATCH_TTL_SECONDS:
+        raise RequestError(f"{where}.ttl_seconds must be in (0, {MAX_WATCH_TTL_SECONDS}]")
+    return grant_id, round(ttl * 1000)
 
 
 #: Raw signal state bytes of a subject key (``user:alice``), or None when it has none.
@@ -83,6 +111,8 @@ def subject_key_of(principal_id: str, annotations: Mapping[str, Any]) -> str:
     """The subject key whose signal state the principal gets: ``type:id``, the type from the
     ``vigil.principal_type`` annotation (default ``user``), as grants on ``authz.grants``."""
     kind = _annotation(annotations, PRINCIPAL_TYPE) or DEFAULT_PRINCIPAL_TYPE
+    if not _SUBJECT_TYPE.match(kind):
+        raise RequestError(f"requestContext.annotations[{PRINCIPAL_TYPE!r}]: invalid type {kind!r}")
     return f"{kind}:{principal_id}"
 
 
@@ -133,7 +163,9 @@ class LiveChecker:
                     f"number of actions ({len(actions)}) exceeds configured limit "
                     f"({self.limits.max_actions})"
                 )
-        subject, effective = self._live(principal, request_annotations(body))
+        annotations = request_annotations(body)
+        watch = _watch(annotations)
+        subject, effective = self._live(principal, annotations)
         engine = self._engine()
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         when = dt.datetime.fromtimestamp(now_ms / 1000, tz=dt.UTC)
@@ -179,6 +211,28 @@ class LiveChecker:
                         "request_id": request_id or None,
                     }
                 )
+            if watch is not None:
+                allowed = [a for a in actions if result.actions[a].effect == ALLOW]
+                if allowed:
+                    gid = watch[0] if len(entries) == 1 else f"{watch[0]}/{index}"
+                    outcome.grants.append(
+                        {
+                            "op": "issued",
+                            "grant_id": gid,
+                            "principal": {
+                                "id": principal["id"],
+                                "type": subject.split(":", 1)[0],
+                                "roles": principal["roles"],
+                                "attr": principal["attr"],  # reserved names dropped on intake
+                            },
+                            "resource": {k: v for k, v in resource.items() if v != ""},
+                            "actions": allowed,
+                            "session_id": _annotation(annotations, SESSION_ID),
+                            "device_id": _annotation(annotations, DEVICE_ID),
+                            "issued_at": now_ms,
+                            "expires_at": now_ms + watch[1],
+                        }
+                    )
         outcome.response = response_json(request_id, results, call_id)
         return outcome
 

@@ -32,6 +32,7 @@ from streams.policy.api import RequestError, new_call_id
 from streams.processing.check import LiveChecker
 from streams.web.audit import AuditPublisher
 from streams.web.tokens import ApiTokens, Route
+from streams.web.watch import GrantPublisher
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +94,13 @@ class CheckApi:
         *,
         ready: Callable[[], bool],
         audit: AuditPublisher | None = None,
+        grants: GrantPublisher | None = None,
         tokens: ApiTokens | None = None,
         max_body_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self.checker = checker
         self.audit = audit
+        self.grants = grants
         self.tokens = tokens
         self.ready = ready
         self.max_body_bytes = max_body_bytes
@@ -183,6 +186,14 @@ class CheckApi:
         outcome = self.checker.check(body, new_call_id())
         if self.audit is not None:
             self.audit.offer(outcome.decisions)
+        if outcome.grants:
+            if self.grants is None:
+                return error(UNIMPLEMENTED, "vigil.watch is not available on this server")
+            try:
+                await self.grants.publish(outcome.subject, outcome.grants)
+            except Exception as exc:  # Kafka down or slow: the grant is not watched, say so
+                log.error("watched check: grant events not recorded: %r", exc)
+                return error(UNAVAILABLE, "vigil.watch: the grant could not be recorded; retry")
         return json_response(outcome.response)
 
     async def _plan(self, request: web.Request) -> web.StreamResponse:

@@ -19,6 +19,7 @@ from streams.state.store import signal_key
 from streams.web.audit import AuditPublisher
 from streams.web.check_api import CheckApi, tls_context
 from streams.web.tokens import ApiTokens
+from streams.web.watch import GrantPublisher
 
 if TYPE_CHECKING:
     from streams.processing.runner import PipelineRunner
@@ -50,6 +51,9 @@ class CheckApiService:
             registry_url=settings.schema_registry_url,
             security=security,
         )
+        self.grants = GrantPublisher(
+            bootstrap=settings.bootstrap_servers, topic=settings.topic_grants, security=security
+        )
         self.checker = LiveChecker(
             lambda: pipeline.engine,
             pipeline.risk,
@@ -68,6 +72,7 @@ class CheckApiService:
             self.checker,
             ready=self.ready,
             audit=self.audit,
+            grants=self.grants,
             tokens=tokens,
             max_body_bytes=settings.api_max_body_bytes,
         )
@@ -87,6 +92,7 @@ class CheckApiService:
         s = self.settings
         await self.api.start(s.api_host, s.api_port, self.ssl)
         await self.audit.start()
+        await self.grants.start()
         await self.replica.start()
         log.warning(
             "check API on %s://%s:%s", "https" if self.ssl else "http", s.api_host, self.api.port
@@ -95,4 +101,5 @@ class CheckApiService:
     async def stop(self) -> None:
         await self.api.stop()
         await self.audit.stop()
+        await self.grants.stop()
         await self.replica.stop()

@@ -9,7 +9,10 @@ its changelog-fed replica).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -139,3 +142,58 @@ async def test_non_owner_answers_with_the_principals_state(
         while not cerbos.is_allowed("read", _employee("carol"), READ):
             assert time.monotonic() < deadline, "the non-owner never saw the recovery"
             await asyncio.sleep(0.05)
+
+
+def _post(url: str, body: dict[str, Any]) -> tuple[int, Any]:
+    req = urllib.request.Request(
+        f"{url}/api/check/resources", data=json.dumps(body).encode(), method="POST"
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+async def _records_until(
+    worker: Worker, topic: str, match: Callable[[dict[str, Any]], bool], timeout: float = 20.0
+) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [r for r in await worker.read(topic) if match(r)]
+        if found or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.5)
+
+
+async def test_watched_check_becomes_a_grant_the_owner_revokes(
+    start_worker: Callable[..., Worker],
+) -> None:
+    worker = start_worker()
+    await worker.start()
+    watch = {"annotations": {"vigil.watch": {"grant_id": "w-dave", "ttl_seconds": 600}}}
+    body = {
+        "principal": {"id": "dave", "roles": ["employee"]},
+        "resources": [{"resource": {"kind": "document", "id": "d1"}, "actions": ["read", "write"]}],
+        "requestContext": watch,
+    }
+    status, answer = _post(worker.api_url, body)
+    assert status == 200, answer
+    assert answer["results"][0]["actions"] == {"read": "EFFECT_ALLOW", "write": "EFFECT_DENY"}
+    issued = await _records_until(
+        worker,
+        "decisions",
+        lambda d: d["grant_id"] == "w-dave" and d["cause"]["kind"] == "grant-issued",
+    )
+    assert [a["action"] for a in issued[0]["actions"]] == ["read"]  # denied write: not watched
+    assert issued[0]["effect"] == "EFFECT_ALLOW"
+    await _risk(worker, "user:dave", "HIGH", 1)
+    revoked = await _records_until(worker, "revocations", lambda r: r["grant_id"] == "w-dave")
+    assert revoked and revoked[0]["cause"]["kind"] == "signal"
+    # a watched check whose actions are all denied creates no grant
+    body["requestContext"] = {"annotations": {"vigil.watch": {"grant_id": "w-x", "ttl_seconds": 5}}}
+    status, answer = _post(worker.api_url, body)
+    assert status == 200 and answer["results"][0]["actions"]["read"] == "EFFECT_DENY"
+    await worker.wait_processed()
+    grant_ids = {g.get("grant_id") for g in await worker.read("grants")}
+    assert "w-dave" in grant_ids and "w-x" not in grant_ids

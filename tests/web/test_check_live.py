@@ -224,3 +224,49 @@ def test_plan_validation(body: dict, message: str) -> None:
     with pytest.raises(RequestError) as err:
         checker({}).plan(body, "c")
     assert message in err.value.message and err.value.code == 3
+
+
+def test_watch_turns_allowed_actions_into_a_grant_event() -> None:
+    from streams.models.grant import validate_grant_event
+
+    live = checker({b"user:alice": state_bytes(HIGH)})
+    ctx = {
+        "annotations": {
+            "vigil.watch": {"grant_id": "w-1", "ttl_seconds": 60},
+            "vigil.session_id": "S1",
+        }
+    }
+    body = request("bob", actions=("read", "write"), requestContext=ctx)
+    out = live.check(body, "c", now_ms=1_795_000_000_000)
+    assert len(out.grants) == 1
+    event = validate_grant_event(out.grants[0])  # what the owner's intake will accept
+    assert event.op == "issued" and event.grant_id == "w-1" and event.subject_key == "user:bob"
+    assert event.grant is not None
+    assert event.grant["actions"] == ["read"]  # write was denied: not watched
+    assert event.grant["session_id"] == "S1"
+    assert (event.grant["issued_at"], event.grant["expires_at"]) == (
+        1_795_000_000_000,
+        1_795_000_060_000,
+    )
+    # denied actions create nothing
+    assert live.check(request("alice", requestContext=ctx), "c").grants == []
+    # several resources: one grant each, ids suffixed by the resource index
+    body["resources"].append({"resource": {"kind": "document", "id": "d2"}, "actions": ["read"]})
+    assert [g["grant_id"] for g in live.check(body, "c").grants] == ["w-1/0", "w-1/1"]
+
+
+@pytest.mark.parametrize(
+    "watch",
+    [
+        {"grant_id": "w"},
+        {"grant_id": "", "ttl_seconds": 5},
+        {"grant_id": "w", "ttl_seconds": 0},
+        {"grant_id": "w", "ttl_seconds": True},
+        {"grant_id": "w", "ttl_seconds": 5, "other": 1},
+        "w",
+    ],
+)
+def test_watch_annotation_is_validated(watch: object) -> None:
+    body = request(requestContext={"annotations": {"vigil.watch": watch}})
+    with pytest.raises(RequestError, match="vigil.watch"):
+        checker({}).check(body, "c")
