@@ -53,6 +53,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
         output_format=settings.output_format,
         registry_url=settings.schema_registry_url,
         time_reevaluation_ms=round(settings.time_reevaluation_seconds * 1000),
+        max_future_skew_ms=settings.max_future_skew_seconds * 1000,
     )
 
 

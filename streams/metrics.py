@@ -103,6 +103,13 @@ class Tally:
     def add(self, metric: Counter | Gauge, amount: float = 1.0) -> None:
         self._deltas[metric] = self._deltas.get(metric, 0.0) + amount
 
+    def mark(self) -> dict[Counter | Gauge, float]:
+        """The increments so far, to ``rollback`` to when the work after it is discarded."""
+        return dict(self._deltas)
+
+    def rollback(self, mark: dict[Counter | Gauge, float]) -> None:
+        self._deltas = mark
+
     def flush(self) -> None:
         for metric, amount in self._deltas.items():
             if amount:

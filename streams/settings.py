@@ -200,6 +200,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Subjects per second re-evaluated after a policy bundle switch, per worker.",
     )
+    max_future_skew_seconds: int = Field(
+        default=300,
+        ge=0,
+        description="How far a signal's event_time may lie ahead of the worker's clock (and of "
+        "its Kafka record timestamp) before it is dead-lettered as event-time-in-future.",
+    )
 
     kafka_security_protocol: KafkaSecurityProtocol = Field(
         default="PLAINTEXT",

@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
+from streams.models.limits import (
+    MAX_ID_CHARS,
+    MAX_LIST_ITEMS,
+    MAX_SUBJECT_ID_CHARS,
+    MAX_SUBJECT_TYPE_CHARS,
+    check_free_form,
+)
 from streams.models.signal import SignalInvalid, _errors_text
 from streams.models.timeparse import to_epoch_ms
+
+Name = Annotated[str, Field(max_length=MAX_ID_CHARS)]
+Names = Annotated[list[Name], Field(max_length=MAX_LIST_ITEMS)]
+
+
+def _free_form(value: dict[str, Any]) -> dict[str, Any]:
+    check_free_form(value)
+    return value
+
 
 # Keys under principal.attr that only the pipeline may set (live signal state, grant facts).
 RESERVED_PRINCIPAL_ATTRS = frozenset({"signals", "grant"})
@@ -16,33 +32,39 @@ RESERVED_PRINCIPAL_ATTRS = frozenset({"signals", "grant"})
 
 class PrincipalIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    id: str = Field(min_length=1, max_length=512)
-    type: str = Field(default="user", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-    roles: list[str] = Field(min_length=1)
+    id: str = Field(min_length=1, max_length=MAX_SUBJECT_ID_CHARS)
+    type: str = Field(
+        default="user", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length=MAX_SUBJECT_TYPE_CHARS
+    )
+    roles: Names = Field(min_length=1)
     attr: dict[str, Any] = Field(default_factory=dict)
+
+    _attr = field_validator("attr")(_free_form)
 
 
 class ResourceIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    kind: str = Field(min_length=1)
-    id: str = Field(min_length=1)
+    kind: str = Field(min_length=1, max_length=MAX_ID_CHARS)
+    id: str = Field(min_length=1, max_length=MAX_SUBJECT_ID_CHARS)
     attr: dict[str, Any] = Field(default_factory=dict)
-    policyVersion: str | None = None
-    scope: str | None = None
+    policyVersion: Name | None = None
+    scope: Name | None = None
+
+    _attr = field_validator("attr")(_free_form)
 
 
 class GrantEventIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
     op: Literal["issued", "released"]
-    grant_id: str = Field(min_length=1, max_length=256)
+    grant_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
     principal: PrincipalIn | None = None
     resource: ResourceIn | None = None
-    actions: list[str] = Field(default_factory=list)
-    session_id: str | None = None
-    device_id: str | None = None
+    actions: Names = Field(default_factory=list)
+    session_id: Name | None = None
+    device_id: Name | None = None
     issued_at: int | None = None
     expires_at: int | None = None
-    on_behalf_of: list[str] = Field(default_factory=list)
+    on_behalf_of: Names = Field(default_factory=list)
 
     @field_validator("issued_at", "expires_at", mode="before")
     @classmethod
@@ -78,7 +100,7 @@ def validate_grant_event(raw: dict[str, Any]) -> GrantEvent:
             ("principal", ev.principal),
             ("resource", ev.resource),
             ("actions", ev.actions),
-            ("issued_at", ev.issued_at),
+            ("issued_at", ev.issued_at is not None),  # 0 is a time, not a missing one
         )
         if not value
     ]

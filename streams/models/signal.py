@@ -10,13 +10,24 @@ from __future__ import annotations
 import re
 import socket
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
+from streams.models.limits import (
+    LATEST_TIME_MS,
+    MAX_ID_CHARS,
+    MAX_LIST_ITEMS,
+    MAX_SUBJECT_ID_CHARS,
+    MAX_SUBJECT_TYPE_CHARS,
+    check_free_form,
+)
 from streams.models.timeparse import to_epoch_ms
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+# Text attributes (ids, levels, zones, reasons): bounded like every id (streams.models.limits).
+Text = Annotated[str, Field(max_length=MAX_ID_CHARS)]
+MAX_ASN = 2**32 - 1  # autonomous system numbers are 32-bit (RFC 6793)
 
 
 class _Attrs(BaseModel):
@@ -24,7 +35,7 @@ class _Attrs(BaseModel):
 
 
 class DeviceComplianceChange(_Attrs):
-    device_id: str = Field(min_length=1)
+    device_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
     previous_status: Literal["compliant", "not-compliant"] | None = None
     current_status: Literal["compliant", "not-compliant"]
 
@@ -42,29 +53,29 @@ class RiskLevelChange(_Attrs):
 
 
 class CredentialChange(_Attrs):
-    credential_type: str | None = None
-    change_type: str | None = None
+    credential_type: Text | None = None
+    change_type: Text | None = None
 
 
 class AssuranceLevelChange(_Attrs):
-    current_level: str = Field(min_length=1)
-    previous_level: str | None = None
+    current_level: str = Field(min_length=1, max_length=MAX_ID_CHARS)
+    previous_level: Text | None = None
 
 
 class AccountStatus(_Attrs):
-    reason: str | None = None
+    reason: Text | None = None
 
 
 class SessionRevoked(_Attrs):
-    session_id: str = Field(min_length=1)
+    session_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
 
 
 class NetworkContext(_Attrs):
-    ip: str
+    ip: str = Field(max_length=64)
     country: str | None = Field(default=None, max_length=2)
-    asn: int | None = Field(default=None, ge=0)
-    zone: str = Field(min_length=1)
-    anomalies: list[str] = Field(default_factory=list)
+    asn: int | None = Field(default=None, ge=0, le=MAX_ASN)
+    zone: str = Field(min_length=1, max_length=MAX_ID_CHARS)
+    anomalies: list[Text] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
 
     @field_validator("ip")
     @classmethod
@@ -94,18 +105,18 @@ SIGNAL_TYPES = frozenset(ATTRIBUTE_MODELS)
 
 class SubjectRef(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    type: str = Field(pattern=_NAME, max_length=64)
-    id: str = Field(min_length=1, max_length=512)
+    type: str = Field(pattern=_NAME, max_length=MAX_SUBJECT_TYPE_CHARS)
+    id: str = Field(min_length=1, max_length=MAX_SUBJECT_ID_CHARS)
 
 
 class SignalEnvelope(BaseModel):
     """The common envelope; ``attributes`` is checked per type by ``ATTRIBUTE_MODELS``."""
 
     model_config = ConfigDict(extra="ignore")
-    event_id: str = Field(min_length=1, max_length=256)
+    event_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
     type: str
     subject: SubjectRef
-    source: str = Field(min_length=1, max_length=256)
+    source: str = Field(min_length=1, max_length=MAX_ID_CHARS)
     event_time: int
     attributes: dict[str, Any] = Field(default_factory=dict)
 
@@ -176,13 +187,18 @@ def _validate_with_models(raw: dict[str, Any]) -> Signal:
         attrs = ATTRIBUTE_MODELS[env.type].model_validate(env.attributes)
     except Exception as exc:
         raise SignalInvalid("attributes." + _errors_text(exc)) from None
+    try:  # on the input: the JSON dump would quietly turn NaN into null
+        check_free_form(env.attributes, "attributes")  # extra attributes are free-form
+    except ValueError as exc:
+        raise SignalInvalid(str(exc)) from None
+    attributes = attrs.model_dump(mode="json", exclude_none=True)
     return Signal(
         event_id=env.event_id,
         type=env.type,
         subject_key=f"{env.subject.type}:{env.subject.id}",
         source=env.source,
         event_time=env.event_time,
-        attributes=attrs.model_dump(mode="json", exclude_none=True),
+        attributes=attributes,
     )
 
 
@@ -195,10 +211,8 @@ _STATUSES = frozenset({"compliant", "not-compliant"})
 _FIELDS = {kind: frozenset(model.model_fields) for kind, model in ATTRIBUTE_MODELS.items()}
 
 
-def _text(value: object, min_len: int = 0, max_len: int | None = None) -> bool:
-    return (
-        type(value) is str and min_len <= len(value) and (max_len is None or len(value) <= max_len)
-    )
+def _text(value: object, min_len: int = 0, max_len: int = MAX_ID_CHARS) -> TypeGuard[str]:
+    return type(value) is str and min_len <= len(value) <= max_len
 
 
 def _member(value: object, allowed: frozenset[str]) -> bool:
@@ -207,7 +221,7 @@ def _member(value: object, allowed: frozenset[str]) -> bool:
 
 def _opt_text(attrs: dict[str, Any], key: str) -> bool:
     value = attrs.get(key)
-    return value is None or type(value) is str
+    return value is None or _text(value)
 
 
 def _fast_attributes(kind: str, attrs: dict[str, Any]) -> dict[str, Any] | None:
@@ -230,9 +244,9 @@ def _fast_attributes(kind: str, attrs: dict[str, Any]) -> dict[str, Any] | None:
             attrs.get("previous_level"),
             attrs.get("score"),
         )
-        if type(cur) is not str or cur.upper() not in _LEVELS:
+        if not _text(cur) or cur.upper() not in _LEVELS:
             return None
-        if prev is not None and (type(prev) is not str or prev.upper() not in _LEVELS):
+        if prev is not None and (not _text(prev) or prev.upper() not in _LEVELS):
             return None
         if score is not None and (type(score) not in (int, float) or not 0 <= score <= 100):
             return None
@@ -246,13 +260,17 @@ def _fast_attributes(kind: str, attrs: dict[str, Any]) -> dict[str, Any] | None:
         country, asn, anomalies = attrs.get("country"), attrs.get("asn"), attrs.get("anomalies")
         ip = attrs.get("ip")
         if not (
-            type(ip) is str
+            _text(ip, 0, 64)
             and _text(attrs.get("zone"), 1)
             and (country is None or _text(country, 0, 2))
-            and (asn is None or (type(asn) is int and asn >= 0))
+            and (asn is None or (type(asn) is int and 0 <= asn <= MAX_ASN))
             and (
                 anomalies is None
-                or (type(anomalies) is list and all(type(a) is str for a in anomalies))
+                or (
+                    type(anomalies) is list
+                    and len(anomalies) <= MAX_LIST_ITEMS
+                    and all(_text(a) for a in anomalies)
+                )
             )
         ):
             return None
@@ -288,17 +306,17 @@ def _fast_signal(raw: Any) -> Signal | None:
     if not (
         type(subject) is dict
         and len(subject) == 2
-        and _text(subject.get("type"), 1, 64)
-        and _text(subject.get("id"), 1, 512)
+        and _text(subject.get("type"), 1, MAX_SUBJECT_TYPE_CHARS)
+        and _text(subject.get("id"), 1, MAX_SUBJECT_ID_CHARS)
         and type(kind) is str
         and kind in ATTRIBUTE_MODELS
-        and _text(event_id, 1, 256)
-        and _text(source, 1, 256)
+        and _text(event_id, 1)
+        and _text(source, 1)
         and type(attrs) is dict
         and _SUBJECT_TYPE.match(subject["type"])
     ):
         return None
-    if type(event_time) is int and event_time >= 1_000_000_000_000:
+    if type(event_time) is int and 1_000_000_000_000 <= event_time < LATEST_TIME_MS:
         ms = event_time
     elif type(event_time) is str:
         try:

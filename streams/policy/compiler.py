@@ -126,8 +126,10 @@ class Compiler:
             self._issue(file, path, "must not contain duplicates")
         return list(value)
 
-    def _params(self, file: str, path: str, body: dict[str, Any]) -> Inliner:
-        """Variables and constants of a policy: `import`ed export sets, then `local`."""
+    def _params(self, file: str, path: str, body: dict[str, Any], top_level: Any = None) -> Inliner:
+        """Variables and constants of a policy: `import`ed export sets, then `local`, then the
+        deprecated top-level `variables:` map of the document (still honoured by Cerbos; a name
+        defined there and in the policy is an error, as in Cerbos)."""
         variables: dict[str, str] = {}
         constants: dict[str, Any] = {}
         imported_vars: set[str] = set()
@@ -178,6 +180,18 @@ class Compiler:
                         f"(import {origin[str(name)]} and local)",
                     )
                 target[str(name)] = value
+        top_names: set[str] = set()
+        for name, value in (top_level or {}).items():
+            if name in variables:
+                self._issue(
+                    file,
+                    f"variables.{name}",
+                    f"variable '{name}' has multiple definitions (in {path}.variables and in "
+                    "the deprecated top-level variables)",
+                )
+                continue
+            variables[name] = value
+            top_names.add(name)
         try:
             inliner = Inliner(variables, constants)
         except SubstitutionError as exc:
@@ -189,7 +203,10 @@ class Compiler:
             try:
                 inliner.expand(f"V.{name}")
             except SubstitutionError as exc:
-                self._issue(file, f"{path}.variables.local.{name}", str(exc))
+                where = (
+                    f"variables.{name}" if name in top_names else f"{path}.variables.local.{name}"
+                )
+                self._issue(file, where, str(exc))
         return inliner
 
     def _match(self, file: str, path: str, match: Any, inliner: Inliner) -> Condition | None:
@@ -269,11 +286,11 @@ class Compiler:
         if not isinstance(doc, dict):
             self._issue(file, base, "must be a mapping")
             return None
-        name = doc.get("name")
-        if not isinstance(name, str) or not _NAME_RE.match(name):
-            self._issue(file, f"{base}.name", "must be a valid name")
+        name = doc.get("name")  # its pattern is checked by docspec (Cerbos: ^[\w\-\.]+$)
+        if not isinstance(name, str) or not name:
+            self._issue(file, f"{base}.name", "is required")
             name = ""
-        inliner = self._params(file, base, doc)
+        inliner = self._params(file, base, doc, lf.document.get("variables"))
         out = _DerivedRoleSet(name, file)
         defs = doc.get("definitions")
         if not isinstance(defs, list) or not defs:
@@ -285,8 +302,8 @@ class Compiler:
                 self._issue(file, p, "must be a mapping")
                 continue
             dname = d.get("name")
-            if not isinstance(dname, str) or not _NAME_RE.match(dname):
-                self._issue(file, f"{p}.name", "must be a valid name")
+            if not isinstance(dname, str) or not dname:
+                self._issue(file, f"{p}.name", "is required")
                 continue
             if dname in out.roles:
                 self._issue(file, f"{p}.name", f"duplicate derived role '{dname}'")
@@ -316,7 +333,7 @@ class Compiler:
             self._issue(file, f"{base}.scope", "must be dot-separated name segments")
             scope = ""
         perms = self._scope_permissions(file, base, doc)
-        inliner = self._params(file, base, doc)
+        inliner = self._params(file, base, doc, lf.document.get("variables"))
 
         imported: dict[str, DerivedRole] = {}
         imports = self._str_list(
@@ -448,9 +465,13 @@ class Compiler:
             return None
         principal, version, scope = self._head(file, base, doc, "principal")
         perms = self._scope_permissions(file, base, doc)
-        inliner = self._params(file, base, doc)
+        inliner = self._params(file, base, doc, lf.document.get("variables"))
         rules: list[Rule] = []
+        resources: dict[str, str] = {}  # resource -> path of its rule (Cerbos' policy.Validate)
         for p, rr, res, res_matcher in self._resource_rules(file, base, doc):
+            if res in resources:
+                self._issue(file, p, f"duplicate resource '{res}' (also at {resources[res]})")
+            resources.setdefault(res, p)
             acts = rr.get("actions")
             if not isinstance(acts, list) or not acts:
                 self._issue(file, f"{p}.actions", "must be a non-empty list")
@@ -470,6 +491,9 @@ class Compiler:
                     name = f"{res}_rule-{j + 1:03d}"
                 elif not isinstance(name, str) or not _NAME_RE.match(name):
                     self._issue(file, f"{ap}.name", "must be a valid name")
+                    continue
+                elif name in names:
+                    self._issue(file, f"{ap}.name", f"duplicate action rule name '{name}'")
                     continue
                 matchers = self._action_matchers(file, f"{ap}.action", [action])
                 effect = a.get("effect")
@@ -512,7 +536,7 @@ class Compiler:
         parents = self._str_list(
             file, f"{base}.parentRoles", doc.get("parentRoles"), required=False
         )
-        inliner = self._params(file, base, doc)
+        inliner = self._params(file, base, doc, lf.document.get("variables"))
         rules: list[RoleRule] = []
         for p, rr, _res, res_matcher in self._resource_rules(file, base, doc):
             acts = self._str_list(file, f"{p}.allowActions", rr.get("allowActions"), required=True)
@@ -556,9 +580,15 @@ class Compiler:
         if not isinstance(doc, dict):
             self._issue(file, kind, "must be a mapping")
             return
+        if lf.document.get("variables"):  # as Cerbos' policy.Validate
+            self._issue(
+                file,
+                "variables",
+                f"{kind} policies do not support the deprecated top-level variables field",
+            )
         name = doc.get("name")
-        if not isinstance(name, str) or not _NAME_RE.match(name):
-            self._issue(file, f"{kind}.name", "must be a valid name")
+        if not isinstance(name, str) or not name:
+            self._issue(file, f"{kind}.name", "is required")
             return
         defs = doc.get("definitions")
         if not isinstance(defs, dict) or not defs:

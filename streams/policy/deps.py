@@ -18,9 +18,7 @@ on exactly what their arguments and receivers read; a global call of an unknown 
 
 from __future__ import annotations
 
-import re
-
-from .substitute import _skip_string
+from .celtokens import significant
 
 Path = tuple[str, ...]
 
@@ -96,12 +94,6 @@ _FIELD_ALIASES = {
     ("runtime", "effective_derived_roles"): "effectiveDerivedRoles",
 }
 
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_NUMBER = re.compile(
-    r"0[xX][0-9a-fA-F]+[uU]?|(?:[0-9]+\.[0-9]+|\.[0-9]+|[0-9]+)(?:[eE][+-]?[0-9]+)?[uU]?"
-)
-_STRING_PREFIX = re.compile(r"(?:[rR][bB]?|[bB][rR]?)?['\"]")
-
 
 class _Unresolvable(Exception):
     """The source uses something the analysis cannot follow: whole-request dependency."""
@@ -109,40 +101,10 @@ class _Unresolvable(Exception):
 
 def tokenize(src: str) -> list[tuple[str, str]]:
     """CEL tokens as (kind, text), kind one of `id`, `num`, `str`, `op`; comments dropped."""
-    out: list[tuple[str, str]] = []
-    i, n = 0, len(src)
-    while i < n:
-        c = src[i]
-        if c.isspace():
-            i += 1
-            continue
-        if src.startswith("//", i):
-            j = src.find("\n", i)
-            i = n if j < 0 else j + 1
-            continue
-        m = _STRING_PREFIX.match(src, i)
-        if m:
-            end = _skip_string(src, i)
-            out.append(("str", src[i:end]))
-            i = end
-            continue
-        if c.isdigit() or (c == "." and i + 1 < n and src[i + 1].isdigit()):
-            m = _NUMBER.match(src, i)
-            if m:
-                out.append(("num", m.group()))
-                i = m.end()
-                continue
-        if c.isalpha() or c == "_":
-            m = _IDENT.match(src, i)
-            assert m is not None
-            out.append(("id", m.group()))
-            i = m.end()
-            continue
-        if c == "`":
-            raise _Unresolvable("backquoted identifier")
-        out.append(("op", c))
-        i += 1
-    return out
+    toks = significant(src)
+    if any(kind == "bq" for kind, _ in toks):
+        raise _Unresolvable("backquoted identifier")
+    return toks
 
 
 def _bound_names(toks: list[tuple[str, str]]) -> set[str]:

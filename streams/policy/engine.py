@@ -222,6 +222,12 @@ def _resolve(
     return _walk(cur, path, 2, False)
 
 
+def lookup_scope(scope: Any) -> str:
+    """The scope a request's principal or resource is looked up in: `""` and `"."` both name
+    the root scope, as in Cerbos (CEL still sees the scope as sent)."""
+    return "" if not scope or scope == "." else str(scope)
+
+
 def _runtime(edr: list[str]) -> dict[str, list[str]]:
     """`runtime`, under both the proto and the JSON field name (Cerbos accepts both)."""
     return {"effectiveDerivedRoles": edr, "effective_derived_roles": edr}
@@ -783,6 +789,8 @@ class PolicyEngine:
         if schema_enforcement not in ("none", "warn", "reject"):
             raise ValueError("schema_enforcement must be 'none', 'warn' or 'reject'")
         bundle = load_directory(directory)
+        if bundle.issues:  # like Cerbos: files that do not load stop the store before compiling
+            raise PolicyCompileError(bundle.issues)
         env = cel_env.new_env()
         compiled = compile_files(env, bundle.files)
         issues: list[CompileIssue] = [*bundle.issues, *compiled.issues]
@@ -833,7 +841,7 @@ class PolicyEngine:
             return self._check_general(principal, resource, actions, aux_data, now, memo)
         kind = resource.get("kind", "")
         version = resource.get("policyVersion") or DEFAULT_VERSION
-        scope = resource.get("scope") or ""
+        scope = lookup_scope(resource.get("scope"))
         chain = self._chains.get((kind, version, scope))
         if not chain:
             return CheckResult(
@@ -1104,10 +1112,10 @@ class PolicyEngine:
     ) -> CheckResult:
         kind = resource.get("kind", "")
         version = resource.get("policyVersion") or self._default_version
-        rscope = resource.get("scope") or ""
+        rscope = lookup_scope(resource.get("scope"))
         pid = principal.get("id", "")
         pversion = principal.get("policyVersion") or self._default_version
-        pscope = principal.get("scope") or ""
+        pscope = lookup_scope(principal.get("scope"))
 
         def nothing() -> CheckResult:
             return CheckResult(

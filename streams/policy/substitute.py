@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable
 from typing import Any
 
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+from .celtokens import COMMENT, SPACE, TRIVIA, scan
+
 VARIABLE_ROOTS = ("V", "variables")
 CONSTANT_ROOTS = ("C", "constants")
 
@@ -21,72 +21,40 @@ class SubstitutionError(ValueError):
     """A reference to an undefined variable or constant, or a cycle between variables."""
 
 
-def _skip_string(src: str, i: int) -> int:
-    """Index just after the string literal starting at `i` (handles raw and triple quotes)."""
-    j = i
-    raw = False
-    while src[j] in "rRbB":
-        raw = raw or src[j] in "rR"
-        j += 1
-    q = src[j]
-    triple = src.startswith(q * 3, j)
-    delim = q * 3 if triple else q
-    j += len(delim)
-    while j < len(src):
-        if not raw and src[j] == "\\":
-            j += 2
-            continue
-        if src.startswith(delim, j):
-            return j + len(delim)
-        j += 1
-    return len(src)
-
-
 def rewrite(src: str, resolve: Callable[[str, str], str | None]) -> str:
-    """Replace `root.name` references (outside strings, not after a `.`) with `resolve(...)`."""
+    """Replace `root.name` references (outside strings and comments, not after a `.`) with
+    `resolve(root, name)` (None: leave it). Comments are dropped, so an inlined variable never
+    comments out the text after it."""
+    toks = scan(src)
+    n = len(toks)
+
+    def next_significant(i: int) -> int:
+        while i < n and toks[i][0] in TRIVIA:
+            i += 1
+        return i
+
     out: list[str] = []
-    i, n = 0, len(src)
-    last = ""  # last non-space character emitted, to leave `x.V.name` field selections alone
+    last = ""  # last significant token, to leave `x.V.name` field selections alone
+    i = 0
     while i < n:
-        c = src[i]
-        m = _IDENT.match(src, i) if (c.isalpha() or c == "_") else None
-        if m and m.end() < n and src[m.end()] in "'\"" and m.group() in {"r", "R", "b", "B"}:
-            end = _skip_string(src, i)
-            out.append(src[i:end])
-            i = end
-            last = '"'
+        kind, text = toks[i]
+        if kind == COMMENT:
+            i += 1
             continue
-        if c in "'\"":
-            end = _skip_string(src, i)
-            out.append(src[i:end])
-            i = end
-            last = '"'
-            continue
-        if m:
-            word = m.group()
-            j = m.end()
-            k = j
-            while k < n and src[k].isspace():
-                k += 1
-            if last != "." and k < n and src[k] == ".":
-                k += 1
-                while k < n and src[k].isspace():
-                    k += 1
-                m2 = _IDENT.match(src, k)
-                if m2:
-                    rep = resolve(word, m2.group())
+        if kind == "id" and last != ".":
+            j = next_significant(i + 1)
+            if j < n and toks[j] == ("op", "."):
+                k = next_significant(j + 1)
+                if k < n and toks[k][0] == "id":
+                    rep = resolve(text, toks[k][1])
                     if rep is not None:
                         out.append(rep)
-                        i = m2.end()
                         last = ")"
+                        i = k + 1
                         continue
-            out.append(word)
-            i = j
-            last = word[-1]
-            continue
-        out.append(c)
-        if not c.isspace():
-            last = c
+        out.append(text)
+        if kind != SPACE:
+            last = text
         i += 1
     return "".join(out)
 

@@ -30,8 +30,10 @@ from typing import Any
 import yaml
 
 from .api import UnsupportedOption, build_engine, cerbos_policy_key, parse_time, to_json_value
+from .docspec import check_document
 from .engine import PolicyEngine
 from .model import EFFECT_DENY, PolicyCompileError
+from .yamlload import load_json, load_yaml_documents
 
 PASSED = "RESULT_PASSED"
 FAILED = "RESULT_FAILED"
@@ -231,10 +233,30 @@ def discover_suites(root: str | Path) -> list[Path]:
 
 
 def _load(path: Path) -> Any:
-    text = path.read_text()
+    """One document, read as Cerbos reads it (YAML 1.2 scalars, duplicate keys refused)."""
+    raw = path.read_bytes()
     if path.suffix.lower() == ".json":
-        return json.loads(text)
-    return yaml.safe_load(text)
+        return load_json(raw)
+    docs = [d for d in load_yaml_documents(raw) if d is not None]
+    if len(docs) > 1:
+        raise ValueError("more than one YAML document detected")
+    return docs[0] if docs else None
+
+
+def _strict(doc: Any, message: str) -> dict[str, Any]:
+    """The document checked against its Cerbos message (`docspec`), as Cerbos loads it: an
+    unknown key or a wrong type is an error, never ignored."""
+    checked, problems = check_document(doc, message)
+    if checked is None:
+        raise SuiteError("\n".join(f"{p}: {m}" if p else m for p, m in problems))
+    return checked
+
+
+_FIXTURE_MESSAGES = {
+    "principals": "PrincipalFixtures",
+    "resources": "ResourceFixtures",
+    "auxdata": "AuxDataFixtures",
+}
 
 
 def _testdata(suite_dir: Path, name: str) -> dict[str, Any]:
@@ -243,9 +265,12 @@ def _testdata(suite_dir: Path, name: str) -> dict[str, Any]:
         if path.is_file():
             try:
                 data = _load(path)
+                return {} if data is None else _strict(data, _FIXTURE_MESSAGES[name])
             except (yaml.YAMLError, ValueError) as exc:
-                raise SuiteError(f"cannot parse {path.name}: {exc}") from None
-            return data if isinstance(data, dict) else {}
+                where = (suite_dir / "testdata").as_posix()
+                raise SuiteError(
+                    f"failed to load test fixtures from {where}: failed to load {name}:\n{exc}"
+                ) from None
     return {}
 
 
@@ -363,11 +388,10 @@ class _Runner:
 
     def suite(self, path: Path, rel: str) -> SuiteResult:
         try:
-            raw = _load(path)
+            raw = _strict(_load(path), "TestSuite")
         except (yaml.YAMLError, ValueError, OSError) as exc:
-            return SuiteResult(rel, path.stem, error=f"cannot parse suite: {exc}")
-        if not isinstance(raw, dict) or not isinstance(raw.get("tests"), list):
-            return SuiteResult(rel, path.stem, error="not a test suite: no `tests` list")
+            # Cerbos names a suite it cannot load "Unknown".
+            return SuiteResult(rel, "Unknown", error=f"failed to load test suite:\n{exc}")
         result = SuiteResult(
             rel, str(raw.get("name") or path.stem), str(raw.get("description") or "")
         )

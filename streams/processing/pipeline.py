@@ -8,6 +8,7 @@ subject's state is read once and written once per batch, whatever the number of 
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +20,9 @@ import orjson
 from streams import metrics
 from streams.codecs import DecodeError, InputDecoder, OutputEncoder
 from streams.models.grant import GrantEvent, validate_grant_event
+from streams.models.limits import short
 from streams.models.signal import Signal, SignalInvalid, validate_signal
+from streams.models.timeparse import to_rfc3339
 from streams.policy import CheckMemo, PolicyEngine
 from streams.processing.evaluation import Cause, Evaluation, evaluate_grant, expiry_outputs
 from streams.processing.records import BatchResult, InRecord, OutRecord
@@ -44,6 +47,10 @@ TOMBSTONE_RETENTION_MS = 7 * 24 * 3600 * 1000
 # Default slot of time re-evaluation (settings: time_reevaluation_seconds).
 TIME_REEVALUATION_MS = 60_000
 _NEVER = 1 << 62
+# Dead-letter error kind (and metric label) of a signal dated beyond the allowed future skew.
+EVENT_TIME_IN_FUTURE = "event-time-in-future"
+DEFAULT_MAX_FUTURE_SKEW_MS = 300_000
+MAX_REASON_CHARS = 1000  # a dead-letter reason quotes input, never a megabyte of it
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +74,13 @@ class Pipeline:
         output_format: str = "avro",
         registry_url: str | None = None,
         time_reevaluation_ms: int = TIME_REEVALUATION_MS,
+        max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS,
     ) -> None:
         if time_reevaluation_ms < 1:
             raise ValueError("time_reevaluation_ms must be positive")
         self.topics = topics
         self.time_reevaluation_ms = time_reevaluation_ms
+        self.max_future_skew_ms = max_future_skew_ms
         self.engine = engine
         self.risk = risk
         self._signal_decoder = InputDecoder("Signal", registry_url=registry_url)
@@ -92,7 +101,11 @@ class Pipeline:
     # -- decoding -------------------------------------------------------------------------
 
     def _dead_letter(self, rec: InRecord, error: str, reason: str, now_ms: int) -> OutRecord:
+        """``error`` is the bounded kind (metric label); ``reason`` is free text for people."""
         self._tally.add(metrics.DEADLETTERS.labels(error))
+        if len(reason) > MAX_REASON_CHARS:
+            reason = reason[: MAX_REASON_CHARS - 3] + "..."
+        reason = reason.encode("utf-8", "backslashreplace").decode()  # lone surrogates
         value = self._deadletter_enc.encode(
             {
                 "reason": reason,
@@ -127,22 +140,11 @@ class Pipeline:
         by_subject: dict[str, list[tuple[Signal | GrantEvent, InRecord]]] = {}
         for rec in records:
             result.next_offsets[rec.topic] = rec.offset + 1
-            try:
-                item = self._decode(rec)
-            except DecodeError as exc:
-                result.outputs.append(self._dead_letter(rec, "decode", str(exc), now_ms))
-                continue
-            except SignalInvalid as exc:
-                result.outputs.append(self._dead_letter(rec, "validation", str(exc), now_ms))
-                continue
-            key = item.subject_key
-            assert key is not None
-            if rec.key is not None and rec.key != key.encode():
-                # Keys decide partitions; a wrong key would put state on the wrong worker.
-                reason = f"record key {rec.key!r} does not match the subject key {key!r}"
-                result.outputs.append(self._dead_letter(rec, "validation", reason, now_ms))
-                continue
-            by_subject.setdefault(key, []).append((item, rec))
+            item = self._admit(rec, result, now_ms)
+            if item is not None:
+                key = item.subject_key
+                assert key is not None
+                by_subject.setdefault(key, []).append((item, rec))
         if not by_subject:
             self._tally.flush()
             return result
@@ -150,21 +152,130 @@ class Pipeline:
         stored = store.get_many([signal_key(k.encode()) for k in keys])
         self._memo = self.engine.new_memo(now=datetime.fromtimestamp(now_ms / 1000, tz=UTC))
         for key, raw in zip(keys, stored, strict=True):
-            mark = (len(result.outputs), len(result.signal_timestamps))
+            items = by_subject[key]
+            marks = (len(result.outputs), len(result.signal_timestamps), self._tally.mark())
             try:
                 subject = _Subject(key, store, raw)
-                self._process_subject(subject, by_subject[key], result, now_ms)
-            except Exception as exc:  # a bug or a poison record must not stop the partition
-                log.exception("processing subject %s failed; its records go to dead letters", key)
-                del result.outputs[mark[0] :]
-                del result.signal_timestamps[mark[1] :]
-                reason = f"processing failed: {type(exc).__name__}: {exc}"
-                for _, rec in by_subject[key]:
-                    result.outputs.append(self._dead_letter(rec, "processing", reason, now_ms))
-                continue
-            subject.collect(result.changed_states)
+                self._process_subject(subject, items, result, now_ms)
+                subject.collect(result.changed_states)
+            except Exception:  # a bug or a poison record must not stop the partition
+                log.exception("processing subject %s failed; applying its records one by one", key)
+                del result.outputs[marks[0] :]
+                del result.signal_timestamps[marks[1] :]
+                self._tally.rollback(marks[2])
+                self._process_one_by_one(key, store, raw, items, result, now_ms)
         self._tally.flush()
         return result
+
+    def _admit(self, rec: InRecord, result: BatchResult, now_ms: int) -> Signal | GrantEvent | None:
+        """Decode, validate and check one record; dead-letter it (and return None) when it cannot
+        be applied. Nothing raised by one record's bytes gets past this."""
+        try:
+            item = self._decode(rec)
+        except DecodeError as exc:
+            result.outputs.append(self._dead_letter(rec, "decode", str(exc), now_ms))
+            return None
+        except SignalInvalid as exc:
+            result.outputs.append(self._dead_letter(rec, "validation", str(exc), now_ms))
+            return None
+        except Exception as exc:  # a decoder or validator bug: this record alone is refused
+            log.exception("decoding %s/%d@%d failed", rec.topic, rec.partition, rec.offset)
+            reason = f"decoding failed: {type(exc).__name__}: {exc}"
+            result.outputs.append(self._dead_letter(rec, "decode", reason, now_ms))
+            return None
+        key = item.subject_key
+        assert key is not None
+        if rec.key is not None and rec.key != key.encode():
+            # Keys decide partitions; a wrong key would put state on the wrong worker.
+            reason = f"record key {short(rec.key)} does not match the subject key {short(key)}"
+            result.outputs.append(self._dead_letter(rec, "validation", reason, now_ms))
+            return None
+        if type(item) is Signal:
+            future = self._future_dated(item, rec, now_ms)
+            if future is not None:
+                result.outputs.append(self._dead_letter(rec, EVENT_TIME_IN_FUTURE, future, now_ms))
+                return None
+        return item
+
+    def _future_dated(self, signal: Signal, rec: InRecord, now_ms: int) -> str | None:
+        """Why a signal is dated too far ahead, or None. The bound is the worker's clock plus the
+        allowed skew, and also the record's Kafka timestamp plus the skew when the record has one
+        (so replaying an old backlog judges each signal against when it was produced)."""
+        skew = self.max_future_skew_ms
+        event_time = signal.event_time
+        if event_time <= rec.timestamp + skew and event_time <= now_ms + skew:
+            return None
+        if event_time > now_ms + skew:
+            against, ref = "the worker's clock", now_ms
+        else:
+            if rec.timestamp < 0:
+                return None  # no record timestamp (-1): only the clock applies
+            against, ref = "the record's Kafka timestamp", rec.timestamp
+        return (
+            f"{EVENT_TIME_IN_FUTURE}: event_time {to_rfc3339(event_time)} is more than "
+            f"{skew / 1000:g} s after {against} ({to_rfc3339(ref)})"
+        )
+
+    def _process_one_by_one(
+        self,
+        key: str,
+        store: PartitionStore,
+        raw: bytes | None,
+        items: list[tuple[Signal | GrantEvent, InRecord]],
+        result: BatchResult,
+        now_ms: int,
+    ) -> None:
+        """The slow path after a subject's batch failed: start again from its stored state and
+        apply its records one at a time, each behind a savepoint, so that a record whose
+        processing fails (or leaves a state that cannot be stored) is dead-lettered alone."""
+        start = (len(result.outputs), len(result.signal_timestamps), self._tally.mark())
+        try:
+            subject = _Subject(key, store, raw)
+            # Loaded (and expired grants published) once, before any savepoint, so that
+            # restoring one never drops them.
+            self._grant_state(subject, result, now_ms)
+        except Exception as exc:  # the stored state itself is unreadable: nothing can apply
+            log.exception("subject %s: stored state unreadable", key)
+            self._refuse_all(
+                items, f"subject state unreadable: {type(exc).__name__}: {exc}", result, now_ms
+            )
+            return
+        for item, rec in items:
+            saved = subject.savepoint()
+            marks = (len(result.outputs), len(result.signal_timestamps), self._tally.mark())
+            try:
+                self._process_subject(subject, [(item, rec)], result, now_ms)
+                subject.encode()  # what this record left must still be storable
+            except Exception as exc:
+                log.exception("record %s/%d@%d failed", rec.topic, rec.partition, rec.offset)
+                del result.outputs[marks[0] :]
+                del result.signal_timestamps[marks[1] :]
+                self._tally.rollback(marks[2])
+                subject.restore(saved)
+                reason = f"processing failed: {type(exc).__name__}: {exc}"
+                result.outputs.append(self._dead_letter(rec, "processing", reason, now_ms))
+        try:
+            subject.collect(result.changed_states)
+        except Exception as exc:  # cannot happen (each record's state was encoded): belt and braces
+            log.exception("subject %s: state cannot be stored", key)
+            del result.outputs[start[0] :]
+            del result.signal_timestamps[start[1] :]
+            self._tally.rollback(start[2])
+            self._refuse_all(
+                items, f"state cannot be stored: {type(exc).__name__}: {exc}", result, now_ms
+            )
+
+    def _refuse_all(
+        self,
+        items: list[tuple[Signal | GrantEvent, InRecord]],
+        why: str,
+        result: BatchResult,
+        now_ms: int,
+    ) -> None:
+        for _, rec in items:
+            result.outputs.append(
+                self._dead_letter(rec, "processing", f"processing failed: {why}", now_ms)
+            )
 
     def _process_subject(
         self,
@@ -486,12 +597,29 @@ class _Subject:
                 self.grants_dirty = True
         return self._grants
 
+    def encode(self) -> tuple[bytes | None, bytes | None]:
+        """The changed parts, encoded (None: unchanged); raises if a part cannot be encoded."""
+        signals = orjson.dumps(self.signals) if self.signals_dirty else None
+        grants = (
+            orjson.dumps(self._grants) if self.grants_dirty and self._grants is not None else None
+        )
+        return signals, grants
+
     def collect(self, changed: dict[bytes, bytes]) -> None:
+        """Add the changed parts to ``changed``: both or, if either cannot be encoded, none."""
+        signals, grants = self.encode()
         key = self.key.encode()
-        if self.signals_dirty:
-            changed[signal_key(key)] = orjson.dumps(self.signals)
-        if self.grants_dirty and self._grants is not None:
-            changed[grant_key(key)] = orjson.dumps(self._grants)
+        if signals is not None:
+            changed[signal_key(key)] = signals
+        if grants is not None:
+            changed[grant_key(key)] = grants
+
+    def savepoint(self) -> tuple[Any, ...]:
+        """A deep copy of everything a record can change (slow path only)."""
+        return copy.deepcopy((self.signals, self._grants, self.signals_dirty, self.grants_dirty))
+
+    def restore(self, saved: tuple[Any, ...]) -> None:
+        self.signals, self._grants, self.signals_dirty, self.grants_dirty = saved
 
 
 def _datetime(ms: int) -> datetime:

@@ -36,7 +36,9 @@ resourcePolicy:
           expr: P.attr.x ==
     - actions: ["read"]
       roles: ["a"]
-      effect: EFFECT_MAYBE
+      effect: EFFECT_ALLOW
+      output:
+        expr: "1 +"
     - actions: ["read"]
       roles: ["a"]
       effect: EFFECT_ALLOW
@@ -70,11 +72,15 @@ derivedRoles:
   name: dr
   definitions:
     - name: x
+      parentRoles: ["a"]
       condition:
         match:
           expr: "1 +"
 """
 )
+
+# A shape error (a required field is missing): refused before compiling, like Cerbos.
+BAD_DERIVED_SHAPE = HEADER + "derivedRoles: {name: dr2, definitions: [{name: y}]}\n"
 
 EXPECTED = {
     ("bad.yaml", "resourcePolicy.importDerivedRoles[0]"),
@@ -82,14 +88,12 @@ EXPECTED = {
     ("bad.yaml", "resourcePolicy.variables.local.b"),
     ("bad.yaml", "resourcePolicy.rules[1]"),
     ("bad.yaml", "resourcePolicy.rules[2].condition.match.expr"),
-    ("bad.yaml", "resourcePolicy.rules[3].effect"),
+    ("bad.yaml", "resourcePolicy.rules[3].output.expr"),
     ("bad.yaml", "resourcePolicy.rules[4].condition.match.all.of[1].any.of[0].expr"),
     ("bad.yaml", "resourcePolicy.rules[5].derivedRoles[0]"),
     ("bad.yaml", "resourcePolicy.rules[6].actions[0]"),
     ("bad.yaml", "resourcePolicy.rules[7].condition.match.expr"),
-    ("sub/dr.yaml", "derivedRoles.definitions[0].parentRoles"),
     ("sub/dr.yaml", "derivedRoles.definitions[0].condition.match.expr"),
-    ("broken.yaml", ""),
     ("scoped.yaml", "resourcePolicy.scope"),
 }
 
@@ -99,7 +103,6 @@ def test_all_errors_at_once(make_bundle: Callable[[dict[str, str]], Path]) -> No
         {
             "bad.yaml": BAD_RULES,
             "sub/dr.yaml": BAD_DERIVED,
-            "broken.yaml": HEADER + "resourcePolicy: [unclosed\n",
             "scoped.yaml": HEADER + "resourcePolicy:\n  resource: other\n  version: default\n"
             "  scope: a.b\n  rules: []\n",
         }
@@ -116,6 +119,29 @@ def test_all_errors_at_once(make_bundle: Callable[[dict[str, str]], Path]) -> No
     assert "missing ancestor policy resource.other.vdefault/a" in text
 
 
+def test_files_that_do_not_load_are_reported_alone(
+    make_bundle: Callable[[dict[str, str]], Path],
+) -> None:
+    """Like Cerbos: parse and shape errors of every file (and nothing else) stop the store
+    before compiling, so a broken file does not cascade into errors of the files using it."""
+    root = make_bundle(
+        {
+            "bad.yaml": BAD_RULES,  # compile errors: not reported while files fail to load
+            "sub/dr2.yaml": BAD_DERIVED_SHAPE,
+            "broken.yaml": HEADER + "resourcePolicy: [unclosed\n",
+            "shape.yaml": HEADER + "resourcePolicy:\n  resource: s\n  version: default\n"
+            "  rules: [{actions: [a], roles: [r], effect: EFFECT_MAYBE}]\n",
+        }
+    )
+    with pytest.raises(PolicyCompileError) as info:
+        PolicyEngine.from_directory(root)
+    assert {(e.file, e.path) for e in info.value.errors} == {
+        ("sub/dr2.yaml", "derivedRoles.definitions[0].parentRoles"),
+        ("broken.yaml", ""),
+        ("shape.yaml", "resourcePolicy.rules[0].effect"),
+    }
+
+
 @pytest.mark.parametrize(
     ("doc", "path", "fragment"),
     [
@@ -124,7 +150,7 @@ def test_all_errors_at_once(make_bundle: Callable[[dict[str, str]], Path]) -> No
         (
             "resourcePolicy: {resource: d, version: default, scopePermissions: SOMETHING}",
             "resourcePolicy.scopePermissions",
-            "unknown scope permissions",
+            "invalid enum value 'SOMETHING'",
         ),
         (
             "rolePolicy: {role: r, scope: a, rules: [{resource: d}]}",
@@ -152,7 +178,11 @@ def test_all_errors_at_once(make_bundle: Callable[[dict[str, str]], Path]) -> No
             "principalPolicy.rules[0].actions[0].output.when.ruleActivated",
             "invalid CEL",
         ),
-        ("resourcePolicy: {resource: d, version: 'bad version'}", "resourcePolicy.version", "must"),
+        (
+            "resourcePolicy: {resource: d, version: 'bad version'}",
+            "resourcePolicy.version",
+            "does not match regex pattern",
+        ),
     ],
 )
 def test_single_errors(

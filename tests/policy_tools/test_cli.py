@@ -187,8 +187,8 @@ def test_compile_errors_are_printed_with_file_and_path(tmp_path: Path) -> None:
                   version: default
                   rules:
                     - actions: ["read"]
-                      roles: ["user"]
-                      effect: EFFECT_MAYBE
+                      derivedRoles: ["ghost"]
+                      effect: EFFECT_ALLOW
             """,
         },
     )
@@ -204,6 +204,7 @@ def test_compile_errors_are_printed_with_file_and_path(tmp_path: Path) -> None:
             line.startswith("bad.yaml: resourcePolicy.importDerivedRoles[0]: ") for line in lines
         ), lines
         assert any(
-            line.startswith("sub/worse.yaml: resourcePolicy.rules[0].effect") for line in lines
+            line.startswith("sub/worse.yaml: resourcePolicy.rules[0].derivedRoles[0]")
+            for line in lines
         )
         assert "compile error(s)" in proc.stderr
