@@ -173,9 +173,12 @@ class CheckApi:
         if not raw.strip():
             return {}
         try:
-            return orjson.loads(raw)
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise RequestError(f"invalid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise RequestError("request must be a JSON object")
+        return body
 
     # -- routes -----------------------------------------------------------------------------
 

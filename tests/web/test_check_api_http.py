@@ -62,6 +62,9 @@ async def test_errors_are_cerbos_shaped() -> None:
         check = f"{url}/api/check/resources"
         status, body = await _call(check, raw=b"not json")
         assert (status, body["code"]) == (400, 3) and body["message"].startswith("invalid JSON")
+        for not_an_object in (b"[]", b'"{}"', b"3"):
+            status, body = await _call(check, raw=not_an_object)
+            assert (status, body) == (400, {"code": 3, "message": "request must be a JSON object"})
         status, body = await _call(check, raw=b"")
         assert (status, body["code"]) == (400, 3)
         assert body["message"] == (
