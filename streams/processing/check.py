@@ -169,11 +169,15 @@ class LiveChecker:
         engine = self._engine()
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         when = dt.datetime.fromtimestamp(now_ms / 1000, tz=dt.UTC)
+        # one memo per request: its resources share condition results on the principal (the
+        # engine guarantees the same results as without; `now()` is fixed for the request)
+        memo = engine.new_memo(now=when)
         outcome = CheckOutcome(response={}, subject=subject)
+        effects: dict[str, int] = {}  # metric increments, once per request (each takes a lock)
         results = []
         for index, (resource, actions) in enumerate(entries):
             started = time.perf_counter()
-            result = engine.check(effective, resource, actions, aux_data=aux, now=when)
+            result = engine.check(effective, resource, actions, aux_data=aux, memo=memo)
             elapsed = time.perf_counter() - started
             results.append(result_json(resource, actions, result, include_meta))
             request = {"principal": effective, "resource": resource}
@@ -181,7 +185,7 @@ class LiveChecker:
                 request["auxData"] = aux
             for action in actions:
                 decided = result.actions[action]
-                metrics.CHECK_ACTIONS.labels(decided.effect).inc()
+                effects[decided.effect] = effects.get(decided.effect, 0) + 1
                 outcome.decisions.append(
                     {
                         "decision_id": decision_id(
@@ -233,6 +237,8 @@ class LiveChecker:
                             "expires_at": now_ms + watch[1],
                         }
                     )
+        for effect, count in effects.items():
+            metrics.CHECK_ACTIONS.labels(effect).inc(count)
         outcome.response = response_json(request_id, results, call_id)
         return outcome
 
