@@ -8,10 +8,12 @@ Request parsing, evaluation and response shapes are `streams.policy.api`'s (the 
   exactly as for a grant's re-evaluation, and ``grant`` is empty (a check is not a grant);
   whatever the caller sent under these names is discarded and counted, never used;
 * one Decision record per checked action (cause ``check``, ids derived from the call id), with
-  the effective request, the bundle digest, the matched policy, rule and scope, and the time.
+  the effective request, the bundle digest, the matched policy, rule and scope, and the time;
+* ``vigil.watch``: the allowed actions as grant events for ``authz.grants``;
+* PlanResources, answered only where one check proves the plan (``plan``).
 
 No I/O here: the signal state comes from a callable (the worker's store or replica), and the
-Decision records are returned for the caller to publish.
+Decision records and grant events are returned for the caller to publish.
 """
 
 from __future__ import annotations
@@ -268,6 +270,11 @@ class LiveChecker:
         req = parse_plan_request(body)
         resource = req["resource"]
         actions: list[str] = req["actions"]
+        if len(actions) > self.limits.max_actions:
+            raise RequestError(
+                f"number of actions ({len(actions)}) exceeds configured limit "
+                f"({self.limits.max_actions})"
+            )
         engine = self._engine()
         if engine.reads_resource(resource["kind"], actions, frozenset(resource["attr"])):
             raise RequestError(

@@ -218,11 +218,15 @@ def test_plan_answers_only_what_one_check_proves() -> None:
         (_plan("a", {"kind": "document"}, actions=["r", "r"]), "unique items"),
         (_plan("a", {"kind": "document", "id": "x"}, action="r"), "unknown field 'id'"),
         (_plan("a", {}, action="r"), "resource.kind: value is required"),
+        (
+            _plan("a", {"kind": "document"}, actions=["a", "b", "c"]),
+            "number of actions (3) exceeds configured limit (2)",
+        ),
     ],
 )
 def test_plan_validation(body: dict, message: str) -> None:
     with pytest.raises(RequestError) as err:
-        checker({}).plan(body, "c")
+        checker({}, Limits(max_resources=2, max_actions=2)).plan(body, "c")
     assert message in err.value.message and err.value.code == 3
 
 
