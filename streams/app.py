@@ -28,12 +28,13 @@ from streams.bundles.signing import load_public_keys
 from streams.bundles.watcher import BundleWatcher
 from streams.kafka.admin import ensure_topics
 from streams.kafka.security import KafkaSecurity
-from streams.policy import PolicyEngine
+from streams.policy.api import build_engine
 from streams.processing.pipeline import Pipeline, Topics
 from streams.processing.runner import PipelineRunner, RunnerConfig
 from streams.processing.switch import GuardLimits
 from streams.settings import Settings
 from streams.state.risk import RiskModel
+from streams.web.service import CheckApiService
 
 WORKERS_TOPIC = "vigil.workers"
 HEARTBEAT_SECONDS = 5.0
@@ -52,7 +53,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
     )
     return Pipeline(
         topics,
-        PolicyEngine.from_directory(settings.policies),
+        build_engine(settings.policies, **settings.engine_options),
         RiskModel.from_file(settings.risk_model),
         output_format=settings.output_format,
         registry_url=settings.schema_registry_url,
@@ -114,6 +115,7 @@ def bundle_watcher(
         running_digest=running_digest,
         public_keys=keys,
         security=security,
+        engine_options=settings.engine_options,
     )
 
 
@@ -133,6 +135,12 @@ class PipelineService(Service):
             bundle_watcher(settings, pipeline.engine.digest, security),
         )
         self._task: asyncio.Task[None] | None = None
+        # The check API (off with api_port 0); built now so a bad token or TLS file fails early.
+        self.api = (
+            CheckApiService(settings, pipeline, self.runner, security)
+            if settings.api_port
+            else None
+        )
 
     async def on_start(self) -> None:
         s = self.settings
@@ -149,6 +157,8 @@ class PipelineService(Service):
         await ensure_topics(s.bootstrap_servers, [WORKERS_TOPIC], 1, security=self.security)
         await self.runner.start()
         self._task = asyncio.create_task(self._run())
+        if self.api is not None:
+            await self.api.start()
 
     async def _run(self) -> None:
         try:
@@ -163,6 +173,8 @@ class PipelineService(Service):
         os._exit(70)  # let the supervisor restart us; state is safe (see runner docstring)
 
     async def on_stop(self) -> None:
+        if self.api is not None:
+            await self.api.stop()
         await self.runner.stop()
         if self._task is not None:
             self._task.cancel()

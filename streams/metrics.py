@@ -143,3 +143,46 @@ class Tally:
 
     def clear(self) -> None:
         self._deltas.clear()
+
+
+# -- check API (streams/web/, streams/processing/check.py) -------------------------------------
+
+API_REQUESTS = Counter(
+    "vigil_api_requests_total",
+    "Check API requests answered, by route and HTTP status",
+    ["route", "status"],
+)
+API_REQUEST_SECONDS = Histogram(
+    "vigil_api_request_seconds",
+    "Check API request handling time (parse, live state, evaluation, audit enqueue)",
+    ["route"],
+    buckets=(5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1, 0.5),
+)
+CHECK_ACTIONS = Counter(
+    "vigil_check_actions_total", "Actions decided by the check API, by effect", ["effect"]
+)
+CHECK_SPOOFED_ATTRIBUTES = Counter(
+    "vigil_check_spoofed_attributes_total",
+    "Reserved principal attributes (signals, grant) sent by a caller and discarded",
+    ["attribute"],
+)
+CHECK_AUDIT_DROPPED = Counter(
+    "vigil_check_audit_dropped_total",
+    "Check decisions not published because the audit queue was full",
+)
+CHECK_AUDIT_FAILED = Counter(
+    "vigil_check_audit_failed_total",
+    "Check decisions whose produce to the decisions topic failed",
+)
+CHECK_AUDIT_QUEUE = Gauge(
+    "vigil_check_audit_queue", "Check decisions waiting to be produced to the decisions topic"
+)
+SIGNAL_REPLICA_SUBJECTS = Gauge(
+    "vigil_signal_replica_subjects",
+    "Subjects whose signal state the worker's replica holds (every partition)",
+)
+SIGNAL_REPLICA_DELAY_SECONDS = Histogram(
+    "vigil_signal_replica_delay_seconds",
+    "From a changelog record's timestamp to it being visible to checks in the replica",
+    buckets=(1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 5.0),
+)

@@ -271,6 +271,62 @@ class Settings(BaseSettings):
         description="OAUTHBEARER: command (shell-style words, no shell) printing the token.",
     )
 
+    # -- check API (docs/check-api.md) and engine options (as for `vigil policy eval`) --------
+    api_port: int = Field(
+        default=3592,
+        ge=0,
+        le=65535,
+        description="Port of the Cerbos-compatible check API (Cerbos' HTTP port); 0 turns it off.",
+    )
+    api_host: str = Field(default="127.0.0.1", description="Address the check API binds to.")
+    api_tokens: Path | None = Field(
+        default=None,
+        description="YAML file of bearer tokens and the routes each may call; unset: no auth.",
+    )
+    api_tls_certfile: Path | None = Field(
+        default=None, description="PEM server certificate: the check API serves HTTPS."
+    )
+    api_tls_keyfile: Path | None = Field(
+        default=None, description="PEM private key of the check API's server certificate."
+    )
+    api_tls_client_cafile: Path | None = Field(
+        default=None,
+        description="PEM CA bundle: the check API then requires a client certificate it signs.",
+    )
+    api_max_body_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="Largest check API request body (413 above it).",
+    )
+    api_max_resources_per_request: int = Field(
+        default=50,
+        ge=1,
+        description="Resources per CheckResources request (Cerbos requestLimits).",
+    )
+    api_max_actions_per_resource: int = Field(
+        default=50,
+        ge=1,
+        description="Actions per resource of a request (Cerbos requestLimits).",
+    )
+    api_audit_queue: int = Field(
+        default=10000,
+        ge=1,
+        description="Check decisions waiting to be produced; beyond it they are dropped, counted.",
+    )
+    globals: dict[str, Any] | None = Field(
+        default=None, description="Cerbos engine.globals (JSON object) for G/globals."
+    )
+    default_policy_version: str | None = Field(
+        default=None, description='Policy version of requests without one ("default").'
+    )
+    lenient_scope_search: bool = Field(
+        default=False, description="Fall back to the nearest existing ancestor scope."
+    )
+    strict_evaluation: bool = Field(default=False, description="Cerbos strict evaluation.")
+    schema_enforcement: Literal["none", "warn", "reject"] | None = Field(
+        default=None, description="Cerbos schema.enforcement of the policies' attribute schemas."
+    )
+
     @field_validator("kafka_security_protocol", mode="before")
     @classmethod
     def _upper_protocol(cls, value: Any) -> Any:
@@ -312,6 +368,41 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError("Kafka security: " + "; ".join(problems))
         return self
+
+    @field_validator(
+        "api_tokens",
+        "api_tls_certfile",
+        "api_tls_keyfile",
+        "api_tls_client_cafile",
+        "default_policy_version",
+        mode="before",
+    )
+    @classmethod
+    def _empty_api_is_unset(cls, value: Any) -> Any:
+        """An empty ``VIGIL_API_TOKENS=`` means not set."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _check_api_tls(self) -> Settings:
+        """TLS needs both halves; client certificates need TLS (fail closed, at startup)."""
+        if (self.api_tls_certfile is None) != (self.api_tls_keyfile is None):
+            raise ValueError("VIGIL_API_TLS_CERTFILE and VIGIL_API_TLS_KEYFILE go together")
+        if self.api_tls_client_cafile is not None and self.api_tls_certfile is None:
+            raise ValueError("VIGIL_API_TLS_CLIENT_CAFILE needs VIGIL_API_TLS_CERTFILE")
+        return self
+
+    @property
+    def engine_options(self) -> dict[str, Any]:
+        """Options of ``streams.policy.api.build_engine`` (the same as ``vigil policy eval``)."""
+        return {
+            "globals_": self.globals,
+            "default_policy_version": self.default_policy_version,
+            "lenient_scope_search": self.lenient_scope_search,
+            "strict_evaluation": self.strict_evaluation,
+            "schema_enforcement": self.schema_enforcement,
+        }
 
     @field_validator("broker")
     @classmethod

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from streams.policy import PolicyEngine
+from streams.policy.api import build_engine
 from streams.policy.loader import is_policy_path
 
 SCHEMAS_DIR = "_schemas"
@@ -70,10 +71,10 @@ class Bundle:
     signature: str | None = None  # base64 Ed25519 signature of ``signed_bytes()``
 
     @classmethod
-    def from_directory(cls, directory: Path, source: str = "") -> Bundle:
+    def from_directory(cls, directory: Path, source: str = "", **engine_options: Any) -> Bundle:
         """Compile the directory (raises PolicyCompileError) and collect its files (raises
         BundleError for a file name workers would refuse)."""
-        engine = PolicyEngine.from_directory(directory)
+        engine = build_engine(directory, **engine_options)
         files: dict[str, str] = {}
         for path in sorted(p for p in directory.rglob("*") if p.is_file()):
             rel = path.relative_to(directory).as_posix()
@@ -134,9 +135,10 @@ class Bundle:
             raise BundleError(f"bundle has {total} characters (at most {MAX_TOTAL_CHARS})", "size")
         return cls(digest, files, pushed_at, source, None, key_id, signature)
 
-    def compile(self, workdir: Path) -> PolicyEngine:
+    def compile(self, workdir: Path, **engine_options: Any) -> PolicyEngine:
         """Write the files into a fresh temporary directory under ``workdir``, compile them,
-        check the digest, remove the directory."""
+        check the digest, remove the directory. ``engine_options`` are the worker's
+        (``streams.policy.api.build_engine``)."""
         check_digest(self.digest)
         for rel in self.files:
             check_relative_path(rel)
@@ -147,7 +149,7 @@ class Bundle:
                 path = target / rel
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(text)
-            engine = PolicyEngine.from_directory(target)
+            engine = build_engine(target, **engine_options)
         finally:
             shutil.rmtree(target, ignore_errors=True)
         if engine.digest != self.digest:

@@ -24,6 +24,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -81,7 +82,9 @@ class BundleWatcher:
         poll_seconds: float = 1.0,
         public_keys: dict[str, Ed25519PublicKey] | None = None,
         security: KafkaSecurity = PLAINTEXT,
+        engine_options: dict[str, Any] | None = None,
     ) -> None:
+        self.engine_options = engine_options or {}  # the worker's, for every bundle it compiles
         self.bootstrap = bootstrap
         self.security = security
         self.topic = topic
@@ -179,7 +182,9 @@ class BundleWatcher:
         if self.policies_dir is None:
             return None
         try:
-            bundle = await asyncio.to_thread(Bundle.from_directory, self.policies_dir, "directory")
+            bundle = await asyncio.to_thread(
+                Bundle.from_directory, self.policies_dir, "directory", **self.engine_options
+            )
         except (BundleError, PolicyCompileError, OSError) as exc:
             metrics.POLICY_BUNDLE_REJECTED.labels("directory", _reason(exc)).inc()
             log.error("refused the policy directory %s:\n%s", self.policies_dir, exc)
@@ -237,7 +242,7 @@ class BundleWatcher:
 
     async def _compile(self, bundle: Bundle, source: str = "push") -> PolicyEngine | None:
         try:
-            return await asyncio.to_thread(bundle.compile, self.workdir)
+            return await asyncio.to_thread(bundle.compile, self.workdir, **self.engine_options)
         except (BundleError, PolicyCompileError, OSError) as exc:
             self._reject(source, exc)
             return None

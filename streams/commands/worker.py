@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from streams.commands.common import broker_option, load_settings
+from streams.commands.policy import engine_options
 
 
 @click.command("worker")
@@ -46,6 +48,30 @@ from streams.commands.common import broker_option, load_settings
     help="Ed25519 public keys; accept only policy bundles signed by one of them.",
 )
 @click.option(
+    "--api-port",
+    type=int,
+    envvar="VIGIL_API_PORT",
+    show_envvar=True,
+    default=None,
+    help="Port of the Cerbos-compatible check API (default 3592; 0 turns it off).",
+)
+@click.option(
+    "--api-host",
+    envvar="VIGIL_API_HOST",
+    show_envvar=True,
+    default=None,
+    help="Address the check API binds to (default 127.0.0.1).",
+)
+@click.option(
+    "--api-tokens",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="VIGIL_API_TOKENS",
+    show_envvar=True,
+    default=None,
+    help="YAML file of bearer tokens for the check API (docs/check-api.md); unset: no auth.",
+)
+@engine_options
+@click.option(
     "--loglevel",
     type=click.Choice(["crit", "error", "warn", "info", "debug"]),
     default="warn",
@@ -57,7 +83,11 @@ def command(
     data_dir: Path | None,
     web_port: int | None,
     bundle_public_keys: Path | None,
+    api_port: int | None,
+    api_host: str | None,
+    api_tokens: Path | None,
     loglevel: str,
+    **engine: Any,
 ) -> None:
     """Consume signals and grants, keep subject state, publish decisions and revocations."""
     from faust import Worker
@@ -66,6 +96,8 @@ def command(
     from streams.bundles.signing import KeyFileError
     from streams.kafka.security import KafkaSecurityError
     from streams.policy import PolicyCompileError
+    from streams.policy.api import UnsupportedOption
+    from streams.web.tokens import TokenFileError
 
     settings = load_settings(
         broker,
@@ -73,6 +105,15 @@ def command(
         data_dir=data_dir,
         web_port=web_port,
         bundle_public_keys=bundle_public_keys,
+        api_port=api_port,
+        api_host=api_host,
+        api_tokens=api_tokens,
+        globals=engine["globals_"],
+        default_policy_version=engine["default_policy_version"],
+        # flags: only an explicit flag overrides VIGIL_LENIENT_SCOPE_SEARCH etc.
+        lenient_scope_search=engine["lenient_scope_search"] or None,
+        strict_evaluation=engine["strict_evaluation"] or None,
+        schema_enforcement=engine["schema_enforcement"],
     )
     try:
         app = create_app(settings)
@@ -84,6 +125,8 @@ def command(
         sys.exit(2)
     except KafkaSecurityError as exc:
         raise click.UsageError(f"invalid Kafka security settings: {exc}") from None
+    except (TokenFileError, UnsupportedOption, OSError) as exc:  # token file, API TLS files
+        raise click.UsageError(f"invalid check API or engine settings: {exc}") from None
     worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     # faust's spinner handler leaves the root logger at DEBUG: that costs CPU on every record.
     logging.getLogger().setLevel(

@@ -29,7 +29,9 @@ from .engine import PolicyEngine
 #: gRPC status code INVALID_ARGUMENT, what Cerbos answers for a malformed request.
 INVALID_ARGUMENT = 3
 
-_REQUEST_FIELDS = frozenset({"requestId", "principal", "resources", "auxData", "includeMeta"})
+_REQUEST_FIELDS = frozenset(
+    {"requestId", "principal", "resources", "auxData", "includeMeta", "requestContext"}
+)
 _PRINCIPAL_FIELDS = frozenset({"id", "policyVersion", "roles", "attr", "scope"})
 _RESOURCE_FIELDS = frozenset({"kind", "policyVersion", "id", "attr", "scope"})
 _ENTRY_FIELDS = frozenset({"actions", "resource"})
@@ -226,6 +228,18 @@ def _aux_data(raw: Any, unverified_jwt: bool) -> dict[str, Any] | None:
     return {"jwt": _jwt_claims(token)}
 
 
+def request_annotations(body: Mapping[str, Any]) -> dict[str, Any]:
+    """``requestContext.annotations`` of a request (Cerbos passes them to audit only; Vigil
+    reads its own ``vigil.*`` keys from them). Raises `RequestError` for a wrong shape."""
+    context = body.get("requestContext")
+    if context is None:
+        return {}
+    if not isinstance(context, dict):
+        raise RequestError("invalid value for message field requestContext: expected an object")
+    _unknown(context, frozenset({"annotations"}), "requestContext")
+    return _object(context, "annotations", "requestContext.")
+
+
 def parse_request(
     body: Any, *, unverified_jwt: bool = False
 ) -> tuple[
@@ -256,9 +270,74 @@ def parse_request(
     if not entries:
         problems.append("resources: value is required")
     aux = _aux_data(body.get("auxData"), unverified_jwt)
+    request_annotations(body)
     if problems:
         raise _fail(problems)
     return request_id, principal, entries, aux, include_meta
+
+
+_PLAN_FIELDS = frozenset(
+    {
+        "requestId",
+        "action",
+        "actions",
+        "principal",
+        "resource",
+        "auxData",
+        "includeMeta",
+        "requestContext",
+    }
+)
+_PLAN_RESOURCE_FIELDS = frozenset({"kind", "attr", "policyVersion", "scope"})
+
+
+def parse_plan_request(body: Any, *, unverified_jwt: bool = False) -> dict[str, Any]:
+    """Validate a PlanResources request like Cerbos: `{"requestId", "action" | "actions",
+    "principal", "resource" (kind, attr, policyVersion, scope; no id), "aux", "includeMeta"}`
+    with the principal in `parse_request`'s shape. Raises `RequestError`."""
+    if not isinstance(body, dict):
+        raise RequestError("request must be a JSON object")
+    _unknown(body, _PLAN_FIELDS, "request")
+    include_meta = body.get("includeMeta") or False
+    if not isinstance(include_meta, bool):
+        raise RequestError(f"invalid value for bool field includeMeta: {json.dumps(include_meta)}")
+    problems: list[str] = []
+    action = _string(body, "action", "")
+    actions = _strings(body, "actions", "")
+    if bool(action) == bool(actions):
+        problems.append("Exactly one of 'action' or 'actions' field must be set")
+    elif len(set(actions)) != len(actions):
+        problems.append("actions: repeated value must contain unique items")
+    principal = _principal(body.get("principal"), problems)
+    raw = body.get("resource")
+    resource: dict[str, Any] = {}
+    if raw is None:
+        problems.append("resource: value is required")
+    elif not isinstance(raw, dict):
+        raise RequestError("invalid value for message field resource: expected an object")
+    else:
+        _unknown(raw, _PLAN_RESOURCE_FIELDS, "resource")
+        resource = {
+            "kind": _string(raw, "kind", "resource."),
+            "attr": _object(raw, "attr", "resource."),
+            "policyVersion": _string(raw, "policyVersion", "resource."),
+            "scope": _string(raw, "scope", "resource."),
+        }
+        if not resource["kind"]:
+            problems.append("resource.kind: value is required")
+    aux = _aux_data(body.get("auxData"), unverified_jwt)
+    request_annotations(body)
+    if problems:
+        raise _fail(problems)
+    return {
+        "request_id": _string(body, "requestId", ""),
+        "action": action,
+        "actions": actions or [action],
+        "principal": principal,
+        "resource": resource,
+        "aux": aux,
+        "include_meta": include_meta,
+    }
 
 
 # -- response ----------------------------------------------------------------------------------
@@ -400,6 +479,13 @@ def check_resources(
     for resource, actions in entries:
         result = engine.check(principal, resource, actions, aux_data=aux, now=when)
         results.append(result_json(resource, actions, result, include_meta))
+    return response_json(request_id, results, call_id)
+
+
+def response_json(
+    request_id: str, results: list[dict[str, Any]], call_id: str | None = None
+) -> dict[str, Any]:
+    """The CheckResources response around `result_json` elements (in request order)."""
     response: dict[str, Any] = {}
     if request_id:
         response["requestId"] = request_id
@@ -436,8 +522,11 @@ __all__ = [
     "engine_option_support",
     "error_body",
     "new_call_id",
+    "parse_plan_request",
     "parse_request",
     "parse_time",
+    "request_annotations",
+    "response_json",
     "result_json",
     "to_json_value",
 ]

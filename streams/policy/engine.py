@@ -730,6 +730,54 @@ class PolicyEngine:
             self._time_by_kind[kind] = hit
         return hit
 
+    def reads_resource(
+        self, kind: str, actions: Sequence[str], known_attrs: frozenset[str] = frozenset()
+    ) -> bool:
+        """Whether the effect of `actions` on a resource of `kind` may depend on anything of
+        the resource but its kind, scope, policy version and the attributes in `known_attrs`.
+        Conservative: every version and scope of the kind; the conditions of rules matching an
+        action, of the derived roles those rules name (all derived roles if a condition reads
+        `runtime`), and of principal/role policy rules matching kind and action; a condition of
+        unknown dependencies counts as reading everything; schema validation reads the
+        resource. False means one check answers for every such resource: what `PlanResources`
+        can prove without a query planner."""
+        if self._schemas is not None and self._schemas.active:
+            return True
+        conditions: list[Condition] = []
+        derived: list[DerivedRole] = []
+
+        def acts(rule: Rule | RoleRule) -> bool:
+            return any(m(a) for m in rule.action_matchers for a in actions)
+
+        for (pkind, _v, _s), pol in self._policies.items():
+            if pkind != kind:
+                continue
+            for rule in pol.rules:
+                if acts(rule):
+                    derived.extend(rule.derived_roles)
+                    if rule.condition is not None:
+                        conditions.append(rule.condition)
+            if any(c.deps is None or any(p[0] == "runtime" for p in c.deps) for c in conditions):
+                derived.extend(pol.derived_roles.values())
+        rules: list[Rule | RoleRule] = [r for p in self._principals.values() for r in p.rules]
+        rules += [r for rp in self._roles.values() for r in rp.rules]
+        conditions.extend(
+            r.condition
+            for r in rules
+            if r.condition is not None and acts(r) and any(m(kind) for m in r.resource_matchers)
+        )
+        conditions.extend(d.condition for d in derived if d.condition is not None)
+        for cond in conditions:
+            if cond.deps is None:
+                return True
+            for path in cond.deps:
+                if path[0] != "R" or path[1:] in (("kind",), ("scope",), ("policyVersion",)):
+                    continue
+                if len(path) >= 3 and path[1] == "attr" and path[2] in known_attrs:
+                    continue
+                return True
+        return False
+
     def _clock_now(self) -> dt.datetime:
         now: dt.datetime = self._clock.now
         return now

@@ -56,16 +56,27 @@ def effective_request(
     """The request the policy sees: the grant's principal with live signals merged in."""
     principal = grant["principal"]
     attr = dict(principal["attr"])
-    attr["signals"] = {
-        **subject,
-        "device": device_snapshot(state, grant.get("device_id")),
-        "session": session_snapshot(state, grant.get("session_id")),
-    }
+    attr["signals"] = signal_attributes(
+        subject, state, grant.get("device_id"), grant.get("session_id")
+    )
     attr["grant"] = grant_attributes(grant)
     return {
         "principal": {"id": principal["id"], "roles": principal["roles"], "attr": attr},
         "resource": grant["resource"],
         "actions": grant["actions"],
+    }
+
+
+def signal_attributes(
+    subject: dict[str, Any], state: SignalState, device_id: str | None, session_id: str | None
+) -> dict[str, Any]:
+    """``request.principal.attr.signals``: the one place it is built, for a grant's
+    re-evaluation and for a check (``streams.processing.check``) alike, so a policy sees the
+    same live state whichever way it is asked. ``subject`` is ``subject_snapshot(state, risk)``."""
+    return {
+        **subject,
+        "device": device_snapshot(state, device_id),
+        "session": session_snapshot(state, session_id),
     }
 
 

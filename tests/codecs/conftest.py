@@ -81,6 +81,8 @@ def decision() -> dict[str, Any]:
         "cause_event_time": T0,
         "eval_duration_seconds": 0.000021,
         "errors": [],
+        "call_id": None,  # check API decisions only (docs/check-api.md)
+        "request_id": None,
     }
 
 

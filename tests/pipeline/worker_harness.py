@@ -51,6 +51,7 @@ class Worker:
         self.topics = {name: unique_name(default) for name, default in TOPIC_SETTINGS.items()}
         self.group = unique_name("vigil-test")
         self.web_port = free_port()
+        self.api_port = free_port()  # the check API (Cerbos' 3592 is shared by every worker)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-worker.log"
         self.policies = ROOT / "policies"
@@ -80,6 +81,7 @@ class Worker:
                 "VIGIL_RISK_MODEL": str(ROOT / "risk" / "model.yaml"),
                 "VIGIL_DATA_DIR": str(self.data_dir),
                 "VIGIL_WEB_PORT": str(self.web_port),
+                "VIGIL_API_PORT": str(self.api_port),
             }
         )
         env.update(self.extra_env)
@@ -118,6 +120,10 @@ class Worker:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"worker not ready after {timeout}s: {self.log()}")
             await asyncio.sleep(0.2)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
 
     def health(self) -> dict[str, Any]:
         url = f"http://127.0.0.1:{self.web_port}/healthz"

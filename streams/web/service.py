@@ -1,0 +1,105 @@
+"""Wires the check API into a worker: live state lookup, audit producer, HTTP server.
+
+Started by ``streams.app.PipelineService`` after the pipeline runner, stopped before it. A
+subject's signal state comes from the worker's own partition store when it owns the subject's
+partition, else from the changelog-fed ``SignalReplica`` (docs/check-api.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from streams.kafka.security import KafkaSecurity
+from streams.processing.check import Limits, LiveChecker
+from streams.processing.pipeline import Pipeline
+from streams.settings import Settings
+from streams.state.replica import SignalReplica, partition_of
+from streams.state.store import signal_key
+from streams.web.audit import AuditPublisher
+from streams.web.check_api import CheckApi, tls_context
+from streams.web.tokens import ApiTokens
+from streams.web.watch import GrantPublisher
+
+if TYPE_CHECKING:
+    from streams.processing.runner import PipelineRunner
+
+log = logging.getLogger(__name__)
+
+
+class CheckApiService:
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: Pipeline,
+        runner: PipelineRunner,
+        security: KafkaSecurity,
+    ) -> None:
+        """Reads the token file and TLS files now: a bad one stops the worker at startup."""
+        self.settings = settings
+        self.runner = runner
+        self.replica = SignalReplica(
+            bootstrap=settings.bootstrap_servers,
+            topic=settings.topic_changelog,
+            security=security,
+        )
+        self.audit = AuditPublisher(
+            bootstrap=settings.bootstrap_servers,
+            topic=settings.topic_decisions,
+            capacity=settings.api_audit_queue,
+            output_format=settings.output_format,
+            registry_url=settings.schema_registry_url,
+            security=security,
+        )
+        self.grants = GrantPublisher(
+            bootstrap=settings.bootstrap_servers, topic=settings.topic_grants, security=security
+        )
+        self.checker = LiveChecker(
+            lambda: pipeline.engine,
+            pipeline.risk,
+            self.signal_state,
+            Limits(settings.api_max_resources_per_request, settings.api_max_actions_per_resource),
+        )
+        tokens = ApiTokens.from_file(settings.api_tokens) if settings.api_tokens else None
+        self.ssl = (
+            tls_context(
+                settings.api_tls_certfile, settings.api_tls_keyfile, settings.api_tls_client_cafile
+            )
+            if settings.api_tls_certfile is not None and settings.api_tls_keyfile is not None
+            else None
+        )
+        self.api = CheckApi(
+            self.checker,
+            ready=self.ready,
+            audit=self.audit,
+            grants=self.grants,
+            tokens=tokens,
+            max_body_bytes=settings.api_max_body_bytes,
+        )
+
+    def ready(self) -> bool:
+        return self.runner.ready.is_set() and self.replica.ready.is_set()
+
+    def signal_state(self, subject_key: bytes) -> bytes | None:
+        """The owner's store if this worker owns the subject's partition, else the replica."""
+        if self.replica.partitions:
+            store = self.runner.stores.get(partition_of(subject_key, self.replica.partitions))
+            if store is not None:
+                return store.get(signal_key(subject_key))
+        return self.replica.get(subject_key)
+
+    async def start(self) -> None:
+        s = self.settings
+        await self.api.start(s.api_host, s.api_port, self.ssl)
+        await self.audit.start()
+        await self.grants.start()
+        await self.replica.start()
+        log.warning(
+            "check API on %s://%s:%s", "https" if self.ssl else "http", s.api_host, self.api.port
+        )
+
+    async def stop(self) -> None:
+        await self.api.stop()
+        await self.audit.stop()
+        await self.grants.stop()
+        await self.replica.stop()
