@@ -17,8 +17,9 @@ from typing import Any
 from streams.processing.check import NO_GRANT
 from streams.processing.evaluation import signal_attributes
 from streams.state.subject import new_signal_state, subject_snapshot
+from tests.external_tools import cerbos_binary
 from tests.pipeline.worker_harness import Worker
-from tests.policy_tools.helpers import _cerbos_binary, _server
+from tests.policy_tools.helpers import _server
 from tests.policy_tools.test_eval_vs_cerbos import GLOBALS, INVALID, _bundle, _requests, _strip
 from tests.web.helpers import RISK
 
@@ -52,7 +53,7 @@ def _effective(request: dict[str, Any]) -> dict[str, Any]:
 async def test_worker_check_api_matches_stock_cerbos(
     start_worker: Callable[..., Worker], tmp_path: Path
 ) -> None:
-    binary = _cerbos_binary()
+    binary = cerbos_binary()
     bundle = _bundle(tmp_path / "bundle")
     worker = start_worker()
     worker.policies = bundle
