@@ -14,6 +14,7 @@ import os
 import socket
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams import metrics
 from streams.bundles.watcher import BundleWatcher
+from streams.fleet import Fleet
 from streams.kafka.admin import ensure_topics
 from streams.kafka.security import KafkaSecurity
 from streams.policy import PolicyEngine
@@ -44,6 +46,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
         decisions=settings.topic_decisions,
         revocations=settings.topic_revocations,
         deadletter=settings.topic_deadletter,
+        signal_roles=settings.signal_topic_roles,
     )
     return Pipeline(
         topics,
@@ -116,6 +119,8 @@ class PipelineService(Service):
             bundle_watcher(settings, pipeline.engine.digest, security),
         )
         self._task: asyncio.Task[None] | None = None
+        #: awaited first when the worker stops (sends the "leaving" heartbeat)
+        self.before_stop: Callable[[], Awaitable[Any]] | None = None
 
     async def on_start(self) -> None:
         s = self.settings
@@ -146,6 +151,11 @@ class PipelineService(Service):
         os._exit(70)  # let the supervisor restart us; state is safe (see runner docstring)
 
     async def on_stop(self) -> None:
+        if self.before_stop is not None:  # the leaving heartbeat; a failure must not block stop
+            try:
+                await asyncio.wait_for(self.before_stop(), timeout=2.0)
+            except Exception:
+                self.log.warning("could not announce that this worker leaves", exc_info=True)
         await self.runner.stop()
         if self._task is not None:
             self._task.cancel()
@@ -176,29 +186,35 @@ def create_app(settings: Settings) -> faust.App:
     )
     service = PipelineService(settings, pipeline, security)
     app.service(service)  # type: ignore[arg-type]  # faust accepts a started-later instance
-    fleet: dict[str, dict[str, Any]] = {}
+    fleet = Fleet(HEARTBEAT_SECONDS)
     workers_topic = app.topic(WORKERS_TOPIC, value_serializer="raw", partitions=1)
 
     @app.agent(workers_topic)
     async def track_workers(stream: Any) -> None:
         async for raw in stream:
             try:
-                beat = orjson.loads(raw)
-                fleet[str(beat["worker_id"])] = beat
-            except (orjson.JSONDecodeError, KeyError, TypeError):
+                fleet.observe(orjson.loads(raw))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                 metrics.DEADLETTERS.labels("heartbeat").inc()
+
+    def beat(leaving: bool = False) -> bytes:
+        return orjson.dumps(
+            {
+                "worker_id": worker_id,
+                "policy_digest": pipeline.engine.digest,
+                "partitions": [] if leaving else sorted(service.runner.stores),
+                "reevaluating_partitions": service.runner.reevaluating,
+                "ready": service.runner.ready.is_set() and not leaving,
+                "leaving": leaving,
+                "at": int(time.time() * 1000),
+            }
+        )
 
     @app.timer(HEARTBEAT_SECONDS)
     async def heartbeat() -> None:
-        beat = {
-            "worker_id": worker_id,
-            "policy_digest": pipeline.engine.digest,
-            "partitions": sorted(service.runner.stores),
-            "reevaluating_partitions": service.runner.reevaluating,
-            "ready": service.runner.ready.is_set(),
-            "at": int(time.time() * 1000),
-        }
-        await workers_topic.send(value=orjson.dumps(beat))
+        await workers_topic.send(value=beat())
+
+    service.before_stop = lambda: workers_topic.send(value=beat(leaving=True))
 
     @app.page("/metrics")
     async def prometheus(web: Any, request: Any) -> Any:
@@ -221,6 +237,6 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.page("/workers")
     async def workers(web: Any, request: Any) -> Any:
-        return web.json({"workers": list(fleet.values())})
+        return web.json({"workers": fleet.live(int(time.time() * 1000))})
 
     return app

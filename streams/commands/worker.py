@@ -4,11 +4,42 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 
 import click
 
-from streams.commands.common import broker_option, load_settings
+from streams.commands.common import broker_option, err, load_settings
+
+
+#: How long a starting worker waits for its Kafka broker (started alongside it, e.g. in a script).
+BROKER_WAIT_SECONDS = 30.0
+
+
+def wait_for_kafka(broker: str, timeout: float = BROKER_WAIT_SECONDS) -> None:
+    """Return once one bootstrap server accepts TCP connections; a usage error after ``timeout``.
+
+    A broker started in the background a moment earlier is not listening yet; without this wait
+    the worker would fail on its first request instead of starting a second later."""
+    from streams.kafka.broker import wait_for_port
+    from streams.settings import parse_bootstrap
+
+    servers = parse_bootstrap(broker)
+    deadline = time.monotonic() + timeout
+    announced = False
+    while True:
+        for host, port in servers:
+            try:
+                wait_for_port(host, port, timeout=0.0)
+                return
+            except TimeoutError:
+                pass
+        if time.monotonic() >= deadline:
+            raise click.ClickException(f"no Kafka broker answers at {broker} after {timeout:g} s")
+        if not announced:
+            err(f"vigil worker: waiting up to {timeout:g} s for Kafka at {broker}")
+            announced = True
+        time.sleep(0.2)
 
 
 @click.command("worker")
@@ -19,7 +50,16 @@ from streams.commands.common import broker_option, load_settings
     envvar="VIGIL_POLICIES",
     show_envvar=True,
     default=None,
-    help="Cerbos policy directory (default: policies).",
+    help="Cerbos policy directory (default: ./policies, else the checkout's policies/).",
+)
+@click.option(
+    "--risk-model",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="VIGIL_RISK_MODEL",
+    show_envvar=True,
+    default=None,
+    help="Risk model YAML (default: ./risk/model.yaml, else the checkout's; a file given here "
+    "must exist).",
 )
 @click.option(
     "--data-dir",
@@ -46,6 +86,7 @@ from streams.commands.common import broker_option, load_settings
 def command(
     broker: str | None,
     policies: Path | None,
+    risk_model: Path | None,
     data_dir: Path | None,
     web_port: int | None,
     loglevel: str,
@@ -54,10 +95,19 @@ def command(
     from faust import Worker
 
     from streams.app import create_app
+    from streams.defaults import MissingFileError, with_resolved_files
     from streams.kafka.security import KafkaSecurityError
     from streams.policy import PolicyCompileError
 
-    settings = load_settings(broker, policies=policies, data_dir=data_dir, web_port=web_port)
+    settings = load_settings(
+        broker, policies=policies, risk_model=risk_model, data_dir=data_dir, web_port=web_port
+    )
+    try:
+        settings, files = with_resolved_files(settings)
+    except MissingFileError as exc:
+        raise click.UsageError(str(exc)) from None
+    err(f"vigil worker: {files.describe()}; web port {settings.web_port}")
+    wait_for_kafka(settings.broker)
     try:
         app = create_app(settings)
     except PolicyCompileError as exc:

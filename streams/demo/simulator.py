@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from streams.models.signal import SIGNAL_TOPIC_ROLE
+
 #: Who plays along: principal ids are readable so the live view tells a story.
 USER_NAMES = (
     "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy",
@@ -206,13 +208,8 @@ class Simulator:
         return f"{self.run_id}-g{self._grant_n:05d}"
 
     def _topic_for(self, signal_type: str) -> str:
-        if signal_type == "device-compliance-change":
-            return self.topics.device
-        if signal_type == "network-context":
-            return self.topics.network
-        if signal_type == "risk-level-change":
-            return self.topics.risk
-        return self.topics.identity
+        """The topic the pipeline accepts this type on (unknown types: identity)."""
+        return str(getattr(self.topics, SIGNAL_TOPIC_ROLE.get(signal_type, "identity")))
 
     def signal(
         self,

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +21,7 @@ from streams import metrics
 from streams.codecs import DecodeError, InputDecoder, OutputEncoder
 from streams.models.grant import GrantEvent, validate_grant_event
 from streams.models.limits import short
-from streams.models.signal import Signal, SignalInvalid, validate_signal
+from streams.models.signal import Signal, SignalInvalid, check_signal_topic, validate_signal
 from streams.models.timeparse import to_rfc3339
 from streams.policy import CheckMemo, PolicyEngine
 from streams.processing.evaluation import Cause, Evaluation, evaluate_grant, expiry_outputs
@@ -60,6 +60,10 @@ class Topics:
     decisions: str
     revocations: str
     deadletter: str
+    # signal topic -> the roles it carries (identity, device, network, risk; several when one
+    # topic is configured for several); a signal type of another role is dead-lettered. Empty:
+    # no topic/type check.
+    signal_roles: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 class Pipeline:
@@ -129,7 +133,11 @@ class Pipeline:
                     raise SignalInvalid("a released grant needs a principal or a record key")
                 ev.subject_key = rec.key.decode()
             return ev
-        return validate_signal(self._signal_decoder.decode(rec.value, rec.headers))
+        signal = validate_signal(self._signal_decoder.decode(rec.value, rec.headers))
+        roles = self.topics.signal_roles.get(rec.topic)
+        if roles is not None:
+            check_signal_topic(signal.type, rec.topic, roles)
+        return signal
 
     # -- the batch --------------------------------------------------------------------------
 

@@ -1,0 +1,74 @@
+"""Commands find their policy directory and risk model from any directory, and say which; a file
+the user named that does not exist is an error, never a silent fallback."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from streams.cli import vigil
+from streams.defaults import CHECKOUT_ROOT, MissingFileError, resolve_files
+from streams.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def fresh_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty current directory and no VIGIL_* from the developer's shell."""
+    for name in list(os.environ):
+        if name.startswith("VIGIL_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_defaults_fall_back_to_the_checkout_outside_it() -> None:
+    files = resolve_files(Settings())
+    assert files.policies == CHECKOUT_ROOT / "policies"
+    assert files.risk_model == CHECKOUT_ROOT / "risk" / "model.yaml"
+    assert "using the checkout's" in files.describe()
+
+
+def test_defaults_in_the_current_directory_win(fresh_dir: Path) -> None:
+    (fresh_dir / "policies").mkdir()
+    (fresh_dir / "risk").mkdir()
+    (fresh_dir / "risk" / "model.yaml").write_text("{}\n")
+    files = resolve_files(Settings())
+    assert files.policies == fresh_dir / "policies"
+    assert files.risk_model == fresh_dir / "risk" / "model.yaml"
+    assert "checkout" not in files.describe()
+
+
+@pytest.mark.parametrize("how", ["keyword", "env"])
+def test_a_configured_risk_model_that_does_not_exist_is_an_error(
+    how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if how == "env":
+        monkeypatch.setenv("VIGIL_RISK_MODEL", "nowhere/model.yaml")
+        settings = Settings()
+    else:
+        settings = Settings(risk_model=Path("nowhere/model.yaml"))
+    with pytest.raises(MissingFileError, match="risk model file nowhere/model.yaml"):
+        resolve_files(settings)
+
+
+def test_a_configured_policy_directory_that_does_not_exist_is_an_error() -> None:
+    with pytest.raises(MissingFileError, match="policy directory nowhere"):
+        resolve_files(Settings(policies=Path("nowhere")))
+
+
+def test_worker_refuses_a_missing_risk_model_before_connecting() -> None:
+    result = CliRunner().invoke(
+        vigil, ["worker", "--broker", "127.0.0.1:1", "--risk-model", "missing.yaml"]
+    )
+    assert result.exit_code == 2
+    assert "risk model file missing.yaml does not exist" in result.output
+
+
+def test_policy_commands_without_a_directory_use_the_default() -> None:
+    result = CliRunner().invoke(vigil, ["policy", "compile", "--skip-tests"])
+    assert result.exit_code == 0, result.output
+    assert f"from {CHECKOUT_ROOT / 'policies'}" in result.output
+    assert "using the checkout's" in result.output
