@@ -26,7 +26,7 @@ def json_type_name(obj: Any) -> str:
 
 
 def not_an_object_reason(value: bytes | bytearray | memoryview) -> str | None:
-    """"expected a JSON object, got array" when ``value`` is valid JSON of another type, else None.
+    """ "expected a JSON object, got array" when ``value`` is valid JSON of another type, else None.
 
     Used after a binary (Avro) decode failed, so a producer that sends ``[...]``, ``null``, a
     number or a string learns what is wrong instead of reading "truncated Avro record".

@@ -11,7 +11,6 @@ import click
 
 from streams.commands.common import broker_option, err, load_settings
 
-
 #: How long a starting worker waits for its Kafka broker (started alongside it, e.g. in a script).
 BROKER_WAIT_SECONDS = 30.0
 
