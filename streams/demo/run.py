@@ -36,6 +36,8 @@ from streams.kafka.security import PLAINTEXT, KafkaSecurity
 from streams.settings import Settings
 
 JSON_HEADERS = [("content-type", b"application/json")]
+#: One deliberately bad input this often, so dead letters (with reasons) show throughout.
+MALFORMED_EVERY_S = 5.0
 #: Producer tick: the rate is honoured on average over ticks of this length.
 TICK_S = 0.1
 WORKER_READY_TIMEOUT_S = 90.0
@@ -259,7 +261,7 @@ async def watch_worker(worker: WorkerProcess, stop: asyncio.Event) -> int | None
 async def simulate(sim: Simulator, sender: Sender, config: DemoConfig, stop: asyncio.Event) -> None:
     """Feed the simulator's steady stream at ``config.rate`` until ``stop`` or the duration."""
     loop = asyncio.get_running_loop()
-    started = last = loop.time()
+    started = last = last_bad = loop.time()
     owed = 0.0
     while not stop.is_set():
         now = loop.time()
@@ -269,7 +271,11 @@ async def simulate(sim: Simulator, sender: Sender, config: DemoConfig, stop: asy
         last = now
         count = int(owed)
         owed -= count
-        await sender.send(sim.step(int(time.time() * 1000), count))
+        records = sim.step(int(time.time() * 1000), count)
+        if now - last_bad >= MALFORMED_EVERY_S:  # bad input keeps coming, as in real life
+            last_bad = now
+            records.append(sim.one_malformed(int(time.time() * 1000)))
+        await sender.send(records)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), TICK_S)
 

@@ -168,6 +168,7 @@ class Simulator:
         self._grant_n = 0
         self._doc_n = 0
         self._recovery_seq = 0
+        self._malformed_seq = 0
         self._recoveries: list[_Recovery] = []
         self.subjects: dict[str, Subject] = {}
         for name in USER_NAMES[:users]:
@@ -328,6 +329,24 @@ class Simulator:
                 record=bad_level.record,
             ),
         ]
+
+    def one_malformed(self, now_ms: int) -> Outgoing:
+        """One bad input for the steady stream, cycling through every kind the pipeline refuses
+        (so dead letters, each with its reason, keep appearing while the demo runs)."""
+        first = next(iter(self.subjects.values()))
+        self._malformed_seq += 1
+        choice = self._malformed_seq % 5
+        if choice == 0:  # a device signal on the identity topic: misrouted or spoofed
+            attrs = {"device_id": (first.devices or ("D0",))[0], "current_status": "compliant"}
+            sig = self.signal(first, "device-compliance-change", attrs, now_ms)
+            return Outgoing(
+                self.topics.identity, sig.key, sig.value, "malformed", record=sig.record
+            )
+        if choice == 1:  # a JSON array instead of one object
+            sig = self.signal(first, "network-context", self._network_attrs(first), now_ms)
+            return Outgoing(sig.topic, sig.key, b"[" + sig.value + b"]", "malformed")
+        bad_json, unknown, bad_level = self.malformed(now_ms)
+        return (bad_json, unknown, bad_level)[choice - 2]
 
     def step(self, now_ms: int, signals: int) -> list[Outgoing]:
         """``signals`` signals (recoveries first, then benign or risky) plus top-up grants."""
