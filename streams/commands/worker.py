@@ -115,6 +115,8 @@ def command(
     except KafkaSecurityError as exc:
         raise click.UsageError(f"invalid Kafka security settings: {exc}") from None
     worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    if not sys.stdout.isatty():
+        worker.spinner = None  # faust writes cursor escapes to stdout even into a pipe or file
     # faust's spinner handler leaves the root logger at DEBUG: that costs CPU on every record.
     logging.getLogger().setLevel(
         getattr(logging, loglevel.upper().replace("CRIT", "CRITICAL").replace("WARN", "WARNING"))

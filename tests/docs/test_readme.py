@@ -90,6 +90,7 @@ def test_readme_runs_as_written(tmp_path: Path) -> None:
     )
     out = done.stdout
     assert done.returncode == 0, f"README script failed:\n{out}\n--- stderr ---\n{done.stderr}"
+    assert "\x1b" not in out  # no terminal escapes in piped output (faust's spinner)
     records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     # what the README promises the reader will see
     assert any(r.get("ready") is True for r in records)  # vigil health --wait
@@ -97,7 +98,7 @@ def test_readme_runs_as_written(tmp_path: Path) -> None:
     assert [(r["grant_id"], r["rule"], r["cause"]) for r in revocations] == [
         ("g1", "write-needs-compliant-device", {"kind": "signal", "event_id": "e2"})
     ]
-    decisions = {r["cause"]["kind"]: r["effect"] for r in records if "decision_id" in r}
+    decisions = {r["cause"]["kind"]: r["effect"] for r in records if "effect" in r}
     assert decisions == {"grant-issued": "EFFECT_ALLOW", "signal": "EFFECT_DENY"}
     answers = {r["requestId"]: r["results"][0]["actions"] for r in records if "requestId" in r}
     assert answers == {"ok": {"write": "EFFECT_ALLOW"}, "bad": {"write": "EFFECT_DENY"}}
