@@ -225,6 +225,20 @@ def _error_line(line_no: int, code: int, message: str) -> bytes:
     return orjson.dumps({"code": code, "message": message, "line": line_no})
 
 
+NO_SIGNALS_HINT = (
+    "note: request {line_no} has no principal.attr.signals; a worker merges the live signals "
+    "there, eval does not, so rules that read them see nothing and default deny applies "
+    "(docs/policies.md, 'Reserved signal attributes')"
+)
+
+
+def _has_signals(body: Any) -> bool:
+    """Whether a CheckResources request carries the reserved ``principal.attr.signals``."""
+    principal = body.get("principal") if isinstance(body, dict) else None
+    attr = principal.get("attr") if isinstance(principal, dict) else None
+    return isinstance(attr, dict) and "signals" in attr
+
+
 @policy.command("eval")
 @click.argument("directory", type=_DIR, required=False)
 @engine_options
@@ -251,6 +265,7 @@ def eval_cmd(directory: Path | None, now: str | None, unverified_jwt: bool, **en
         raise click.BadParameter(str(exc), param_hint="--now") from None
     out = sys.stdout.buffer
     failed = False
+    hinted = False
     for line_no, raw in enumerate(sys.stdin.buffer, start=1):
         if not raw.strip():
             continue
@@ -259,6 +274,9 @@ def eval_cmd(directory: Path | None, now: str | None, unverified_jwt: bool, **en
         except orjson.JSONDecodeError as exc:
             reply, failed = _error_line(line_no, 3, f"invalid JSON: {exc}"), True
         else:
+            if not hinted and not _has_signals(body):
+                hinted = True
+                click.echo(NO_SIGNALS_HINT.format(line_no=line_no), err=True)
             try:
                 response = check_resources(eng, body, now=fixed, unverified_jwt=unverified_jwt)
                 reply = orjson.dumps(response)

@@ -72,3 +72,17 @@ def test_policy_commands_without_a_directory_use_the_default() -> None:
     assert result.exit_code == 0, result.output
     assert f"from {CHECKOUT_ROOT / 'policies'}" in result.output
     assert "using the checkout's" in result.output
+
+
+def test_policy_eval_explains_a_request_without_signals() -> None:
+    bare = (
+        '{"principal":{"id":"alice","roles":["employee"],"attr":{}},'
+        '"resources":[{"resource":{"kind":"document","id":"d1","attr":{}},"actions":["read"]}]}'
+    )
+    with_signals = bare.replace('"attr":{}}', '"attr":{"signals":{}}}', 1)
+    result = CliRunner().invoke(vigil, ["policy", "eval"], input=with_signals + "\n")
+    assert result.exit_code == 0 and "no principal.attr.signals" not in result.stderr
+    result = CliRunner().invoke(vigil, ["policy", "eval"], input=bare + "\n" + bare + "\n")
+    assert result.exit_code == 0
+    assert result.stderr.count("note: request 1 has no principal.attr.signals") == 1
+    assert result.stdout.count("EFFECT_DENY") == 2
