@@ -28,6 +28,7 @@ from typing import IO
 
 from aiokafka import AIOKafkaProducer
 
+from streams.defaults import resolve_policies, resolve_risk_model
 from streams.demo.simulator import Outgoing, SimTopics, Simulator
 from streams.demo.view import DemoStats, LiveView
 from streams.kafka.admin import ensure_topics
@@ -432,24 +433,16 @@ async def run_demo(config: DemoConfig) -> int:
 
 
 def default_policies(settings: Settings) -> Path:
-    """The configured policy directory if it exists, else the repository's ``policies/``."""
-    if settings.policies.is_dir():
-        return settings.policies.resolve()
-    return REPO_ROOT / "policies"
+    """The configured policy directory if it exists, else the checkout's ``policies/``."""
+    return resolve_policies(settings.policies, explicit=False)[0]
 
 
 def default_risk_model(settings: Settings) -> Path | None:
-    """The configured risk model file if it exists, else the repository's; None if neither.
+    """The configured risk model file if it exists, else the checkout's; None if neither.
 
     Absolute, because the worker runs in the temp dir; None leaves the worker's own default.
     """
-    configured = getattr(settings, "risk_model", None)
-    if configured is None:
-        return None
-    for candidate in (Path(configured), REPO_ROOT / "risk" / "model.yaml"):
-        if candidate.is_file():
-            return candidate.resolve()
-    return None
+    return resolve_risk_model(settings.risk_model, explicit=False)[0]
 
 
 def run(config: DemoConfig) -> int:

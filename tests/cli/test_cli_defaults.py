@@ -86,3 +86,38 @@ def test_policy_eval_explains_a_request_without_signals() -> None:
     assert result.exit_code == 0
     assert result.stderr.count("note: request 1 has no principal.attr.signals") == 1
     assert result.stdout.count("EFFECT_DENY") == 2
+
+
+def test_worker_waits_for_a_broker_that_starts_late() -> None:
+    import socket
+    import threading
+
+    from streams.commands.worker import wait_for_kafka
+    from streams.kafka.broker import free_port
+
+    port = free_port()
+    listening = threading.Event()
+
+    def listen_later() -> None:
+        with socket.create_server(("127.0.0.1", port)) as server:
+            listening.set()
+            server.settimeout(30)
+            conn, _ = server.accept()
+            conn.close()
+
+    wait_thread = threading.Timer(0.5, listen_later)
+    wait_thread.start()
+    assert not listening.is_set()
+    wait_for_kafka(f"127.0.0.1:{port}", timeout=60)
+    assert listening.is_set()
+    wait_thread.join()
+
+
+def test_worker_gives_up_on_a_broker_that_never_answers() -> None:
+    import click
+
+    from streams.commands.worker import wait_for_kafka
+    from streams.kafka.broker import free_port
+
+    with pytest.raises(click.ClickException, match="no Kafka broker answers at"):
+        wait_for_kafka(f"127.0.0.1:{free_port()}", timeout=0.3)
