@@ -73,6 +73,7 @@ def runner_config(settings: Settings, security: KafkaSecurity) -> RunnerConfig:
         data_dir=None if in_memory(settings) else settings.data_dir / "state",
         reevaluation_rate=settings.reevaluation_rate,
         expiry_sweep_rate=settings.expiry_sweep_rate,
+        max_task_idle_ms=settings.max_task_idle_ms,
     )
 
 

@@ -66,6 +66,11 @@ REEVALUATION_PENDING_PARTITIONS = Gauge(
 REEVALUATED_GRANTS = Counter(
     "vigil_policy_reevaluated_grants_total", "Grants re-evaluated because the bundle changed"
 )
+MERGE_IDLE_EXPIRED = Counter(
+    "vigil_merge_idle_expired_total",
+    "Times a partition's merge stopped waiting for a lagging input after max_task_idle_ms and "
+    "applied the other inputs without it",
+)
 RESTORED_RECORDS = Counter(
     "vigil_changelog_restored_records_total", "Changelog records replayed into local state"
 )

@@ -200,6 +200,15 @@ class Settings(BaseSettings):
         ge=1,
         description="Subjects per second re-evaluated after a policy bundle switch, per worker.",
     )
+    max_task_idle_ms: int = Field(
+        default=500,
+        ge=0,
+        le=60_000,
+        description="How long a worker waits for an input partition that is known to have "
+        "unfetched records before applying the other inputs of that partition number without "
+        "it (Kafka Streams' max.task.idle.ms).",
+    )
+
     max_future_skew_seconds: int = Field(
         default=300,
         ge=0,

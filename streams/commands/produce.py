@@ -1,7 +1,10 @@
 """``vigil produce TOPIC``: JSON lines on stdin → Kafka records keyed by subject.
 
 The key is always derived from the record (``subject`` or ``principal`` → ``type:id``), so
-hand-written input lands on the same partition as the worker's own traffic for that subject.
+hand-written input lands on the same partition as the worker's own traffic for that subject. A
+line without a subject is refused: workers dead-letter unkeyed records (reason ``key-mismatch``).
+The record timestamp is left to the producer client (the time of sending): workers merge their
+input topics by it, and a line's own ``event_time`` may be far in the past.
 """
 
 from __future__ import annotations
@@ -122,6 +125,13 @@ async def produce_lines(
                 errors += 1
                 continue
             key = derive_key(record)
+            if key is None:
+                err(
+                    f"line {lineno}: no subject key (a signal needs subject {{type, id}}, a grant "
+                    "event a principal {id}); skipped"
+                )
+                errors += 1
+                continue
             if encoder is None:
                 value, headers = text, JSON_HEADERS
             else:
@@ -134,7 +144,7 @@ async def produce_lines(
             future = await producer.send(
                 topic,
                 value,
-                key=key.encode() if key is not None else None,
+                key=key.encode(),
                 headers=headers,
             )
             pending.append((lineno, future))

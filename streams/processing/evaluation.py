@@ -39,7 +39,7 @@ def decision_id(grant_id: str, cause_kind: str, cause_id: str, digest: str) -> s
 
 @dataclass(slots=True)
 class Cause:
-    kind: str  # signal | grant-issued | expiry | policy-change | time | check
+    kind: str  # signal | grant-issued | release | expiry | policy-change | time | check
     event_id: str
     event_time: int
 

@@ -24,7 +24,13 @@ from streams.models.limits import short
 from streams.models.signal import Signal, SignalInvalid, check_signal_topic, validate_signal
 from streams.models.timeparse import to_rfc3339
 from streams.policy import CheckMemo, PolicyEngine
-from streams.processing.evaluation import Cause, Evaluation, evaluate_grant, expiry_outputs
+from streams.processing.evaluation import (
+    Cause,
+    Evaluation,
+    evaluate_grant,
+    expiry_outputs,
+    lifecycle_decision,
+)
 from streams.processing.records import BatchResult, InRecord, OutRecord
 from streams.state.risk import RiskModel
 from streams.state.store import GRANT_PREFIX, PartitionStore, grant_key, signal_key
@@ -125,19 +131,39 @@ class Pipeline:
         return OutRecord(self.topics.deadletter, rec.key, value, self._deadletter_enc.headers)
 
     def _decode(self, rec: InRecord) -> Signal | GrantEvent:
-        """Decode and validate one record; raise DecodeError or SignalInvalid with a reason."""
+        """Decode and validate one record; raise DecodeError or SignalInvalid with a reason.
+        A ``released`` event without a principal comes back with ``subject_key`` None."""
         if rec.topic == self.topics.grants:
-            ev = validate_grant_event(self._grant_decoder.decode(rec.value, rec.headers))
-            if ev.subject_key is None:
-                if not rec.key:
-                    raise SignalInvalid("a released grant needs a principal or a record key")
-                ev.subject_key = rec.key.decode()
-            return ev
+            return validate_grant_event(self._grant_decoder.decode(rec.value, rec.headers))
         signal = validate_signal(self._signal_decoder.decode(rec.value, rec.headers))
         roles = self.topics.signal_roles.get(rec.topic)
         if roles is not None:
             check_signal_topic(signal.type, rec.topic, roles)
         return signal
+
+    def _key_mismatch(self, item: Signal | GrantEvent, rec: InRecord) -> str | None:
+        """Why the record's Kafka key is not its subject's key, or None when it is.
+
+        Keys decide partitions: a record under another key sits on another partition than its
+        subject's state and grants, and would change a state nobody reads (a signal that never
+        revokes). A ``released`` event without a principal names its subject by the key alone,
+        so its key must at least be a subject key."""
+        key = item.subject_key
+        if key is None:
+            subject = rec.key.decode(errors="replace") if rec.key is not None else ""
+            if rec.key is None or ":" not in subject:
+                return (
+                    f"record key {short(rec.key)} is not a subject key (type:id); a released grant "
+                    "without a principal is applied to the subject its record key names"
+                )
+            assert isinstance(item, GrantEvent)  # a signal always names its subject
+            item.subject_key = subject
+            return None
+        if rec.key is None:
+            return f"record has no key; it must be keyed by its subject key {short(key)}"
+        if rec.key != key.encode():
+            return f"record key {short(rec.key)} does not match the subject key {short(key)}"
+        return None
 
     # -- the batch --------------------------------------------------------------------------
 
@@ -146,8 +172,10 @@ class Pipeline:
     ) -> BatchResult:
         result = BatchResult()
         by_subject: dict[str, list[tuple[Signal | GrantEvent, InRecord]]] = {}
+        next_offsets = result.next_offsets
         for rec in records:
-            result.next_offsets[rec.topic] = rec.offset + 1
+            if rec.offset >= next_offsets.get(rec.topic, 0):  # never backwards
+                next_offsets[rec.topic] = rec.offset + 1
             item = self._admit(rec, result, now_ms)
             if item is not None:
                 key = item.subject_key
@@ -191,12 +219,9 @@ class Pipeline:
             reason = f"decoding failed: {type(exc).__name__}: {exc}"
             result.outputs.append(self._dead_letter(rec, "decode", reason, now_ms))
             return None
-        key = item.subject_key
-        assert key is not None
-        if rec.key is not None and rec.key != key.encode():
-            # Keys decide partitions; a wrong key would put state on the wrong worker.
-            reason = f"record key {short(rec.key)} does not match the subject key {short(key)}"
-            result.outputs.append(self._dead_letter(rec, "validation", reason, now_ms))
+        mismatch = self._key_mismatch(item, rec)
+        if mismatch is not None:
+            result.outputs.append(self._dead_letter(rec, "key-mismatch", mismatch, now_ms))
             return None
         if type(item) is Signal:
             future = self._future_dated(item, rec, now_ms)
@@ -335,12 +360,21 @@ class Pipeline:
         self._tally.add(metrics.grant_events_by(ev.op))
         state = self._grant_state(subject, result, now_ms)
         if ev.op == "released":
-            if state["grants"].pop(ev.grant_id, None) is not None:
-                self._tally.add(metrics.ACTIVE_GRANTS, -1)
-                subject.grants_dirty = True
+            self._release(subject, ev, rec, result, now_ms)
             return
         grant = ev.grant
         assert grant is not None
+        released = state.get("released", {}).get(ev.grant_id)
+        if released is not None:
+            # Offsets decide a grant's lifecycle: an issuance after the release is refused; one
+            # before it is a replay of what the release already ended (after a restore).
+            if rec.offset > released[2]:
+                reason = (
+                    f"grant {ev.grant_id!r} was released; a released grant id cannot be issued "
+                    "again, issue a new grant id"
+                )
+                result.outputs.append(self._dead_letter(rec, "validation", reason, now_ms))
+            return
         tombstone = state["revoked"].get(ev.grant_id)
         if tombstone is not None:
             if tombstone[0] != grant["issued_at"]:  # same issuance again = a replay: ignore
@@ -361,6 +395,49 @@ class Pipeline:
         subject.grants_dirty = True
         cause = Cause("grant-issued", f"{ev.grant_id}@{grant['issued_at']}", grant["issued_at"])
         self._evaluate(subject, grant, snapshot, cause, result, now_ms)
+
+    def _release(
+        self, subject: _Subject, ev: GrantEvent, rec: InRecord, result: BatchResult, now_ms: int
+    ) -> None:
+        """End an active grant: a ``released`` tombstone and a Decision with cause ``release``,
+        so the audit trail shows when it stopped being watched."""
+        state = self._grant_state(subject, result, now_ms)
+        released = state.setdefault("released", {})
+        grant_id = ev.grant_id
+        grant = state["grants"].pop(grant_id, None)
+        if grant is None:
+            if grant_id in released or grant_id in state["revoked"]:
+                return  # a repeated release, or the release of a revoked grant: nothing to end
+            # Not active here: a release before its issuance, a grant that already expired, or a
+            # release under a wrong key. The tombstone refuses a later issuance of this id.
+            released[grant_id] = [None, now_ms + TOMBSTONE_RETENTION_MS, rec.offset]
+            subject.grants_dirty = True
+            reason = (
+                f"release of grant {grant_id!r}, which is not active for subject {subject.key!r} "
+                "(never issued under this key, or already expired)"
+            )
+            result.outputs.append(self._dead_letter(rec, "unknown-grant", reason, now_ms))
+            return
+        self._tally.add(metrics.ACTIVE_GRANTS, -1)
+        subject.grants_dirty = True
+        keep_until = (grant.get("expires_at") or now_ms) + TOMBSTONE_RETENTION_MS
+        released[grant_id] = [grant["issued_at"], keep_until, rec.offset]
+        cause = Cause("release", f"{grant_id}@{grant['issued_at']}", rec.timestamp)
+        self._lifecycle_decision(subject, grant, cause, result, now_ms)
+
+    def _lifecycle_decision(
+        self,
+        subject: _Subject,
+        grant: dict[str, Any],
+        cause: Cause,
+        result: BatchResult,
+        now_ms: int,
+    ) -> None:
+        """Publish the Decision of a grant that ended without an evaluation (release)."""
+        decision = lifecycle_decision(grant, subject.key, cause, now_ms, self.engine.digest)
+        self._publish(
+            subject.key, Evaluation(decision=decision, revocation=None), cause.kind, result
+        )
 
     # -- policy change ----------------------------------------------------------------------
 
@@ -635,8 +712,13 @@ def _datetime(ms: int) -> datetime:
 
 
 def _prune_tombstones(state: GrantState, now_ms: int) -> bool:
-    revoked = state["revoked"]
-    old = [gid for gid, (_, keep_until) in revoked.items() if keep_until <= now_ms]
-    for gid in old:
-        del revoked[gid]
-    return bool(old)
+    pruned = False
+    for name in ("revoked", "released"):
+        tombstones = state.get(name)
+        if not tombstones:
+            continue
+        old = [gid for gid, entry in tombstones.items() if entry[1] <= now_ms]
+        for gid in old:
+            del tombstones[gid]
+        pruned = pruned or bool(old)
+    return pruned

@@ -15,6 +15,11 @@ changelog, and the replayed events are then duplicates that change nothing.
 Partition numbers are the unit of ownership: input partition *p* of every input topic, changelog
 partition *p* and the RocksDB store ``p<p>`` belong together (the range assignor keeps
 same-numbered partitions of equally partitioned topics on one member).
+
+Order (invariant 9): fetched records wait in a ``PartitionMerger`` per partition number, which
+hands them out in offset order per topic and merged by Kafka timestamp across the topics
+(``streams.processing.merge``). Only applied records count for offsets: a record still buffered
+at a crash or a rebalance is fetched again from the stored position.
 """
 
 from __future__ import annotations
@@ -23,19 +28,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import KafkaError
 
 from streams import metrics
 from streams.bundles.watcher import BundleWatcher
+from streams.kafka.lag import has_unfetched
 from streams.kafka.quirks import read_to_end
 from streams.kafka.security import PLAINTEXT, KafkaSecurity
 from streams.policy import PolicyEngine
+from streams.processing.merge import PartitionMerger
 from streams.processing.pipeline import Pipeline
 from streams.processing.records import BatchResult, InRecord, OutRecord
 from streams.state.store import (
@@ -69,8 +76,10 @@ class RunnerConfig:
         commit_interval_s: float = 0.5,
         expiry_sweep_rate: int = 1000,
         security: KafkaSecurity = PLAINTEXT,
+        max_task_idle_ms: int = 500,
     ) -> None:
         self.security = security
+        self.max_task_idle_ms = max_task_idle_ms
         self.expiry_sweep_rate = expiry_sweep_rate
         self.reevaluation_rate = reevaluation_rate
         self.commit_interval_s = commit_interval_s
@@ -124,6 +133,16 @@ class PipelineRunner:
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self._restorer: AIOKafkaConsumer | None = None
+        # partition number -> fetched records not applied yet (see streams.processing.merge)
+        self._mergers: dict[int, PartitionMerger] = {}
+        self._paused: set[TopicPartition] = set()  # paused because their buffer is full
+        # next offset that may be buffered per input partition: a record below it was buffered
+        # (or applied) already, whatever a fetch from before a seek or rebalance returns
+        self._next_offset: dict[TopicPartition, int] = {}
+        self._generation = 0  # bumped by every rebalance: a fetch from before it is dropped
+        # Seconds spent waiting for fetches: the merges' idle clock. Time spent processing does
+        # not count, or a slow batch of one partition would use up another's wait for its fetch.
+        self._poll_clock = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -188,15 +207,21 @@ class PipelineRunner:
         policy bundle and re-evaluate grants at the configured rate."""
         assert self.consumer is not None
         while not self._stopping.is_set():
-            idle_ms = 0 if self._scans else 100
+            polled = time.monotonic()
             data = await self.consumer.getmany(
-                timeout_ms=idle_ms, max_records=self.config.max_batch
+                timeout_ms=self._poll_timeout_ms(), max_records=self.config.max_batch
             )
+            self._poll_clock += time.monotonic() - polled
+            # aiokafka returns records of the active assignment only; a rebalance before the
+            # lock below makes them stale (positions are set again in _on_assigned)
+            generation = self._generation
             if self._stopping.is_set():
                 break
             async with self._lock:
-                if data:
-                    await self._process(data)
+                if data and generation == self._generation:
+                    self._buffer(data)
+                if self._mergers:
+                    await self._process()
                 self._maybe_switch_bundle()
                 if self._scans:
                     await self._reevaluation_step()
@@ -299,16 +324,37 @@ class PipelineRunner:
 
     # -- one batch ----------------------------------------------------------------------
 
-    async def _process(self, data: dict[TopicPartition, list[Any]]) -> None:
-        started = time.perf_counter()
-        by_partition: dict[int, list[InRecord]] = defaultdict(list)
-        count = 0
+    def _poll_timeout_ms(self) -> int:
+        """How long the next fetch may wait: never past the moment a merge stops waiting for a
+        lagging input, and not at all while re-evaluating."""
+        clock = self._poll_clock
+        waits = [w for m in self._mergers.values() if (w := m.wait_left(clock)) is not None]
+        if waits:
+            return min(100, int(min(waits) * 1000) + 1)
+        return 0 if self._scans else 100
+
+    def _buffer(self, data: dict[TopicPartition, list[Any]]) -> None:
+        """Queue fetched records per partition number, in offset order, without applying them."""
         for tp, messages in data.items():
             if tp.partition not in self.stores:
                 continue  # revoked while fetched
-            bucket = by_partition[tp.partition]
-            for m in messages:
-                bucket.append(
+            floor = self._next_offset.get(tp)
+            if floor is not None and messages and messages[0].offset < floor:
+                # a fetch from before the last seek: never buffer (apply) a record twice
+                messages = [m for m in messages if m.offset >= floor]
+                if not messages:
+                    continue
+            self._next_offset[tp] = messages[-1].offset + 1
+            merger = self._mergers.get(tp.partition)
+            if merger is None:
+                # topic order = tie order: signals before grants at equal timestamps
+                max_idle_s = self.config.max_task_idle_ms / 1000
+                merger = self._mergers[tp.partition] = PartitionMerger(
+                    self.config.input_topics, max_idle_s
+                )
+            merger.add(
+                tp.topic,
+                (
                     InRecord(
                         tp.topic,
                         tp.partition,
@@ -318,18 +364,61 @@ class PipelineRunner:
                         list(m.headers),
                         m.timestamp,
                     )
-                )
-            count += len(messages)
-        if not by_partition:
-            return
+                    for m in messages
+                ),
+            )
+
+    async def _process(self) -> None:
+        """Apply what the merges release, one batch per partition number, then bound buffers."""
+        started = time.perf_counter()
+        consumer = self.consumer
+        assert consumer is not None
         now_ms = int(time.time() * 1000)
         results: dict[int, BatchResult] = {}
-        for partition, records in by_partition.items():
-            records.sort(key=_by_timestamp)
-            results[partition] = self.pipeline.process(records, self.stores[partition], now_ms)
-        await self._commit_effects(results)
-        metrics.BATCH_RECORDS.observe(count)
-        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        count = 0
+        for partition, merger in self._mergers.items():
+            gave_up = merger.gave_up
+            records = merger.take(
+                _unfetched(consumer, partition), self._poll_clock, self.config.max_batch
+            )
+            if merger.gave_up and not gave_up:
+                metrics.MERGE_IDLE_EXPIRED.inc()
+                log.warning(
+                    "partition %d: an input still lags after max_task_idle_ms=%d; applying the "
+                    "others without it (records may apply out of produced order)",
+                    partition,
+                    self.config.max_task_idle_ms,
+                )
+            if records:
+                count += len(records)
+                results[partition] = self.pipeline.process(records, self.stores[partition], now_ms)
+        if results:
+            await self._commit_effects(results)
+            metrics.BATCH_RECORDS.observe(count)
+            metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        self._bound_buffers()
+
+    def _bound_buffers(self) -> None:
+        """Pause fetching a partition whose buffer holds a full batch (it waits on another
+        topic's older records); resume it once the merge has taken from it."""
+        assert self.consumer is not None
+        limit = self.config.max_batch
+        pause: list[TopicPartition] = []
+        for partition, merger in self._mergers.items():
+            for topic in merger.buffers:
+                tp = TopicPartition(topic, partition)
+                if merger.buffered(topic) >= limit and tp not in self._paused:
+                    pause.append(tp)
+        resume = [
+            tp for tp in self._paused if self._mergers[tp.partition].buffered(tp.topic) < limit
+        ]
+        assigned = self.consumer.assignment()
+        if pause:
+            self.consumer.pause(*(tp for tp in pause if tp in assigned))
+            self._paused.update(pause)
+        if resume:
+            self.consumer.resume(*(tp for tp in resume if tp in assigned))
+            self._paused.difference_update(resume)
 
     async def _commit_effects(self, results: dict[int, BatchResult]) -> None:
         """Outputs, then changelog, then RocksDB, then consumer offsets (module docstring)."""
@@ -410,13 +499,21 @@ class PipelineRunner:
 
     async def _on_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         async with self._lock:
+            self._generation += 1
             await self._commit_offsets()  # before the partitions leave this member
             gone = {tp.partition for tp in revoked}
+            # Buffered records were not applied: the next owner fetches them from the stored
+            # (applied) position, this worker included if the partition comes back.
+            self._paused = {tp for tp in self._paused if tp.partition not in gone}
+            self._next_offset = {
+                tp: o for tp, o in self._next_offset.items() if tp.partition not in gone
+            }
             # Not ours any more: a failed commit of them must not be retried forever.
             self._uncommitted = {
                 tp: o for tp, o in self._uncommitted.items() if tp.partition not in gone
             }
             for partition in gone:
+                self._mergers.pop(partition, None)
                 self._scans.pop(partition, None)
                 self._sweep.pop(partition, None)
                 store = self.stores.pop(partition, None)
@@ -427,19 +524,40 @@ class PipelineRunner:
     async def _on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         assigned = list(assigned)
         async with self._lock:
+            self._generation += 1
             for partition in sorted({tp.partition for tp in assigned}):
                 if partition not in self.stores:
                     self.stores[partition] = await self._restore(partition)
                     # Grants judged by another bundle (a switch while this worker was down, or
                     # before the partition moved here) are found and re-evaluated by a scan.
                     self._scans.setdefault(partition, None)
-            assert self.consumer is not None
-            for tp in assigned:
-                stored = self.stores[tp.partition].get(offset_key(tp.topic))
-                if stored is not None:
-                    self.consumer.seek(tp, int(stored))
+            await self._seek_applied(assigned)
             metrics.ASSIGNED_PARTITIONS.set(len(self.stores))
         self.ready.set()
+
+    async def _seek_applied(self, assigned: list[TopicPartition]) -> None:
+        """Set every assigned position explicitly, to the first record not applied yet: the
+        offset stored with the state, else the group's committed offset, else the beginning.
+        A fetch returned under this assignment before this callback ran is dropped by the run
+        loop (its generation is older), so it must be fetched again from here."""
+        consumer = self.consumer
+        assert consumer is not None
+        beginning = []
+        for tp in assigned:
+            stored = self.stores[tp.partition].get(offset_key(tp.topic))
+            try:
+                position = int(stored) if stored is not None else await consumer.committed(tp)
+            except KafkaError as exc:  # another rebalance is under way: it seeks again
+                log.warning("cannot read the committed offset of %s: %s", tp, exc)
+                continue
+            self._next_offset.pop(tp, None)  # buffers were dropped: from the new position on
+            if position is None:
+                beginning.append(tp)
+            else:
+                self._next_offset[tp] = position
+                consumer.seek(tp, position)
+        if beginning:
+            await consumer.seek_to_beginning(*beginning)
 
     async def _restore(self, partition: int) -> PartitionStore:
         """Open the partition's store and bring it up to date from the changelog."""
@@ -474,5 +592,6 @@ class PipelineRunner:
         return store
 
 
-def _by_timestamp(rec: InRecord) -> int:
-    return rec.timestamp
+def _unfetched(consumer: AIOKafkaConsumer, partition: int) -> Callable[[str], bool]:
+    """``has_more`` for the merge of one partition number: does this input lag behind?"""
+    return lambda topic: has_unfetched(consumer, TopicPartition(topic, partition))

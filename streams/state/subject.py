@@ -6,7 +6,13 @@ separate keys, so the frequent telemetry signal rewrites only the small signal p
     signal state: {"dims":    {dimension: [event_time_ms, event_id, value]},
                    "recent":  [event_id, ...]}                  # bounded, for de-duplication
     grant state:  {"grants":  {grant_id: grant},                # active grants
-                   "revoked": {grant_id: [issued_at, keep_until_ms]}}  # terminal tombstones
+                   "revoked": {grant_id: [issued_at, keep_until_ms]},  # terminal tombstones
+                   "released": {grant_id: [issued_at | None, keep_until_ms, release_offset]}}
+
+A ``released`` tombstone remembers the ``authz.grants`` offset of the release: an ``issued``
+for that id at a lower offset is a replay of what came before the release (ignored), at a higher
+offset it is a new issuance of a released id (refused). Grant states written before releases
+left tombstones have no ``released`` map.
 
 A stored grant is the issued grant plus the pipeline's bookkeeping: ``digest`` (the bundle that
 last judged it) and, when its policies read the clock, ``time_due`` (epoch ms of its next time
@@ -42,7 +48,7 @@ def new_signal_state() -> SignalState:
 
 
 def new_grant_state() -> GrantState:
-    return {"grants": {}, "revoked": {}}
+    return {"grants": {}, "revoked": {}, "released": {}}
 
 
 def dimension_of(signal: Signal) -> tuple[str, dict[str, Any]]:

@@ -87,6 +87,16 @@ async def test_produce_json_keys_headers_and_bad_line(broker: str, topic_factory
     assert keys == [b"agent:rb", b"user:report-bot"]
 
 
+async def test_produce_refuses_a_line_it_cannot_key(broker: str, topic_factory) -> None:
+    """Workers dead-letter unkeyed records, so ``vigil produce`` never sends one."""
+    (topic,) = await topic_factory("authz.grants")
+    release = json.dumps({"op": "released", "grant_id": "g-1"})  # no principal: no subject
+    result = vigil(broker, "produce", topic, stdin=release + "\n" + json.dumps(grant(1)))
+    assert result.returncode == 1 and "line 1: no subject key" in result.stderr
+    records = await consume_all(broker, topic, expected=1)
+    assert [r.key for r in records] == [b"user:report-bot"]
+
+
 async def test_produce_rejects_non_object_json(broker: str, topic_factory) -> None:
     (topic,) = await topic_factory("signals.identity")
     result = vigil(broker, "produce", topic, stdin='[1, 2]\n"text"\n' + json.dumps(signal(1)))

@@ -1,0 +1,29 @@
+"""Fetch lag as the consumer itself sees it, without a broker round trip.
+
+The runner's merge (``streams.processing.merge``) must know whether an input partition with
+nothing buffered still has records on the broker. ListOffsets cannot tell on Tansu (it stops one
+record batch short, see ``streams.kafka.quirks``); the high watermark carried by every fetch
+response is exact on Tansu and on Kafka, and aiokafka keeps it per partition.
+"""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+
+def has_unfetched(consumer: AIOKafkaConsumer, tp: TopicPartition) -> bool:
+    """True while ``tp`` may hold records the consumer has not handed out yet: it is not assigned
+    (yet: a join before the metadata knew every input topic assigns only some of them), no fetch
+    response has told its high watermark, or the consumer's position is still below it.
+
+    Reads aiokafka's per-partition fetch state (``_subscription``, private; aiokafka is pinned
+    below 0.15) because the public ``position()`` may wait for an offset reset, and the caller
+    must not wait.
+    """
+    subscription = consumer._subscription
+    if not subscription.is_assigned(tp):
+        return True
+    state = subscription.subscription.assignment.state_value(tp)
+    if state is None or state.highwater is None or not state.has_valid_position:
+        return True
+    return bool(state.position < state.highwater)
