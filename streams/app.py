@@ -15,6 +15,7 @@ import os
 import socket
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from streams import metrics
 from streams.bundles.signing import load_public_keys
 from streams.bundles.watcher import BundleWatcher
+from streams.fleet import Fleet
 from streams.kafka.admin import ensure_topics
 from streams.kafka.security import KafkaSecurity
 from streams.policy.api import build_engine
@@ -50,6 +52,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
         decisions=settings.topic_decisions,
         revocations=settings.topic_revocations,
         deadletter=settings.topic_deadletter,
+        signal_roles=settings.signal_topic_roles,
     )
     return Pipeline(
         topics,
@@ -141,6 +144,8 @@ class PipelineService(Service):
             if settings.api_port
             else None
         )
+        #: awaited first when the worker stops (sends the "leaving" heartbeat)
+        self.before_stop: Callable[[], Awaitable[Any]] | None = None
 
     async def on_start(self) -> None:
         s = self.settings
@@ -175,6 +180,11 @@ class PipelineService(Service):
     async def on_stop(self) -> None:
         if self.api is not None:
             await self.api.stop()
+        if self.before_stop is not None:  # the leaving heartbeat; a failure must not block stop
+            try:
+                await asyncio.wait_for(self.before_stop(), timeout=2.0)
+            except Exception:
+                self.log.warning("could not announce that this worker leaves", exc_info=True)
         await self.runner.stop()
         if self._task is not None:
             self._task.cancel()
@@ -205,35 +215,41 @@ def create_app(settings: Settings) -> faust.App:
     )
     service = PipelineService(settings, pipeline, security)
     app.service(service)  # type: ignore[arg-type]  # faust accepts a started-later instance
-    fleet: dict[str, dict[str, Any]] = {}
+    fleet = Fleet(HEARTBEAT_SECONDS)
     workers_topic = app.topic(WORKERS_TOPIC, value_serializer="raw", partitions=1)
 
     @app.agent(workers_topic)
     async def track_workers(stream: Any) -> None:
         async for raw in stream:
             try:
-                beat = orjson.loads(raw)
-                fleet[str(beat["worker_id"])] = beat
-            except (orjson.JSONDecodeError, KeyError, TypeError):
+                fleet.observe(orjson.loads(raw))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                 metrics.DEADLETTERS.labels("heartbeat").inc()
 
     def pending_bundle() -> dict[str, Any] | None:
         pending = service.runner.pending
         return pending.report() if pending is not None else None
 
+    def beat(leaving: bool = False) -> bytes:
+        return orjson.dumps(
+            {
+                "worker_id": worker_id,
+                "policy_digest": pipeline.engine.digest,
+                "partitions": [] if leaving else sorted(service.runner.stores),
+                "reevaluating_partitions": service.runner.reevaluating,
+                "pending_bundle": pending_bundle(),
+                "group_id": settings.group_id,
+                "ready": service.runner.ready.is_set() and not leaving,
+                "leaving": leaving,
+                "at": int(time.time() * 1000),
+            }
+        )
+
     @app.timer(HEARTBEAT_SECONDS)
     async def heartbeat() -> None:
-        beat = {
-            "worker_id": worker_id,
-            "policy_digest": pipeline.engine.digest,
-            "partitions": sorted(service.runner.stores),
-            "reevaluating_partitions": service.runner.reevaluating,
-            "pending_bundle": pending_bundle(),
-            "group_id": settings.group_id,
-            "ready": service.runner.ready.is_set(),
-            "at": int(time.time() * 1000),
-        }
-        await workers_topic.send(value=orjson.dumps(beat))
+        await workers_topic.send(value=beat())
+
+    service.before_stop = lambda: workers_topic.send(value=beat(leaving=True))
 
     @app.page("/metrics")
     async def prometheus(web: Any, request: Any) -> Any:
@@ -268,6 +284,6 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.page("/workers")
     async def workers(web: Any, request: Any) -> Any:
-        return web.json({"workers": list(fleet.values())})
+        return web.json({"workers": fleet.live(int(time.time() * 1000))})
 
     return app

@@ -437,6 +437,19 @@ class Settings(BaseSettings):
         return [self.topic_identity, self.topic_device, self.topic_network, self.topic_risk]
 
     @property
+    def signal_topic_roles(self) -> dict[str, frozenset[str]]:
+        """Signal topic -> the roles it carries (identity, device, network, risk)."""
+        roles: dict[str, set[str]] = {}
+        for role, topic in (
+            ("identity", self.topic_identity),
+            ("device", self.topic_device),
+            ("network", self.topic_network),
+            ("risk", self.topic_risk),
+        ):
+            roles.setdefault(topic, set()).add(role)
+        return {topic: frozenset(r) for topic, r in roles.items()}
+
+    @property
     def input_topics(self) -> list[str]:
         """Every topic a worker consumes: signals plus grants."""
         return [*self.signal_topics, self.topic_grants]

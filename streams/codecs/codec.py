@@ -21,7 +21,7 @@ from .avro import (
     unframe,
 )
 from .errors import DecodeError, EncodeError
-from .json_codec import dumps, loads_object
+from .json_codec import dumps, loads_object, not_an_object_reason
 from .schemas import BY_FULLNAME, NAMESPACE, RECORD_KINDS, SCHEMAS, RecordKind
 from .shapes import (
     FROM_AVRO,
@@ -117,6 +117,9 @@ class InputDecoder:
         try:
             datum = read_exact(value, self._local)
         except DecodeError as exc:
+            wrong_json = not_an_object_reason(value)
+            if wrong_json is not None:
+                raise DecodeError(wrong_json) from None
             if value[0] == 0 and len(value) > 5 and self._registry is None:
                 raise DecodeError(
                     f"{exc.reason}; the message starts like the Confluent wire format (schema id "
@@ -332,4 +335,7 @@ def decode_any(
                 continue
             if _sane(kind, rec):
                 return kind, rec
-    raise DecodeError("neither JSON nor a Vigil Avro record (Signal, GrantEvent, Decision, ...)")
+    raise DecodeError(
+        not_an_object_reason(value)
+        or "neither JSON nor a Vigil Avro record (Signal, GrantEvent, Decision, ...)"
+    )

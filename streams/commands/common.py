@@ -58,6 +58,21 @@ def load_settings(broker: str | None = None, **overrides: Any) -> Settings:
         raise click.UsageError(f"invalid settings: {problems}") from None
 
 
+def policy_directory(directory: Path | None) -> Path:
+    """DIRECTORY as given, or the default (``./policies``, else the checkout's ``policies/``)."""
+    from streams.defaults import MissingFileError, resolve_policies
+
+    if directory is not None:
+        return directory
+    try:
+        resolved, note = resolve_policies(None, explicit=False)
+    except MissingFileError as exc:
+        raise click.UsageError(str(exc)) from None
+    if note:
+        click.echo(f"policies: {resolved} ({note})", err=True)
+    return resolved
+
+
 def kafka_security(settings: Settings) -> KafkaSecurity:
     """The TLS/SASL connection of every Kafka client of a command; unusable files or tokens
     become a usage error (exit 2) before anything connects."""

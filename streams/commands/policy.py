@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import click
 import orjson
 
+from streams.commands.common import policy_directory
 from streams.commands.policy_push import confirm, keygen, push, status
 from streams.policy.api import (
     RequestError,
@@ -139,6 +140,7 @@ def _run_tests(
 
 
 _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
+
 _RUN = click.option("--run", metavar="REGEX", help="Run only tests whose name matches REGEX.")
 _OUTPUT = click.option(
     "--output",
@@ -157,19 +159,25 @@ def policy() -> None:
 
 
 @policy.command("compile")
-@click.argument("directory", type=_DIR)
+@click.argument("directory", type=_DIR, required=False)
 @click.option("--skip-tests", is_flag=True, help="Only compile; do not run the test suites.")
 @_RUN
 @_OUTPUT
 @_VERBOSE
 @engine_options
 def compile_cmd(
-    directory: Path, skip_tests: bool, run: str | None, output: str, verbose: bool, **engine: Any
+    directory: Path | None,
+    skip_tests: bool,
+    run: str | None,
+    output: str,
+    verbose: bool,
+    **engine: Any,
 ) -> None:
     """Compile the policies under DIRECTORY and run its test suites (like `cerbos compile`).
 
     Exit 1 on any compile error (all are printed, one `file: path: message` per line) or test
-    failure."""
+    failure. Without DIRECTORY: ./policies, else the checkout's policies/."""
+    directory = policy_directory(directory)
     options = _options(**engine)
     eng = _compile(directory, options)
     if output != "json":
@@ -194,16 +202,19 @@ def compile_cmd(
 
 
 @policy.command("test")
-@click.argument("directory", type=_DIR)
+@click.argument("directory", type=_DIR, required=False)
 @_RUN
 @_OUTPUT
 @_VERBOSE
 @engine_options
-def test_cmd(directory: Path, run: str | None, output: str, verbose: bool, **engine: Any) -> None:
+def test_cmd(
+    directory: Path | None, run: str | None, output: str, verbose: bool, **engine: Any
+) -> None:
     """Run the Cerbos-format test suites (`*_test.yaml`) under DIRECTORY.
 
     A principal/resource/action missing from `expected` must be EFFECT_DENY. Exit 1 on any
-    failure, error or compile error."""
+    failure, error or compile error. Without DIRECTORY: the default policies (see compile)."""
+    directory = policy_directory(directory)
     options = _options(**engine)
     eng = _compile(directory, options)
     if not _run_tests(directory, eng, options, run, output, verbose):
@@ -214,8 +225,22 @@ def _error_line(line_no: int, code: int, message: str) -> bytes:
     return orjson.dumps({"code": code, "message": message, "line": line_no})
 
 
+NO_SIGNALS_HINT = (
+    "note: request {line_no} has no principal.attr.signals; a worker merges the live signals "
+    "there, eval does not, so rules that read them see nothing and default deny applies "
+    "(docs/policies.md, 'Reserved signal attributes')"
+)
+
+
+def _has_signals(body: Any) -> bool:
+    """Whether a CheckResources request carries the reserved ``principal.attr.signals``."""
+    principal = body.get("principal") if isinstance(body, dict) else None
+    attr = principal.get("attr") if isinstance(principal, dict) else None
+    return isinstance(attr, dict) and "signals" in attr
+
+
 @policy.command("eval")
-@click.argument("directory", type=_DIR)
+@click.argument("directory", type=_DIR, required=False)
 @engine_options
 @click.option("--now", metavar="RFC3339", help="Fix now() for every request (default: the clock).")
 @click.option(
@@ -223,19 +248,24 @@ def _error_line(line_no: int, code: int, message: str) -> bytes:
     is_flag=True,
     help="Accept auxData.jwt.token and use its claims WITHOUT verifying it (testing only).",
 )
-def eval_cmd(directory: Path, now: str | None, unverified_jwt: bool, **engine: Any) -> None:
+def eval_cmd(directory: Path | None, now: str | None, unverified_jwt: bool, **engine: Any) -> None:
     """Answer CheckResources requests: one JSON request per stdin line, one response per line.
 
     Responses are the Cerbos PDP's /api/check/resources JSON. An invalid line gets
     `{"code": 3, "message": REASON, "line": N}` instead and processing continues; the exit code
-    is then 1. Blank lines are ignored."""
-    eng = _compile(directory, _options(**engine))
+    is then 1. Blank lines are ignored. Without DIRECTORY: the default policies (see compile).
+
+    A bare request carries no live signals: the policies then see an unknown device, network and
+    risk, and default-deny whatever depends on them. Put the reserved attributes Vigil merges in
+    (`principal.attr.signals`, see docs/policies.md) into the request to see what a worker sees."""
+    eng = _compile(policy_directory(directory), _options(**engine))
     try:
         fixed = parse_time(now) if now else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--now") from None
     out = sys.stdout.buffer
     failed = False
+    hinted = False
     for line_no, raw in enumerate(sys.stdin.buffer, start=1):
         if not raw.strip():
             continue
@@ -244,6 +274,9 @@ def eval_cmd(directory: Path, now: str | None, unverified_jwt: bool, **engine: A
         except orjson.JSONDecodeError as exc:
             reply, failed = _error_line(line_no, 3, f"invalid JSON: {exc}"), True
         else:
+            if not hinted and not _has_signals(body):
+                hinted = True
+                click.echo(NO_SIGNALS_HINT.format(line_no=line_no), err=True)
             try:
                 response = check_resources(eng, body, now=fixed, unverified_jwt=unverified_jwt)
                 reply = orjson.dumps(response)

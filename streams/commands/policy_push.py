@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from streams.commands.common import broker_option, kafka_security, load_settings
+from streams.commands.common import broker_option, kafka_security, load_settings, policy_directory
 
 _SIGN_KEY = click.option(
     "--sign-key",
@@ -41,7 +41,9 @@ def _signer(sign_key: Path | None) -> Any:
 
 @click.command("push")
 @broker_option
-@click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.argument(
+    "directory", type=click.Path(path_type=Path, file_okay=False, exists=True), required=False
+)
 @click.option("--skip-tests", is_flag=True, help="Publish without running the bundle's tests.")
 @_SIGN_KEY
 @click.option(
@@ -53,7 +55,7 @@ def _signer(sign_key: Path | None) -> Any:
 @_OUTPUT
 def push(
     broker: str | None,
-    directory: Path,
+    directory: Path | None,
     skip_tests: bool,
     sign_key: Path | None,
     dry_run: bool,
@@ -63,7 +65,8 @@ def push(
 
     The bundle must compile and its Cerbos-format tests (*_test.yaml) must pass; workers then
     count the grants it would revoke (blast-radius guard), switch or hold, and re-evaluate every
-    active grant (cause policy-change).
+    active grant (cause policy-change). Without DIR: the default policies (./policies, else
+    the checkout's policies/).
     """
     from streams.bundles.bundle import Bundle, BundleError
     from streams.bundles.publish import push_bundle
@@ -71,6 +74,7 @@ def push(
     from streams.policy import PolicyCompileError
 
     settings = load_settings(broker)
+    directory = policy_directory(directory)
     security = kafka_security(settings)
     private = _signer(sign_key)
     try:

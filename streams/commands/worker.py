@@ -4,13 +4,43 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import click
 
-from streams.commands.common import broker_option, load_settings
+from streams.commands.common import broker_option, err, load_settings
 from streams.commands.policy import engine_options
+
+#: How long a starting worker waits for its Kafka broker (started alongside it, e.g. in a script).
+BROKER_WAIT_SECONDS = 30.0
+
+
+def wait_for_kafka(broker: str, timeout: float = BROKER_WAIT_SECONDS) -> None:
+    """Return once one bootstrap server accepts TCP connections; a usage error after ``timeout``.
+
+    A broker started in the background a moment earlier is not listening yet; without this wait
+    the worker would fail on its first request instead of starting a second later."""
+    from streams.kafka.broker import wait_for_port
+    from streams.settings import parse_bootstrap
+
+    servers = parse_bootstrap(broker)
+    deadline = time.monotonic() + timeout
+    announced = False
+    while True:
+        for host, port in servers:
+            try:
+                wait_for_port(host, port, timeout=0.0)
+                return
+            except TimeoutError:
+                pass
+        if time.monotonic() >= deadline:
+            raise click.ClickException(f"no Kafka broker answers at {broker} after {timeout:g} s")
+        if not announced:
+            err(f"vigil worker: waiting up to {timeout:g} s for Kafka at {broker}")
+            announced = True
+        time.sleep(0.2)
 
 
 @click.command("worker")
@@ -21,7 +51,16 @@ from streams.commands.policy import engine_options
     envvar="VIGIL_POLICIES",
     show_envvar=True,
     default=None,
-    help="Cerbos policy directory (default: policies).",
+    help="Cerbos policy directory (default: ./policies, else the checkout's policies/).",
+)
+@click.option(
+    "--risk-model",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="VIGIL_RISK_MODEL",
+    show_envvar=True,
+    default=None,
+    help="Risk model YAML (default: ./risk/model.yaml, else the checkout's; a file given here "
+    "must exist).",
 )
 @click.option(
     "--data-dir",
@@ -80,6 +119,7 @@ from streams.commands.policy import engine_options
 def command(
     broker: str | None,
     policies: Path | None,
+    risk_model: Path | None,
     data_dir: Path | None,
     web_port: int | None,
     bundle_public_keys: Path | None,
@@ -94,6 +134,7 @@ def command(
 
     from streams.app import create_app
     from streams.bundles.signing import KeyFileError
+    from streams.defaults import MissingFileError, with_resolved_files
     from streams.kafka.security import KafkaSecurityError
     from streams.policy import PolicyCompileError
     from streams.policy.api import UnsupportedOption
@@ -102,6 +143,7 @@ def command(
     settings = load_settings(
         broker,
         policies=policies,
+        risk_model=risk_model,
         data_dir=data_dir,
         web_port=web_port,
         bundle_public_keys=bundle_public_keys,
@@ -116,6 +158,14 @@ def command(
         schema_enforcement=engine["schema_enforcement"],
     )
     try:
+        settings, files = with_resolved_files(settings)
+    except MissingFileError as exc:
+        raise click.UsageError(str(exc)) from None
+    err(f"vigil worker: {files.describe()}; web port {settings.web_port}")
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        # a bare TCP probe of a TLS listener would look like a failed handshake in its logs
+        wait_for_kafka(settings.broker)
+    try:
         app = create_app(settings)
     except PolicyCompileError as exc:
         click.echo(f"policy bundle in {settings.policies} does not compile:\n{exc}", err=True)
@@ -128,6 +178,8 @@ def command(
     except (TokenFileError, UnsupportedOption, OSError) as exc:  # token file, API TLS files
         raise click.UsageError(f"invalid check API or engine settings: {exc}") from None
     worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    if not sys.stdout.isatty():
+        worker.spinner = None  # faust writes cursor escapes to stdout even into a pipe or file
     # faust's spinner handler leaves the root logger at DEBUG: that costs CPU on every record.
     logging.getLogger().setLevel(
         getattr(logging, loglevel.upper().replace("CRIT", "CRITICAL").replace("WARN", "WARNING"))

@@ -28,6 +28,7 @@ from typing import IO
 
 from aiokafka import AIOKafkaProducer
 
+from streams.defaults import resolve_policies, resolve_risk_model
 from streams.demo.simulator import Outgoing, SimTopics, Simulator
 from streams.demo.view import DemoStats, LiveView
 from streams.kafka.admin import ensure_topics
@@ -36,6 +37,8 @@ from streams.kafka.security import PLAINTEXT, KafkaSecurity
 from streams.settings import Settings
 
 JSON_HEADERS = [("content-type", b"application/json")]
+#: One deliberately bad input this often, so dead letters (with reasons) show throughout.
+MALFORMED_EVERY_S = 5.0
 #: Producer tick: the rate is honoured on average over ticks of this length.
 TICK_S = 0.1
 WORKER_READY_TIMEOUT_S = 90.0
@@ -259,7 +262,7 @@ async def watch_worker(worker: WorkerProcess, stop: asyncio.Event) -> int | None
 async def simulate(sim: Simulator, sender: Sender, config: DemoConfig, stop: asyncio.Event) -> None:
     """Feed the simulator's steady stream at ``config.rate`` until ``stop`` or the duration."""
     loop = asyncio.get_running_loop()
-    started = last = loop.time()
+    started = last = last_bad = loop.time()
     owed = 0.0
     while not stop.is_set():
         now = loop.time()
@@ -269,7 +272,11 @@ async def simulate(sim: Simulator, sender: Sender, config: DemoConfig, stop: asy
         last = now
         count = int(owed)
         owed -= count
-        await sender.send(sim.step(int(time.time() * 1000), count))
+        records = sim.step(int(time.time() * 1000), count)
+        if now - last_bad >= MALFORMED_EVERY_S:  # bad input keeps coming, as in real life
+            last_bad = now
+            records.append(sim.one_malformed(int(time.time() * 1000)))
+        await sender.send(records)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), TICK_S)
 
@@ -426,24 +433,16 @@ async def run_demo(config: DemoConfig) -> int:
 
 
 def default_policies(settings: Settings) -> Path:
-    """The configured policy directory if it exists, else the repository's ``policies/``."""
-    if settings.policies.is_dir():
-        return settings.policies.resolve()
-    return REPO_ROOT / "policies"
+    """The configured policy directory if it exists, else the checkout's ``policies/``."""
+    return resolve_policies(settings.policies, explicit=False)[0]
 
 
 def default_risk_model(settings: Settings) -> Path | None:
-    """The configured risk model file if it exists, else the repository's; None if neither.
+    """The configured risk model file if it exists, else the checkout's; None if neither.
 
     Absolute, because the worker runs in the temp dir; None leaves the worker's own default.
     """
-    configured = getattr(settings, "risk_model", None)
-    if configured is None:
-        return None
-    for candidate in (Path(configured), REPO_ROOT / "risk" / "model.yaml"):
-        if candidate.is_file():
-            return candidate.resolve()
-    return None
+    return resolve_risk_model(settings.risk_model, explicit=False)[0]
 
 
 def run(config: DemoConfig) -> int:

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from streams.models.signal import SIGNAL_TOPIC_ROLE
+
 #: Who plays along: principal ids are readable so the live view tells a story.
 USER_NAMES = (
     "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy",
@@ -166,6 +168,7 @@ class Simulator:
         self._grant_n = 0
         self._doc_n = 0
         self._recovery_seq = 0
+        self._malformed_seq = 0
         self._recoveries: list[_Recovery] = []
         self.subjects: dict[str, Subject] = {}
         for name in USER_NAMES[:users]:
@@ -206,13 +209,8 @@ class Simulator:
         return f"{self.run_id}-g{self._grant_n:05d}"
 
     def _topic_for(self, signal_type: str) -> str:
-        if signal_type == "device-compliance-change":
-            return self.topics.device
-        if signal_type == "network-context":
-            return self.topics.network
-        if signal_type == "risk-level-change":
-            return self.topics.risk
-        return self.topics.identity
+        """The topic the pipeline accepts this type on (unknown types: identity)."""
+        return str(getattr(self.topics, SIGNAL_TOPIC_ROLE.get(signal_type, "identity")))
 
     def signal(
         self,
@@ -331,6 +329,24 @@ class Simulator:
                 record=bad_level.record,
             ),
         ]
+
+    def one_malformed(self, now_ms: int) -> Outgoing:
+        """One bad input for the steady stream, cycling through every kind the pipeline refuses
+        (so dead letters, each with its reason, keep appearing while the demo runs)."""
+        first = next(iter(self.subjects.values()))
+        self._malformed_seq += 1
+        choice = self._malformed_seq % 5
+        if choice == 0:  # a device signal on the identity topic: misrouted or spoofed
+            attrs = {"device_id": (first.devices or ("D0",))[0], "current_status": "compliant"}
+            sig = self.signal(first, "device-compliance-change", attrs, now_ms)
+            return Outgoing(
+                self.topics.identity, sig.key, sig.value, "malformed", record=sig.record
+            )
+        if choice == 1:  # a JSON array instead of one object
+            sig = self.signal(first, "network-context", self._network_attrs(first), now_ms)
+            return Outgoing(sig.topic, sig.key, b"[" + sig.value + b"]", "malformed")
+        bad_json, unknown, bad_level = self.malformed(now_ms)
+        return (bad_json, unknown, bad_level)[choice - 2]
 
     def step(self, now_ms: int, signals: int) -> list[Outgoing]:
         """``signals`` signals (recoveries first, then benign or risky) plus top-up grants."""

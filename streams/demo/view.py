@@ -40,6 +40,52 @@ RATE_WINDOW_S = 5.0
 STATUS_EVERY_S = 5.0
 #: Send times remembered for latency (oldest forgotten first).
 SENT_AT_LIMIT = 200_000
+#: Dead letters listed under the revocations on a terminal.
+DEADLETTER_ROWS = 3
+#: The rule column when no rule allowed an action and no deny rule matched: Cerbos's default deny
+#: (a signal the policy needs is unknown, or has a value no ALLOW rule accepts).
+DEFAULT_DENY = "default-deny"
+#: Causes that are not a signal, in words.
+CAUSE_WORDS = {
+    "grant-issued": "checked when the grant was issued",
+    "time": "time passed (policy reads now())",
+    "expiry": "grant expired",
+}
+#: Attribute values a cause description shows (in this order); others are left out.
+SHOWN_ATTRIBUTES = (
+    "current_status",
+    "current_level",
+    "zone",
+    "anomalies",
+    "session_id",
+    "device_id",
+    "reason",
+    "change_type",
+)
+
+
+def describe_signal(record: Mapping[str, Any]) -> str:
+    """``device-compliance-change current_status=not-compliant device_id=D1``: the type and the
+    values that made a policy change its mind."""
+    attrs = record.get("attributes")
+    parts = [str(record.get("type") or "?")]
+    if isinstance(attrs, Mapping):
+        for name in SHOWN_ATTRIBUTES:
+            value = attrs.get(name)
+            if isinstance(value, list):
+                value = ",".join(str(v) for v in value)
+            if value not in (None, ""):
+                parts.append(f"{name}={value}")
+    return " ".join(parts)
+
+
+def shorten(text: str, width: int) -> str:
+    """``text`` cut at a word boundary to at most ``width`` characters, with "…" if cut."""
+    if len(text) <= width:
+        return text
+    cut = text[: width - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > width // 2 else cut) + "…"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +100,7 @@ class RevocationRow:
     cause_kind: str
     cause_id: str
     latency_ms: float | None
+    cause_text: str = ""  # what happened: the signal type and the values it carried
 
 
 @dataclass(slots=True)
@@ -72,9 +119,11 @@ class DemoStats:
     revocations: int = 0
     deadletters: int = 0
     last_deadletter: str = ""
+    recent_deadletters: deque[str] = field(default_factory=lambda: deque(maxlen=DEADLETTER_ROWS))
     recent: deque[RevocationRow] = field(default_factory=lambda: deque(maxlen=RECENT_ROWS))
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=2000))
     sent_at: OrderedDict[str, int] = field(default_factory=OrderedDict)
+    sent_what: OrderedDict[str, str] = field(default_factory=OrderedDict)
     decision_times: deque[tuple[float, int]] = field(default_factory=deque)
 
     def record_sent(self, out: Outgoing, at_ms: int) -> None:
@@ -90,6 +139,10 @@ class DemoStats:
             self.sent_at[out.track_id] = at_ms
             if len(self.sent_at) > SENT_AT_LIMIT:
                 self.sent_at.popitem(last=False)
+            if out.kind == "signal" and out.record is not None:
+                self.sent_what[out.track_id] = describe_signal(out.record)
+                if len(self.sent_what) > SENT_AT_LIMIT:
+                    self.sent_what.popitem(last=False)
 
     def record_decision(self, decision: Mapping[str, Any], now: float) -> None:
         if decision.get("effect") == "EFFECT_ALLOW":
@@ -120,10 +173,11 @@ class DemoStats:
             subject=str(rev.get("subject") or ""),
             grant_id=str(rev.get("grant_id") or ""),
             denied=tuple(rev.get("denied_actions") or ()),
-            rule=str(rev.get("rule") or "(no allow rule)"),
+            rule=str(rev.get("rule") or DEFAULT_DENY),
             cause_kind=str(cause.get("kind") or ""),
             cause_id=cause_id,
             latency_ms=latency,
+            cause_text=self._cause_text(str(cause.get("kind") or ""), cause_id),
         )
         self.revocations += 1
         self.recent.appendleft(row)
@@ -131,11 +185,19 @@ class DemoStats:
             self.latencies.append(latency)
         return row
 
+    def _cause_text(self, kind: str, cause_id: str) -> str:
+        """What caused a revocation, in words: the signal this run sent, else the cause kind."""
+        if kind == "signal":
+            return self.sent_what.get(cause_id) or f"signal {cause_id} (not sent by this run)"
+        if kind == "policy-change":
+            return f"policy bundle changed to {cause_id[:19]}"
+        return CAUSE_WORDS.get(kind, kind)
+
     def record_deadletter(self, dead: Mapping[str, Any]) -> str:
+        """Count a dead letter; the whole reason (the pipeline already bounds it) for the feed."""
         self.deadletters += 1
-        self.last_deadletter = (
-            f"{dead.get('topic')} [{dead.get('error')}] {str(dead.get('reason'))[:90]}"
-        )
+        self.last_deadletter = f"{dead.get('topic')} [{dead.get('error')}] {dead.get('reason')}"
+        self.recent_deadletters.appendleft(self.last_deadletter)
         return self.last_deadletter
 
     @property
@@ -282,7 +344,7 @@ class LiveView:
                 self._line(
                     f"[{_clock(row.revoked_at)}] REVOKED {row.subject} grant={row.grant_id} "
                     f"denied={','.join(row.denied)} rule={row.rule} "
-                    f"cause={row.cause_kind}:{row.cause_id} "
+                    f"cause={row.cause_kind}:{row.cause_id} ({row.cause_text}) "
                     f"latency_ms={_latency_text(row.latency_ms)}"
                 )
         elif record.topic == self.deadletter_topic:
@@ -343,8 +405,8 @@ class LiveView:
         table.add_column("grant", no_wrap=True)
         table.add_column("denied", style="red")
         table.add_column("rule", style="yellow")
-        table.add_column("cause", overflow="fold")
-        table.add_column("latency ms", justify="right")
+        table.add_column("what happened")
+        table.add_column("after ms", justify="right")
         for row in s.recent:
             table.add_row(
                 _clock(row.revoked_at),
@@ -352,12 +414,12 @@ class LiveView:
                 row.grant_id,
                 ",".join(row.denied),
                 row.rule,
-                f"{row.cause_kind}:{row.cause_id}",
+                row.cause_text or f"{row.cause_kind}:{row.cause_id}",
                 _latency_text(row.latency_ms),
             )
         parts: list[RenderableType] = [Panel(Group(header, Text(""), counters)), table]
-        if s.last_deadletter:
-            parts.append(Text.assemble(("last dead letter: ", "magenta"), s.last_deadletter))
+        for text in s.recent_deadletters:
+            parts.append(Text.assemble(("dead letter: ", "magenta"), shorten(text, 160)))
         return Group(*parts)
 
     async def stop(self) -> None:

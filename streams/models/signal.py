@@ -102,6 +102,34 @@ ATTRIBUTE_MODELS: dict[str, type[_Attrs]] = {
 }
 SIGNAL_TYPES = frozenset(ATTRIBUTE_MODELS)
 
+#: Which input topic (by role: identity, device, network, risk) carries each signal type. The one
+#: place this mapping lives; docs/topics-and-schemas.md shows it. A signal on another topic is
+#: dead-lettered: topic ACLs decide who may send what (an MDM writes signals.device, the IdP
+#: signals.identity), so a type on the wrong topic is a misrouted or spoofed signal.
+SIGNAL_TOPIC_ROLE: dict[str, str] = {
+    "account-disabled": "identity",
+    "account-enabled": "identity",
+    "assurance-level-change": "identity",
+    "credential-change": "identity",
+    "credential-compromise": "identity",
+    "session-revoked": "identity",
+    "device-compliance-change": "device",
+    "network-context": "network",
+    "risk-level-change": "risk",
+}
+SIGNAL_TOPIC_ROLES = ("identity", "device", "network", "risk")
+
+
+def check_signal_topic(signal_type: str, topic: str, roles: frozenset[str]) -> None:
+    """Raise ``SignalInvalid`` unless ``topic`` (which carries ``roles``) carries ``signal_type``."""
+    role = SIGNAL_TOPIC_ROLE[signal_type]
+    if role not in roles:
+        carried = sorted(t for t, r in SIGNAL_TOPIC_ROLE.items() if r in roles)
+        raise SignalInvalid(
+            f"signal type {signal_type!r} belongs on the {role} topic; {topic} carries "
+            f"{'/'.join(sorted(roles))} signals only ({', '.join(carried)})"
+        )
+
 
 class SubjectRef(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +21,7 @@ from streams import metrics
 from streams.codecs import DecodeError, InputDecoder, OutputEncoder, TransientError
 from streams.models.grant import GrantEvent, validate_grant_event
 from streams.models.limits import short
-from streams.models.signal import Signal, SignalInvalid, validate_signal
+from streams.models.signal import Signal, SignalInvalid, check_signal_topic, validate_signal
 from streams.models.timeparse import to_rfc3339
 from streams.policy import CheckMemo, PolicyEngine
 from streams.processing.evaluation import (
@@ -67,6 +67,10 @@ class Topics:
     decisions: str
     revocations: str
     deadletter: str
+    # signal topic -> the roles it carries (identity, device, network, risk; several when one
+    # topic is configured for several); a signal type of another role is dead-lettered. Empty:
+    # no topic/type check.
+    signal_roles: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 class Pipeline:
@@ -132,7 +136,11 @@ class Pipeline:
         A ``released`` event without a principal comes back with ``subject_key`` None."""
         if rec.topic == self.topics.grants:
             return validate_grant_event(self._grant_decoder.decode(rec.value, rec.headers))
-        return validate_signal(self._signal_decoder.decode(rec.value, rec.headers))
+        signal = validate_signal(self._signal_decoder.decode(rec.value, rec.headers))
+        roles = self.topics.signal_roles.get(rec.topic)
+        if roles is not None:
+            check_signal_topic(signal.type, rec.topic, roles)
+        return signal
 
     def _key_mismatch(self, item: Signal | GrantEvent, rec: InRecord) -> str | None:
         """Why the record's Kafka key is not its subject's key, or None when it is.

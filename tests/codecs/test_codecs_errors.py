@@ -15,7 +15,7 @@ from streams.codecs import DecodeError, InputDecoder, OutputEncoder
         (b"", None, "empty message value"),
         (b'{"event_id": "e-1",', None, "invalid JSON"),
         (b"  {nope}", None, "invalid JSON"),
-        (b"[1, 2]", [("content-type", b"application/json")], "expected a JSON object, got list"),
+        (b"[1, 2]", [("content-type", b"application/json")], "expected a JSON object, got array"),
         (b'"hello"', [("Content-Type", b"application/json; charset=utf-8")], "JSON object"),
         (b"\x06e-1", None, "truncated Avro record"),
         (b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", None, "invalid Avro record"),
@@ -28,6 +28,31 @@ def test_bad_bytes_raise_decode_error_with_reason(
         InputDecoder("Signal").decode(value, headers)
     assert reason in info.value.reason
     assert str(info.value) == info.value.reason
+
+
+@pytest.mark.parametrize(
+    ("value", "got"),
+    [
+        (b"[]", "array"),
+        (b'[{"event_id": "e-1"}]', "array"),
+        (b"null", "null"),
+        (b"42", "number"),
+        (b"-1.5", "number"),
+        (b'"hello"', "string"),
+        (b"true", "boolean"),
+        (b"  [1]", "array"),
+    ],
+)
+def test_json_that_is_not_an_object_says_so_without_a_header(value: bytes, got: str) -> None:
+    """No content-type header: the bytes are tried as Avro first; the reason must still name the
+    JSON type the producer sent, not an Avro failure."""
+    expected = f"expected a JSON object, got {got}"
+    with pytest.raises(DecodeError) as info:
+        InputDecoder("Signal").decode(value)
+    assert info.value.reason == expected
+    with pytest.raises(DecodeError) as info:
+        InputDecoder("GrantEvent").decode(value)
+    assert info.value.reason == expected
 
 
 def test_trailing_bytes_are_rejected(signal: dict[str, Any]) -> None:

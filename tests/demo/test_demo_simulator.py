@@ -237,3 +237,22 @@ def test_pipeline_revokes_only_what_the_risky_signals_break(pipeline: Pipeline) 
     issued = {json.loads(o.value)["grant_id"] for _, o in timed if o.kind == "grant"}
     still_held = {gid for s in sim.subjects.values() for gid in s.grants}
     assert {r["grant_id"] for r in revocations} == issued - still_held
+
+
+def test_bad_input_throughout_is_dead_lettered_with_every_reason(pipeline: Pipeline) -> None:
+    sim = Simulator(23, run_id="m")
+    start = int(time.time() * 1000)
+    timed = [(start, o) for o in sim.initial_signals(start)]
+    bad = [sim.one_malformed(start + 100 + i) for i in range(5)]
+    assert all(o.kind == "malformed" for o in bad)
+    outputs = list(feed(pipeline, timed + [(start + 200, o) for o in bad]))
+    reasons = sorted(v["reason"] for t, v in outputs if t == "signals.deadletter")
+    assert len(reasons) == 5
+    for expected in (
+        "belongs on the device topic",
+        "expected a JSON object, got array",
+        "invalid JSON",
+        "unsupported signal type 'token-claims-change'",
+        "attributes.current_level",
+    ):
+        assert any(expected in r for r in reasons), (expected, reasons)

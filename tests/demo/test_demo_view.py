@@ -8,7 +8,7 @@ import io
 from rich.console import Console
 
 from streams.demo.simulator import Outgoing
-from streams.demo.view import DemoStats, LiveView
+from streams.demo.view import DemoStats, LiveView, shorten
 
 
 def revocation(event_id: str, revoked_at: int, cause_time: int) -> dict[str, object]:
@@ -61,7 +61,7 @@ def test_rule_none_is_shown_as_default_deny() -> None:
     stats = DemoStats()
     rev = revocation("e1", 2, 1)
     rev["rule"] = None
-    assert stats.record_revocation(rev).rule == "(no allow rule)"
+    assert stats.record_revocation(rev).rule == "default-deny"
 
 
 def test_decisions_and_rate() -> None:
@@ -91,3 +91,32 @@ def test_render_works_without_a_terminal() -> None:
     Console(file=out, width=200).print(view.render())
     text = out.getvalue()
     assert "user:alice" in text and "write-needs-compliant-device" in text
+
+
+def test_a_revocation_says_which_signal_and_values_caused_it() -> None:
+    stats = DemoStats()
+    record = {
+        "event_id": "e1",
+        "type": "device-compliance-change",
+        "attributes": {"device_id": "D1", "current_status": "not-compliant"},
+    }
+    stats.record_sent(Outgoing("t", "user:alice", b"{}", "signal", "e1", record=record), 1_000)
+    row = stats.record_revocation(revocation("e1", 1_025, 900))
+    assert row.cause_text == "device-compliance-change current_status=not-compliant device_id=D1"
+    assert row.latency_ms == 25.0
+    other = stats.record_revocation(revocation("unknown", 1_030, 900))
+    assert other.cause_text == "signal unknown (not sent by this run)"
+
+
+def test_dead_letter_reasons_are_kept_whole() -> None:
+    stats = DemoStats()
+    reason = "signal type 'device-compliance-change' belongs on the device topic; " * 4
+    text = stats.record_deadletter(
+        {"topic": "signals.identity", "error": "validation", "reason": reason}
+    )
+    assert text.endswith(reason) and stats.recent_deadletters[0] == text
+
+
+def test_shorten_cuts_at_a_word_boundary() -> None:
+    assert shorten("short", 10) == "short"
+    assert shorten("expected a JSON object, got array", 20) == "expected a JSON…"
