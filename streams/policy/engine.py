@@ -22,6 +22,7 @@ from typing import Any
 from cel_expr_python import cel
 
 from . import cel_env
+from .celerrors import cerbos_error_text
 from .compiler import (
     OVERRIDE_PARENT,
     REQUIRE_PARENTAL_CONSENT,
@@ -1289,14 +1290,18 @@ class PolicyEngine:
         return tuple(found)
 
     def _output(self, st: _Check, program: Any, level: Any, rule: Rule, action: str) -> OutputEntry:
-        """A rule output; a failing expression gives `None` (Cerbos drops the value)."""
+        """A rule output; a failing expression gives no value and the error message (Cerbos
+        reports `error` instead of `val`)."""
         act = st.activation(level if isinstance(level, ResourcePolicy) else None, True)
+        src = f"{level.key}#{rule.name}"
         try:
             value = program.eval(act)
-            val = None if value.type() == cel.Type.ERROR else value.plain_value()
-        except Exception:
-            val = None
-        return OutputEntry(f"{level.key}#{rule.name}", action, _jsonable(val))
+            if value.type() == cel.Type.ERROR:
+                return OutputEntry(src, action, None, cerbos_error_text(str(value.value())))
+            val = value.plain_value()
+        except Exception as exc:
+            return OutputEntry(src, action, None, cerbos_error_text(str(exc)))
+        return OutputEntry(src, action, _jsonable(val))
 
 
 def _condition_reads_time(cond: Condition | None) -> bool:
