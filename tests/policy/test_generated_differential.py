@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 
 from tests.policy.gen.runner import run_store
-from tests.policy.gen.store import generate_store
+from tests.policy.gen.store import Features, generate_store
 
 from .test_differential import _cerbos_binary
 
 SEEDS = range(1, 21)
 REQUESTS_PER_STORE = 500
+RESOURCES_PER_REQUEST = 2  # 1-3 resources per request
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def test_generated_store_matches_stock_cerbos(
 ) -> None:
     binary = _cerbos_binary()
     store = generate_store(seed)
-    run = run_store(binary, store, tmp_path, REQUESTS_PER_STORE)
+    run = run_store(binary, store, tmp_path, REQUESTS_PER_STORE, RESOURCES_PER_REQUEST)
     assert not run.differences, f"{len(run.differences)} differences, first:\n" + "\n".join(
         str(d) for d in run.differences[:3]
     )
@@ -53,7 +54,8 @@ def test_generator_is_deterministic() -> None:
 
 def test_generated_stores_cover_the_policy_features() -> None:
     """The 20 stores of the suite use every feature the generator knows."""
-    text = "\n".join(t for seed in SEEDS for t in generate_store(seed).files.values())
+    features = Features(role_policies=True, principal_policies=True)
+    text = "\n".join(t for s in SEEDS for t in generate_store(s, features).files.values())
     for feature in (
         "principalPolicy",
         "rolePolicy",

@@ -21,10 +21,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streams.policy import PolicyEngine
 from streams.policy.api import build_engine, check_resources
 from streams.policy.model import PolicyCompileError
 from tests.policy.test_differential import _cerbos_binary, _server
@@ -88,32 +90,56 @@ def run_store(
     os.environ.setdefault("CERBOS_NO_TELEMETRY", "1")
     run = StoreRun(store.seed)
     root = store.write(workdir / "store")
-    compiled = subprocess.run(
-        [str(binary), "compile", str(root)], capture_output=True, text=True, timeout=120
+    compiling = subprocess.Popen(  # runs while Vigil compiles
+        [str(binary), "compile", str(root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
-    if compiled.returncode != 0:
-        raise StoreRejected(f"seed {store.seed}: cerbos compile:\n{compiled.stdout}")
     try:
         engine = build_engine(root, globals_=store.globals_)
     except PolicyCompileError as exc:
-        run.differences.append(
-            Difference(store.seed, "compile", {}, "accepted", [str(e) for e in exc.errors])
-        )
+        engine = None
+        refused = [str(e) for e in exc.errors]
+    out, _ = compiling.communicate(timeout=120)
+    if compiling.returncode != 0:
+        raise StoreRejected(f"seed {store.seed}: cerbos compile:\n{out}")
+    if engine is None:
+        run.differences.append(Difference(store.seed, "compile", {}, "accepted", refused))
         return run
     requests = generate_requests(store, n_requests, store.seed, resources_per_request)
-    with _server(binary, root, workdir, store.globals_) as url:
-        for req in requests:
-            status, theirs = post_check(url, req)
+    compare(binary, engine, root, workdir, store.globals_, requests, run)
+    return run
+
+
+def compare(
+    binary: Path,
+    engine: PolicyEngine,
+    root: Path,
+    workdir: Path,
+    globals_: dict[str, Any],
+    requests: list[dict[str, Any]],
+    run: StoreRun,
+) -> StoreRun:
+    """Send `requests` to a `cerbos server` on `root` and to `engine`; add each result that
+    differs to `run.differences`."""
+    with _server(binary, root, workdir, globals_) as url, ThreadPoolExecutor(4) as pool:
+        # the PDP answers in its own process while Vigil evaluates here
+        answers = [pool.submit(post_check, url, req) for req in requests]
+        for req, answer in zip(requests, answers, strict=True):
+            status, theirs = answer.result()
             if status != 200:
-                raise StoreRejected(f"seed {store.seed}: PDP answered {status}: {theirs}")
+                raise StoreRejected(f"seed {run.seed}: PDP answered {status}: {theirs}")
             ours = strip_response(check_resources(engine, req))
             theirs = strip_response(theirs)
             run.requests += 1
-            for entry, t, o in zip(req["resources"], theirs["results"], ours["results"], strict=True):
+            for entry, t, o in zip(
+                req["resources"], theirs["results"], ours["results"], strict=True
+            ):
                 run.checks += len(entry["actions"])
                 if t != o and comparable(t, o) != comparable(o, t):
                     single = {"principal": req["principal"], "resources": [entry]}
-                    run.differences.append(Difference(store.seed, "check", single, t, o))
+                    run.differences.append(Difference(run.seed, "check", single, t, o))
     return run
 
 
@@ -144,11 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", type=int, default=1000, help="first seed")
     parser.add_argument("--requests", type=int, default=500, help="requests per store")
     parser.add_argument("--out", type=Path, default=None, help="differences as JSON lines")
-    parser.add_argument(
-        "--role-policies", action="store_true", help="also generate role policies"
-    )
+    parser.add_argument("--role-policies", action="store_true", help="also generate role policies")
     args = parser.parse_args(argv)
-    features = Features(role_policies=args.role_policies)
+    features = Features(
+        role_policies=args.role_policies, principal_policies=args.principal_policies
+    )
     started = time.monotonic()
     totals = {"stores": 0, "requests": 0, "checks": 0, "differences": 0}
     stores_with_diffs = []
