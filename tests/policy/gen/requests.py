@@ -71,7 +71,7 @@ def _resource(rng: random.Random, store: Store, i: int) -> dict[str, Any]:
 
 
 def generate_requests(
-    store: Store, n: int, seed: int, resources_per_request: int = 6
+    store: Store, n: int, seed: int, resources_per_request: int = 2
 ) -> list[dict[str, Any]]:
     """`n` CheckResources requests (with `includeMeta`), the same for the same arguments."""
     rng = random.Random(f"requests-{seed}")

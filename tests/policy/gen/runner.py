@@ -84,7 +84,7 @@ class StoreRun:
 
 
 def run_store(
-    binary: Path, store: Store, workdir: Path, n_requests: int, resources_per_request: int = 6
+    binary: Path, store: Store, workdir: Path, n_requests: int, resources_per_request: int = 2
 ) -> StoreRun:
     """Compare one store on `n_requests` generated requests; see the module docstring."""
     os.environ.setdefault("CERBOS_NO_TELEMETRY", "1")
@@ -148,7 +148,7 @@ def run_seeds(
     n_requests: int,
     features: Features | None = None,
     out: Any = None,
-    resources_per_request: int = 6,
+    resources_per_request: int = 2,
 ) -> list[StoreRun]:
     """`run_store` for each seed in its own temporary directory."""
     binary = _cerbos_binary()
@@ -169,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=200, help="number of stores")
     parser.add_argument("--start", type=int, default=1000, help="first seed")
     parser.add_argument("--requests", type=int, default=500, help="requests per store")
+    parser.add_argument(
+        "--resources", type=int, default=2, help="mean resources per request (1 to 2N-1)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="differences as JSON lines")
     parser.add_argument("--role-policies", action="store_true", help="also generate role policies")
     args = parser.parse_args(argv)
@@ -182,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for seed in range(args.start, args.start + args.seeds):
             try:
-                (run,) = run_seeds([seed], args.requests, features, out=out)
+                (run,) = run_seeds([seed], args.requests, features, out, args.resources)
             except StoreRejected as exc:  # a generator bug: report it, go on
                 totals["rejected_by_cerbos"] = totals.get("rejected_by_cerbos", 0) + 1
                 print(f"seed {seed}: the stock PDP refused the store: {exc}", flush=True)
