@@ -361,7 +361,9 @@ class Gen:
         if r < 0.35:
             return self.num_term()[0]
         if r < 0.45:
-            return self.list_term()
+            # not `.filter()`: over a map (a mistyped attribute) it lists the keys, in Go's
+            # random map order in the stock PDP
+            return self.pick([self._attr(("strlist", "numlist")), "P.roles", lit(["a", "b"])])
         if r < 0.6:
             return f'{{"k": {self.str_term()}, "n": {self.num_term()[0]}}}'
         if r < 0.7:
