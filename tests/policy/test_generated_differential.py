@@ -12,6 +12,7 @@ test_generated_regressions.py.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,14 @@ def test_generated_stores_cover_the_policy_features() -> None:
         "timestamp(",
     ):
         assert feature in text, feature
+
+
+def test_make_target_runner(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`make diff-cerbos` runs `tests.policy.gen.runner`: a summary line, a differences file."""
+    from tests.policy.gen.runner import main
+
+    out = tmp_path / "d.jsonl"
+    assert main(["--seeds", "1", "--start", "3", "--requests", "20", "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["stores"] == 1 and summary["requests"] == 20 and summary["differences"] == 0
+    assert out.read_text() == ""

@@ -175,9 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="differences as JSON lines")
     parser.add_argument("--role-policies", action="store_true", help="also generate role policies")
     args = parser.parse_args(argv)
-    features = Features(
-        role_policies=args.role_policies, principal_policies=args.principal_policies
-    )
+    features = Features(role_policies=args.role_policies)
     started = time.monotonic()
     totals = {"stores": 0, "requests": 0, "checks": 0, "differences": 0}
     stores_with_diffs = []
