@@ -258,3 +258,29 @@ def test_principal_policy_sees_no_derived_roles(tmp_path: Path) -> None:
 )
 def test_principal_policy_sees_derived_roles_of_the_previous_action(tmp_path: Path) -> None:
     assert _differences(tmp_path, PRINCIPAL_READS_EDR, [_alice(["write", "read"])]) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="has() on a field of a scalar (`has(R.attr.n.f)` with n a number, string, bool or "
+    "null) is false in cel-go and an error in cel-cpp; under none.of the error counts as false, "
+    "so Vigil ALLOWs what Cerbos DENYs (found by make diff-cerbos, seed 1004)",
+)
+def test_has_on_a_scalar_is_false(tmp_path: Path) -> None:
+    policy = """
+        apiVersion: api.cerbos.dev/v1
+        resourcePolicy:
+          resource: doc
+          version: default
+          rules:
+            - actions: ["read"]
+              roles: ["*"]
+              effect: EFFECT_ALLOW
+              condition:
+                match:
+                  none:
+                    of:
+                      - expr: '!has(R.attr.n.f)'
+    """
+    requests = [_request(["read"], ["user"], attr={"n": n}) for n in (2, "s", True, None, {})]
+    assert _differences(tmp_path, {"doc.yaml": policy}, requests) == []
