@@ -196,8 +196,8 @@ def test_role_policy_of_an_ancestor_scope(tmp_path: Path) -> None:
 
 
 def _bundle_differences(tmp_path: Path, bundle: Path) -> list[str]:
-    files = {str(p.relative_to(bundle)): p.read_text() for p in sorted(bundle.rglob("*"))}
-    files = {rel: text for rel, text in files.items() if (bundle / rel).is_file()}
+    paths = sorted(p for p in bundle.rglob("*") if p.is_file())
+    files = {str(p.relative_to(bundle)): p.read_text() for p in paths}
     req = json.loads((bundle.parent / f"{bundle.name}.request.json").read_text())
     return _differences(tmp_path, files, [req])
 

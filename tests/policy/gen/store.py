@@ -268,7 +268,12 @@ class _Builder:
     ) -> dict[str, Any]:
         gen = Gen(self.rng, Names(globals_=names.globals_, runtime=False))
         rules = []
-        for res in self.sample([*kinds, "*"], 1, 2):
+        resources = self.sample([*kinds, "*"], 1, 2)
+        # a `*` rule and a kind rule may both match an action; the stock PDP visits their rows
+        # in an order that varies between server starts, so outputs after a DENY row come and
+        # go: no outputs then
+        outputs = self.f.outputs and not ("*" in resources and len(resources) > 1)
+        for res in resources:
             actions = []
             for j, action in enumerate(self.sample(RULE_ACTIONS, 1, 3)):
                 a: dict[str, Any] = {"action": action, "effect": self.pick(EFFECTS)}
@@ -276,7 +281,7 @@ class _Builder:
                     a["condition"] = self.condition(gen)
                 if self.rng.random() < 0.3:
                     a["name"] = f"p_{res.replace(':', '_').replace('*', 'any')}_{j}"
-                if self.f.outputs and self.rng.random() < 0.2:
+                if outputs and self.rng.random() < 0.2:
                     a["output"] = self.output(gen)
                 actions.append(a)
             rules.append({"resource": res, "actions": actions})
