@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench install clean tools
+.PHONY: demo test lint bench diff-cerbos install clean tools
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -31,6 +31,14 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+# Generated policy stores against the stock Cerbos PDP (docs/policies.md); e.g. SEEDS=1000
+SEEDS ?= 200
+START ?= 1000
+REQUESTS ?= 500
+diff-cerbos: $(STAMP)
+	$(BIN)/python -m tests.policy.gen.runner --seeds $(SEEDS) --start $(START) \
+		--requests $(REQUESTS) --out diff-cerbos.jsonl $(DIFF_FLAGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -374,10 +374,12 @@ def _field(obj: Any, name: str, default: Any = None) -> Any:
 
 
 def _output(entry: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "src": _field(entry, "src", ""),
-        "val": to_json_value(_field(entry, "val")),
-    }
+    out: dict[str, Any] = {"src": _field(entry, "src", "")}
+    error = _field(entry, "error")
+    if error:
+        out["error"] = error  # Cerbos: a failing output has `error` and no `val`
+    else:
+        out["val"] = to_json_value(_field(entry, "val"))
     action = _field(entry, "action")
     if action:
         out["action"] = action

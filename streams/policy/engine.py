@@ -22,6 +22,7 @@ from typing import Any
 from cel_expr_python import cel
 
 from . import cel_env
+from .celerrors import cerbos_error_text
 from .compiler import (
     OVERRIDE_PARENT,
     REQUIRE_PARENTAL_CONSENT,
@@ -206,7 +207,7 @@ def _resolve(
         elif field == "policyVersion":
             cur = principal.get("policyVersion") or ""
         elif field == "scope":
-            cur = principal.get("scope") or ""
+            cur = lookup_scope(principal.get("scope"))
         else:
             return (_MISSING, 1)
     else:
@@ -224,8 +225,9 @@ def _resolve(
 
 
 def lookup_scope(scope: Any) -> str:
-    """The scope a request's principal or resource is looked up in: `""` and `"."` both name
-    the root scope, as in Cerbos (CEL still sees the scope as sent)."""
+    """The scope a request's principal or resource is looked up in, and the one CEL sees as
+    `P.scope`/`R.scope`: `""` and `"."` both name the root scope, as in Cerbos (whose CEL
+    sees `""` for a `"."` sent; verified against the stock PDP by the generated suite)."""
     return "" if not scope or scope == "." else str(scope)
 
 
@@ -352,7 +354,7 @@ class _Check:
             "attr": cel_env.to_cel_data(principal.get("attr") or _EMPTY),
             # As sent (Cerbos does not fill in the default); both proto and JSON field names.
             "policyVersion": principal.get("policyVersion") or "",
-            "scope": principal.get("scope") or "",
+            "scope": lookup_scope(principal.get("scope")),
         }
         p["policy_version"] = p["policyVersion"]
         version = resource.get("policyVersion") or ""
@@ -391,7 +393,7 @@ class _Check:
                 v = self.principal.get("policyVersion") or ""
                 p["policyVersion"] = p["policy_version"] = v
             elif field == "scope":
-                p["scope"] = self.principal.get("scope") or ""
+                p["scope"] = lookup_scope(self.principal.get("scope"))
         r: dict[str, Any] = {}
         for field, sub in eng._proj.get("R", _EMPTY).items():
             if field == "attr":
@@ -1404,14 +1406,18 @@ class PolicyEngine:
         return tuple(found)
 
     def _output(self, st: _Check, program: Any, level: Any, rule: Rule, action: str) -> OutputEntry:
-        """A rule output; a failing expression gives `None` (Cerbos drops the value)."""
+        """A rule output; a failing expression gives no value and the error message (Cerbos
+        reports `error` instead of `val`)."""
         act = st.activation(level if isinstance(level, ResourcePolicy) else None, True)
+        src = f"{level.key}#{rule.name}"
         try:
             value = program.eval(act)
-            val = None if value.type() == cel.Type.ERROR else value.plain_value()
-        except Exception:
-            val = None
-        return OutputEntry(f"{level.key}#{rule.name}", action, _jsonable(val))
+            if value.type() == cel.Type.ERROR:
+                return OutputEntry(src, action, None, cerbos_error_text(str(value.value())))
+            val = value.plain_value()
+        except Exception as exc:
+            return OutputEntry(src, action, None, cerbos_error_text(str(exc)))
+        return OutputEntry(src, action, _jsonable(val))
 
 
 def _exact(cond: Condition, value: bool) -> bool:

@@ -32,6 +32,8 @@ class OutputEntry:
     src: str
     action: str
     val: Any
+    #: the evaluation error of the output expression (then `val` is None), as Cerbos' `error`
+    error: str | None = None
 
 
 @dataclass(slots=True)

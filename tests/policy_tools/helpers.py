@@ -1,12 +1,17 @@
 """Shared pieces of the policy-tool tests: running `vigil`, and the stock Cerbos binary/server
-(fetched and started by the helpers of tests/policy/test_differential.py)."""
+(fetched and started by the helpers of tests/policy/test_differential.py), one CheckResources
+call to it, and the normalisation under which its responses must equal Vigil's."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,3 +44,28 @@ def vigil(
         env={**os.environ, "PYTHONPATH": str(REPO)},
         timeout=timeout,
     )
+
+
+def post_check(url: str, body: Any) -> tuple[int, Any]:
+    """POST one CheckResources request to a Cerbos PDP: (HTTP status, parsed JSON body)."""
+    req = urllib.request.Request(
+        f"{url}/api/check/resources",
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def strip_response(response: dict[str, Any]) -> dict[str, Any]:
+    """The response without `cerbosCallId` (unique per call), with effectiveDerivedRoles
+    sorted: it is a set, and stock Cerbos lists it in a different order on every call."""
+    out = {k: v for k, v in response.items() if k != "cerbosCallId"}
+    for result in out.get("results", []):
+        meta = result.get("meta", {})
+        if "effectiveDerivedRoles" in meta:
+            meta["effectiveDerivedRoles"] = sorted(meta["effectiveDerivedRoles"])
+    return out

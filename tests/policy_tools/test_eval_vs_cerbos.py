@@ -14,8 +14,6 @@ import datetime as dt
 import json
 import random
 import shutil
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ from streams.policy.model import CheckResult
 from tests.policy import test_semantics as sem
 from tests.policy.conftest import POLICIES, principal
 
-from .helpers import DATA, _server, cerbos_binary, vigil
+from .helpers import DATA, _server, cerbos_binary, post_check, strip_response, vigil
 
 GLOBALS = {"env": "test", "maintenance": False}
 
@@ -228,30 +226,6 @@ INVALID = [
 ]
 
 
-def _post(url: str, body: Any) -> tuple[int, Any]:
-    req = urllib.request.Request(
-        f"{url}/api/check/resources",
-        data=json.dumps(body).encode(),
-        headers={"content-type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-def _strip(response: dict[str, Any]) -> dict[str, Any]:
-    """The response without `cerbosCallId` (unique per call), with effectiveDerivedRoles
-    sorted: it is a set, and stock Cerbos lists it in a different order on every call."""
-    out = {k: v for k, v in response.items() if k != "cerbosCallId"}
-    for result in out.get("results", []):
-        meta = result.get("meta", {})
-        if "effectiveDerivedRoles" in meta:
-            meta["effectiveDerivedRoles"] = sorted(meta["effectiveDerivedRoles"])
-    return out
-
-
 def test_eval_matches_stock_cerbos_http_api(tmp_path: Path) -> None:
     binary = cerbos_binary()
     bundle = _bundle(tmp_path / "bundle")
@@ -264,16 +238,16 @@ def test_eval_matches_stock_cerbos_http_api(tmp_path: Path) -> None:
     mismatches = []
     with _server(binary, bundle, tmp_path, GLOBALS) as url:
         for i, req in enumerate(requests):
-            status, theirs = _post(url, req)
+            status, theirs = post_check(url, req)
             assert status == 200, theirs
             assert ours[i]["cerbosCallId"] and len(ours[i]["cerbosCallId"]) == 26
-            if _strip(ours[i]) != _strip(theirs):
+            if strip_response(ours[i]) != strip_response(theirs):
                 mismatches.append(
-                    f"request {json.dumps(req)}\n cerbos {json.dumps(_strip(theirs))}\n"
-                    f" vigil  {json.dumps(_strip(ours[i]))}"
+                    f"request {json.dumps(req)}\n cerbos {json.dumps(strip_response(theirs))}\n"
+                    f" vigil  {json.dumps(strip_response(ours[i]))}"
                 )
         for j, bad in enumerate(INVALID):
-            status, theirs = _post(url, bad)
+            status, theirs = post_check(url, bad)
             mine = ours[len(requests) + j]
             assert status == 400 and theirs["code"] == 3, theirs
             assert mine["code"] == 3 and mine["line"] == len(requests) + j + 1, mine
