@@ -2,7 +2,8 @@
 
 `check()` takes the fast path for bundles of resource policies only (no principal or role
 policies, scope permissions, outputs, schemas or non-default options); the project rule is that
-a fast path must be proven equal to the general one. For every bundle the tests use, two engines
+a fast path must be proven equal to the general one. For every such bundle the tests use (the
+directories, and the inline bundles test modules write from literals), two engines
 are built from the same directory, the second with `_general = True` (the documented way to force
 the general evaluator), and a deterministic set of generated requests is checked on both, with
 and without a `CheckMemo`: the whole `CheckResult` (per-action effect, policy, scope and rule;
@@ -17,10 +18,12 @@ random values of other types, to lists of constants, or left out.
 
 from __future__ import annotations
 
+import ast
 import copy
 import datetime as dt
 import random
 import re
+import textwrap
 import zlib
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,7 @@ import pytest
 import yaml
 
 from streams.policy import PolicyEngine
-from streams.policy.model import ActionResult, CheckResult, Condition
+from streams.policy.model import ActionResult, CheckResult, Condition, PolicyCompileError
 
 from .conftest import POLICIES
 
@@ -41,6 +44,7 @@ BUNDLE_DIRS: list[Path] = [
 ]
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 REQUESTS_PER_BUNDLE = 600
+INLINE_REQUESTS = 200
 BATCH = 40  # checks sharing one CheckMemo
 
 _ATTR = re.compile(r"\b(P|R|request\.principal|request\.resource)\.attr((?:\.[A-Za-z_]\w*)+)")
@@ -97,9 +101,9 @@ class _Vocabulary:
     def __init__(self, engine: PolicyEngine, directory: Path) -> None:
         self.principals, self.resources = _fixtures(directory)
         keys = sorted(engine._policies)
-        self.kinds = sorted({k for k, _v, _s in keys})
-        self.versions = sorted({v for _k, v, _s in keys})
-        self.scopes = sorted({s for _k, _v, s in keys})
+        self.kinds = sorted({k for k, _v, _s in keys}) or ["zz-kind"]  # a derived-roles-only
+        self.versions = sorted({v for _k, v, _s in keys}) or ["default"]  # bundle has none
+        self.scopes = sorted({s for _k, _v, s in keys}) or [""]
         roles: set[str] = set()
         actions: set[str] = set()
         for pol in engine._policies.values():
@@ -252,10 +256,65 @@ def _describe(req: tuple[Any, ...], fast: CheckResult, general: CheckResult) -> 
 
 @pytest.mark.parametrize("directory", _fast_bundles(), ids=lambda d: d.name)
 def test_fast_path_equals_general_path(directory: Path) -> None:
+    _compare(directory, directory.name, REQUESTS_PER_BUNDLE)
+
+
+def _inline_bundles() -> list[tuple[str, dict[str, str]]]:
+    """The bundles test modules write themselves (`{"x.yaml": TEXT, ...}` literals, the text a
+    string constant or a module-level string), named `<module>:<line>`."""
+    found = []
+    for path in sorted((REPO / "tests").rglob("test_*.py")):
+        tree = ast.parse(path.read_text())
+        consts: dict[str, str] = {}
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and len(node.targets) == 1:
+                target = node.targets[0]
+                if isinstance(target, ast.Name) and isinstance(node.value, ast.Constant):
+                    if isinstance(node.value.value, str):
+                        consts[target.id] = node.value.value
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Dict) or not node.keys:
+                continue
+            files: dict[str, str] = {}
+            for key, value in zip(node.keys, node.values, strict=True):
+                if not (
+                    isinstance(key, ast.Constant) and str(key.value).endswith((".yaml", ".yml"))
+                ):
+                    break
+                if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                    files[str(key.value)] = value.value
+                elif isinstance(value, ast.Name) and value.id in consts:
+                    files[str(key.value)] = consts[value.id]
+                else:
+                    break
+            else:
+                found.append((f"{path.stem}:{node.lineno}", files))
+    return found
+
+
+def test_inline_test_bundles_fast_path_equals_general_path(tmp_path: Path) -> None:
+    compared = []
+    for name, files in _inline_bundles():
+        root = tmp_path / name.replace(":", "_")
+        for rel, text in files.items():
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(textwrap.dedent(text))
+        try:
+            engine = PolicyEngine.from_directory(root)
+        except PolicyCompileError:
+            continue  # a bundle a test expects to be refused
+        if not engine._general:
+            _compare(root, name, INLINE_REQUESTS)
+            compared.append(name)
+    assert len(compared) >= 10, compared
+
+
+def _compare(directory: Path, name: str, count: int) -> None:
     fast, general = _engines(directory)
     assert not fast._general
-    gen = _Requests(_Vocabulary(fast, directory), zlib.crc32(directory.name.encode()))
-    requests = [gen.request() for _ in range(REQUESTS_PER_BUNDLE)]
+    gen = _Requests(_Vocabulary(fast, directory), zlib.crc32(name.encode()))
+    requests = [gen.request() for _ in range(count)]
     for start in range(0, len(requests), BATCH):
         fast_memo, general_memo = fast.new_memo(NOW), general.new_memo(NOW)
         for req in requests[start : start + BATCH]:
