@@ -267,11 +267,14 @@ def _inline_bundles() -> list[tuple[str, dict[str, str]]]:
         tree = ast.parse(path.read_text())
         consts: dict[str, str] = {}
         for node in tree.body:
-            if isinstance(node, ast.Assign) and len(node.targets) == 1:
-                target = node.targets[0]
-                if isinstance(target, ast.Name) and isinstance(node.value, ast.Constant):
-                    if isinstance(node.value.value, str):
-                        consts[target.id] = node.value.value
+            if (
+                isinstance(node, ast.Assign)
+                and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)
+                and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, str)
+            ):
+                consts[node.targets[0].id] = node.value.value
         for node in ast.walk(tree):
             if not isinstance(node, ast.Dict) or not node.keys:
                 continue
