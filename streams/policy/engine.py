@@ -636,6 +636,9 @@ class PolicyEngine:
         for (role, _v, scope), rp in self._roles.items():
             self._role_parents.setdefault(scope, {})[role] = rp.parent_roles
         self._principal_versions = {(k[1], k[2]) for k in self._principals}
+        # True: every check runs `_check_general`. Otherwise `check()` takes the fast rule walk
+        # (`_decide`), checked equal to the general evaluator on every test bundle by
+        # tests/policy/test_fast_equals_general.py, which sets this to True on a second engine.
         self._general = bool(
             self._principals
             or self._roles
@@ -884,6 +887,10 @@ class PolicyEngine:
             if now is not None and _utc(now) != memo.now:
                 raise ValueError("check(now=...) differs from the CheckMemo's now")
         roles: list[str] = list(principal.get("roles") or ())
+        if not roles:  # no role walks the chain: nothing matched, no policy to report (Cerbos)
+            return CheckResult(
+                {a: ActionResult(EFFECT_DENY, NO_MATCH, None, "") for a in actions}, [], []
+            )
         check_key = None
         if memo is not None:
             check_key = self._check_key((kind, version, scope), principal, resource, roles, actions)
