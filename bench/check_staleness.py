@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 
 from bench.latency import percentiles
 from streams.kafka.broker import EmbeddedBroker
+from streams.kafka.security import PLAINTEXT
 from streams.state.replica import partition_of
 from tests.pipeline.worker_harness import PARTITIONS, Worker
 
@@ -68,7 +69,9 @@ async def main(rounds: int) -> None:
             )
             body = _check(pid)
             results: dict[str, list[float]] = {"owner": [], "non-owner": []}
-            producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=0)
+            producer = AIOKafkaProducer(
+                bootstrap_servers=broker.bootstrap, linger_ms=0, **PLAINTEXT.client_kwargs()
+            )
             await producer.start()
             async with aiohttp.ClientSession() as session:
                 for n in range(1, rounds + 1):

@@ -94,7 +94,7 @@ def push(
             click.echo(f"{directory}: policy tests fail; nothing published", err=True)
             sys.exit(1)
     if dry_run:
-        _print_dry_run(settings, bundle, output, security)
+        _print_dry_run(settings, directory, bundle, output, security)
         return
     if private is not None:
         kid, signature = sign(private, bundle.signed_bytes())
@@ -111,12 +111,19 @@ def push(
     )
 
 
-def _print_dry_run(settings: Any, bundle: Any, output: str, security: Any) -> None:
+def _print_dry_run(settings: Any, directory: Path, bundle: Any, output: str, security: Any) -> None:
     from streams.app import build_pipeline
+    from streams.defaults import MissingFileError, with_resolved_files
     from streams.processing.dryrun import dry_run, read_changelog
 
     assert bundle.engine is not None
-    pipeline = build_pipeline(settings.model_copy(update={"output_format": "json"}))
+    try:  # the risk model the workers use (./risk/model.yaml, else the checkout's)
+        resolved, _ = with_resolved_files(
+            settings.model_copy(update={"policies": directory, "output_format": "json"})
+        )
+    except MissingFileError as exc:
+        raise click.UsageError(str(exc)) from None
+    pipeline = build_pipeline(resolved)
     stores = asyncio.run(
         read_changelog(settings.bootstrap_servers, settings.topic_changelog, security=security)
     )

@@ -162,9 +162,6 @@ def command(
     except MissingFileError as exc:
         raise click.UsageError(str(exc)) from None
     err(f"vigil worker: {files.describe()}; web port {settings.web_port}")
-    if settings.kafka_security_protocol == "PLAINTEXT":
-        # a bare TCP probe of a TLS listener would look like a failed handshake in its logs
-        wait_for_kafka(settings.broker)
     try:
         app = create_app(settings)
     except PolicyCompileError as exc:
@@ -177,6 +174,10 @@ def command(
         raise click.UsageError(f"invalid Kafka security settings: {exc}") from None
     except (TokenFileError, UnsupportedOption, OSError) as exc:  # token file, API TLS files
         raise click.UsageError(f"invalid check API or engine settings: {exc}") from None
+    # Settings and files are checked (above) before waiting: a typo fails at once, not in 30 s.
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        # a bare TCP probe of a TLS listener would look like a failed handshake in its logs
+        wait_for_kafka(settings.broker)
     worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     if not sys.stdout.isatty():
         worker.spinner = None  # faust writes cursor escapes to stdout even into a pipe or file

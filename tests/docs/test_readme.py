@@ -36,6 +36,9 @@ EXCLUDED = {
 }
 #: Fixed ports of the README -> replaced by free ports at run time.
 PORTS = {"9092": "Kafka bootstrap port", "6066": "the worker's web port"}
+#: the check API's default port: the README's worker uses it without a flag, so the test gives
+#: that worker a free port through VIGIL_API_PORT and points the README's curl at it
+API_PORT = "3592"
 
 
 def shell_blocks(text: str) -> list[str]:
@@ -60,7 +63,7 @@ def runnable(blocks: list[str]) -> tuple[str, list[str]]:
 def test_readme_blocks_are_found() -> None:
     script, excluded = runnable(shell_blocks(README.read_text()))
     assert sorted(excluded) == sorted(EXCLUDED), "an EXCLUDED line is gone: update EXCLUDED"
-    for port in PORTS:
+    for port in [*PORTS, API_PORT]:
         assert port in script, f"port {port} no longer in the README: update PORTS"
     assert "vigil worker" in script and "vigil policy eval" in script
 
@@ -70,6 +73,8 @@ def test_readme_runs_as_written(tmp_path: Path) -> None:
     script, _ = runnable(shell_blocks(README.read_text()))
     for port in PORTS:
         script = re.sub(rf"\b{port}\b", str(free_port()), script)
+    api_port = str(free_port())
+    script = re.sub(rf"\b{API_PORT}\b", api_port, script)
     runner = tmp_path / "readme.sh"
     runner.write_text(
         "set -euo pipefail\n"
@@ -79,6 +84,7 @@ def test_readme_runs_as_written(tmp_path: Path) -> None:
     workdir = tmp_path / "fresh"
     workdir.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
+    env["VIGIL_API_PORT"] = api_port
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     done = subprocess.run(
         ["bash", str(runner)],
@@ -101,5 +107,9 @@ def test_readme_runs_as_written(tmp_path: Path) -> None:
     decisions = {r["cause"]["kind"]: r["effect"] for r in records if "effect" in r}
     assert decisions == {"grant-issued": "EFFECT_ALLOW", "signal": "EFFECT_DENY"}
     answers = {r["requestId"]: r["results"][0]["actions"] for r in records if "requestId" in r}
-    assert answers == {"ok": {"write": "EFFECT_ALLOW"}, "bad": {"write": "EFFECT_DENY"}}
+    assert answers == {
+        "r1": {"read": "EFFECT_ALLOW", "write": "EFFECT_DENY"},  # curl: after the revocation
+        "ok": {"write": "EFFECT_ALLOW"},
+        "bad": {"write": "EFFECT_DENY"},
+    }
     assert "using the checkout's" in done.stderr  # a fresh directory has no ./policies

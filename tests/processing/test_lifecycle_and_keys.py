@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 from prometheus_client import REGISTRY
 from test_pipeline_batches import NOW, Feed, grant, outputs, persist, pipeline, risk
 
@@ -22,6 +23,12 @@ RELEASE = {"op": "released", "grant_id": "g1"}
 def active(store: MemoryStore) -> dict[str, Any]:
     raw = store.get(b"g:user:alice")
     return {} if raw is None else dict(orjson.loads(raw)["grants"])
+
+
+@pytest.fixture(autouse=True)
+def _metrics_flushed(pipeline: Pipeline) -> None:
+    """Counts of earlier tests' batches are applied before a test reads a metric."""
+    pipeline.flush_metrics()
 
 
 def metric(name: str, **labels: str) -> float:
@@ -69,6 +76,7 @@ def test_a_release_publishes_a_decision_and_leaves_a_tombstone(pipeline: Pipelin
     assert decision["request"]["resource"]["id"] == "d1"
     assert decision["policy_digest"] == pipeline.engine.digest
     assert outputs(result, "authz.revocations") == []
+    pipeline.flush_metrics()  # as the runner does once the effects are persisted
     assert metric("vigil_decisions_total", effect="EFFECT_DENY", cause="release") == before + 1
     state = orjson.loads(store.get(b"g:user:alice") or b"{}")
     assert state["grants"] == {} and state["released"]["g1"][0] == 1795946400000
@@ -106,6 +114,7 @@ def test_a_release_of_an_unknown_grant_is_dead_lettered_and_blocks_its_issuance(
     assert [d["error"] for d in dead] == ["unknown-grant", "validation"]
     assert "not active for subject 'user:alice'" in dead[0]["reason"]
     assert outputs(result, "authz.decisions") == []
+    pipeline.flush_metrics()  # as the runner does once the effects are persisted
     assert metric("vigil_deadletters_total", error="unknown-grant") == before + 1
 
 
@@ -141,6 +150,7 @@ def test_unkeyed_and_mis_keyed_records_are_dead_lettered_as_key_mismatch(
     assert "is not a subject key" in dead[3]["reason"]
     assert [d["key"] for d in dead] == [None, b"user:mallory", b"user:bob", None, b"g1"]
     assert result.changed_states == {} and outputs(result, "authz.decisions") == []
+    pipeline.flush_metrics()  # as the runner does once the effects are persisted
     assert metric("vigil_deadletters_total", error="key-mismatch") == before + 5
 
 

@@ -61,6 +61,6 @@ async def test_edited_directory_compiles_with_the_worker_globals(tmp_path: Path)
             if update is not None:
                 break
             await asyncio.sleep(0.05)
-        assert update is not None and _allowed(update[1])
+        assert update is not None and _allowed(update.engine)
     finally:
         task.cancel()
