@@ -392,3 +392,26 @@ def test_has_on_an_inlined_variable(tmp_path: Path) -> None:
         {"id": "u", "roles": ["u"]}, {"kind": "doc", "id": "r", "attr": {"n": {"f": 1}}}, ["read"]
     )
     assert res.allowed("read")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="cel-go declares cross-type numeric ordering (`double < int`), so Cerbos compiles "
+    "`R.attr.a / 2.0 < 3`; cel-expr-python 0.1.3 cannot declare those overloads and refuses it",
+)
+def test_double_ordered_against_int_compiles(tmp_path: Path) -> None:
+    policy = """
+        apiVersion: api.cerbos.dev/v1
+        resourcePolicy:
+          resource: doc
+          version: default
+          rules:
+            - actions: ["read"]
+              roles: ["user"]
+              effect: EFFECT_ALLOW
+              condition:
+                match:
+                  expr: R.attr.a / 2.0 < 3
+    """
+    requests = [_request(["read"], ["user"], attr={"a": a}) for a in (2, 8)]
+    assert _differences(tmp_path, {"doc.yaml": policy}, requests) == []
