@@ -130,12 +130,10 @@ def test_dot_scope_is_empty_in_cel(tmp_path: Path) -> None:
     assert res.allowed("write")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stock Cerbos evaluates a rule's output once per action pattern of the rule that "
-    "matches the action (`*` and `share:*` both match share:link: two outputs); Vigil once",
-)
 def test_output_once_per_matching_action_pattern(tmp_path: Path) -> None:
+    """Stock Cerbos evaluates a rule's output once per rule-table row that matches: per action
+    pattern of the rule matching the action (`*` and `share:*` both match share:link: two
+    outputs) and per role entry matching the role or its parent roles (role policies)."""
     policy = """
         apiVersion: api.cerbos.dev/v1
         resourcePolicy:
@@ -152,6 +150,84 @@ def test_output_once_per_matching_action_pattern(tmp_path: Path) -> None:
     """
     req = _request(["share:link"], ["user"])
     assert _differences(tmp_path, {"doc.yaml": policy}, [req]) == []
+
+
+OUTPUT_ROWS = {
+    "dr.yaml": """
+    apiVersion: api.cerbos.dev/v1
+    derivedRoles:
+      name: dr
+      definitions:
+        - name: anyone
+          parentRoles: ["user", "guest"]
+""",
+    "doc.yaml": """
+    apiVersion: api.cerbos.dev/v1
+    resourcePolicy:
+      resource: doc
+      version: default
+      importDerivedRoles: [dr]
+      rules:
+        - name: r
+          actions: ["share:*", "*"]
+          roles: ["user"]
+          effect: EFFECT_ALLOW
+          output:
+            when:
+              ruleActivated: '"hit"'
+        - name: g
+          actions: ["view"]
+          roles: ["user", "guest", "*"]
+          effect: EFFECT_ALLOW
+          condition:
+            match:
+              expr: R.attr.x == 1
+          output:
+            when:
+              ruleActivated: '"g"'
+              conditionNotMet: '"nm"'
+        - name: d
+          actions: ["delete"]
+          roles: ["user", "guest"]
+          effect: EFFECT_DENY
+          output:
+            when:
+              ruleActivated: '"d"'
+        - name: e
+          actions: ["edit"]
+          derivedRoles: ["anyone"]
+          effect: EFFECT_ALLOW
+          output:
+            when:
+              ruleActivated: '"dr"'
+""",
+    "acme/r1.yaml": """
+    apiVersion: api.cerbos.dev/v1
+    rolePolicy:
+      role: r1
+      scope: acme
+      parentRoles: [user, guest]
+      rules:
+        - resource: doc
+          allowActions: ["*"]
+""",
+}
+
+
+def test_output_once_per_rule_table_row(tmp_path: Path) -> None:
+    """One output per matching row: per role entry of the rule in the role and its parent
+    roles (a `*` entry makes one row), per parent role of a derived role; a DENY row ends the
+    walk after its first output; conditionNotMet outputs likewise per row."""
+    requests = [
+        _request(["share:link", "view", "delete", "edit"], roles, attr={"x": x}, scope="acme")
+        for roles in (["r1"], ["user", "guest"], ["guest"])
+        for x in (1, 2)
+    ]
+    assert _differences(tmp_path, OUTPUT_ROWS, requests) == []
+    res = build_engine(tmp_path / "store").check(
+        {"id": "u", "roles": ["r1"]}, {"kind": "doc", "id": "r", "scope": "acme"}, ["share:link"]
+    )
+    assert [o.val for o in res.outputs] == ["hit", "hit"]
 
 
 def test_constants_and_variables_are_dyn(tmp_path: Path) -> None:
