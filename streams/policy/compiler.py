@@ -382,7 +382,12 @@ class Compiler:
             file,
             rules,
             used,
-            uses_runtime=any(r.condition and r.condition.uses_runtime for r in rules),
+            # outputs too: `runtime.effectiveDerivedRoles` in an output reads this level's set
+            uses_runtime=any(
+                (r.condition is not None and r.condition.uses_runtime)
+                or any(_RUNTIME_RE.search(src) for src in r.output_sources)
+                for r in rules
+            ),
             scope_permissions=perms,
             schemas=doc.get("schemas"),
         )

@@ -491,3 +491,34 @@ def test_double_ordered_against_int_compiles(tmp_path: Path) -> None:
     """
     requests = [_request(["read"], ["user"], attr={"a": a}) for a in (2, 8)]
     assert _differences(tmp_path, {"doc.yaml": policy}, requests) == []
+
+
+def test_output_reads_effective_derived_roles(tmp_path: Path) -> None:
+    """An output reading `runtime.effectiveDerivedRoles` sees the level's derived roles even
+    when no condition of the policy reads them (Vigil gave it an empty list; found by
+    `make diff-cerbos --role-policies`, seed 3010)."""
+    files = {
+        "dr.yaml": PRINCIPAL_READS_EDR["dr.yaml"],
+        "doc.yaml": """
+            apiVersion: api.cerbos.dev/v1
+            resourcePolicy:
+              resource: doc
+              version: default
+              importDerivedRoles: [dr]
+              rules:
+                - actions: ["read"]
+                  roles: ["*"]
+                  effect: EFFECT_ALLOW
+                  output:
+                    when:
+                      ruleActivated: '"anyone" in runtime.effectiveDerivedRoles'
+                - actions: ["write"]
+                  derivedRoles: ["anyone"]
+                  effect: EFFECT_ALLOW
+        """,
+    }
+    assert _differences(tmp_path, files, [_request(["read", "write"], ["user"])]) == []
+    res = build_engine(tmp_path / "store").check(
+        {"id": "u", "roles": ["user"]}, {"kind": "doc", "id": "r"}, ["read"]
+    )
+    assert [o.val for o in res.outputs] == [True]
