@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .engine import PolicyEngine
+from .globs import sanitized_name
 
 #: gRPC status code INVALID_ARGUMENT, what Cerbos answers for a malformed request.
 INVALID_ARGUMENT = 3
@@ -397,7 +398,6 @@ def _validation_error(err: Any) -> dict[str, Any]:
     return out
 
 
-_INVALID_NAME_CHARS = re.compile(r"[^\w.]+")
 _POLICY_KEY = re.compile(r"^(resource|principal|role)\.(.+)\.v([^/]*)(/.*)?$")
 
 
@@ -409,9 +409,7 @@ def cerbos_policy_key(key: str) -> str:
     if m is None:
         return key
     kind, name, version, scope = m.groups()
-    name = _INVALID_NAME_CHARS.sub("_", name)
-    version = _INVALID_NAME_CHARS.sub("_", version)
-    return f"{kind}.{name}.v{version}{scope or ''}"
+    return f"{kind}.{sanitized_name(name)}.v{sanitized_name(version)}{scope or ''}"
 
 
 def result_json(

@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 from cel_expr_python import cel
 
 from .deps import dependencies
-from .globs import compile_action_glob
+from .globs import compile_action_glob, compile_kind_glob, sanitized_name
 from .loader import LoadedFile
 from .model import (
     DEFAULT_VERSION,
@@ -49,16 +49,11 @@ REQUIRE_PARENTAL_CONSENT = "SCOPE_PERMISSIONS_REQUIRE_PARENTAL_CONSENT_FOR_ALLOW
 _SCOPE_PERMISSIONS = (OVERRIDE_PARENT, REQUIRE_PARENTAL_CONSENT)
 
 
-_INVALID_NAME_CHARS = re.compile(r"[^\w.]+")
-
-
 def _key(kind: str, name: str, version: str, scope: str) -> str:
     """Cerbos' policy key as it reports it (`matchedPolicy`, decisions, output `src`): name and
     version sanitised (runs of characters other than word characters and `.` become `_`, so
     kind `album:object` is `resource.album_object.vdefault`), plus `/<scope>` when scoped."""
-    name = _INVALID_NAME_CHARS.sub("_", name)
-    version = _INVALID_NAME_CHARS.sub("_", version)
-    key = f"{kind}.{name}.v{version}"
+    key = f"{kind}.{sanitized_name(name)}.v{sanitized_name(version)}"
     return f"{key}/{scope}" if scope else key
 
 
@@ -387,7 +382,12 @@ class Compiler:
             file,
             rules,
             used,
-            uses_runtime=any(r.condition and r.condition.uses_runtime for r in rules),
+            # outputs too: `runtime.effectiveDerivedRoles` in an output reads this level's set
+            uses_runtime=any(
+                (r.condition is not None and r.condition.uses_runtime)
+                or any(_RUNTIME_RE.search(src) for src in r.output_sources)
+                for r in rules
+            ),
             scope_permissions=perms,
             schemas=doc.get("schemas"),
         )
@@ -477,7 +477,7 @@ class Compiler:
         inliner = self._params(file, base, doc, lf.document.get("variables"))
         rules: list[Rule] = []
         resources: dict[str, str] = {}  # resource -> path of its rule (Cerbos' policy.Validate)
-        for p, rr, res, res_matcher in self._resource_rules(file, base, doc):
+        for p, rr, res, res_matcher in self._resource_rules(file, base, doc, principal=True):
             if res in resources:
                 self._issue(file, p, f"duplicate resource '{res}' (also at {resources[res]})")
             resources.setdefault(res, p)
@@ -547,7 +547,7 @@ class Compiler:
         )
         inliner = self._params(file, base, doc, lf.document.get("variables"))
         rules: list[RoleRule] = []
-        for p, rr, _res, res_matcher in self._resource_rules(file, base, doc):
+        for p, rr, _res, res_matcher in self._resource_rules(file, base, doc, principal=False):
             acts = self._str_list(file, f"{p}.allowActions", rr.get("allowActions"), required=True)
             matchers = self._action_matchers(file, f"{p}.allowActions", acts)
             n_before = len(self.issues)
@@ -559,10 +559,11 @@ class Compiler:
         return RolePolicy(role, version, scope, key, file, tuple(parents), rules)
 
     def _resource_rules(
-        self, file: str, base: str, doc: dict[str, Any]
+        self, file: str, base: str, doc: dict[str, Any], *, principal: bool
     ) -> Iterator[tuple[str, dict[str, Any], str, Any]]:
         """The `rules` of a principal or role policy that are mappings with a valid `resource`
-        glob: (JSON path, rule, resource, compiled glob). Problems are reported, rules skipped."""
+        glob: (JSON path, rule, resource, compiled glob on request kinds, see
+        `compile_kind_glob`). Problems are reported, rules skipped."""
         raw_rules = doc.get("rules")
         if raw_rules is not None and not isinstance(raw_rules, list):
             self._issue(file, f"{base}.rules", "must be a list")
@@ -577,7 +578,7 @@ class Compiler:
                 self._issue(file, f"{p}.resource", "is required")
                 continue
             try:
-                res_matcher = compile_action_glob(res)
+                res_matcher = compile_kind_glob(res, sanitize_literal=principal)
             except ValueError as exc:
                 self._issue(file, f"{p}.resource", str(exc))
                 continue

@@ -1342,14 +1342,19 @@ class PolicyEngine:
                     sat = not sat
                 if sat:
                     if rule.output_activated is not None:
-                        outputs.append(self._output(st, rule.output_activated, level, rule, action))
+                        out = self._output(st, rule.output_activated, level, rule, action)
+                        # a DENY row ends the walk at its first row: one output
+                        n = 1 if effect == EFFECT_DENY or principal_pass else None
+                        outputs.extend([out] * (n or _rows(rule, dr, action, parent_roles)))
                     if effect == EFFECT_DENY:
                         return (EFFECT_DENY, policy, rule.name, scope)
                     has_allow = True
                     if allow_rule is None:
                         allow_rule = rule.name
                 elif rule.output_not_met is not None:
-                    outputs.append(self._output(st, rule.output_not_met, level, rule, action))
+                    out = self._output(st, rule.output_not_met, level, rule, action)
+                    n = 1 if principal_pass else _rows(rule, dr, action, parent_roles)
+                    outputs.extend([out] * n)
             if has_allow:
                 perms = self._scope_perms.get(scope)
                 if perms == REQUIRE_PARENTAL_CONSENT:
@@ -1514,3 +1519,14 @@ def _jsonable(v: Any) -> Any:
 
 
 __all__ = ["CheckMemo", "PolicyEngine", "policy_key"]
+
+
+def _rows(rule: Rule, dr: DerivedRole | None, action: str, roles: list[str]) -> int:
+    """How many rows of Cerbos' rule table `rule` (via `dr`, if any) has for `action` and one of
+    `roles` (a role and its parent roles): one per matching action pattern and per role entry
+    of the rule (or of the derived role's parent roles) in `roles`; a `*` entry makes it one
+    row whatever the other entries. Cerbos evaluates a rule's output once per such row."""
+    n_actions = sum(1 for m in rule.action_matchers if m(action))
+    names = dr.parent_roles if dr is not None else rule.roles
+    n_roles = 1 if "*" in names else sum(1 for r in names if r in roles)
+    return max(1, n_actions * n_roles)

@@ -1,10 +1,13 @@
 """Cerbos action globs: `:` separates segments, `*` stays within a segment, `**` crosses them,
-and a lone `*` matches every action (Cerbos' backward-compatible special case)."""
+and a lone `*` matches every action (Cerbos' backward-compatible special case). Also the
+resource-kind patterns of principal and role policies, which Cerbos matches against the
+*sanitised* kind (`sanitized_name`)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import lru_cache
 
 _SPECIAL = set("*?[{\\")
 
@@ -61,3 +64,29 @@ def compile_action_glob(pattern: str) -> Callable[[str], bool]:
         return pattern.__eq__
     regex = re.compile(_translate(pattern), re.DOTALL)
     return lambda action: regex.fullmatch(action) is not None
+
+
+_INVALID_NAME_CHARS = re.compile(r"[^\w.]+", re.ASCII)
+
+
+@lru_cache(maxsize=4096)
+def sanitized_name(name: str) -> str:
+    """Cerbos' `namer` sanitising of a kind or version: each run of characters other than ASCII
+    word characters and `.` becomes `_` (`album:object` -> `album_object`)."""
+    return _INVALID_NAME_CHARS.sub("_", name)
+
+
+def compile_kind_glob(pattern: str, *, sanitize_literal: bool) -> Callable[[str], bool]:
+    """A predicate on request kinds for the `resource` of a principal-policy rule
+    (`sanitize_literal=True`) or role-policy rule. Cerbos 0.55 looks these rules up by the
+    sanitised kind: a principal rule's plain name is sanitised too (`album:photo` matches kind
+    `album:photo`, and so does `album_photo`), a role rule's is not (`album:photo` matches no
+    request, `album_photo` matches kind `album:photo`), and glob patterns are kept as written
+    (`album:*` matches nothing, `album*` matches `album:photo`). Verified against the stock PDP
+    (tests/policy/test_generated_regressions.py)."""
+    if sanitize_literal and not (_SPECIAL & set(pattern)):
+        pattern = sanitized_name(pattern)
+    match = compile_action_glob(pattern)
+    if pattern == "*":
+        return match
+    return lambda kind: match(sanitized_name(kind))

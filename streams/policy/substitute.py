@@ -1,7 +1,9 @@
 """Inline `V.name`/`variables.name` and `C.name`/`constants.name` into CEL source text.
 
-Variables become parenthesised expressions and constants become CEL literals, so the Activation
-of a check never depends on which policy is being evaluated (one Activation per check).
+Variables become `dyn(expression)` and constants `dyn(literal)`, so the Activation of a check
+never depends on which policy is being evaluated (one Activation per check). The `dyn()` keeps
+the checker from typing them: Cerbos declares `V` and `C` as maps of dyn, so `C.n in [0, 1]` with
+`n: 1.0` compiles there (and is true, by heterogeneous equality); a bare `1.0 in [0, 1]` does not.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .celtokens import COMMENT, SPACE, TRIVIA, scan
+from .presence import guard_has
 
 VARIABLE_ROOTS = ("V", "variables")
 CONSTANT_ROOTS = ("C", "constants")
@@ -88,7 +91,7 @@ class Inliner:
 
     def __init__(self, variables: dict[str, str], constants: dict[str, Any]) -> None:
         self._variables = variables
-        self._constants = {k: cel_literal(v) for k, v in constants.items()}
+        self._constants = {k: f"dyn({cel_literal(v)})" for k, v in constants.items()}
         self._resolved: dict[str, str] = {}
 
     def expand(self, src: str, _stack: tuple[str, ...] = ()) -> str:
@@ -98,10 +101,12 @@ class Inliner:
                     raise SubstitutionError(f"undefined constant '{name}'")
                 return self._constants[name]
             if root in VARIABLE_ROOTS:
-                return "(" + self._variable(name, _stack) + ")"
+                return "dyn(" + self._variable(name, _stack) + ")"
             return None
 
-        return rewrite(src, resolve)
+        out = rewrite(src, resolve)
+        # once, on the whole text (an inlined variable is part of it): see presence.py
+        return out if _stack else guard_has(out)
 
     def _variable(self, name: str, stack: tuple[str, ...]) -> str:
         if name in self._resolved:

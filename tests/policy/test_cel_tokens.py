@@ -30,9 +30,9 @@ def test_scan_is_lossless(src: str) -> None:
 def test_comments_are_not_code() -> None:
     inliner = Inliner({"a": "P.attr.a == 1 // it's the owner", "b": "R.attr.b"}, {})
     assert inliner.expand("V.a // don't inline V.b here\n  || V.b") == (
-        "(P.attr.a == 1 ) \n  || (R.attr.b)"
+        "dyn(P.attr.a == 1 ) \n  || dyn(R.attr.b)"
     )
-    assert inliner.expand('"// V.a" + V.b') == '"// V.a" + (R.attr.b)'
+    assert inliner.expand('"// V.a" + V.b') == '"// V.a" + dyn(R.attr.b)'
     assert dependencies("P.attr.a == 1 // R.attr.secret, it's a comment") == (("P", "attr", "a"),)
 
 

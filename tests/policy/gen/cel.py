@@ -125,9 +125,9 @@ class Gen:
             return self.pick(["R.attr.meta.tier", "P.attr.meta.tier", "P.attr.nums[0]"]), "dyn"
         if r < 0.75:
             return f"size({self.list_term()})", "int"
-        # not constants: Vigil inlines them as literals, which the checker then types
-        # (`1.0 in [0, 1]` is refused; Cerbos' `C` is dyn); see test_generated_regressions.py
-        named = [n for n in self._named("num") if not n.startswith("C.")]
+        # constants too: Vigil inlines them as `dyn(1.0)`, so `C.n in [0, 1]` compiles as in
+        # Cerbos, where `C` is dyn (test_generated_regressions.py)
+        named = self._named("num")
         if r < 0.85 and named:
             return self.pick(named), "dyn"
         if r < 0.92:
@@ -232,8 +232,8 @@ class Gen:
             values = self.rng.sample(STR_LITS, self.rng.randint(1, 3))
             return f"{self.str_term()} in {lit(values)}"
         if r < 0.85:
-            # a statically typed term only with a list of its own type: Vigil refuses
-            # `double in list(int)`, cel-go accepts it (docs/policies.md)
+            # a statically typed term only with a list of its own type: both refuse
+            # `double in list(int)` (docs/policies.md)
             term, static = self.num_term()
             pool = {"int": [1, 2, 0, -1], "double": [1.5, 2.0, -3.25]}.get(static, [1, 2, 3.5, 0])
             return f"{term} in {lit(self.rng.sample(pool, 2))}"
@@ -242,9 +242,11 @@ class Gen:
         )
 
     def _leaf_has(self) -> str:
-        # only on attributes of P.attr / R.attr (always maps): cel-go's has() on a scalar is
-        # false, cel-cpp's an error (test_generated_regressions.py)
+        # on P.attr / R.attr (always maps), or on a field of an attribute of any type: has()
+        # on a scalar is false as in cel-go (streams/policy/presence.py)
         path = self.pick([f"P.attr.{n}" for n in P_ATTRS] + [f"R.attr.{n}" for n in R_ATTRS])
+        if self.rng.random() < 0.3:
+            path += "." + self.pick(["region", "tier", "x"])
         return f"has({path})"
 
     def _leaf_bool(self) -> str:
