@@ -20,7 +20,8 @@ from streams.state.subject import new_signal_state, subject_snapshot
 from tests.external_tools import cerbos_binary
 from tests.pipeline.worker_harness import Worker
 from tests.policy_tools.helpers import _server
-from tests.policy_tools.test_eval_vs_cerbos import GLOBALS, INVALID, _bundle, _requests, _strip
+from tests.policy_tools.helpers import strip_response as _strip
+from tests.policy_tools.test_eval_vs_cerbos import GLOBALS, INVALID, _bundle, _requests
 from tests.web.helpers import RISK
 
 
