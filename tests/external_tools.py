@@ -79,8 +79,12 @@ def cerbos_binary() -> Path:
         with tarfile.open(tgz) as tar:
             tar.extractall(staged, filter="data")
         (staged / "package" / "cerbos-linux-x64").chmod(0o755)
-        if not CERBOS_BINARY.exists():  # another run may have won the race
-            staged.rename(CERBOS_DIR)
+        if not CERBOS_BINARY.exists():  # another run (an xdist worker) may have won the race
+            try:
+                staged.rename(CERBOS_DIR)
+            except OSError:
+                if not CERBOS_BINARY.exists():
+                    raise
     return CERBOS_BINARY
 
 
