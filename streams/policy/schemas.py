@@ -52,7 +52,13 @@ class SchemaValidator:
                     continue
                 if ref in self._validators:
                     continue
-                file = self.root / "_schemas" / ref[len(_PREFIX) :]
+                base = (self.root / "_schemas").resolve()
+                file = (base / ref[len(_PREFIX) :].lstrip("/")).resolve()
+                if not file.is_relative_to(base):  # a bundle never reads outside its _schemas/
+                    issues.append(
+                        CompileIssue(pol.file, path, f"schema ref {ref!r} leaves _schemas/")
+                    )
+                    continue
                 try:
                     raw = file.read_text()
                     doc = json.loads(raw) if file.suffix == ".json" else yaml.safe_load(raw)

@@ -129,3 +129,38 @@ def test_default_bundle_loads() -> None:
     bundle = load_directory(POLICIES)
     names = sorted(f.rel_path for f in bundle.files)
     assert {"agent_tool.yaml", "derived_roles.yaml", "document.yaml"} <= set(names)
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "cerbos:///../outside.json",
+        "cerbos:///sub/../../outside.json",
+        "cerbos:///./../outside.json",
+    ],
+)
+def test_a_schema_ref_never_reads_outside_schemas(
+    make_bundle: Callable[[dict[str, str]], Path], ref: str
+) -> None:
+    """A bundle arrives from Kafka: its schema refs must not make a worker read other files."""
+    root = make_bundle(
+        {
+            "_schemas/ok.json": '{"type": "object"}',
+            "doc.yaml": f"""
+                apiVersion: api.cerbos.dev/v1
+                resourcePolicy:
+                  resource: doc
+                  version: default
+                  schemas:
+                    resourceSchema:
+                      ref: "{ref}"
+                  rules:
+                    - actions: ["read"]
+                      roles: ["user"]
+                      effect: EFFECT_ALLOW
+            """,
+        }
+    )
+    (root.parent / "outside.json").write_text('{"type": "object"}')
+    with pytest.raises(PolicyCompileError, match="leaves _schemas/"):
+        PolicyEngine.from_directory(root, schema_enforcement="reject")  # schemas are read
