@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -53,11 +54,17 @@ def post_check(url: str, body: Any) -> tuple[int, Any]:
         data=json.dumps(body).encode(),
         headers={"content-type": "application/json"},
     )
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    for attempt in range(3):  # a check is idempotent: a connection the PDP reset is retried
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+        except (urllib.error.URLError, ConnectionError):
+            if attempt == 2:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def strip_response(response: dict[str, Any]) -> dict[str, Any]:
