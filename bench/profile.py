@@ -68,6 +68,7 @@ class Profiler:
                 p.kill()
 
 
+_REPO = str(Path(__file__).resolve().parents[1]) + "/"  # any checkout, not one path
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^():]*)(?::\d+)?\)$")
 
 
@@ -77,7 +78,7 @@ def _short(frame: str) -> str:
     if not m:
         return frame.strip()
     path = m.group("file")
-    for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
+    for marker in ("site-packages/", _REPO, "lib/python3.11/"):
         if marker in path:
             path = path.split(marker, 1)[1]
             break

@@ -79,6 +79,7 @@ class Worker:
         self.topics = topics
         self.group = group
         self.port = free_port()
+        self.api_port = free_port()  # the check API (``--api-port``)
         self.proc: subprocess.Popen[bytes] | None = None
         self._http: aiohttp.ClientSession | None = None
         self.log_path = data_dir / "worker.log"
@@ -94,7 +95,7 @@ class Worker:
         for role, name in self.topics.items():
             env[f"VIGIL_TOPIC_{role.upper()}"] = name
         env["VIGIL_GROUP_ID"] = self.group
-        env["VIGIL_API_PORT"] = str(free_port())  # several workers per host; older code ignores it
+        env["VIGIL_API_PORT"] = str(self.api_port)  # several workers per host; older code ignores it
         self.data_dir.mkdir(parents=True, exist_ok=True)
         root = self.source or REPO
         if self.source is None:
@@ -133,6 +134,24 @@ class Worker:
                 pass
             if time.monotonic() - started > timeout:
                 raise TimeoutError(f"worker not healthy after {timeout}s; see {self.log_path}")
+            await asyncio.sleep(0.25)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    async def wait_api_ready(self, timeout: float = 60.0) -> None:
+        """Wait for the check API's ``/_cerbos/health`` = 200 (signal state and replica loaded)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                async with self.session().get(f"{self.api_url}/_cerbos/health") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"check API not ready after {timeout}s; see {self.log_path}")
             await asyncio.sleep(0.25)
 
     def log_tail(self, lines: int = 30) -> str:

@@ -1,0 +1,486 @@
+"""(e) The check API of one ``vigil worker`` process side by side with the stock Cerbos PDP 0.55.
+
+Both serve the default bundle (``policies/``) to the same load generator (``bench.http_load``,
+its own process, keep-alive connections) in the same run:
+
+1. a worker with its own topics; a few thousand subjects get device, risk and network signals
+   (then a share of risk/zone toggles and non-compliant devices, so answers vary);
+2. the same signals are applied in process (``apply_signal``, ``signal_attributes``) to build
+   each Cerbos request: the PEP's request plus ``principal.attr.signals`` and ``attr.grant``
+   exactly as the worker merges them, so both evaluate the same effective request. The Vigil
+   request is what a PEP sends Vigil: no signals, the session and device as
+   ``requestContext.annotations``;
+3. every request is sent once to both and their answers compared (effects, matched policies and
+   scopes, derived roles): the figures count only if they are the same answers;
+4. closed loop (``--connections``, saturation) on each, then open loop at half of Vigil's
+   saturation rate on each (latency), then the same open loop on Vigil while its pipeline
+   drains a paced stream of signals on the same event loop (``--signal-rate``).
+
+Standalone (≈45 s): ``.venv/bin/python -m bench.check_api [--seconds 5] [--connections 16]``;
+``make bench`` runs it as part (e). No thresholds: figures and the ratio, read against the
+target (≥ the stock PDP's throughput, p99 ≤ 5 ms at half of Vigil's saturation rate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from bench.events import Out, World, subject_id
+from bench.kafka import produce_batched, producer
+from bench.profile import Profiler, top_functions
+from bench.worker import REPO, Worker, topic_names
+from streams.kafka.admin import ensure_topics
+from streams.models.signal import validate_signal
+from streams.processing.check import DEVICE_ID, NO_GRANT, SESSION_ID
+from streams.processing.evaluation import signal_attributes
+from streams.state.risk import RiskModel
+from streams.state.subject import SignalState, apply_signal, new_signal_state, subject_snapshot
+
+PARTITIONS = 4
+TARGET_P99_MS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class CheckPlan:
+    """Sizes of one check-API run."""
+
+    subjects: int = 2_000
+    requests: int = 2_000  # distinct bodies, sent round-robin
+    connections: int = 16  # closed loop; the open loop uses up to twice as many
+    warmup_s: float = 2.0
+    seconds: float = 6.0  # counted seconds of each load phase
+    signal_rate: int = 1_000  # signals/s drained by the worker during the last phase (0: skip)
+
+
+QUICK = CheckPlan(subjects=500, requests=300, connections=8, warmup_s=0.5, seconds=2.0)
+
+
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] (e) {msg}", flush=True)
+
+
+# -- requests -------------------------------------------------------------------------------------
+
+
+def build_states(records: Iterable[Out]) -> dict[str, SignalState]:
+    """Each subject's signal state after ``records``, built the way the worker builds it."""
+    states: dict[str, SignalState] = {}
+    for rec in records:
+        signal = validate_signal(orjson.loads(rec.value))
+        key = rec.key.decode()
+        apply_signal(states.setdefault(key, new_signal_state()), signal)
+    return states
+
+
+def make_requests(
+    n: int, subjects: int, states: dict[str, SignalState], risk: RiskModel, seed: int = 5
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``n`` CheckResources requests as a PEP sends them to Vigil, and their Cerbos twins."""
+    rng = random.Random(seed)
+    vigil, cerbos = [], []
+    for k in range(n):
+        i = rng.randrange(subjects)
+        sid = subject_id(i)
+        roles = rng.choice([["employee"]] * 8 + [["agent"], ["admin", "employee"]])
+        entries = []
+        for j in range(rng.randint(1, 3)):
+            if rng.random() < 0.8:
+                owner = sid if rng.random() < 0.3 else "someone-else"
+                res = {"kind": "document", "id": f"doc-{k}-{j}", "attr": {"owner": owner}}
+                acts = rng.sample(["read", "write", "delete", "share"], rng.randint(1, 3))
+            else:
+                res = {"kind": "tool", "id": f"tool-{k}-{j}", "attr": {}}
+                acts = rng.sample(["invoke", "admin"], rng.randint(1, 2))
+            entries.append({"resource": res, "actions": acts})
+        device, session = f"D-{sid}", f"s-{sid}-{k % 7}"
+        body = {
+            "requestId": f"bench-{k}",
+            "principal": {"id": sid, "roles": roles, "attr": {"department": "eng"}},
+            "resources": entries,
+            "includeMeta": True,
+        }
+        twin = copy.deepcopy(body)
+        state = states.get(f"user:{sid}", new_signal_state())
+        twin["principal"]["attr"]["signals"] = signal_attributes(
+            subject_snapshot(state, risk), state, device, session
+        )
+        twin["principal"]["attr"]["grant"] = dict(NO_GRANT)
+        body["requestContext"] = {"annotations": {DEVICE_ID: device, SESSION_ID: session}}
+        vigil.append(body)
+        cerbos.append(twin)
+    return vigil, cerbos
+
+
+def _decisions(response: dict[str, Any]) -> list[Any]:
+    """What must be equal: effects, matched policies and scopes, derived roles (a set)."""
+    out = []
+    for r in response["results"]:
+        meta = r.get("meta", {})
+        out.append(
+            (
+                r["resource"],
+                r["actions"],
+                meta.get("actions"),
+                sorted(meta.get("effectiveDerivedRoles", [])),
+            )
+        )
+    return out
+
+
+async def compare_answers(
+    vigil_url: str, cerbos_url: str, vigil: list[dict[str, Any]], cerbos: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Send every request once to both; count differing answers and the effects seen."""
+    mismatches: list[str] = []
+    effects: dict[str, int] = {}
+    async with aiohttp.ClientSession() as http:
+
+        async def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
+            async with http.post(f"{url}/api/check/resources", data=orjson.dumps(body)) as resp:
+                data = await resp.read()
+                if resp.status != 200:
+                    raise RuntimeError(f"{url} answered {resp.status}: {data[:300]!r}")
+                return dict(orjson.loads(data))
+
+        for ours, theirs in zip(vigil, cerbos, strict=True):
+            a, b = await post(vigil_url, ours), await post(cerbos_url, theirs)
+            if _decisions(a) != _decisions(b):
+                mismatches.append(
+                    f"{ours['requestId']}: vigil {a['results']} cerbos {b['results']}"
+                )
+            for r in a["results"]:
+                for effect in r["actions"].values():
+                    effects[effect] = effects.get(effect, 0) + 1
+    return {
+        "requests": len(vigil),
+        "mismatches": len(mismatches),
+        "examples": mismatches[:3],
+        "effects": effects,
+    }
+
+
+# -- load phases ----------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pid_with_argument(text: str) -> int:
+    """The process whose command line contains ``text`` (the PDP, started by the test helper)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    return int(entry.name)
+            except OSError:
+                continue
+    raise LookupError(f"no process with {text!r} in its command line")
+
+
+async def load(
+    url: str, bodies: Path, plan: CheckPlan, server_pid: int, rate: float = 0.0
+) -> dict[str, Any]:
+    """One ``bench.http_load`` run in its own process; its JSON result, plus the server's CPU
+    time per request (robust to other load on the machine, unlike the rates)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.http_load",
+        "--url",
+        url,
+        "--bodies",
+        str(bodies),
+        "--connections",
+        str(plan.connections * (2 if rate else 1)),
+        "--warmup",
+        str(plan.warmup_s),
+        "--seconds",
+        str(plan.seconds),
+    ]
+    if rate:
+        cmd += ["--rate", f"{rate:.0f}"]
+    cpu = cpu_seconds(server_pid)
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    cpu = cpu_seconds(server_pid) - cpu
+    if proc.returncode != 0:
+        raise RuntimeError(f"load generator failed ({proc.returncode}): {err.decode()[-2000:]}")
+    result = dict(orjson.loads(out))
+    result["server_cpu_us_per_request"] = round(cpu / max(1, result["requests_incl_warmup"]) * 1e6)
+    return result
+
+
+async def paced_signals(worker: Worker, records: list[Out], rate: int, stop: asyncio.Event) -> int:
+    """Produce ``records`` at ``rate``/s (10 ms ticks) until ``stop``; returns how many were sent."""
+    prod = producer(worker.bootstrap, linger_ms=2)
+    await prod.start()
+    sent = 0
+    try:
+        started = time.perf_counter()
+        while not stop.is_set() and sent < len(records):
+            due = min(len(records), int((time.perf_counter() - started) * rate))
+            if due > sent:
+                await produce_batched(prod, records[sent:due], worker.topics)
+                sent = due
+            await asyncio.sleep(0.01)
+    finally:
+        await prod.stop()
+    return sent
+
+
+def _fmt_load(d: dict[str, Any]) -> str:
+    return (
+        f"{d['rate']:,.0f} req/s (errors {d['errors']}), p50 {d.get('p50_ms')} ms, "
+        f"p99 {d.get('p99_ms')} ms, max {d.get('max_ms')} ms; "
+        f"server CPU {d['server_cpu_us_per_request']} µs/request"
+    )
+
+
+# -- the run --------------------------------------------------------------------------------------
+
+
+async def run_check_api(
+    bootstrap: str,
+    plan: CheckPlan,
+    results: dict[str, Any],
+    tmp: Path,
+    profile: Path | None = None,
+) -> None:
+    """Everything above on ``bootstrap``; fills ``results["check_api"]``."""
+    from tests.external_tools import cerbos_binary
+    from tests.policy.test_differential import _server
+
+    out: dict[str, Any] = {"plan": asdict(plan)}
+    results["check_api"] = out
+    topics = topic_names("bench.check.")
+    await ensure_topics(
+        bootstrap,
+        [t for r, t in topics.items() if r != "changelog"],
+        PARTITIONS,
+        compacted=[topics["changelog"]],
+    )
+    worker = Worker(bootstrap, tmp / "check-worker", topics, group="bench-check")
+    worker.start()
+    try:
+        took = await worker.wait_healthy()
+        say(f"worker pid {worker.pid} healthy after {took:.1f}s; check API on {worker.api_url}")
+        world = World.create(plan.subjects)
+        state_records = list(world.preload_signals(range(plan.subjects)))
+        state_records += world.mix(plan.subjects, range(plan.subjects), 1.0, 0.2, seed=31)
+        prod = producer(bootstrap)
+        await prod.start()
+        try:
+            base = (await worker.counters()).counts["signals"]
+            n = await produce_batched(prod, state_records, topics)
+        finally:
+            await prod.stop()
+        await worker.wait_for("signals", base + n, 120)
+        await worker.wait_api_ready()
+        say(f"{plan.subjects} subjects, {n} state signals applied")
+
+        states = build_states(state_records)
+        risk = RiskModel.from_file(REPO / "risk" / "model.yaml")
+        vigil_reqs, cerbos_reqs = make_requests(plan.requests, plan.subjects, states, risk)
+        vigil_bodies, cerbos_bodies = tmp / "vigil.jsonl", tmp / "cerbos.jsonl"
+        vigil_bodies.write_bytes(b"\n".join(orjson.dumps(r) for r in vigil_reqs) + b"\n")
+        cerbos_bodies.write_bytes(b"\n".join(orjson.dumps(r) for r in cerbos_reqs) + b"\n")
+        actions = sum(len(e["actions"]) for r in vigil_reqs for e in r["resources"])
+        resources = sum(len(r["resources"]) for r in vigil_reqs)
+        out["workload"] = {
+            "requests": len(vigil_reqs),
+            "resources_per_request": round(resources / len(vigil_reqs), 2),
+            "actions_per_request": round(actions / len(vigil_reqs), 2),
+            "vigil_body_bytes": round(vigil_bodies.stat().st_size / len(vigil_reqs)),
+            "cerbos_body_bytes": round(cerbos_bodies.stat().st_size / len(vigil_reqs)),
+        }
+
+        cerbos_dir = tmp / "cerbos"
+        cerbos_dir.mkdir()
+        with _server(cerbos_binary(), REPO / "policies", cerbos_dir, {}) as cerbos_url:
+            cerbos_pid = pid_with_argument(str(cerbos_dir / "cerbos.json"))
+            answers = await compare_answers(worker.api_url, cerbos_url, vigil_reqs, cerbos_reqs)
+            out["answers"] = answers
+            say(
+                f"answers compared on {answers['requests']} requests: {answers['mismatches']} "
+                f"differ; effects {answers['effects']}"
+            )
+            if profile is not None:
+                prof = Profiler(worker.pid, profile)
+                await prof.start()
+                try:
+                    profiled = await load(worker.api_url, vigil_bodies, plan, worker.pid)
+                finally:
+                    await prof.stop()
+                out["profile"] = {"load": profiled, **top_functions(prof.raw, 25)}
+                say(f"Vigil closed loop under py-spy: {_fmt_load(profiled)}; {prof.svg}")
+            vigil_sat = await load(worker.api_url, vigil_bodies, plan, worker.pid)
+            say(f"Vigil closed loop ({plan.connections} connections): {_fmt_load(vigil_sat)}")
+            cerbos_sat = await load(cerbos_url, cerbos_bodies, plan, cerbos_pid)
+            say(f"Cerbos closed loop ({plan.connections} connections): {_fmt_load(cerbos_sat)}")
+            rate = max(1.0, vigil_sat["rate"] / 2)
+            vigil_lat = await load(worker.api_url, vigil_bodies, plan, worker.pid, rate)
+            say(f"Vigil open loop {rate:,.0f}/s: {_fmt_load(vigil_lat)}")
+            cerbos_lat = await load(cerbos_url, cerbos_bodies, plan, cerbos_pid, rate)
+            say(f"Cerbos open loop {rate:,.0f}/s: {_fmt_load(cerbos_lat)}")
+            out.update(
+                vigil_saturation=vigil_sat,
+                cerbos_saturation=cerbos_sat,
+                latency_rate=rate,
+                vigil_latency=vigil_lat,
+                cerbos_latency=cerbos_lat,
+            )
+        if plan.signal_rate:
+            n_signals = int(plan.signal_rate * (plan.warmup_s + plan.seconds + 2))
+            mix = world.mix(n_signals, range(plan.subjects), 0.2, 0.05, seed=32)
+            base = (await worker.counters()).counts["signals"]
+            stop = asyncio.Event()
+            pacer = asyncio.create_task(paced_signals(worker, mix, plan.signal_rate, stop))
+            try:
+                await asyncio.sleep(0.5)
+                loaded = await load(worker.api_url, vigil_bodies, plan, worker.pid, rate)
+            finally:
+                stop.set()
+                sent = await pacer
+            consumed = (await worker.counters()).counts["signals"] - base
+            loaded["signals_sent"] = sent
+            loaded["signals_consumed_by_end"] = consumed
+            loaded["signal_rate"] = plan.signal_rate
+            out["vigil_latency_signal_load"] = loaded
+            say(
+                f"Vigil open loop {rate:,.0f}/s with {plan.signal_rate}/s signals "
+                f"({consumed:.0f} of {sent} consumed by the end): {_fmt_load(loaded)}"
+            )
+    finally:
+        await worker.stop()
+
+
+def markdown(res: dict[str, Any]) -> list[str]:
+    """The (e) table and its reading against the target."""
+    c = res.get("check_api")
+    if not c or "vigil_saturation" not in c:
+        return [] if not c else [f"(e) check API: incomplete run: {c.get('error', 'see log')}"]
+    w, a = c["workload"], c["answers"]
+    vs, cs, vl, cl = (
+        c["vigil_saturation"],
+        c["cerbos_saturation"],
+        c["vigil_latency"],
+        c["cerbos_latency"],
+    )
+    sl = c.get("vigil_latency_signal_load")
+    ratio = vs["rate"] / cs["rate"] if cs["rate"] else 0.0
+    lines = [
+        "",
+        f"(e) Check API, `POST /api/check/resources`: one `vigil worker` process vs the stock Cerbos "
+        f"PDP 0.55 on the default bundle; {w['requests']:,} distinct requests "
+        f"({w['resources_per_request']} resources, {w['actions_per_request']} actions per request; "
+        f"{w['vigil_body_bytes']} bytes to Vigil, {w['cerbos_body_bytes']} bytes with the signals to "
+        f"Cerbos), load generator `bench.http_load` in its own process; answers compared on every "
+        f"request: {a['mismatches']} differed. {c['plan']['seconds']:g} s counted per phase after "
+        f"{c['plan']['warmup_s']:g} s warm-up.",
+        "",
+        "| phase | Vigil req/s | Vigil p50 / p99 ms | Cerbos req/s | Cerbos p50 / p99 ms | Vigil / Cerbos |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| closed loop, {vs['connections']} connections (saturation) | {vs['rate']:,.0f} | "
+        f"{vs.get('p50_ms')} / {vs.get('p99_ms')} | {cs['rate']:,.0f} | {cs.get('p50_ms')} / "
+        f"{cs.get('p99_ms')} | **{ratio:.2f}×** |",
+        f"| open loop at {c['latency_rate']:,.0f}/s (half Vigil's saturation) | {vl['rate']:,.0f} | "
+        f"**{vl.get('p50_ms')} / {vl.get('p99_ms')}** | {cl['rate']:,.0f} | {cl.get('p50_ms')} / "
+        f"{cl.get('p99_ms')} | |",
+    ]
+    if sl:
+        lines.append(
+            f"| same, worker draining {sl['signal_rate']:,} signals/s | {sl['rate']:,.0f} | "
+            f"{sl.get('p50_ms')} / {sl.get('p99_ms')} | | | |"
+        )
+    errors = vs["errors"] + cs["errors"] + vl["errors"] + cl["errors"]
+    met_rate = ratio >= 1.0
+    met_p99 = (vl.get("p99_ms") or 1e9) <= TARGET_P99_MS and vl["rate"] >= 0.95 * c["latency_rate"]
+    lines += [
+        "",
+        f"- Throughput: Vigil {vs['rate']:,.0f} req/s = {ratio:.2f}× the stock PDP → "
+        + ("**met**" if met_rate else "**not met**")
+        + f"; p99 at half saturation {vl.get('p99_ms')} ms (target ≤ {TARGET_P99_MS:g}) → "
+        + ("**met**" if met_p99 else "**not met**")
+        + f". Non-200 answers: {errors}.",
+    ]
+    return lines
+
+
+async def main_async(plan: CheckPlan, profile: Path | None = None) -> dict[str, Any]:
+    from streams.kafka.broker import EmbeddedBroker
+
+    results: dict[str, Any] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="vigil-check-bench-") as tmpdir,
+        EmbeddedBroker() as broker,
+    ):
+        await run_check_api(broker.bootstrap, plan, results, Path(tmpdir), profile)
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke run)")
+    parser.add_argument("--seconds", type=float, default=None)
+    parser.add_argument("--connections", type=int, default=None)
+    parser.add_argument("--signal-rate", type=int, default=None)
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="py-spy the worker during an extra closed loop: DIR/profile.svg, DIR/profile.txt",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else CheckPlan()
+    overrides = {
+        k: v
+        for k, v in (
+            ("seconds", args.seconds),
+            ("connections", args.connections),
+            ("signal_rate", args.signal_rate),
+        )
+        if v is not None
+    }
+    plan = CheckPlan(**{**asdict(plan), **overrides})
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    results = asyncio.run(main_async(plan, args.profile))
+    if args.out is not None:
+        args.out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    print("\n".join(markdown(results)))
+    prof = results.get("check_api", {}).get("profile")
+    if prof:
+        print(f"\nprofile: {prof['samples']} samples; own time:")
+        for row in prof["own"]:
+            print(f"  {row['pct']:5.1f}  {row['function']}")
+        print("inclusive (streams/):")
+        for row in prof["streams_total"]:
+            print(f"  {row['pct']:5.1f}  {row['function']}")
+
+
+if __name__ == "__main__":
+    main()
