@@ -265,21 +265,23 @@ async def run_check_api(
     results: dict[str, Any],
     tmp: Path,
     profile: Path | None = None,
+    prefix: str = "bench.check.",
 ) -> None:
-    """Everything above on ``bootstrap``; fills ``results["check_api"]``."""
+    """Everything above on ``bootstrap`` (topics and group under ``prefix``); fills
+    ``results["check_api"]``."""
     from tests.external_tools import cerbos_binary
     from tests.policy.test_differential import _server
 
     out: dict[str, Any] = {"plan": asdict(plan)}
     results["check_api"] = out
-    topics = topic_names("bench.check.")
+    topics = topic_names(prefix)
     await ensure_topics(
         bootstrap,
         [t for r, t in topics.items() if r != "changelog"],
         PARTITIONS,
         compacted=[topics["changelog"]],
     )
-    worker = Worker(bootstrap, tmp / "check-worker", topics, group="bench-check")
+    worker = Worker(bootstrap, tmp / "check-worker", topics, group=f"{prefix}group")
     worker.start()
     try:
         took = await worker.wait_healthy()
@@ -374,6 +376,13 @@ async def run_check_api(
         await worker.stop()
 
 
+def _row(d: dict[str, Any]) -> str:
+    return (
+        f"{d['rate']:,.0f} | {d.get('p50_ms')} / {d.get('p99_ms')} | "
+        f"{d['server_cpu_us_per_request']:,}"
+    )
+
+
 def markdown(res: dict[str, Any]) -> list[str]:
     """The (e) table and its reading against the target."""
     c = res.get("check_api")
@@ -396,21 +405,20 @@ def markdown(res: dict[str, Any]) -> list[str]:
         f"{w['vigil_body_bytes']} bytes to Vigil, {w['cerbos_body_bytes']} bytes with the signals to "
         f"Cerbos), load generator `bench.http_load` in its own process; answers compared on every "
         f"request: {a['mismatches']} differed. {c['plan']['seconds']:g} s counted per phase after "
-        f"{c['plan']['warmup_s']:g} s warm-up.",
+        f"{c['plan']['warmup_s']:g} s warm-up. CPU µs/req: the server process's user + system "
+        "time over the phase divided by the requests it answered (idle work included).",
         "",
-        "| phase | Vigil req/s | Vigil p50 / p99 ms | Cerbos req/s | Cerbos p50 / p99 ms | Vigil / Cerbos |",
-        "|---|---:|---:|---:|---:|---:|",
-        f"| closed loop, {vs['connections']} connections (saturation) | {vs['rate']:,.0f} | "
-        f"{vs.get('p50_ms')} / {vs.get('p99_ms')} | {cs['rate']:,.0f} | {cs.get('p50_ms')} / "
-        f"{cs.get('p99_ms')} | **{ratio:.2f}×** |",
-        f"| open loop at {c['latency_rate']:,.0f}/s (half Vigil's saturation) | {vl['rate']:,.0f} | "
-        f"**{vl.get('p50_ms')} / {vl.get('p99_ms')}** | {cl['rate']:,.0f} | {cl.get('p50_ms')} / "
-        f"{cl.get('p99_ms')} | |",
+        "| phase | Vigil req/s | p50 / p99 ms | CPU µs/req | Cerbos req/s | p50 / p99 ms | "
+        "CPU µs/req | Vigil / Cerbos |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| closed loop, {vs['connections']} connections (saturation) | {_row(vs)} | {_row(cs)} | "
+        f"**{ratio:.2f}×** |",
+        f"| open loop at {c['latency_rate']:,.0f}/s (half Vigil's saturation) | {_row(vl)} | "
+        f"{_row(cl)} | |",
     ]
     if sl:
         lines.append(
-            f"| same, worker draining {sl['signal_rate']:,} signals/s | {sl['rate']:,.0f} | "
-            f"{sl.get('p50_ms')} / {sl.get('p99_ms')} | | | |"
+            f"| same, worker draining {sl['signal_rate']:,} signals/s | {_row(sl)} | | | | |"
         )
     errors = vs["errors"] + cs["errors"] + vl["errors"] + cl["errors"]
     met_rate = ratio >= 1.0

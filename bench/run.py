@@ -1,4 +1,5 @@
-"""``make bench``: baselines, the Vigil worker, latency and the Quix Streams peer on one broker.
+"""``make bench``: baselines, the Vigil worker, latency, the Quix Streams peer and the check API
+against the stock Cerbos PDP, on one broker.
 
     .venv/bin/python -m bench.run             # full run (≈10 min)
     .venv/bin/python -m bench.run --quick     # smoke run (≈2 min)
@@ -25,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from bench import report
+from bench import check_api, report
 from bench.events import GRANTS_PER_SUBJECT, PARTITIONS, World
 from bench.kafka import baseline_consume, baseline_produce, produce_batched, producer
 from bench.latency import paced_run
@@ -321,6 +322,18 @@ async def run_quix(bootstrap: str, plan: Plan, results: dict[str, Any], tmp: Pat
         await peer.stop()
 
 
+async def run_check(bootstrap: str, quick: bool, results: dict[str, Any], tmp: Path) -> None:
+    """(e) the check API of one worker vs the stock Cerbos PDP (``bench.check_api``)."""
+    plan = check_api.QUICK if quick else check_api.CheckPlan()
+    try:
+        await check_api.run_check_api(bootstrap, plan, results, tmp)
+    except BaseException as exc:  # no npm for the PDP (pytest's skip outside pytest), or a failure
+        if isinstance(exc, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
+            raise
+        results.setdefault("check_api", {})["error"] = f"{type(exc).__name__}: {exc}"
+        say(f"(e) check API bench failed: {results['check_api']['error']}")
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     plan = QUICK if args.quick else FULL
     if args.subjects:
@@ -347,6 +360,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             await run_vigil(broker.bootstrap, plan, args, results, tmp)
         if "d" in args.only:
             await run_quix(broker.bootstrap, plan, results, tmp)
+        if "e" in args.only:
+            await run_check(broker.bootstrap, args.quick, results, tmp)
     results["elapsed_s"] = round(time.perf_counter() - started, 1)
     results["machine"]["loadavg_end"] = Path("/proc/loadavg").read_text().strip()
     return results
@@ -360,7 +375,9 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="py-spy the worker during (b)")
     parser.add_argument("--subjects", type=int, default=0, help="override the subject count")
     parser.add_argument(
-        "--only", default="abd", help="parts to run: a (baselines), b (vigil, incl. c), d (quix)"
+        "--only",
+        default="abde",
+        help="parts to run: a (baselines), b (vigil, incl. c), d (quix), e (check API vs Cerbos)",
     )
     parser.add_argument(
         "--ref",

@@ -95,7 +95,9 @@ class Worker:
         for role, name in self.topics.items():
             env[f"VIGIL_TOPIC_{role.upper()}"] = name
         env["VIGIL_GROUP_ID"] = self.group
-        env["VIGIL_API_PORT"] = str(self.api_port)  # several workers per host; older code ignores it
+        env["VIGIL_API_PORT"] = str(
+            self.api_port
+        )  # several workers per host; older code ignores it
         self.data_dir.mkdir(parents=True, exist_ok=True)
         root = self.source or REPO
         if self.source is None:
