@@ -43,7 +43,7 @@ import orjson
 from bench.events import Out, World, subject_id
 from bench.kafka import produce_batched, producer
 from bench.profile import Profiler, top_functions
-from bench.worker import REPO, Worker, topic_names
+from bench.worker import REPO, Worker, snapshot, topic_names
 from streams.kafka.admin import ensure_topics
 from streams.models.signal import validate_signal
 from streams.processing.check import DEVICE_ID, NO_GRANT, SESSION_ID
@@ -60,11 +60,14 @@ class CheckPlan:
     """Sizes of one check-API run."""
 
     subjects: int = 2_000
-    requests: int = 2_000  # distinct bodies, sent round-robin
+    requests: int = 600  # distinct bodies, sent round-robin
     connections: int = 16  # closed loop; the open loop uses up to twice as many
-    warmup_s: float = 2.0
-    seconds: float = 6.0  # counted seconds of each load phase
+    warmup_s: float = 1.5
+    seconds: float = 5.0  # counted seconds of each load phase
     signal_rate: int = 1_000  # signals/s drained by the worker during the last phase (0: skip)
+    # The PDP logs two lines per request at "info" (its default); audit is off in its config.
+    # "warn" measures it without that log, i.e. at its best.
+    cerbos_log_level: str = "warn"
 
 
 QUICK = CheckPlan(subjects=500, requests=300, connections=8, warmup_s=0.5, seconds=2.0)
@@ -157,8 +160,9 @@ async def compare_answers(
                     raise RuntimeError(f"{url} answered {resp.status}: {data[:300]!r}")
                 return dict(orjson.loads(data))
 
-        for ours, theirs in zip(vigil, cerbos, strict=True):
-            a, b = await post(vigil_url, ours), await post(cerbos_url, theirs)
+        async def one(ours: dict[str, Any], theirs: dict[str, Any]) -> None:
+            async with gate:
+                a, b = await post(vigil_url, ours), await post(cerbos_url, theirs)
             if _decisions(a) != _decisions(b):
                 mismatches.append(
                     f"{ours['requestId']}: vigil {a['results']} cerbos {b['results']}"
@@ -166,6 +170,9 @@ async def compare_answers(
             for r in a["results"]:
                 for effect in r["actions"].values():
                     effects[effect] = effects.get(effect, 0) + 1
+
+        gate = asyncio.Semaphore(8)
+        await asyncio.gather(*(one(o, t) for o, t in zip(vigil, cerbos, strict=True)))
     return {
         "requests": len(vigil),
         "mismatches": len(mismatches),
@@ -266,6 +273,7 @@ async def run_check_api(
     tmp: Path,
     profile: Path | None = None,
     prefix: str = "bench.check.",
+    source: Path | None = None,
 ) -> None:
     """Everything above on ``bootstrap`` (topics and group under ``prefix``); fills
     ``results["check_api"]``."""
@@ -281,7 +289,7 @@ async def run_check_api(
         PARTITIONS,
         compacted=[topics["changelog"]],
     )
-    worker = Worker(bootstrap, tmp / "check-worker", topics, group=f"{prefix}group")
+    worker = Worker(bootstrap, tmp / "check-worker", topics, group=f"{prefix}group", source=source)
     worker.start()
     try:
         took = await worker.wait_healthy()
@@ -318,7 +326,10 @@ async def run_check_api(
 
         cerbos_dir = tmp / "cerbos"
         cerbos_dir.mkdir()
-        with _server(cerbos_binary(), REPO / "policies", cerbos_dir, {}) as cerbos_url:
+        pdp_args = [f"--log-level={plan.cerbos_log_level}"]
+        with _server(
+            cerbos_binary(), REPO / "policies", cerbos_dir, {}, args=pdp_args
+        ) as cerbos_url:
             cerbos_pid = pid_with_argument(str(cerbos_dir / "cerbos.json"))
             answers = await compare_answers(worker.api_url, cerbos_url, vigil_reqs, cerbos_reqs)
             out["answers"] = answers
@@ -434,7 +445,7 @@ def markdown(res: dict[str, Any]) -> list[str]:
     return lines
 
 
-async def main_async(plan: CheckPlan, profile: Path | None = None) -> dict[str, Any]:
+async def main_async(plan: CheckPlan, profile: Path | None = None, ref: str = "") -> dict[str, Any]:
     from streams.kafka.broker import EmbeddedBroker
 
     results: dict[str, Any] = {}
@@ -442,7 +453,10 @@ async def main_async(plan: CheckPlan, profile: Path | None = None) -> dict[str, 
         tempfile.TemporaryDirectory(prefix="vigil-check-bench-") as tmpdir,
         EmbeddedBroker() as broker,
     ):
-        await run_check_api(broker.bootstrap, plan, results, Path(tmpdir), profile)
+        tmp = Path(tmpdir)
+        source = tmp / "source" if ref else None
+        results["source"] = snapshot(ref, source) if source is not None else "working tree"
+        await run_check_api(broker.bootstrap, plan, results, tmp, profile, source=source)
     return results
 
 
@@ -454,12 +468,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--connections", type=int, default=None)
     parser.add_argument("--signal-rate", type=int, default=None)
+    parser.add_argument("--cerbos-log-level", default=None, help="the PDP's --log-level (warn)")
     parser.add_argument(
         "--profile",
         type=Path,
         default=None,
         metavar="DIR",
         help="py-spy the worker during an extra closed loop: DIR/profile.svg, DIR/profile.txt",
+    )
+    parser.add_argument(
+        "--ref", default="", help="run the worker from this git ref (see bench.run --ref)"
     )
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
     args = parser.parse_args(argv)
@@ -470,13 +488,14 @@ def main(argv: list[str] | None = None) -> None:
             ("seconds", args.seconds),
             ("connections", args.connections),
             ("signal_rate", args.signal_rate),
+            ("cerbos_log_level", args.cerbos_log_level),
         )
         if v is not None
     }
     plan = CheckPlan(**{**asdict(plan), **overrides})
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
-    results = asyncio.run(main_async(plan, args.profile))
+    results = asyncio.run(main_async(plan, args.profile, args.ref))
     if args.out is not None:
         args.out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     print("\n".join(markdown(results)))

@@ -33,7 +33,7 @@ from bench.latency import paced_run
 from bench.measure import measure_drain
 from bench.profile import Profiler, top_functions
 from bench.quix import QuixPeer
-from bench.worker import REPO, Worker, topic_names
+from bench.worker import REPO, Worker, snapshot, topic_names
 from streams.kafka.admin import ensure_topics
 from streams.kafka.broker import EmbeddedBroker
 
@@ -186,18 +186,7 @@ async def run_vigil(
     source = None
     if args.ref:
         source = tmp / "source"
-        source.mkdir()
-        archive = subprocess.run(
-            ["git", "archive", args.ref, "streams", "policies", "schemas"],
-            cwd=REPO,
-            capture_output=True,
-            check=True,
-        )
-        subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", args.ref], cwd=REPO, capture_output=True, text=True
-        )
-        results["source"] = f"git {args.ref} ({rev.stdout.strip()})"
+        results["source"] = snapshot(args.ref, source)
     else:
         results["source"] = "working tree"
     say(f"worker code: {results['source']}")
@@ -322,11 +311,16 @@ async def run_quix(bootstrap: str, plan: Plan, results: dict[str, Any], tmp: Pat
         await peer.stop()
 
 
-async def run_check(bootstrap: str, quick: bool, results: dict[str, Any], tmp: Path) -> None:
+async def run_check(
+    bootstrap: str, quick: bool, results: dict[str, Any], tmp: Path, ref: str
+) -> None:
     """(e) the check API of one worker vs the stock Cerbos PDP (``bench.check_api``)."""
     plan = check_api.QUICK if quick else check_api.CheckPlan()
     try:
-        await check_api.run_check_api(bootstrap, plan, results, tmp)
+        source = tmp / "check-source" if ref else None
+        if source is not None:
+            snapshot(ref, source)
+        await check_api.run_check_api(bootstrap, plan, results, tmp, source=source)
     except BaseException as exc:  # no npm for the PDP (pytest's skip outside pytest), or a failure
         if isinstance(exc, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
             raise
@@ -361,7 +355,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         if "d" in args.only:
             await run_quix(broker.bootstrap, plan, results, tmp)
         if "e" in args.only:
-            await run_check(broker.bootstrap, args.quick, results, tmp)
+            await run_check(broker.bootstrap, args.quick, results, tmp, args.ref)
     results["elapsed_s"] = round(time.perf_counter() - started, 1)
     results["machine"]["loadavg_end"] = Path("/proc/loadavg").read_text().strip()
     return results

@@ -42,6 +42,23 @@ def topic_names(prefix: str) -> dict[str, str]:
     }
 
 
+def snapshot(ref: str, dest: Path) -> str:
+    """``git archive`` of streams/, policies/ and schemas/ at ``ref`` into ``dest`` (a worker
+    ``source``): a fixed version to run while the working tree changes. Returns ``git REF (sha)``."""
+    dest.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "archive", ref, "streams", "policies", "schemas"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    )
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    rev = subprocess.run(
+        ["git", "rev-parse", "--short", ref], cwd=REPO, capture_output=True, text=True
+    )
+    return f"git {ref} ({rev.stdout.strip()})"
+
+
 def parse_counters(text: str) -> dict[str, float]:
     """Sum every labelled sample of each counter we watch (``*_total`` lines only)."""
     sums = dict.fromkeys(COUNTERS, 0.0)
@@ -95,9 +112,8 @@ class Worker:
         for role, name in self.topics.items():
             env[f"VIGIL_TOPIC_{role.upper()}"] = name
         env["VIGIL_GROUP_ID"] = self.group
-        env["VIGIL_API_PORT"] = str(
-            self.api_port
-        )  # several workers per host; older code ignores it
+        # several workers per host (older code ignores it)
+        env["VIGIL_API_PORT"] = str(self.api_port)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         root = self.source or REPO
         if self.source is None:

@@ -17,7 +17,7 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,9 @@ def _server(
     tmp: Path,
     globals_: dict[str, Any],
     engine_conf: dict[str, Any] | None = None,
+    args: Sequence[str] = (),
 ) -> Iterator[str]:
+    """A stock PDP serving ``policy_dir``; ``args`` go to ``cerbos server`` (``--log-level``)."""
     port = _free_port()
     conf = tmp / "cerbos.json"  # JSON is valid YAML
     conf.write_text(
@@ -72,7 +74,9 @@ def _server(
         )
     )
     log = (tmp / "cerbos.log").open("wb")
-    proc = subprocess.Popen([str(binary), "server", f"--config={conf}"], stdout=log, stderr=log)
+    proc = subprocess.Popen(
+        [str(binary), "server", f"--config={conf}", *args], stdout=log, stderr=log
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 15
