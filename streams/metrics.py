@@ -174,6 +174,11 @@ CHECK_AUDIT_FAILED = Counter(
     "vigil_check_audit_failed_total",
     "Check decisions whose produce to the decisions topic failed",
 )
+GC_FROZEN_OBJECTS = Gauge(
+    "vigil_gc_frozen_objects",
+    "Objects built at startup and moved out of the garbage collector's sight (gc.freeze) once "
+    "the worker was ready; 0 until then",
+)
 CHECK_AUDIT_QUEUE = Gauge(
     "vigil_check_audit_queue", "Check decisions waiting to be produced to the decisions topic"
 )
