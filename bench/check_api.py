@@ -28,6 +28,7 @@ import asyncio
 import copy
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -62,15 +63,16 @@ class CheckPlan:
     subjects: int = 2_000
     requests: int = 600  # distinct bodies, sent round-robin
     connections: int = 16  # closed loop; the open loop uses up to twice as many
-    warmup_s: float = 1.5
-    seconds: float = 5.0  # counted seconds of each load phase
+    warmup_s: float = 1.0
+    seconds: float = 3.0  # counted seconds of each load run
+    rounds: int = 3  # runs per system and phase, alternating Vigil and Cerbos; medians reported
     signal_rate: int = 1_000  # signals/s drained by the worker during the last phase (0: skip)
     # The PDP logs two lines per request at "info" (its default); audit is off in its config.
     # "warn" measures it without that log, i.e. at its best.
     cerbos_log_level: str = "warn"
 
 
-QUICK = CheckPlan(subjects=500, requests=300, connections=8, warmup_s=0.5, seconds=2.0)
+QUICK = CheckPlan(subjects=500, requests=300, connections=8, warmup_s=0.5, seconds=2.0, rounds=1)
 
 
 def say(msg: str) -> None:
@@ -203,10 +205,16 @@ def pid_with_argument(text: str) -> int:
 
 
 async def load(
-    url: str, bodies: Path, plan: CheckPlan, server_pid: int, rate: float = 0.0
+    url: str,
+    bodies: Path,
+    plan: CheckPlan,
+    server_pid: int,
+    rate: float = 0.0,
+    broker_pid: int | None = None,
 ) -> dict[str, Any]:
     """One ``bench.http_load`` run in its own process; its JSON result, plus the server's CPU
-    time per request (robust to other load on the machine, unlike the rates)."""
+    time per request (less sensitive to other load on the machine than the rates) and, for
+    Vigil, the broker's (the audit records it stores)."""
     cmd = [
         sys.executable,
         "-m",
@@ -225,6 +233,7 @@ async def load(
     if rate:
         cmd += ["--rate", f"{rate:.0f}"]
     cpu = cpu_seconds(server_pid)
+    broker_cpu = cpu_seconds(broker_pid) if broker_pid else 0.0
     proc = await asyncio.create_subprocess_exec(
         *cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
@@ -233,7 +242,12 @@ async def load(
     if proc.returncode != 0:
         raise RuntimeError(f"load generator failed ({proc.returncode}): {err.decode()[-2000:]}")
     result = dict(orjson.loads(out))
-    result["server_cpu_us_per_request"] = round(cpu / max(1, result["requests_incl_warmup"]) * 1e6)
+    answered = max(1, result["requests_incl_warmup"])
+    result["server_cpu_us_per_request"] = round(cpu / answered * 1e6)
+    if broker_pid:
+        result["broker_cpu_us_per_request"] = round(
+            (cpu_seconds(broker_pid) - broker_cpu) / answered * 1e6
+        )
     return result
 
 
@@ -255,11 +269,31 @@ async def paced_signals(worker: Worker, records: list[Out], rate: int, stop: asy
     return sent
 
 
+_MEDIANS = ("rate", "p50_ms", "p90_ms", "p99_ms", "max_ms", "server_cpu_us_per_request")
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first run's settings with the median of each figure over ``runs``, and ``runs``."""
+    out = dict(runs[0])
+    for key in (*_MEDIANS, "broker_cpu_us_per_request"):
+        values = [r[key] for r in runs if r.get(key) is not None]
+        if values:
+            out[key] = round(statistics.median(values), 2)
+    out["errors"] = sum(r["errors"] for r in runs)
+    out["runs"] = runs
+    return out
+
+
 def _fmt_load(d: dict[str, Any]) -> str:
     return (
         f"{d['rate']:,.0f} req/s (errors {d['errors']}), p50 {d.get('p50_ms')} ms, "
         f"p99 {d.get('p99_ms')} ms, max {d.get('max_ms')} ms; "
         f"server CPU {d['server_cpu_us_per_request']} µs/request"
+        + (
+            f" + broker {d['broker_cpu_us_per_request']}"
+            if "broker_cpu_us_per_request" in d
+            else ""
+        )
     )
 
 
@@ -346,15 +380,24 @@ async def run_check_api(
                     await prof.stop()
                 out["profile"] = {"load": profiled, **top_functions(prof.raw, 25)}
                 say(f"Vigil closed loop under py-spy: {_fmt_load(profiled)}; {prof.svg}")
-            vigil_sat = await load(worker.api_url, vigil_bodies, plan, worker.pid)
-            say(f"Vigil closed loop ({plan.connections} connections): {_fmt_load(vigil_sat)}")
-            cerbos_sat = await load(cerbos_url, cerbos_bodies, plan, cerbos_pid)
-            say(f"Cerbos closed loop ({plan.connections} connections): {_fmt_load(cerbos_sat)}")
+            broker_pid = pid_with_argument(f"tcp://{bootstrap}")
+            vigil = (worker.api_url, vigil_bodies, worker.pid, broker_pid)
+            cerbos = (cerbos_url, cerbos_bodies, cerbos_pid, None)
+
+            async def alternate(label: str, rate: float = 0.0) -> tuple[dict, dict]:
+                """``plan.rounds`` runs on each system, alternating (the machine's other load
+                drifts); the medians and every run."""
+                runs: dict[str, list[dict[str, Any]]] = {"vigil": [], "cerbos": []}
+                for n in range(plan.rounds):
+                    for name, (url, bodies, pid, bpid) in (("vigil", vigil), ("cerbos", cerbos)):
+                        got = await load(url, bodies, plan, pid, rate, bpid)
+                        runs[name].append(got)
+                        say(f"{name} {label} #{n + 1}: {_fmt_load(got)}")
+                return median_run(runs["vigil"]), median_run(runs["cerbos"])
+
+            vigil_sat, cerbos_sat = await alternate(f"closed loop ({plan.connections} conn.)")
             rate = max(1.0, vigil_sat["rate"] / 2)
-            vigil_lat = await load(worker.api_url, vigil_bodies, plan, worker.pid, rate)
-            say(f"Vigil open loop {rate:,.0f}/s: {_fmt_load(vigil_lat)}")
-            cerbos_lat = await load(cerbos_url, cerbos_bodies, plan, cerbos_pid, rate)
-            say(f"Cerbos open loop {rate:,.0f}/s: {_fmt_load(cerbos_lat)}")
+            vigil_lat, cerbos_lat = await alternate(f"open loop {rate:,.0f}/s", rate)
             out.update(
                 vigil_saturation=vigil_sat,
                 cerbos_saturation=cerbos_sat,
@@ -370,7 +413,9 @@ async def run_check_api(
             pacer = asyncio.create_task(paced_signals(worker, mix, plan.signal_rate, stop))
             try:
                 await asyncio.sleep(0.5)
-                loaded = await load(worker.api_url, vigil_bodies, plan, worker.pid, rate)
+                loaded = await load(
+                    worker.api_url, vigil_bodies, plan, worker.pid, rate, broker_pid
+                )
             finally:
                 stop.set()
                 sent = await pacer
@@ -388,10 +433,10 @@ async def run_check_api(
 
 
 def _row(d: dict[str, Any]) -> str:
-    return (
-        f"{d['rate']:,.0f} | {d.get('p50_ms')} / {d.get('p99_ms')} | "
-        f"{d['server_cpu_us_per_request']:,}"
-    )
+    cpu = f"{d['server_cpu_us_per_request']:,.0f}"
+    if "broker_cpu_us_per_request" in d:
+        cpu += f" + {d['broker_cpu_us_per_request']:,.0f}"
+    return f"{d['rate']:,.0f} | {d.get('p50_ms')} / {d.get('p99_ms')} | {cpu}"
 
 
 def markdown(res: dict[str, Any]) -> list[str]:
@@ -415,9 +460,12 @@ def markdown(res: dict[str, Any]) -> list[str]:
         f"({w['resources_per_request']} resources, {w['actions_per_request']} actions per request; "
         f"{w['vigil_body_bytes']} bytes to Vigil, {w['cerbos_body_bytes']} bytes with the signals to "
         f"Cerbos), load generator `bench.http_load` in its own process; answers compared on every "
-        f"request: {a['mismatches']} differed. {c['plan']['seconds']:g} s counted per phase after "
-        f"{c['plan']['warmup_s']:g} s warm-up. CPU µs/req: the server process's user + system "
-        "time over the phase divided by the requests it answered (idle work included).",
+        f"request: {a['mismatches']} differed. PDP at `--log-level={c['plan']['cerbos_log_level']}`, "
+        f"audit off; Vigil audits every action to Kafka. Medians of {c['plan']['rounds']} runs per "
+        f"system and phase, Vigil and Cerbos alternating, each {c['plan']['seconds']:g} s counted "
+        f"after {c['plan']['warmup_s']:g} s warm-up. CPU µs/req: the server process's user + "
+        "system time over a run divided by the requests it answered (idle work included); for "
+        "Vigil, + the broker's for the audit records.",
         "",
         "| phase | Vigil req/s | p50 / p99 ms | CPU µs/req | Cerbos req/s | p50 / p99 ms | "
         "CPU µs/req | Vigil / Cerbos |",
@@ -431,6 +479,14 @@ def markdown(res: dict[str, Any]) -> list[str]:
         lines.append(
             f"| same, worker draining {sl['signal_rate']:,} signals/s | {_row(sl)} | | | | |"
         )
+    per_round = [
+        v["rate"] / c_["rate"] for v, c_ in zip(vs["runs"], cs["runs"], strict=True) if c_["rate"]
+    ]
+    lines.append(
+        "\nVigil / Cerbos closed-loop throughput per round: "
+        + ", ".join(f"{r:.2f}×" for r in per_round)
+        + "."
+    )
     errors = vs["errors"] + cs["errors"] + vl["errors"] + cl["errors"]
     met_rate = ratio >= 1.0
     met_p99 = (vl.get("p99_ms") or 1e9) <= TARGET_P99_MS and vl["rate"] >= 0.95 * c["latency_rate"]
@@ -468,6 +524,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--connections", type=int, default=None)
     parser.add_argument("--signal-rate", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--cerbos-log-level", default=None, help="the PDP's --log-level (warn)")
     parser.add_argument(
         "--profile",
@@ -489,6 +546,7 @@ def main(argv: list[str] | None = None) -> None:
             ("connections", args.connections),
             ("signal_rate", args.signal_rate),
             ("cerbos_log_level", args.cerbos_log_level),
+            ("rounds", args.rounds),
         )
         if v is not None
     }

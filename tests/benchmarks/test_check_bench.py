@@ -14,7 +14,7 @@ from bench.http_load import Connection, encode_requests, summarize
 from tests.external_tools import cerbos_binary
 
 TINY = check_api.CheckPlan(
-    subjects=40, requests=30, connections=2, warmup_s=0.2, seconds=0.5, signal_rate=100
+    subjects=40, requests=30, connections=2, warmup_s=0.2, seconds=0.5, signal_rate=100, rounds=1
 )
 
 
