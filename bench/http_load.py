@@ -9,7 +9,9 @@ CPU is taken from the servers it measures.
   as soon as the previous answer arrived: the server's saturation throughput;
 * open loop (``--rate R``): request *i* is due at ``start + i / R`` whatever the answers do, and
   its latency runs from that due time (a backlog shows as latency: no coordinated omission); up
-  to C connections carry the requests, a due request waits for a free one.
+  to C connections carry the requests, a due request waits for a free one. How late the
+  generator itself put requests on their way (``generator_late_*``: it competes for the CPU
+  too) tells whether a latency figure is the server's or the generator's.
 
 Requests go round-robin through the bodies (one JSON document per line of ``--bodies``). The
 first ``--warmup`` seconds are not counted. Prints one JSON object: counts, achieved rate,
@@ -165,6 +167,7 @@ async def open_loop(
     start = time.perf_counter() + 0.05
     tally = Tally(start + warmup)
     total = int(rate * (warmup + seconds))
+    lateness: list[float] = []
 
     async def run(conn: Connection) -> None:
         while True:
@@ -180,7 +183,10 @@ async def open_loop(
     while i < total:
         now = time.perf_counter()
         while i < total and start + i / rate <= now:  # everything due by now, late or not
-            queue.put_nowait((start + i / rate, requests[i % len(requests)]))
+            due = start + i / rate
+            queue.put_nowait((due, requests[i % len(requests)]))
+            if due >= tally.counting_from:
+                lateness.append(now - due)  # the generator's own delay, not the server's
             i += 1
         if i < total:
             await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
@@ -189,7 +195,16 @@ async def open_loop(
     await asyncio.gather(*workers)
     for c in conns:
         c.close()
-    return _result("open", tally, seconds, connections=connections, rate=rate)
+    late = summarize(lateness)
+    return _result(
+        "open",
+        tally,
+        seconds,
+        connections=connections,
+        rate=rate,
+        generator_late_p99_ms=late.get("p99_ms", 0.0),
+        generator_late_max_ms=late.get("max_ms", 0.0),
+    )
 
 
 def _result(mode: str, tally: Tally, seconds: float, **params: Any) -> dict[str, Any]:
