@@ -505,7 +505,7 @@ def markdown(res: dict[str, Any]) -> list[str]:
         f"{vl.get('generator_late_p99_ms')} ms (Vigil runs) / {cl.get('generator_late_p99_ms')} ms "
         "(Cerbos runs) late at p99 (its own share of the CPU; a latency near that is the "
         f"machine's, not the server's). Audit records dropped by Vigil: "
-        f"{c.get('audit_dropped', '?'):g}."
+        f"{c.get('audit_dropped', float('nan')):g}."
     )
     errors = vs["errors"] + cs["errors"] + vl["errors"] + cl["errors"]
     met_rate = ratio >= 1.0
