@@ -162,6 +162,11 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(default=Path(".vigil/data"), description="Local state (RocksDB).")
     web_port: int = Field(default=6066, ge=0, le=65535, description="HTTP port of the worker.")
+    web_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="Address the worker's HTTP listener (/metrics, /healthz) binds to.",
+    )
     partitions: int = Field(default=4, ge=1, description="Partitions for topics Vigil creates.")
     schema_registry_url: str | None = Field(
         default=None, description="Confluent schema registry; None = schemaless Avro."

@@ -79,6 +79,14 @@ def wait_for_kafka(broker: str, timeout: float = BROKER_WAIT_SECONDS) -> None:
     help="HTTP port for /metrics, /healthz, /_cerbos/health (default 6066).",
 )
 @click.option(
+    "--web-host",
+    envvar="VIGIL_WEB_HOST",
+    show_envvar=True,
+    default=None,
+    help="Address the worker's HTTP listener (/metrics, /healthz) binds to (default 127.0.0.1; "
+    "0.0.0.0 for a remote Prometheus or Kubernetes probes).",
+)
+@click.option(
     "--bundle-public-keys",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     envvar="VIGIL_BUNDLE_PUBLIC_KEYS",
@@ -122,6 +130,7 @@ def command(
     risk_model: Path | None,
     data_dir: Path | None,
     web_port: int | None,
+    web_host: str | None,
     bundle_public_keys: Path | None,
     api_port: int | None,
     api_host: str | None,
@@ -146,6 +155,7 @@ def command(
         risk_model=risk_model,
         data_dir=data_dir,
         web_port=web_port,
+        web_host=web_host,
         bundle_public_keys=bundle_public_keys,
         api_port=api_port,
         api_host=api_host,

@@ -42,6 +42,9 @@ class Cause:
     kind: str  # signal | grant-issued | release | expiry | policy-change | time | check
     event_id: str
     event_time: int
+    # cause ``signal`` only: its type and Kafka record timestamp (metrics, not the record)
+    signal_type: str = "none"
+    arrival: int = -1
 
 
 @dataclass(slots=True)

@@ -111,9 +111,14 @@ class Pipeline:
 
     # -- decoding -------------------------------------------------------------------------
 
-    def _dead_letter(self, rec: InRecord, error: str, reason: str, now_ms: int) -> OutRecord:
-        """``error`` is the bounded kind (metric label); ``reason`` is free text for people."""
+    def _dead_letter(
+        self, rec: InRecord, error: str, reason: str, now_ms: int, signal_type: str = "unknown"
+    ) -> OutRecord:
+        """``error`` is the bounded kind (metric label); ``reason`` is free text for people;
+        ``signal_type`` is the type of a decoded and validated signal (a bounded label)."""
         self._tally.add(metrics.DEADLETTERS.labels(error))
+        if rec.topic in self.topics.signals:
+            self._tally.add(metrics.signals_by(rec.topic, signal_type, "dead-lettered"))
         if len(reason) > MAX_REASON_CHARS:
             reason = reason[: MAX_REASON_CHARS - 3] + "..."
         reason = reason.encode("utf-8", "backslashreplace").decode()  # lone surrogates
@@ -189,18 +194,18 @@ class Pipeline:
         self._memo = self.engine.new_memo(now=datetime.fromtimestamp(now_ms / 1000, tz=UTC))
         for key, raw in zip(keys, stored, strict=True):
             items = by_subject[key]
-            marks = (len(result.outputs), len(result.signal_timestamps), self._tally.mark())
+            marks = _marks(result, self._tally)
             try:
                 subject = _Subject(key, store, raw)
                 self._process_subject(subject, items, result, now_ms)
                 subject.collect(result.changed_states)
+                if raw is None and subject.signals_dirty:
+                    result.new_subjects += 1
             except TransientError:
                 raise  # an outage, not a poison record: the runner retries the whole batch
             except Exception:  # a bug or a poison record must not stop the partition
                 log.exception("processing subject %s failed; applying its records one by one", key)
-                del result.outputs[marks[0] :]
-                del result.signal_timestamps[marks[1] :]
-                self._tally.rollback(marks[2])
+                _rollback(result, self._tally, marks)
                 self._process_one_by_one(key, store, raw, items, result, now_ms)
         return result
 
@@ -224,12 +229,16 @@ class Pipeline:
             return None
         mismatch = self._key_mismatch(item, rec)
         if mismatch is not None:
-            result.outputs.append(self._dead_letter(rec, "key-mismatch", mismatch, now_ms))
+            result.outputs.append(
+                self._dead_letter(rec, "key-mismatch", mismatch, now_ms, _signal_type(item))
+            )
             return None
         if type(item) is Signal:
             future = self._future_dated(item, rec, now_ms)
             if future is not None:
-                result.outputs.append(self._dead_letter(rec, EVENT_TIME_IN_FUTURE, future, now_ms))
+                result.outputs.append(
+                    self._dead_letter(rec, EVENT_TIME_IN_FUTURE, future, now_ms, item.type)
+                )
                 return None
         return item
 
@@ -264,7 +273,7 @@ class Pipeline:
         """The slow path after a subject's batch failed: start again from its stored state and
         apply its records one at a time, each behind a savepoint, so that a record whose
         processing fails (or leaves a state that cannot be stored) is dead-lettered alone."""
-        start = (len(result.outputs), len(result.signal_timestamps), self._tally.mark())
+        start = _marks(result, self._tally)
         try:
             subject = _Subject(key, store, raw)
             # Loaded (and expired grants published) once, before any savepoint, so that
@@ -280,7 +289,7 @@ class Pipeline:
             return
         for item, rec in items:
             saved = subject.savepoint()
-            marks = (len(result.outputs), len(result.signal_timestamps), self._tally.mark())
+            marks = _marks(result, self._tally)
             try:
                 self._process_subject(subject, [(item, rec)], result, now_ms)
                 subject.encode()  # what this record left must still be storable
@@ -288,19 +297,19 @@ class Pipeline:
                 raise
             except Exception as exc:
                 log.exception("record %s/%d@%d failed", rec.topic, rec.partition, rec.offset)
-                del result.outputs[marks[0] :]
-                del result.signal_timestamps[marks[1] :]
-                self._tally.rollback(marks[2])
+                _rollback(result, self._tally, marks)
                 subject.restore(saved)
                 reason = f"processing failed: {type(exc).__name__}: {exc}"
-                result.outputs.append(self._dead_letter(rec, "processing", reason, now_ms))
+                result.outputs.append(
+                    self._dead_letter(rec, "processing", reason, now_ms, _signal_type(item))
+                )
         try:
             subject.collect(result.changed_states)
+            if raw is None and subject.signals_dirty:
+                result.new_subjects += 1
         except Exception as exc:  # cannot happen (each record's state was encoded): belt and braces
             log.exception("subject %s: state cannot be stored", key)
-            del result.outputs[start[0] :]
-            del result.signal_timestamps[start[1] :]
-            self._tally.rollback(start[2])
+            _rollback(result, self._tally, start)
             self._refuse_all(
                 items, f"state cannot be stored: {type(exc).__name__}: {exc}", result, now_ms
             )
@@ -312,9 +321,11 @@ class Pipeline:
         result: BatchResult,
         now_ms: int,
     ) -> None:
-        for _, rec in items:
+        for item, rec in items:
             result.outputs.append(
-                self._dead_letter(rec, "processing", f"processing failed: {why}", now_ms)
+                self._dead_letter(
+                    rec, "processing", f"processing failed: {why}", now_ms, _signal_type(item)
+                )
             )
 
     def _process_subject(
@@ -332,7 +343,7 @@ class Pipeline:
                 if snapshot is None:
                     snapshot = subject_snapshot(signals, self.risk)
                 outcome, dim, value_changed = apply_signal(signals, item)
-                self._tally.add(metrics.signals_by(outcome.value))
+                self._tally.add(metrics.signals_by(rec.topic, item.type, outcome.value))
                 if outcome is Applied.DUPLICATE:
                     continue
                 subject.signals_dirty = True
@@ -347,7 +358,7 @@ class Pipeline:
                 if not visible and not dim.startswith(("device:", "session:")):
                     continue  # e.g. a risk factor that did not move the level or score
                 grants = self._grant_state(subject, result, now_ms)
-                cause = Cause("signal", item.event_id, item.event_time)
+                cause = Cause("signal", item.event_id, item.event_time, item.type, rec.timestamp)
                 for grant in grants_seeing(grants, dim, visible):
                     self._evaluate(subject, grant, snapshot, cause, result, now_ms)
             else:
@@ -618,8 +629,23 @@ class Pipeline:
                 self._publish(subject.key, ev, "expiry", result)
         return state
 
-    def _publish(self, key: str, ev: Evaluation, cause_kind: str, result: BatchResult) -> None:
-        self._tally.add(metrics.decisions_by(ev.decision["effect"], cause_kind))
+    def _publish(
+        self,
+        key: str,
+        ev: Evaluation,
+        cause_kind: str,
+        result: BatchResult,
+        cause: Cause | None = None,
+    ) -> None:
+        decision = ev.decision
+        tally = self._tally
+        tally.add(metrics.decisions_by(decision["effect"], cause_kind))
+        engine = self.engine
+        kind = decision["request"]["resource"]["kind"]
+        kind = kind if kind in engine.named_kinds else "other"
+        for a in decision["actions"]:
+            action = a["action"] if a["action"] in engine.named_actions else "other"
+            tally.add(metrics.decision_actions_by(a["effect"], cause_kind, kind, action))
         key_bytes = key.encode()
         result.outputs.append(
             OutRecord(
@@ -631,7 +657,11 @@ class Pipeline:
         )
         if ev.revocation is None:
             return
-        self._tally.add(metrics.revocations_by(cause_kind))
+        signal_type = "none"
+        if cause is not None and cause.kind == "signal":
+            signal_type = cause.signal_type
+            result.revocation_causes.append((cause.event_time, cause.arrival))
+        tally.add(metrics.revocations_by(cause_kind, signal_type))
         result.outputs.append(
             OutRecord(
                 self.topics.revocations,
@@ -675,6 +705,8 @@ class Pipeline:
                 grant["time_due"] = due  # the next time re-evaluation (see ``sweep``)
             subject.grants_dirty = True
         metrics.EVALUATION_SECONDS.observe(ev.decision["eval_duration_seconds"])
+        if ev.decision["errors"]:
+            self._tally.add(metrics.evaluation_errors_by(cause.kind))
         if ev.revocation is not None:
             # Revocation is terminal: the grant leaves the active set and leaves a tombstone.
             state = self._grant_state(subject, result, now_ms)
@@ -684,7 +716,7 @@ class Pipeline:
             self._tally.add(metrics.ACTIVE_GRANTS, -1)
             keep_until = (grant.get("expires_at") or now_ms) + TOMBSTONE_RETENTION_MS
             state["revoked"][grant_id] = [grant["issued_at"], keep_until]
-        self._publish(key, ev, cause.kind, result)
+        self._publish(key, ev, cause.kind, result, cause)
 
 
 @dataclass(frozen=True, slots=True)
@@ -783,6 +815,29 @@ class _Subject:
 
     def restore(self, saved: tuple[Any, ...]) -> None:
         self.signals, self._grants, self.signals_dirty, self.grants_dirty = saved
+
+
+def _signal_type(item: Signal | GrantEvent) -> str:
+    return item.type if type(item) is Signal else "unknown"
+
+
+def _marks(result: BatchResult, tally: metrics.Tally) -> tuple[int, int, int, dict[Any, float]]:
+    """Where a subject's outputs begin, to ``_rollback`` to when its processing fails."""
+    return (
+        len(result.outputs),
+        len(result.signal_timestamps),
+        len(result.revocation_causes),
+        tally.mark(),
+    )
+
+
+def _rollback(
+    result: BatchResult, tally: metrics.Tally, marks: tuple[int, int, int, dict[Any, float]]
+) -> None:
+    del result.outputs[marks[0] :]
+    del result.signal_timestamps[marks[1] :]
+    del result.revocation_causes[marks[2] :]
+    tally.rollback(marks[3])
 
 
 def _datetime(ms: int) -> datetime:

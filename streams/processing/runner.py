@@ -45,6 +45,7 @@ from streams.bundles.watcher import BundleWatcher, Offer
 from streams.kafka.lag import has_unfetched
 from streams.kafka.quirks import read_to_end
 from streams.kafka.security import PLAINTEXT, KafkaSecurity
+from streams.processing.lag_metrics import LagGauges
 from streams.processing.merge import PartitionMerger
 from streams.processing.outage import TRANSIENT_ERRORS, Outages, probe_broker
 from streams.processing.pipeline import Pipeline
@@ -53,7 +54,9 @@ from streams.processing.switch import GuardLimits, PendingSwitch
 from streams.state.store import (
     CHANGELOG_OFFSET,
     GRANT_PREFIX,
+    SIGNAL_PREFIX,
     PartitionStore,
+    count_keys,
     offset_key,
     open_store,
 )
@@ -155,6 +158,8 @@ class PipelineRunner:
         self.outages = Outages()
         # where each input partition's reading began at its assignment (None: the beginning)
         self._start_position: dict[TopicPartition, int | None] = {}
+        self._subjects: dict[int, int] = {}  # partition -> subjects with signal state
+        self._lag = LagGauges()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -228,6 +233,7 @@ class PipelineRunner:
                 timeout_ms=self._poll_timeout_ms(), max_records=self.config.max_batch
             )
             self._poll_clock += time.monotonic() - polled
+            self._lag.update(self.consumer)
             # aiokafka returns records of the active assignment only; a rebalance before the
             # lock below makes them stale (positions are set again in _on_assigned)
             generation = self._generation
@@ -539,6 +545,8 @@ class PipelineRunner:
             (partition, out) for partition, res in results.items() for out in res.outputs
         )
         after_send = time.time()
+        since_event = metrics.SIGNAL_TO_REVOCATION_SECONDS.labels("event_time")
+        since_arrival = metrics.SIGNAL_TO_REVOCATION_SECONDS.labels("arrival")
         changelog_offsets = await self._send_changelog(results)
         for partition, res in results.items():
             puts = dict(res.changed_states)
@@ -549,6 +557,12 @@ class PipelineRunner:
             self.stores[partition].write(puts)
             for ts in res.signal_timestamps:
                 metrics.SIGNAL_LAG_SECONDS.observe(max(0.0, after_send - ts / 1000))
+            for event_time, arrival in res.revocation_causes:
+                since_event.observe(max(0.0, after_send - event_time / 1000))
+                if arrival >= 0:
+                    since_arrival.observe(max(0.0, after_send - arrival / 1000))
+            if res.new_subjects:
+                self._subjects[partition] = self._subjects.get(partition, 0) + res.new_subjects
         offsets = {
             TopicPartition(topic, partition): offset
             for partition, res in results.items()
@@ -559,6 +573,7 @@ class PipelineRunner:
         # committed in the background instead of costing a round trip per batch.
         self._uncommitted.update(offsets)
         self.pipeline.flush_metrics()
+        metrics.STATE_SUBJECTS.set(sum(self._subjects.values()))
         self.outages.recovered()
 
     async def _send_and_wait(self, items: Iterable[tuple[int, OutRecord]]) -> None:
@@ -615,6 +630,7 @@ class PipelineRunner:
     # -- rebalancing ----------------------------------------------------------------------
 
     async def _on_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        metrics.REBALANCES.labels("revoked").inc()
         async with self._lock:
             self._generation += 1
             await self._commit_offsets()  # before the partitions leave this member
@@ -635,13 +651,17 @@ class PipelineRunner:
                 self._mergers.pop(partition, None)
                 self._scans.pop(partition, None)
                 self._sweep.pop(partition, None)
+                self._subjects.pop(partition, None)
                 store = self.stores.pop(partition, None)
                 if store is not None:
                     store.close()
             metrics.ASSIGNED_PARTITIONS.set(len(self.stores))
+            metrics.STATE_SUBJECTS.set(sum(self._subjects.values()))
+            self._lag.forget(revoked)
 
     async def _on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         assigned = list(assigned)
+        metrics.REBALANCES.labels("assigned").inc()
         async with self._lock:
             self._generation += 1
             for partition in sorted({tp.partition for tp in assigned}):
@@ -654,6 +674,7 @@ class PipelineRunner:
                 self.pending.restart(sorted(self.stores))
             await self._seek_applied(assigned)
             metrics.ASSIGNED_PARTITIONS.set(len(self.stores))
+            metrics.STATE_SUBJECTS.set(sum(self._subjects.values()))
         self.ready.set()
 
     async def _seek_applied(self, assigned: list[TopicPartition]) -> None:
@@ -697,13 +718,23 @@ class PipelineRunner:
                 pending[record.key] = record.value  # changelog keys are store keys
                 restored += 1
 
+        def progress(behind: dict[TopicPartition, int]) -> None:
+            metrics.RESTORE_REMAINING.set(sum(behind.values()))
+
         assert self._restorer is not None
         began = time.perf_counter()
-        positions = await read_to_end(self._restorer, [tp], apply, start={tp: start})
+        try:
+            positions = await read_to_end(
+                self._restorer, [tp], apply, start={tp: start}, progress=progress
+            )
+        finally:
+            metrics.RESTORE_REMAINING.set(0)
         pending[CHANGELOG_OFFSET] = str(positions[tp]).encode()
         store.write(pending)
         self._restorer.assign([])
+        self._subjects[partition] = count_keys(store, SIGNAL_PREFIX)
         metrics.RESTORED_RECORDS.inc(restored)
+        metrics.RESTORE_SECONDS.observe(time.perf_counter() - began)
         log.info(
             "partition %d: restored %d changelog records from offset %d in %.2fs",
             partition,

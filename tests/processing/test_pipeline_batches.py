@@ -244,7 +244,13 @@ def test_batch_metrics_are_counted_once_per_batch_and_exact(pipeline: Pipeline) 
     from prometheus_client import REGISTRY
 
     def value(name: str, **labels: str) -> float:
-        return REGISTRY.get_sample_value(name, labels) or 0.0
+        """Sum of the samples whose labels include ``labels`` (other labels summed over)."""
+        return sum(
+            sample.value
+            for metric in REGISTRY.collect()
+            for sample in metric.samples
+            if sample.name == name and labels.items() <= sample.labels.items()
+        )
 
     def values() -> tuple[float, ...]:
         return (
