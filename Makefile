@@ -35,6 +35,13 @@ test: lint
 dashboards: $(STAMP)
 	$(BIN)/python -m streams.observability.dashboards
 
+# Key panels drawn from a real Prometheus scraping real workers under load (needs the Debian
+# package prometheus), into docs/images/ (shown in the README)
+dashboard-images: $(STAMP)
+	VIGIL_DASHBOARD_DATA=$(CURDIR)/$(VENV)/dashboard-data.json $(BIN)/pytest -q \
+		tests/deploy/test_prometheus_live.py
+	$(BIN)/python -m streams.observability.panel_images $(VENV)/dashboard-data.json docs/images
+
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
 

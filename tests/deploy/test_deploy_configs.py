@@ -98,3 +98,11 @@ def test_every_alert_has_a_unit_test() -> None:
         if t.get("exp_alerts")
     }
     assert names - tested == set(), "alerts without a firing unit test"
+
+
+def test_readme_shows_rendered_panels_that_exist() -> None:
+    readme = (DEPLOY.parent / "README.md").read_text()
+    images = re.findall(r"\(docs/images/(panel-[a-z0-9-]+\.png)\)", readme)
+    assert len(images) >= 4
+    missing = [i for i in images if not (DEPLOY.parent / "docs" / "images" / i).is_file()]
+    assert not missing, "run `make dashboard-images` and commit docs/images/"

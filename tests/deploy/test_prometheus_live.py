@@ -52,7 +52,7 @@ KEY_PANELS = [
     ("vigil-overview", "Signal → decision latency"),
     ("vigil-revocation-latency", "Signal → revocation latency (since arrival)"),
     ("vigil-stream-health", "Throughput in / out"),
-    ("vigil-stream-health", "Consumer lag by partition (records)"),
+    ("vigil-revocation-latency", "Revocations / s by cause and signal type"),
     ("vigil-overview", "Dead letters / s by error"),
 ]
 
@@ -108,15 +108,15 @@ async def wait_for(what: str, predicate: Callable[[], bool], timeout: float = 60
         await asyncio.sleep(0.5)
 
 
-async def load(workers: list[Worker], rounds: int) -> None:
+async def load(workers: list[Worker], rounds: int, users_per_round: int = 4) -> None:
     """A few grants and signals per round: allowed, revoked by risk, faulty; bad records."""
     first = workers[0]
     for n in range(rounds):
-        users = [f"u{n}-{i}-{uuid.uuid4().hex[:4]}" for i in range(4)]
+        users = [f"u{n}-{i}-{uuid.uuid4().hex[:4]}" for i in range(users_per_round)]
         await first.produce("grants", [grant(f"g-{u}", u) for u in users])
         await first.produce("grants", [grant(f"f-{u}", u, "faulty") for u in users[:1]])
         await first.produce("risk", [risk(u, "LOW") for u in users])
-        await first.produce("risk", [risk(u, "HIGH") for u in users[:2]])
+        await first.produce("risk", [risk(u, "HIGH") for u in users[: len(users) // 2]])
         await first.produce_raw("risk", f"user:{users[0]}".encode(), b"{not json")
         for worker in workers:
             await asyncio.to_thread(check, worker, users[0])
@@ -158,7 +158,10 @@ async def test_every_panel_query_returns_data_and_every_rule_parses(
                 w.metric("vigil_policy_bundle_switches_total") > 0 for w in (first, second)
             ),
         )
-        await load([first, second], rounds=12)
+        keep = os.environ.get("VIGIL_DASHBOARD_DATA")
+        # pictures want a longer, busier run than the check needs
+        rounds, users = (90, 20) if keep else (12, 4)
+        await load([first, second], rounds, users)
         (policies / "broken.yaml").write_text("resourcePolicy: [not, a, policy]\n")
         await wait_for(
             "refused bundle",
@@ -193,7 +196,6 @@ async def test_every_panel_query_returns_data_and_every_rule_parses(
         total = sum(len(g["rules"]) for g in rules["groups"])
         assert len(health) == total and {h for h, _ in health.values()} == {"ok"}, health
 
-        keep = os.environ.get("VIGIL_DASHBOARD_DATA")
         if keep:
             save_key_panels(server, Path(keep), started, time.time())
     finally:
