@@ -184,6 +184,20 @@ async def test_every_panel_query_returns_data_and_every_rule_parses(
                     failures.append(f"{where}: no data for {expr}")
         assert not failures, "\n".join(failures)
 
+        # "returns data" must not be a zero that a gauge or NaN quantile always gives
+        for expr in (
+            "sum(vigil_state_subjects)",
+            'sum(vigil_signal_to_revocation_seconds_count{since="arrival"})',
+            'sum(vigil_signal_to_revocation_seconds_count{since="event_time"})',
+            "sum(vigil_rebalances_total)",
+            "sum(vigil_evaluation_errors_total)",
+            'sum(vigil_signals_total{outcome="dead-lettered"})',
+            "sum(vigil_api_requests_total)",
+            'count(count by (instance) (up{job="vigil"} == 1))',
+        ):
+            result = server.query(expr)["data"]["result"]
+            assert result and float(result[0]["value"][1]) > 0, expr
+
         rules = yaml.safe_load((DEPLOY / "vigil-alerts.yml").read_text())
         for group in rules["groups"]:
             for rule in group["rules"]:

@@ -13,7 +13,7 @@ from typing import Any
 from prometheus_client import REGISTRY
 
 from streams.processing.pipeline import Pipeline
-from streams.state.store import MemoryStore
+from streams.state.store import SIGNAL_PREFIX, MemoryStore, count_keys, grant_key, signal_key
 from tests.processing.test_pipeline_batches import NOW, Feed, grant, pipeline, risk
 
 __all__ = ["pipeline"]  # the module-scoped fixture
@@ -89,3 +89,13 @@ def test_signals_revocations_and_actions_carry_bounded_labels(pipeline: Pipeline
     event_time = int(datetime(2026, 11, 29, 10, 30, tzinfo=UTC).timestamp() * 1000)
     assert result.revocation_causes == [(event_time, NOW)]  # g2 was not revoked by a signal
     assert result.new_subjects == 1
+
+
+def test_count_keys_counts_one_prefix_across_chunks() -> None:
+    """``vigil_state_subjects`` at restore: signal-state keys only, however many chunks."""
+    store = MemoryStore()
+    store.write({signal_key(f"user:u{i}".encode()): b"{}" for i in range(25)})
+    store.write({grant_key(f"user:u{i}".encode()): b"{}" for i in range(7)})
+    assert count_keys(store, SIGNAL_PREFIX, chunk=10) == 25
+    assert count_keys(store, SIGNAL_PREFIX, chunk=25) == 25
+    assert count_keys(store, b"s:none-such") == 0
