@@ -153,6 +153,7 @@ class PipelineRunner:
         self._poll_clock = 0.0
         self.pending: PendingSwitch | None = None  # a bundle switch the guard evaluates or holds
         self.outages = Outages()
+        self._fatal: Exception | None = None  # set by a rebalance callback; run() raises it
         # where each input partition's reading began at its assignment (None: the beginning)
         self._start_position: dict[TopicPartition, int | None] = {}
 
@@ -223,6 +224,8 @@ class PipelineRunner:
         policy bundle and re-evaluate grants at the configured rate."""
         assert self.consumer is not None
         while not self._stopping.is_set():
+            if self._fatal is not None:
+                raise self._fatal
             polled = time.monotonic()
             data = await self.consumer.getmany(
                 timeout_ms=self._poll_timeout_ms(), max_records=self.config.max_batch
@@ -646,7 +649,10 @@ class PipelineRunner:
             self._generation += 1
             for partition in sorted({tp.partition for tp in assigned}):
                 if partition not in self.stores:
-                    self.stores[partition] = await self._restore(partition)
+                    store = await self._restore_or_fail(partition)
+                    if store is None:
+                        return  # stopping, or a failure that run() raises next
+                    self.stores[partition] = store
                     # Grants judged by another bundle (a switch while this worker was down, or
                     # before the partition moved here) are found and re-evaluated by a scan.
                     self._scans.setdefault(partition, None)
@@ -681,10 +687,39 @@ class PipelineRunner:
         if beginning:
             await consumer.seek_to_beginning(*beginning)
 
+    async def _restore_or_fail(self, partition: int) -> PartitionStore | None:
+        """Restore, backing off in place while the broker is down. Any other failure (a store
+        that cannot be opened) stops the worker: a partition it owns without its state would
+        skip that partition's records, unseen, until the next rebalance. None when stopping."""
+        while not self._stopping.is_set():
+            try:
+                store = await self._restore(partition)
+            except TRANSIENT_ERRORS as exc:
+                delay = self.outages.failed(exc)
+                log.warning(
+                    "partition %d: restore failed (%s); retrying in %.1fs", partition, exc, delay
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                continue
+            except Exception as exc:
+                log.critical("partition %d: cannot restore its state: %r", partition, exc)
+                self._fatal = exc
+                return None
+            self.outages.recovered()
+            return store
+        return None
+
     async def _restore(self, partition: int) -> PartitionStore:
         """Open the partition's store and bring it up to date from the changelog."""
-        data_dir = self.config.data_dir
-        store = open_store(data_dir, f"p{partition}")
+        store = open_store(self.config.data_dir, f"p{partition}")
+        try:
+            return await self._restore_into(store, partition)
+        except BaseException:
+            store.close()  # a retry opens it again (RocksDB holds a lock per open store)
+            raise
+
+    async def _restore_into(self, store: PartitionStore, partition: int) -> PartitionStore:
         stored = store.get(CHANGELOG_OFFSET)
         start = int(stored) if stored is not None else 0
         tp = TopicPartition(self.config.changelog_topic, partition)
