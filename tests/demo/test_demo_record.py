@@ -58,7 +58,9 @@ def test_the_committed_recording_comes_from_a_real_demo_run() -> None:
     for line in revoked:  # each names a rule that exists and the signal that caused it
         match = re.search(r"rule=(\S+) cause=(\S+) \((.+)\) latency_ms=", line)
         assert match, line
-        assert f"name: {match[1]}" in policies, match[1]
+        # default-deny: no rule allowed and none denied (README, "What the demo shows")
+        assert match[1] == "default-deny" or f"name: {match[1]}" in policies, match[1]
+        assert match[2].startswith("signal:") == bool(re.match(r"[a-z-]+ \S+=", match[3])), line
     # The transcript is the same run, line for line.
     transcript = TRANSCRIPT.read_text()
     body = re.search(r"```text\n(.*?)\n```", transcript, flags=re.S)
