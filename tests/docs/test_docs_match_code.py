@@ -204,3 +204,44 @@ def test_the_checker_catches_an_unknown_command_and_flag() -> None:
     assert check_invocation("vigil policy frobnicate")
     assert not check_invocation("vigil worker --web-port 1 --data-dir d")
     assert not check_invocation("vigil --log-level INFO policy push --dry-run")
+
+
+# -- record examples ------------------------------------------------------------------------
+
+#: How a ```json example in the docs is recognised as a record of a schema (all words present).
+RECORD_MARKERS = {
+    "Revocation": ('"revocation_id"',),
+    "Decision": ('"decision_id"', '"effect"', '"evaluated_at"'),
+    "DeadLetter": ('"reason"', '"received_at"'),
+    "GrantEvent": ('"op"', '"grant_id"', '"issued_at"'),
+    "Signal": ('"event_id"', '"event_time"', '"attributes"'),
+}
+#: Fields an example may leave out, with the reason.
+MAY_BE_ABSENT = {
+    "Decision": {"call_id", "request_id"},  # check API answers only; absent in JSON otherwise
+}
+
+
+def test_record_examples_show_every_field_of_their_schema() -> None:
+    import json
+
+    schemas = {
+        name: {
+            f["name"] for f in json.loads((ROOT / "schemas" / f"{name}.avsc").read_text())["fields"]
+        }
+        for name in RECORD_MARKERS
+    }
+    problems = []
+    seen = set()
+    for doc, text in doc_texts():
+        for block in re.findall(r"^```json\n(.*?)^```", text, flags=re.S | re.M):
+            for name, markers in RECORD_MARKERS.items():
+                if all(m in block for m in markers):
+                    seen.add(name)
+                    missing = schemas[name] - MAY_BE_ABSENT.get(name, set())
+                    missing = {f for f in missing if f'"{f}"' not in block}
+                    if missing:
+                        problems.append(f"{doc}: {name} example lacks {sorted(missing)}")
+                    break  # a Revocation names its decision_id: the first match decides
+    assert seen == set(RECORD_MARKERS), f"no example found for {set(RECORD_MARKERS) - seen}"
+    assert not problems, "\n".join(problems)
