@@ -245,3 +245,28 @@ def test_record_examples_show_every_field_of_their_schema() -> None:
                     break  # a Revocation names its decision_id: the first match decides
     assert seen == set(RECORD_MARKERS), f"no example found for {set(RECORD_MARKERS) - seen}"
     assert not problems, "\n".join(problems)
+
+
+# -- paths ------------------------------------------------------------------------------------
+
+REPO_DIRS = ("streams", "tests", "docs", "deploy", "schemas", "policies", "risk", "bench")
+
+
+def test_every_repository_path_in_the_docs_exists() -> None:
+    """A path of the checkout in backticks or a Markdown link (``streams/x.py``,
+    ``deploy/vigil-alerts.yml``, ``policies/*.yaml``, ``tests/x/helpers.name``) names something
+    that is there."""
+    pattern = rf"(?:`|\]\()((?:{'|'.join(REPO_DIRS)})/[\w./*-]*[\w*/])(?:[`:)#]|\s)"
+    missing = set()
+    for doc, text in doc_texts():
+        base = ROOT if doc == "README.md" else ROOT / "docs"
+        for match in re.finditer(pattern, text):
+            path = match[1]
+            found = any(ROOT.glob(path)) or (ROOT / path).exists()
+            if not found and "." in path.rsplit("/", 1)[-1]:  # module.attribute
+                found = (ROOT / (path.rsplit(".", 1)[0] + ".py")).exists()
+            if not found and doc != "README.md":
+                found = any(base.glob(path))  # a link relative to docs/
+            if not found:
+                missing.add(f"{doc}: {path}")
+    assert not missing, f"paths that do not exist: {sorted(missing)}"
