@@ -270,3 +270,17 @@ def test_every_repository_path_in_the_docs_exists() -> None:
             if not found:
                 missing.add(f"{doc}: {path}")
     assert not missing, f"paths that do not exist: {sorted(missing)}"
+
+
+def test_every_make_target_in_the_docs_exists() -> None:
+    targets = set(re.findall(r"^([a-z][\w-]*):", (ROOT / "Makefile").read_text(), flags=re.M))
+    unknown = set()
+    for doc, text in doc_texts():
+        for match in re.finditer(r"`make ([a-z][\w-]*)", text):
+            if match[1] not in targets:
+                unknown.add(f"{doc}: make {match[1]}")
+        for block in re.findall(r"^```(?:sh|bash)?\n(.*?)^```", text, flags=re.S | re.M):
+            for match in re.finditer(r"^\s*make ([a-z][\w-]*)", block, flags=re.M):
+                if match[1] not in targets:
+                    unknown.add(f"{doc}: make {match[1]}")
+    assert not unknown, f"make targets that do not exist: {sorted(unknown)}"
