@@ -284,3 +284,35 @@ def test_every_make_target_in_the_docs_exists() -> None:
                 if match[1] not in targets:
                     unknown.add(f"{doc}: make {match[1]}")
     assert not unknown, f"make targets that do not exist: {sorted(unknown)}"
+
+
+#: Settings whose documented default is what an unset value means, not the field's value.
+DEFAULT_MEANS = {
+    "default_policy_version": "unset means the engine's default version, `default`",
+    "schema_enforcement": "unset means Cerbos' default, `none`",
+    "kafka_ssl_cafile": "unset means the system CAs",
+}
+
+
+def test_documented_defaults_are_the_settings_defaults() -> None:
+    row = re.compile(r"^\| `([a-z_]+)`(?:, `[a-z_]+`)? \| `VIGIL_[A-Z0-9_]+`.*? \| (.*?) \|", re.M)
+    wrong = []
+    for name, shown in row.findall(CONFIGURATION.read_text()):
+        field = Settings.model_fields.get(name)
+        assert field is not None, f"docs/configuration.md documents no setting {name}"
+        if name in DEFAULT_MEANS:
+            continue
+        value = field.default
+        quoted = re.match(r"`([^`]*)`", shown)
+        text = quoted[1] if quoted else shown
+        if value is None:
+            ok = text == "unset"
+        elif isinstance(value, bool):
+            ok = text == str(value).lower()
+        elif isinstance(value, int | float):
+            ok = re.fullmatch(r"-?[\d.]+", text) is not None and float(text) == float(value)
+        else:
+            ok = text == str(value)
+        if not ok:
+            wrong.append(f"{name}: documented {text!r}, default {value!r}")
+    assert not wrong, "\n".join(wrong)
