@@ -316,3 +316,26 @@ def test_documented_defaults_are_the_settings_defaults() -> None:
         if not ok:
             wrong.append(f"{name}: documented {text!r}, default {value!r}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_every_command_option_is_documented() -> None:
+    """Each option of each command appears in docs/configuration.md in one of its forms
+    (``--output`` or ``-o``; ``--create-topics`` or ``--no-create-topics``)."""
+    text = CONFIGURATION.read_text()
+
+    def leaves(command: click.Command, path: str) -> Iterator[tuple[str, click.Command]]:
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                yield from leaves(sub, f"{path} {name}")
+        else:
+            yield path, command
+
+    missing = []
+    for path, command in leaves(vigil, "vigil"):
+        for param in command.params:
+            if not isinstance(param, click.Option) or "--help" in param.opts:
+                continue
+            forms = [*param.opts, *param.secondary_opts]
+            if not any(re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", text) for f in forms):
+                missing.append(f"{path} {forms[0]}")
+    assert not missing, f"options not in docs/configuration.md: {missing}"
