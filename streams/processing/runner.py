@@ -53,6 +53,7 @@ from streams.processing.switch import GuardLimits, PendingSwitch
 from streams.state.store import (
     CHANGELOG_OFFSET,
     GRANT_PREFIX,
+    SIGNAL_PREFIX,
     PartitionStore,
     offset_key,
     open_store,
@@ -386,9 +387,12 @@ class PipelineRunner:
         metrics.REEVALUATION_PENDING_PARTITIONS.set(len(self._scans))
 
     async def _expiry_step(self) -> None:
-        """Sweep the owned grant states round-robin at ``expiry_sweep_rate`` subjects/s, so a
-        grant expires, and a grant whose policies read the clock is evaluated again, even when
-        its subject sends nothing (``Pipeline.sweep``; events expire grants earlier)."""
+        """Sweep the owned states round-robin at ``expiry_sweep_rate`` subjects/s: per
+        partition, first the grant states, so a grant expires, and a grant whose policies read
+        the clock is evaluated again, even when its subject sends nothing (``Pipeline.sweep``;
+        events expire grants earlier); then, with a state retention, the signal states, whose
+        device and session entries no grant named for the retention are pruned
+        (``Pipeline.prune``)."""
         now = time.monotonic()
         rate = self.config.expiry_sweep_rate
         self._sweep_budget = min(float(rate), self._sweep_budget + (now - self._sweep_at) * rate)
@@ -397,15 +401,25 @@ class PipelineRunner:
             return  # sweep in chunks of at least 100 subjects
         partitions = sorted(self.stores)
         partition = partitions[self._sweep_turn % len(partitions)]
-        keys = self.stores[partition].keys_after(
-            GRANT_PREFIX, self._sweep.get(partition), int(self._sweep_budget)
-        )
+        store = self.stores[partition]
+        last = self._sweep.get(partition)
+        pruning = last is not None and last.startswith(SIGNAL_PREFIX)
+        prefix = SIGNAL_PREFIX if pruning else GRANT_PREFIX
+        after = None if last == SIGNAL_PREFIX else last
+        keys = store.keys_after(prefix, after, int(self._sweep_budget))
         self._sweep_budget -= max(len(keys), 1)
         if not keys:
+            if not pruning and self.pipeline.state_retention_ms > 0:
+                self._sweep[partition] = SIGNAL_PREFIX  # grant states done: signal states next
+                return
             self._sweep[partition] = None  # end of this partition: next one, from the start
             self._sweep_turn += 1
             return
-        result = self.pipeline.sweep(keys, self.stores[partition], int(time.time() * 1000))
+        now_ms = int(time.time() * 1000)
+        if pruning:
+            result = self.pipeline.prune(keys, store, now_ms)
+        else:
+            result = self.pipeline.sweep(keys, store, now_ms)
         if result.changed_states or result.outputs:
             await self._commit_effects({partition: result})
         self._sweep[partition] = keys[-1]  # after the effects: an outage retries these keys
