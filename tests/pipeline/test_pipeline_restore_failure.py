@@ -17,7 +17,8 @@ async def test_a_store_that_cannot_be_opened_stops_the_worker(
     worker = start_worker()
     worker.data_dir.mkdir(parents=True, exist_ok=True)
     (worker.data_dir / "state").mkdir()
-    (worker.data_dir / "state" / "p0").write_text("not a RocksDB directory")  # partition 0's store path
+    # a file where partition 0's RocksDB directory goes
+    (worker.data_dir / "state" / "p0").write_text("not a RocksDB directory")
     with pytest.raises(RuntimeError, match="exited with 70"):
         await worker.start(timeout=90)
     assert "partition 0: cannot restore its state" in worker.log()
