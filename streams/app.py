@@ -62,6 +62,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
         registry_url=settings.schema_registry_url,
         time_reevaluation_ms=round(settings.time_reevaluation_seconds * 1000),
         max_future_skew_ms=settings.max_future_skew_seconds * 1000,
+        state_retention_ms=settings.state_retention_seconds * 1000,
     )
 
 

@@ -51,6 +51,12 @@ TIME_REEVALUATIONS = Counter(
     "vigil_time_reevaluations_total",
     "Grants evaluated again because time passed (their policies read now()/timeSince())",
 )
+STATE_PRUNED = Counter(
+    "vigil_state_entries_pruned_total",
+    "Device and session entries removed from subject state because no grant named them for "
+    "the state retention, by kind (device, session)",
+    ["kind"],
+)
 ACTIVE_GRANTS = Gauge("vigil_active_grants", "Active grants held by this worker")
 ASSIGNED_PARTITIONS = Gauge("vigil_assigned_partitions", "Input partitions owned by this worker")
 POLICY_BUNDLE_SWITCHES = Counter(
@@ -164,6 +170,7 @@ signals_by = LabelCache(SIGNALS)
 decisions_by = LabelCache(DECISIONS)
 revocations_by = LabelCache(REVOCATIONS)
 grant_events_by = LabelCache(GRANT_EVENTS)
+state_pruned_by = LabelCache(STATE_PRUNED)
 decision_actions_by = LabelCache(DECISION_ACTIONS)
 evaluation_errors_by = LabelCache(EVALUATION_ERRORS)
 

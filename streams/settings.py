@@ -200,6 +200,14 @@ class Settings(BaseSettings):
         "is evaluated again (cause time) when the background sweep reaches it after the next "
         "slot boundary, with now() fixed at that boundary.",
     )
+    state_retention_seconds: int = Field(
+        default=30 * 24 * 3600,
+        ge=0,
+        description="Device and session entries of a subject's state that no active grant has "
+        "named for this long (and whose event time is this old) are pruned by the background "
+        "sweep; 0 keeps them forever. Keep it above the longest lifetime of a session or token "
+        "a PEP may still present: a pruned session revocation is forgotten.",
+    )
     reevaluation_rate: int = Field(
         default=500,
         ge=1,

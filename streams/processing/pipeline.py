@@ -34,7 +34,13 @@ from streams.processing.evaluation import (
 )
 from streams.processing.records import BatchResult, InRecord, OutRecord
 from streams.state.risk import RiskModel
-from streams.state.store import GRANT_PREFIX, PartitionStore, grant_key, signal_key
+from streams.state.store import (
+    GRANT_PREFIX,
+    SIGNAL_PREFIX,
+    PartitionStore,
+    grant_key,
+    signal_key,
+)
 from streams.state.subject import (
     Applied,
     GrantState,
@@ -42,8 +48,11 @@ from streams.state.subject import (
     apply_signal,
     expire_grants,
     grants_seeing,
+    named_entries,
     new_grant_state,
     new_signal_state,
+    prune_entries,
+    refused_by_pruning,
     subject_snapshot,
 )
 
@@ -57,6 +66,9 @@ _NEVER = 1 << 62
 # Dead-letter error kind (and metric label) of a signal dated beyond the allowed future skew.
 EVENT_TIME_IN_FUTURE = "event-time-in-future"
 DEFAULT_MAX_FUTURE_SKEW_MS = 300_000
+# Default state retention (settings: state_retention_seconds): device and session entries no
+# grant named for this long are pruned by the sweep.
+DEFAULT_STATE_RETENTION_MS = 30 * 24 * 3600 * 1000
 MAX_REASON_CHARS = 1000  # a dead-letter reason quotes input, never a megabyte of it
 
 
@@ -86,9 +98,13 @@ class Pipeline:
         registry_url: str | None = None,
         time_reevaluation_ms: int = TIME_REEVALUATION_MS,
         max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS,
+        state_retention_ms: int = DEFAULT_STATE_RETENTION_MS,
     ) -> None:
         if time_reevaluation_ms < 1:
             raise ValueError("time_reevaluation_ms must be positive")
+        if state_retention_ms < 0:
+            raise ValueError("state_retention_ms must not be negative")
+        self.state_retention_ms = state_retention_ms  # 0: never prune
         self.topics = topics
         self.time_reevaluation_ms = time_reevaluation_ms
         self.max_future_skew_ms = max_future_skew_ms
@@ -407,6 +423,17 @@ class Pipeline:
                 self._dead_letter(rec, "validation", "grant has already expired", now_ms)
             )
             return
+        horizon = refused_by_pruning(subject.signals, grant)
+        if horizon is not None and ev.grant_id not in state["grants"]:
+            reason = (
+                f"grant {ev.grant_id!r} names session {short(grant['session_id'])} and was "
+                f"issued at {to_rfc3339(grant['issued_at'])}, at or before "
+                f"{to_rfc3339(horizon)}: session revocations that old were pruned from this "
+                "subject's state (VIGIL_STATE_RETENTION_SECONDS), so the session may have been "
+                "revoked; issue a new grant"
+            )
+            result.outputs.append(self._dead_letter(rec, "validation", reason, now_ms))
+            return
         if ev.grant_id not in state["grants"]:
             self._tally.add(metrics.ACTIVE_GRANTS)
         state["grants"][ev.grant_id] = grant
@@ -574,6 +601,42 @@ class Pipeline:
                 del result.outputs[mark:]
                 continue
             subject.collect(result.changed_states)
+        return result
+
+    def prune(
+        self, signal_keys: Sequence[bytes], store: PartitionStore, now_ms: int
+    ) -> BatchResult:
+        """The sweep's second pass, over these subjects' signal states: device and session
+        entries no active grant named for ``state_retention_ms`` are removed
+        (``streams.state.subject.prune_entries``). The changed signal states go to the
+        changelog like any other change, so a restore never brings a pruned entry back. Costs
+        one read per subject; the grant state is read only for subjects with such entries."""
+        result = BatchResult()
+        retention = self.state_retention_ms
+        if retention <= 0:
+            return result
+        candidates = [
+            (skey, raw)
+            for skey, raw in zip(signal_keys, store.get_many(list(signal_keys)), strict=True)
+            if raw is not None and (b'"device:' in raw or b'"session:' in raw)
+        ]
+        if not candidates:
+            return result
+        gkeys = [grant_key(skey[len(SIGNAL_PREFIX) :]) for skey, _ in candidates]
+        for (skey, raw), raw_grants in zip(candidates, store.get_many(gkeys), strict=True):
+            try:
+                signals = orjson.loads(raw)
+                grants = orjson.loads(raw_grants) if raw_grants is not None else new_grant_state()
+                changed, pruned = prune_entries(signals, named_entries(grants), now_ms, retention)
+                if not changed:
+                    continue
+                encoded = orjson.dumps(signals)
+            except Exception:  # one broken subject must not stop the sweep for the others
+                log.exception("pruning subject %r failed", skey)
+                continue
+            result.changed_states[skey] = encoded
+            for dim in pruned:
+                self._tally.add(metrics.state_pruned_by(dim.split(":", 1)[0]))
         return result
 
     # -- time -------------------------------------------------------------------------------

@@ -156,6 +156,7 @@ class PipelineRunner:
         self._poll_clock = 0.0
         self.pending: PendingSwitch | None = None  # a bundle switch the guard evaluates or holds
         self.outages = Outages()
+        self._fatal: Exception | None = None  # set by a rebalance callback; run() raises it
         # where each input partition's reading began at its assignment (None: the beginning)
         self._start_position: dict[TopicPartition, int | None] = {}
         self._subjects: dict[int, int] = {}  # partition -> subjects with signal state
@@ -228,6 +229,8 @@ class PipelineRunner:
         policy bundle and re-evaluate grants at the configured rate."""
         assert self.consumer is not None
         while not self._stopping.is_set():
+            if self._fatal is not None:
+                raise self._fatal
             polled = time.monotonic()
             data = await self.consumer.getmany(
                 timeout_ms=self._poll_timeout_ms(), max_records=self.config.max_batch
@@ -389,9 +392,12 @@ class PipelineRunner:
         metrics.REEVALUATION_PENDING_PARTITIONS.set(len(self._scans))
 
     async def _expiry_step(self) -> None:
-        """Sweep the owned grant states round-robin at ``expiry_sweep_rate`` subjects/s, so a
-        grant expires, and a grant whose policies read the clock is evaluated again, even when
-        its subject sends nothing (``Pipeline.sweep``; events expire grants earlier)."""
+        """Sweep the owned states round-robin at ``expiry_sweep_rate`` subjects/s: per
+        partition, first the grant states, so a grant expires, and a grant whose policies read
+        the clock is evaluated again, even when its subject sends nothing (``Pipeline.sweep``;
+        events expire grants earlier); then, with a state retention, the signal states, whose
+        device and session entries no grant named for the retention are pruned
+        (``Pipeline.prune``)."""
         now = time.monotonic()
         rate = self.config.expiry_sweep_rate
         self._sweep_budget = min(float(rate), self._sweep_budget + (now - self._sweep_at) * rate)
@@ -400,15 +406,25 @@ class PipelineRunner:
             return  # sweep in chunks of at least 100 subjects
         partitions = sorted(self.stores)
         partition = partitions[self._sweep_turn % len(partitions)]
-        keys = self.stores[partition].keys_after(
-            GRANT_PREFIX, self._sweep.get(partition), int(self._sweep_budget)
-        )
+        store = self.stores[partition]
+        last = self._sweep.get(partition)
+        pruning = last is not None and last.startswith(SIGNAL_PREFIX)
+        prefix = SIGNAL_PREFIX if pruning else GRANT_PREFIX
+        after = None if last == SIGNAL_PREFIX else last
+        keys = store.keys_after(prefix, after, int(self._sweep_budget))
         self._sweep_budget -= max(len(keys), 1)
         if not keys:
+            if not pruning and self.pipeline.state_retention_ms > 0:
+                self._sweep[partition] = SIGNAL_PREFIX  # grant states done: signal states next
+                return
             self._sweep[partition] = None  # end of this partition: next one, from the start
             self._sweep_turn += 1
             return
-        result = self.pipeline.sweep(keys, self.stores[partition], int(time.time() * 1000))
+        now_ms = int(time.time() * 1000)
+        if pruning:
+            result = self.pipeline.prune(keys, store, now_ms)
+        else:
+            result = self.pipeline.sweep(keys, store, now_ms)
         if result.changed_states or result.outputs:
             await self._commit_effects({partition: result})
         self._sweep[partition] = keys[-1]  # after the effects: an outage retries these keys
@@ -666,7 +682,10 @@ class PipelineRunner:
             self._generation += 1
             for partition in sorted({tp.partition for tp in assigned}):
                 if partition not in self.stores:
-                    self.stores[partition] = await self._restore(partition)
+                    store = await self._restore_or_fail(partition)
+                    if store is None:
+                        return  # stopping, or a failure that run() raises next
+                    self.stores[partition] = store
                     # Grants judged by another bundle (a switch while this worker was down, or
                     # before the partition moved here) are found and re-evaluated by a scan.
                     self._scans.setdefault(partition, None)
@@ -702,10 +721,39 @@ class PipelineRunner:
         if beginning:
             await consumer.seek_to_beginning(*beginning)
 
+    async def _restore_or_fail(self, partition: int) -> PartitionStore | None:
+        """Restore, backing off in place while the broker is down. Any other failure (a store
+        that cannot be opened) stops the worker: a partition it owns without its state would
+        skip that partition's records, unseen, until the next rebalance. None when stopping."""
+        while not self._stopping.is_set():
+            try:
+                store = await self._restore(partition)
+            except TRANSIENT_ERRORS as exc:
+                delay = self.outages.failed(exc)
+                log.warning(
+                    "partition %d: restore failed (%s); retrying in %.1fs", partition, exc, delay
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                continue
+            except Exception as exc:
+                log.critical("partition %d: cannot restore its state: %r", partition, exc)
+                self._fatal = exc
+                return None
+            self.outages.recovered()
+            return store
+        return None
+
     async def _restore(self, partition: int) -> PartitionStore:
         """Open the partition's store and bring it up to date from the changelog."""
-        data_dir = self.config.data_dir
-        store = open_store(data_dir, f"p{partition}")
+        store = open_store(self.config.data_dir, f"p{partition}")
+        try:
+            return await self._restore_into(store, partition)
+        except BaseException:
+            store.close()  # a retry opens it again (RocksDB holds a lock per open store)
+            raise
+
+    async def _restore_into(self, store: PartitionStore, partition: int) -> PartitionStore:
         stored = store.get(CHANGELOG_OFFSET)
         start = int(stored) if stored is not None else 0
         tp = TopicPartition(self.config.changelog_topic, partition)

@@ -14,6 +14,12 @@ for that id at a lower offset is a replay of what came before the release (ignor
 offset it is a new issuance of a released id (refused). Grant states written before releases
 left tombstones have no ``released`` map.
 
+Device and session entries (dimensions ``device:<id>`` and ``session:<id>``) are pruned when no
+active grant has named them for the state retention (``prune_entries``, docs/operations.md
+"Bounded state"): an entry found unnamed gets a fourth element, the worker time it was first
+found so, and ``"sessions_pruned_until"`` in the signal state remembers the horizon of the newest
+pruned session revocation, so that a grant issued before it is refused (``refused_by_pruning``).
+
 A stored grant is the issued grant plus the pipeline's bookkeeping: ``digest`` (the bundle that
 last judged it) and, when its policies read the clock, ``time_due`` (epoch ms of its next time
 re-evaluation).
@@ -33,6 +39,8 @@ from streams.models.timeparse import to_rfc3339
 from streams.state.risk import RiskModel
 
 RECENT_EVENT_IDS = 64
+PRUNABLE = ("device:", "session:")  # dimensions named by grants, pruned when no grant does
+SESSIONS_PRUNED_UNTIL = "sessions_pruned_until"
 SignalState = dict[str, Any]
 GrantState = dict[str, Any]
 
@@ -185,3 +193,65 @@ def expire_grants(state: GrantState, now_ms: int) -> list[dict[str, Any]]:
     for grant in expired:
         del state["grants"][grant["grant_id"]]
     return expired
+
+
+def named_entries(state: GrantState) -> set[str]:
+    """The device and session dimensions the active grants name."""
+    named: set[str] = set()
+    for grant in state["grants"].values():
+        if grant.get("device_id"):
+            named.add(f"device:{grant['device_id']}")
+        if grant.get("session_id"):
+            named.add(f"session:{grant['session_id']}")
+    return named
+
+
+def prune_entries(
+    state: SignalState, named: set[str], now_ms: int, retention_ms: int
+) -> tuple[bool, list[str]]:
+    """Drop device and session entries no active grant has named for ``retention_ms``.
+
+    An entry goes when (1) no grant in ``named`` names it, (2) the sweep first found it unnamed
+    at least ``retention_ms`` ago by the worker's clock (the entry's fourth element; naming it
+    again clears it) and (3) its event time is at least ``retention_ms`` old. Returns whether the
+    state changed (stamps count: they must reach the changelog too) and the pruned dimensions.
+
+    A pruned session entry is a revocation forgotten: the state keeps the horizon
+    (``now - retention``) in ``sessions_pruned_until``; every pruned revocation is at or before
+    it, so a grant issued at or before it may predate one and ``refused_by_pruning`` refuses it.
+    """
+    horizon = now_ms - retention_ms
+    dims: dict[str, list[Any]] = state["dims"]
+    changed = False
+    pruned: list[str] = []
+    for dim in [d for d in dims if d.startswith(PRUNABLE)]:
+        entry = dims[dim]
+        if dim in named:
+            if len(entry) > 3:
+                del entry[3:]  # named again: the retention starts over when it is not
+                changed = True
+        elif len(entry) < 4:
+            entry.append(now_ms)  # first found unnamed
+            changed = True
+        elif entry[3] <= horizon and entry[0] <= horizon:
+            del dims[dim]
+            pruned.append(dim)
+            changed = True
+            if dim.startswith("session:"):
+                state[SESSIONS_PRUNED_UNTIL] = max(
+                    state.get(SESSIONS_PRUNED_UNTIL, horizon), horizon
+                )
+    return changed, pruned
+
+
+def refused_by_pruning(state: SignalState, grant: dict[str, Any]) -> int | None:
+    """The pruning horizon that refuses this grant, or None: a grant naming a session the state
+    holds no entry for, issued at or before the horizon of a pruned session revocation, could
+    belong to a session whose revocation was forgotten (it is refused, never judged as live)."""
+    until = state.get(SESSIONS_PRUNED_UNTIL)
+    session_id = grant.get("session_id")
+    if until is None or not session_id or grant["issued_at"] > until:
+        return None
+    if f"session:{session_id}" in state["dims"]:
+        return None  # the revocation is still known: the grant is judged (and denied) with it
+    return int(until)

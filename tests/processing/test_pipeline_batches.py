@@ -6,81 +6,24 @@ release, and one state write per subject per batch.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 
-from streams.codecs import decode_any
 from streams.policy import PolicyEngine
-from streams.processing.pipeline import Pipeline, Topics
-from streams.processing.records import BatchResult, InRecord
+from streams.processing.pipeline import Pipeline
 from streams.state.risk import RiskModel
-from streams.state.store import MemoryStore, PartitionStore
-
-ROOT = Path(__file__).resolve().parents[2]
-NOW = 1795946400000 + 3600_000
-TOPICS = Topics(
-    signals=frozenset({"signals.device", "signals.risk"}),
-    grants="authz.grants",
-    decisions="authz.decisions",
-    revocations="authz.revocations",
-    deadletter="signals.deadletter",
+from streams.state.store import MemoryStore
+from tests.processing.support import (
+    NOW,
+    ROOT,
+    TOPICS,
+    Feed,
+    grant,
+    outputs,
+    persist,
+    risk,
 )
-
-
-@pytest.fixture(scope="module")
-def pipeline() -> Pipeline:
-    return Pipeline(
-        TOPICS,
-        PolicyEngine.from_directory(ROOT / "policies"),
-        RiskModel.from_file(ROOT / "risk" / "model.yaml"),
-    )
-
-
-class Feed:
-    """Turns JSON-shaped dicts into InRecords with increasing offsets."""
-
-    def __init__(self) -> None:
-        self.offset = 0
-
-    def __call__(self, topic: str, value: dict[str, Any], key: str = "user:alice") -> InRecord:
-        self.offset += 1
-        return InRecord(topic, 0, self.offset, key.encode(), orjson.dumps(value), [], NOW)
-
-
-def grant(gid: str, actions: list[str], **extra: Any) -> dict[str, Any]:
-    return {
-        "op": "issued",
-        "grant_id": gid,
-        "principal": {"id": "alice", "roles": ["employee"], "attr": {}},
-        "resource": {"kind": "document", "id": "d1", "attr": {}},
-        "actions": actions,
-        "device_id": "D1",
-        "session_id": "s1",
-        "issued_at": "2026-11-29T10:00:00Z",
-        **extra,
-    }
-
-
-def risk(eid: str, level: str, at: str = "2026-11-29T10:30:00Z") -> dict[str, Any]:
-    return {
-        "event_id": eid,
-        "type": "risk-level-change",
-        "subject": {"type": "user", "id": "alice"},
-        "source": "ueba",
-        "event_time": at,
-        "attributes": {"current_level": level},
-    }
-
-
-def persist(store: PartitionStore, result: BatchResult) -> None:
-    store.write(result.changed_states)
-
-
-def outputs(result: BatchResult, topic: str) -> list[dict[str, Any]]:
-    return [decode_any(o.value, o.headers)[1] for o in result.outputs if o.topic == topic]
 
 
 def test_revocation_is_terminal_and_reissue_of_the_same_id_is_refused(pipeline: Pipeline) -> None:
