@@ -14,9 +14,7 @@ from prometheus_client import REGISTRY
 
 from streams.processing.pipeline import Pipeline
 from streams.state.store import SIGNAL_PREFIX, MemoryStore, count_keys, grant_key, signal_key
-from tests.processing.test_pipeline_batches import NOW, Feed, grant, pipeline, risk
-
-__all__ = ["pipeline"]  # the module-scoped fixture
+from tests.processing.support import NOW, Feed, grant, risk
 
 
 def value(name: str, **labels: str) -> float:
