@@ -57,7 +57,9 @@ STATE_PRUNED = Counter(
     "the state retention, by kind (device, session)",
     ["kind"],
 )
-ACTIVE_GRANTS = Gauge("vigil_active_grants", "Active grants held by this worker")
+ACTIVE_GRANTS = Gauge(
+    "vigil_active_grants", "Active grants in the partitions this worker owns (set by the runner)"
+)
 ASSIGNED_PARTITIONS = Gauge("vigil_assigned_partitions", "Input partitions owned by this worker")
 POLICY_BUNDLE_SWITCHES = Counter(
     "vigil_policy_bundle_switches_total", "Policy bundles switched to, by source", ["source"]

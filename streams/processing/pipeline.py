@@ -435,7 +435,7 @@ class Pipeline:
             result.outputs.append(self._dead_letter(rec, "validation", reason, now_ms))
             return
         if ev.grant_id not in state["grants"]:
-            self._tally.add(metrics.ACTIVE_GRANTS)
+            result.active_grants_delta += 1
         state["grants"][ev.grant_id] = grant
         subject.grants_dirty = True
         cause = Cause("grant-issued", f"{ev.grant_id}@{grant['issued_at']}", grant["issued_at"])
@@ -463,7 +463,7 @@ class Pipeline:
             )
             result.outputs.append(self._dead_letter(rec, "unknown-grant", reason, now_ms))
             return
-        self._tally.add(metrics.ACTIVE_GRANTS, -1)
+        result.active_grants_delta -= 1
         subject.grants_dirty = True
         keep_until = (grant.get("expires_at") or now_ms) + TOMBSTONE_RETENTION_MS
         released[grant_id] = [grant["issued_at"], keep_until, rec.offset]
@@ -518,7 +518,7 @@ class Pipeline:
                 continue  # already judged by this bundle (e.g. a resumed scan)
             skey = gkey[len(GRANT_PREFIX) :]
             key = skey.decode()
-            mark = len(result.outputs)
+            mark, delta = len(result.outputs), result.active_grants_delta
             try:
                 subject = _Subject(key, store, store.get(signal_key(skey)), grants)
                 snapshot = subject_snapshot(subject.signals, self.risk)
@@ -533,6 +533,7 @@ class Pipeline:
             except Exception:  # one broken subject must not stop the switch for the others
                 log.exception("re-evaluating subject %s failed", key)
                 del result.outputs[mark:]
+                result.active_grants_delta = delta
                 continue
             subject.collect(result.changed_states)
         return result
@@ -585,7 +586,7 @@ class Pipeline:
             due = any(g.get("time_due", _NEVER) <= now_ms for g in grants["grants"].values())
             skey = gkey[len(GRANT_PREFIX) :]
             key = skey.decode()
-            mark = len(result.outputs)
+            mark, delta = len(result.outputs), result.active_grants_delta
             try:
                 raw_signals = store.get(signal_key(skey)) if due else None
                 subject = _Subject(key, store, raw_signals, grants)
@@ -599,6 +600,7 @@ class Pipeline:
             except Exception:  # one broken subject must not stop the sweep for the others
                 log.exception("sweeping subject %s failed", key)
                 del result.outputs[mark:]
+                result.active_grants_delta = delta
                 continue
             subject.collect(result.changed_states)
         return result
@@ -683,7 +685,7 @@ class Pipeline:
         state = subject.grants(now_ms)
         if subject.expired:
             expired, subject.expired = subject.expired, []
-            self._tally.add(metrics.ACTIVE_GRANTS, -len(expired))
+            result.active_grants_delta -= len(expired)
             self._tally.add(metrics.EXPIRED_GRANTS, len(expired))
             for grant in expired:
                 ev = expiry_outputs(grant, subject.key, now_ms, self.engine.digest)
@@ -776,7 +778,7 @@ class Pipeline:
             grant_id = grant["grant_id"]
             del state["grants"][grant_id]
             subject.grants_dirty = True
-            self._tally.add(metrics.ACTIVE_GRANTS, -1)
+            result.active_grants_delta -= 1
             keep_until = (grant.get("expires_at") or now_ms) + TOMBSTONE_RETENTION_MS
             state["revoked"][grant_id] = [grant["issued_at"], keep_until]
         self._publish(key, ev, cause.kind, result, cause)
@@ -884,23 +886,26 @@ def _signal_type(item: Signal | GrantEvent) -> str:
     return item.type if type(item) is Signal else "unknown"
 
 
-def _marks(result: BatchResult, tally: metrics.Tally) -> tuple[int, int, int, dict[Any, float]]:
+_Marks = tuple[int, int, int, int, dict[Any, float]]
+
+
+def _marks(result: BatchResult, tally: metrics.Tally) -> _Marks:
     """Where a subject's outputs begin, to ``_rollback`` to when its processing fails."""
     return (
         len(result.outputs),
         len(result.signal_timestamps),
         len(result.revocation_causes),
+        result.active_grants_delta,
         tally.mark(),
     )
 
 
-def _rollback(
-    result: BatchResult, tally: metrics.Tally, marks: tuple[int, int, int, dict[Any, float]]
-) -> None:
+def _rollback(result: BatchResult, tally: metrics.Tally, marks: _Marks) -> None:
     del result.outputs[marks[0] :]
     del result.signal_timestamps[marks[1] :]
     del result.revocation_causes[marks[2] :]
-    tally.rollback(marks[3])
+    result.active_grants_delta = marks[3]
+    tally.rollback(marks[4])
 
 
 def _datetime(ms: int) -> datetime:

@@ -37,3 +37,4 @@ class BatchResult:
     # (event_time, Kafka timestamp) in ms of the signal behind each revocation (latency metric)
     revocation_causes: list[tuple[int, int]] = field(default_factory=list)
     new_subjects: int = 0  # subjects whose first signal state this batch writes
+    active_grants_delta: int = 0  # grants added minus grants removed (issued, revoked, expired)

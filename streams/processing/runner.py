@@ -60,6 +60,7 @@ from streams.state.store import (
     offset_key,
     open_store,
 )
+from streams.state.subject import count_active_grants
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,7 @@ class PipelineRunner:
         # where each input partition's reading began at its assignment (None: the beginning)
         self._start_position: dict[TopicPartition, int | None] = {}
         self._subjects: dict[int, int] = {}  # partition -> subjects with signal state
+        self._grants: dict[int, int] = {}  # partition -> active grants
         self._lag = LagGauges()
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -579,6 +581,9 @@ class PipelineRunner:
                     since_arrival.observe(max(0.0, after_send - arrival / 1000))
             if res.new_subjects:
                 self._subjects[partition] = self._subjects.get(partition, 0) + res.new_subjects
+            if res.active_grants_delta:
+                held = self._grants.get(partition, 0) + res.active_grants_delta
+                self._grants[partition] = held
         offsets = {
             TopicPartition(topic, partition): offset
             for partition, res in results.items()
@@ -589,8 +594,14 @@ class PipelineRunner:
         # committed in the background instead of costing a round trip per batch.
         self._uncommitted.update(offsets)
         self.pipeline.flush_metrics()
-        metrics.STATE_SUBJECTS.set(sum(self._subjects.values()))
+        self._set_state_gauges()
         self.outages.recovered()
+
+    def _set_state_gauges(self) -> None:
+        """Subjects and active grants of the owned partitions: counted when a partition is
+        restored, then moved by every committed batch (so they follow partitions around)."""
+        metrics.STATE_SUBJECTS.set(sum(self._subjects.values()))
+        metrics.ACTIVE_GRANTS.set(sum(self._grants.values()))
 
     async def _send_and_wait(self, items: Iterable[tuple[int, OutRecord]]) -> None:
         """Produce records in per-partition batches and wait for every acknowledgement."""
@@ -668,11 +679,12 @@ class PipelineRunner:
                 self._scans.pop(partition, None)
                 self._sweep.pop(partition, None)
                 self._subjects.pop(partition, None)
+                self._grants.pop(partition, None)
                 store = self.stores.pop(partition, None)
                 if store is not None:
                     store.close()
             metrics.ASSIGNED_PARTITIONS.set(len(self.stores))
-            metrics.STATE_SUBJECTS.set(sum(self._subjects.values()))
+            self._set_state_gauges()
             self._lag.forget(revoked)
 
     async def _on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
@@ -693,7 +705,7 @@ class PipelineRunner:
                 self.pending.restart(sorted(self.stores))
             await self._seek_applied(assigned)
             metrics.ASSIGNED_PARTITIONS.set(len(self.stores))
-            metrics.STATE_SUBJECTS.set(sum(self._subjects.values()))
+            self._set_state_gauges()
         self.ready.set()
 
     async def _seek_applied(self, assigned: list[TopicPartition]) -> None:
@@ -781,6 +793,7 @@ class PipelineRunner:
         store.write(pending)
         self._restorer.assign([])
         self._subjects[partition] = count_keys(store, SIGNAL_PREFIX)
+        self._grants[partition] = count_active_grants(raw for _, raw in store.items(GRANT_PREFIX))
         metrics.RESTORED_RECORDS.inc(restored)
         metrics.RESTORE_SECONDS.observe(time.perf_counter() - began)
         log.info(

@@ -31,8 +31,11 @@ recorded in ``recent`` and changes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import Enum
 from typing import Any
+
+import orjson
 
 from streams.models.signal import Signal
 from streams.models.timeparse import to_rfc3339
@@ -182,6 +185,11 @@ def grants_seeing(state: GrantState, dim: str, subject_changed: bool) -> list[di
         session_id = dim[len("session:") :]
         return [g for g in grants if g.get("session_id") == session_id]
     return []
+
+
+def count_active_grants(states: Iterable[bytes]) -> int:
+    """Active grants in these encoded grant states (``vigil_active_grants`` at restore)."""
+    return sum(len(orjson.loads(raw)["grants"]) for raw in states)
 
 
 def expire_grants(state: GrantState, now_ms: int) -> list[dict[str, Any]]:

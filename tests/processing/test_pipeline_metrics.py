@@ -13,7 +13,15 @@ from typing import Any
 from prometheus_client import REGISTRY
 
 from streams.processing.pipeline import Pipeline
-from streams.state.store import SIGNAL_PREFIX, MemoryStore, count_keys, grant_key, signal_key
+from streams.state.store import (
+    GRANT_PREFIX,
+    SIGNAL_PREFIX,
+    MemoryStore,
+    count_keys,
+    grant_key,
+    signal_key,
+)
+from streams.state.subject import count_active_grants
 from tests.processing.support import NOW, Feed, grant, risk
 
 
@@ -97,3 +105,19 @@ def test_count_keys_counts_one_prefix_across_chunks() -> None:
     assert count_keys(store, SIGNAL_PREFIX, chunk=10) == 25
     assert count_keys(store, SIGNAL_PREFIX, chunk=25) == 25
     assert count_keys(store, b"s:none-such") == 0
+
+
+def test_active_grants_delta_follows_issue_revoke_and_rollback(pipeline: Pipeline) -> None:
+    """The runner adds ``active_grants_delta`` to the partition's count once it is committed."""
+    feed, store = Feed(), MemoryStore()
+    issued = pipeline.process(
+        [feed("authz.grants", grant("g1")), feed("authz.grants", grant("g2"))], store, NOW
+    )
+    assert issued.active_grants_delta == 2
+    store.write(issued.changed_states)
+    assert count_active_grants(raw for _, raw in store.items(GRANT_PREFIX)) == 2
+    revoked = pipeline.process([feed("signals.risk", risk("r1", "HIGH"))], store, NOW)
+    assert revoked.active_grants_delta == -2
+    store.write(revoked.changed_states)
+    assert count_active_grants(raw for _, raw in store.items(GRANT_PREFIX)) == 0
+    pipeline.discard_metrics()
