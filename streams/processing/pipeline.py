@@ -41,6 +41,7 @@ from streams.state.subject import (
     SignalState,
     apply_signal,
     expire_grants,
+    grant_scoped,
     grants_seeing,
     new_grant_state,
     new_signal_state,
@@ -344,7 +345,7 @@ class Pipeline:
                 after = subject_snapshot(signals, self.risk)
                 visible = after != snapshot
                 snapshot = after
-                if not visible and not dim.startswith(("device:", "session:")):
+                if not visible and not grant_scoped(dim):
                     continue  # e.g. a risk factor that did not move the level or score
                 grants = self._grant_state(subject, result, now_ms)
                 cause = Cause("signal", item.event_id, item.event_time)
