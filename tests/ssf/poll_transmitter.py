@@ -8,6 +8,7 @@ check what the receiver had already done when it acknowledged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -67,10 +68,9 @@ class PollTransmitter:
             self.pending.pop(jti, None)
         if not self.pending and not body.get("returnImmediately", False):
             self._new.clear()
-            try:  # long polling: answer as soon as there is something, or after a while
+            # long polling: answer as soon as there is something, or after a while
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._new.wait(), timeout=1.0)
-            except TimeoutError:
-                pass
         limit = int(body.get("maxEvents", 100))
         sets = dict(list(self.pending.items())[:limit])
         more = len(self.pending) > len(sets)
