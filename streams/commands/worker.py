@@ -168,6 +168,8 @@ def command(
         strict_evaluation=engine["strict_evaluation"] or None,
         schema_enforcement=engine["schema_enforcement"],
     )
+    if settings.ssf_config is not None and not settings.api_port:
+        raise click.UsageError("--ssf-config needs the API listener (--api-port is 0)")
     try:
         settings, files = with_resolved_files(settings)
     except MissingFileError as exc:
