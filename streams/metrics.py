@@ -204,3 +204,9 @@ SSF_JWKS_FETCHES = Counter(
 SSF_POLLS = Counter(
     "vigil_ssf_polls_total", "RFC 8936 poll requests to transmitters, by outcome", ["outcome"]
 )
+SSF_OUTBOUND = Counter(
+    "vigil_ssf_outbound_sets_total",
+    "Vigil's own SETs, by receiver (as configured) and outcome (delivered, retried, "
+    "dead-lettered, unreadable)",
+    ["receiver", "outcome"],
+)

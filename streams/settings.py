@@ -182,6 +182,7 @@ class Settings(BaseSettings):
     topic_changelog: str = "vigil.state-changelog"
     topic_bundles: str = "vigil.policy-bundles"
     topic_ssf_received: str = "vigil.ssf-received"
+    topic_ssf_outbound: str = "vigil.ssf-outbound"
     expiry_sweep_rate: int = Field(
         default=1000,
         ge=100,

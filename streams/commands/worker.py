@@ -148,6 +148,7 @@ def command(
     from streams.policy import PolicyCompileError
     from streams.policy.api import UnsupportedOption
     from streams.ssf.config import SsfConfigError
+    from streams.ssf.signing import SigningKeyError
     from streams.web.tokens import TokenFileError
 
     settings = load_settings(
@@ -185,7 +186,7 @@ def command(
         sys.exit(2)
     except KafkaSecurityError as exc:
         raise click.UsageError(f"invalid Kafka security settings: {exc}") from None
-    except SsfConfigError as exc:
+    except (SsfConfigError, SigningKeyError) as exc:
         raise click.UsageError(f"--ssf-config: {exc}") from None
     except (TokenFileError, UnsupportedOption, OSError) as exc:  # token file, API TLS files
         raise click.UsageError(f"invalid check API or engine settings: {exc}") from None

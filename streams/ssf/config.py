@@ -17,7 +17,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 #: Signature algorithms a transmitter may be allowed (asymmetric JWS only; never ``none``).
 SUPPORTED_ALGORITHMS = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+    {
+        "RS256",
+        "RS384",
+        "RS512",
+        "PS256",
+        "PS384",
+        "PS512",
+        "ES256",
+        "ES384",
+        "ES512",
+        "Ed25519",
+        "EdDSA",
+    }
 )
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -85,15 +97,27 @@ class Receiver(_Strict):
     endpoint: str = Field(pattern=r"^https?://")
     audience: str = Field(min_length=1)
     authorization: str | None = None
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    retry_initial_seconds: float = Field(default=0.5, gt=0, le=60)
 
 
 class SsfConfig(_Strict):
     audience: str = Field(min_length=1)
     transmitters: list[Transmitter] = Field(default_factory=list)
     receivers: list[Receiver] = Field(default_factory=list)
+    #: our ``iss`` on outbound SETs: the public base URL of the API listener (default: audience)
+    issuer: str | None = None
+    #: private JWKS (first key signs, all are published); needed when there are receivers
+    signing_keys: Path | None = None
+
+    @property
+    def our_issuer(self) -> str:
+        return self.issuer or self.audience
 
     @model_validator(mode="after")
     def _unique(self) -> SsfConfig:
+        if self.receivers and self.signing_keys is None:
+            raise ValueError("receivers need signing_keys (a private JWKS file)")
         for what, values in (
             ("transmitter name", [t.name for t in self.transmitters]),
             ("transmitter issuer", [t.issuer for t in self.transmitters]),

@@ -19,7 +19,10 @@ from streams.ssf.follow import GrantLocator, JtiLedger
 from streams.ssf.poll import Poller
 from streams.ssf.push import PushEndpoint
 from streams.ssf.receiver import SetReceiver, SignalWriter
+from streams.ssf.signing import SigningKeys
+from streams.ssf.transmit import RevocationTransmitter
 from streams.ssf.verify import SetVerifier
+from streams.web.check_api import ApiExtension
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +52,38 @@ class SsfService:
             SetVerifier(self.config), self.ledger, self.writer, self.locator
         )
         self.push = PushEndpoint(self.receiver, self.ready)
+        self.keys = (
+            SigningKeys(self.config.signing_keys) if self.config.signing_keys is not None else None
+        )
+        self.transmitter = (
+            RevocationTransmitter(
+                self.config,
+                self.keys,
+                bootstrap=settings.bootstrap_servers,
+                group_id=f"{settings.group_id}-ssf-transmitter",
+                revocations_topic=settings.topic_revocations,
+                outbound_topic=settings.topic_ssf_outbound,
+                deadletter_topic=settings.topic_deadletter,
+                output_format=settings.output_format,
+                registry_url=settings.schema_registry_url,
+                security=security,
+            )
+            if self.keys is not None
+            else None
+        )
         self.pollers = [
             Poller(t, self.receiver) for t in self.config.transmitters if t.delivery == "poll"
         ]
         self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def extensions(self) -> list[ApiExtension]:
+        """Routes on the API listener: the push endpoint, and discovery and keys when Vigil
+        transmits."""
+        routes: list[ApiExtension] = [self.push]
+        if self.transmitter is not None:
+            routes.append(self.transmitter)
+        return routes
 
     def ready(self) -> bool:
         return self.ledger.ready.is_set() and self.locator.ready.is_set()
@@ -72,6 +103,11 @@ class SsfService:
         for transmitter in self.config.transmitters:  # first JWKS fetch now, not on the first SET
             await self.receiver.verifier.keys[transmitter.name].refresh()
         self._tasks = [asyncio.create_task(p.run()) for p in self.pollers]
+        if self.transmitter is not None and self.config.receivers:
+            await ensure_topics(
+                s.bootstrap_servers, [s.topic_ssf_outbound], s.partitions, security=self.security
+            )
+            await self.transmitter.start()
         log.warning(
             "Shared Signals: %d transmitter(s), audience %s",
             len(self.config.transmitters),
@@ -83,6 +119,8 @@ class SsfService:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.transmitter is not None:
+            await self.transmitter.stop()
         await self.ledger.stop()
         await self.locator.stop()
         await self.writer.stop()

@@ -78,7 +78,7 @@ class CheckApiService:
             grants=self.grants,
             tokens=tokens,
             max_body_bytes=settings.api_max_body_bytes,
-            extensions=[self.ssf.push] if self.ssf is not None else [],
+            extensions=self.ssf.extensions if self.ssf is not None else [],
         )
 
     def ready(self) -> bool:
