@@ -210,3 +210,8 @@ SSF_OUTBOUND = Counter(
     "dead-lettered, unreadable)",
     ["receiver", "outcome"],
 )
+SSF_STREAM_VERIFIED = Gauge(
+    "vigil_ssf_stream_verified",
+    "1 once the managed SSF stream of a transmitter (as configured) was verified, else 0",
+    ["transmitter"],
+)

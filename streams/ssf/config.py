@@ -63,6 +63,14 @@ class Transmitter(_Strict):
     #: complex-subject members the transmitter marks critical (its ``critical_subject_members``)
     critical_subject_members: list[str] = Field(default_factory=list)
     subjects: SubjectMapping = SubjectMapping()
+    #: SSF stream management: discover the transmitter, create or update our stream and
+    #: verify it at start (docs/shared-signals.md, "Stream management")
+    manage_stream: bool = False
+    management_authorization: str | None = None
+    #: our public push URL the transmitter should deliver to (push streams we manage)
+    push_endpoint_url: str | None = None
+    #: event type URIs to ask for (default: every type Vigil maps)
+    events_requested: list[str] | None = None
     poll_max_events: int = Field(default=100, ge=1, le=10_000)
     poll_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
 
@@ -83,6 +91,8 @@ class Transmitter(_Strict):
             raise ValueError("delivery: poll needs poll_endpoint")
         if self.delivery == "push" and (self.poll_endpoint or self.poll_authorization):
             raise ValueError("poll_endpoint/poll_authorization are for delivery: poll only")
+        if self.manage_stream and self.delivery == "push" and not self.push_endpoint_url:
+            raise ValueError("manage_stream with delivery: push needs push_endpoint_url")
         return self
 
     @property

@@ -97,7 +97,7 @@ class SetReceiver:
         self.locator = locator
         self._locks: dict[tuple[str, str], list[Any]] = {}
         #: stream events (verification, stream-updated) by transmitter, for ``vigil ssf status``
-        self.stream_events: dict[str, dict[str, object]] = {}
+        self.stream_events: dict[str, dict[str, dict[str, Any]]] = {}
 
     async def receive(
         self, token: bytes, delivery: str, transmitter: Transmitter | None = None
@@ -138,10 +138,17 @@ class SetReceiver:
                 f"jti {verified.jti!r} was already received with a different payload",
             )
         if verified.is_stream_event:
-            self.stream_events[verified.transmitter.name] = {
-                "event": verified.event_name,
-                **verified.event.model_dump(mode="json", exclude_none=True),
-            }
+            payload = verified.event.model_dump(mode="json", exclude_none=True)
+            self.stream_events.setdefault(verified.transmitter.name, {})[verified.event_name] = (
+                payload
+            )
+            if verified.event_name == "stream-updated":
+                log.warning(
+                    "SSF: transmitter %s says our stream is %s (%s)",
+                    verified.transmitter.name,
+                    payload.get("status"),
+                    payload.get("reason", "no reason given"),
+                )
             await self.ledger.record(verified.iss, verified.jti, verified.digest)
             return Accepted(verified.jti, "stream-event")
         signals = signals_for(verified, self.locator)

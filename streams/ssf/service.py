@@ -10,12 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from typing import Any
 
+import aiohttp
+
+from streams import metrics
 from streams.kafka.admin import ensure_topics
 from streams.kafka.security import KafkaSecurity
 from streams.settings import Settings
-from streams.ssf.config import SsfConfig, load_ssf_config
+from streams.ssf.config import SsfConfig, Transmitter, load_ssf_config
 from streams.ssf.follow import GrantLocator, JtiLedger
+from streams.ssf.management import StreamClient, StreamError
 from streams.ssf.poll import Poller
 from streams.ssf.push import PushEndpoint
 from streams.ssf.receiver import SetReceiver, SignalWriter
@@ -25,6 +31,7 @@ from streams.ssf.verify import SetVerifier
 from streams.web.check_api import ApiExtension
 
 log = logging.getLogger(__name__)
+VERIFICATION_TIMEOUT_S = 30.0
 
 
 class SsfService:
@@ -75,6 +82,8 @@ class SsfService:
             Poller(t, self.receiver) for t in self.config.transmitters if t.delivery == "poll"
         ]
         self._tasks: list[asyncio.Task[None]] = []
+        #: managed streams by transmitter: {"stream": configuration, "verified": bool}
+        self.streams: dict[str, dict[str, Any]] = {}
 
     @property
     def extensions(self) -> list[ApiExtension]:
@@ -84,6 +93,45 @@ class SsfService:
         if self.transmitter is not None:
             routes.append(self.transmitter)
         return routes
+
+    async def _manage(self, transmitter: Transmitter) -> None:
+        """Discover, create or update our stream, verify it; retried until it works."""
+        delay = 1.0
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            client = StreamClient(transmitter, session)
+            while True:
+                try:
+                    await client.discover()
+                    stream = await client.ensure()
+                    stream_id = str(stream["stream_id"])
+                    self.streams[transmitter.name] = {"stream": stream, "verified": False}
+                    state = await client.request_verification(stream_id)
+                    deadline = time.monotonic() + VERIFICATION_TIMEOUT_S
+                    while time.monotonic() < deadline:
+                        seen = self.receiver.stream_events.get(transmitter.name, {})
+                        if seen.get("verification", {}).get("state") == state:
+                            self.streams[transmitter.name]["verified"] = True
+                            metrics.SSF_STREAM_VERIFIED.labels(transmitter.name).set(1)
+                            log.warning(
+                                "SSF: stream %s of %s verified", stream_id, transmitter.name
+                            )
+                            return
+                        await asyncio.sleep(0.2)
+                    raise StreamError(
+                        f"no verification event with our state in {VERIFICATION_TIMEOUT_S:g} s"
+                    )
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    metrics.SSF_STREAM_VERIFIED.labels(transmitter.name).set(0)
+                    log.warning(
+                        "SSF: managing the stream of %s failed (%s); retrying in %.0f s",
+                        transmitter.name,
+                        exc,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 60.0)
 
     def ready(self) -> bool:
         return self.ledger.ready.is_set() and self.locator.ready.is_set()
@@ -103,6 +151,11 @@ class SsfService:
         for transmitter in self.config.transmitters:  # first JWKS fetch now, not on the first SET
             await self.receiver.verifier.keys[transmitter.name].refresh()
         self._tasks = [asyncio.create_task(p.run()) for p in self.pollers]
+        self._tasks += [
+            asyncio.create_task(self._manage(t))
+            for t in self.config.transmitters
+            if t.manage_stream
+        ]
         if self.transmitter is not None and self.config.receivers:
             await ensure_topics(
                 s.bootstrap_servers, [s.topic_ssf_outbound], s.partitions, security=self.security

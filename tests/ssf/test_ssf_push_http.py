@@ -126,7 +126,7 @@ async def test_push_answers(rig: Rig) -> None:
     del claims["sub_id"]  # about the stream, not a subject
     verification = SIGNER.sign(claims)
     assert await rig.post(verification) == (202, None)
-    assert rig.receiver.stream_events["idp"] == {"event": "verification", "state": "abc"}
+    assert rig.receiver.stream_events["idp"] == {"verification": {"state": "abc"}}
 
     nobody = _count("no-subject")
     orphan = SIGNER.sign(
