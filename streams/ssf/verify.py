@@ -71,8 +71,7 @@ class VerifiedSet:
         return self.event_uri in STREAM_EVENTS
 
 
-def peek_claims(token: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Header and claims of a compact JWS, unverified (to find the transmitter)."""
+def _extract(token: bytes) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     if len(token) > MAX_SET_BYTES:
         raise SetRejected(INVALID_REQUEST, f"SET larger than {MAX_SET_BYTES} bytes")
     try:
@@ -83,6 +82,12 @@ def peek_claims(token: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
         raise SetRejected(INVALID_REQUEST, f"not a compact JWS SET: {exc}") from None
     if not isinstance(claims, dict):
         raise SetRejected(INVALID_REQUEST, "the SET's claims are not a JSON object")
+    return compact, header, claims
+
+
+def peek_claims(token: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Header and claims of a compact JWS, unverified (to find the transmitter)."""
+    _, header, claims = _extract(token)
     return header, claims
 
 
@@ -105,7 +110,7 @@ class SetVerifier:
         return transmitter
 
     async def verify(self, token: bytes, transmitter: Transmitter | None = None) -> VerifiedSet:
-        header, claims = peek_claims(token)
+        compact, header, claims = _extract(token)  # parsed once, verified below
         found = self.transmitter(claims)
         if transmitter is not None and found.name != transmitter.name:
             raise SetRejected(
@@ -129,9 +134,11 @@ class SetVerifier:
         except KeyNotFound as exc:
             raise SetRejected(INVALID_KEY, str(exc)) from None
         try:
-            jws.deserialize_compact(token.strip(), key, algorithms=[alg])
+            valid = jws.validate_compact(compact, key, algorithms=[alg])
         except JoseError as exc:
             raise SetRejected(INVALID_KEY, f"signature does not verify: {exc}") from None
+        if not valid:
+            raise SetRejected(INVALID_KEY, "signature does not verify")
         return self._check_claims(found, claims)
 
     def _check_claims(self, transmitter: Transmitter, claims: dict[str, Any]) -> VerifiedSet:
