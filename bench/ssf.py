@@ -45,7 +45,16 @@ from streams.ssf.verify import SetVerifier
 REPO = Path(__file__).resolve().parents[1]
 ISSUER = "https://idp.bench/"
 AUDIENCE = "https://vigil.bench/"
-ROLES = ("identity", "device", "network", "risk", "grants", "decisions", "revocations", "deadletter")
+ROLES = (
+    "identity",
+    "device",
+    "network",
+    "risk",
+    "grants",
+    "decisions",
+    "revocations",
+    "deadletter",
+)
 
 
 def _key() -> ECKey:
