@@ -92,7 +92,7 @@ class TokenClaimsChange(_Attrs):
     the subject when no token is named."""
 
     grant_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
-    claims: dict[str, Any] = Field(min_length=1)
+    claims: dict[str, Any] = Field(min_length=1)  # bounded with every attribute (limits.py)
 
 
 class IdentifierChange(_Attrs):

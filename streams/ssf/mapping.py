@@ -10,6 +10,7 @@ principal (an opaque session id, a ``jwt_id``, a complex subject without ``user`
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -80,9 +81,17 @@ def _event_id(iss: str, jti: str, key: str) -> str:
     return f"ssf-{digest}"
 
 
-def signals_for(verified: VerifiedSet, locator: Locator) -> list[SignalOut]:
+def signals_for(
+    verified: VerifiedSet,
+    locator: Locator,
+    max_future_skew_ms: int = 300_000,
+    now_ms: int | None = None,
+) -> list[SignalOut]:
     """The signals one SET becomes; ``SetRejected`` when the subject or payload cannot map.
-    An empty list: the subject holds nothing in Vigil (a session with no grants)."""
+    An empty list: the subject holds nothing in Vigil (a session with no grants).
+
+    An ``event_timestamp`` further ahead than the pipeline allows (``max_future_skew_seconds``)
+    is refused here, so the SET is not answered 202 and then dead-lettered."""
     transmitter = verified.transmitter
     claims = verified.claims
     event = verified.event.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -97,6 +106,12 @@ def signals_for(verified: VerifiedSet, locator: Locator) -> list[SignalOut]:
         event_ms, source = int(stamp * 1000), "event_timestamp"
     else:
         event_ms, source = int(claims["iat"] * 1000), "iat"
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    if event_ms > now_ms + max_future_skew_ms:
+        raise SetRejected(
+            INVALID_REQUEST,
+            f"{source} is more than {max_future_skew_ms / 1000:g} s in the future",
+        )
     out: list[SignalOut] = []
     for target in found:
         if target == Target():

@@ -90,7 +90,9 @@ class SetReceiver:
         ledger: JtiLedger,
         writer: SignalWriter,
         locator: Locator,
+        max_future_skew_ms: int = 300_000,
     ) -> None:
+        self.max_future_skew_ms = max_future_skew_ms
         self.verifier = verifier
         self.ledger = ledger
         self.writer = writer
@@ -151,7 +153,7 @@ class SetReceiver:
                 )
             await self.ledger.record(verified.iss, verified.jti, verified.digest)
             return Accepted(verified.jti, "stream-event")
-        signals = signals_for(verified, self.locator)
+        signals = signals_for(verified, self.locator, self.max_future_skew_ms)
         if signals:
             await self.writer.write(signals)
         await self.ledger.record(verified.iss, verified.jti, verified.digest)

@@ -56,7 +56,11 @@ class SsfService:
             security=security,
         )
         self.receiver = SetReceiver(
-            SetVerifier(self.config), self.ledger, self.writer, self.locator
+            SetVerifier(self.config),
+            self.ledger,
+            self.writer,
+            self.locator,
+            max_future_skew_ms=settings.max_future_skew_seconds * 1000,
         )
         self.push = PushEndpoint(self.receiver, self.ready)
         self.keys = (

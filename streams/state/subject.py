@@ -87,8 +87,8 @@ def dimension_of(signal: Signal) -> tuple[str, dict[str, Any]]:
     if kind == "session-revoked":
         return _session_revocation(signal)
     if kind in ("session-established", "session-presented"):
-        seen = {k: v for k, v in attrs.items() if k != "session_id"}
-        return f"session-seen:{attrs.get('session_id', '')}", {"event": kind, **seen}
+        # one dimension, not one per session: no policy reads it, and the state stays bounded
+        return "session-seen", {"event": kind, **attrs}
     if kind == "token-claims-change":
         grant_id = attrs.get("grant_id")
         dim = f"token-claims:{grant_id}" if grant_id else "token-claims"

@@ -383,3 +383,23 @@ def test_out_of_order_event_timestamps_resolve_to_the_newest() -> None:
 
 def test_transmitter_is_a_plain_model() -> None:
     assert isinstance(_config().transmitters[0], Transmitter)
+
+
+def test_event_times_too_far_ahead_are_refused_not_dead_lettered_later() -> None:
+    now = 1_700_000_000
+    claims = set_claims("account-disabled", {"event_timestamp": now + 301}, iss_sub("alice"))
+    config = _config()
+    verified = SetVerifier(config, keys={})._check_claims(config.transmitters[0], claims)
+    with pytest.raises(SetRejected) as info:
+        signals_for(verified, FixedLocator(), 300_000, now * 1000)
+    assert info.value.err == "invalid_request" and "future" in info.value.description
+    assert signals_for(verified, FixedLocator(), 302_000, now * 1000)
+
+
+def test_token_claims_are_bounded_like_every_free_form_value() -> None:
+    deep: dict[str, Any] = {"role": "x"}
+    for _ in range(100):
+        deep = {"nested": deep}
+    with pytest.raises(SetRejected) as info:
+        _map(set_claims("token-claims-change", {"claims": deep}, jwt_id("g1")))
+    assert info.value.err == "invalid_request"
