@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from streams.ssf.config import SsfConfig
-from streams.ssf.jwks import KeySource
+from streams.ssf.jwks import KeyNotFound, KeySource
 from streams.ssf.verify import SetRejected, SetVerifier
 from tests.ssf.helpers import AUDIENCE, ISSUER, Signer, iss_sub, set_claims
 
@@ -172,20 +172,15 @@ async def test_unknown_kid_refetches_at_most_once_per_interval() -> None:
 
 
 async def test_jwks_shared_secret_keys_are_ignored(tmp_path: Path) -> None:
-    """A JWKS listing an oct key cannot make an HMAC SET acceptable even if HS256 were asked."""
-    from joserfc import jws
+    """A JWKS listing an oct (shared secret) key next to a real one: only the real one is used,
+    so the secret can never verify anything (HS* is refused by the config as well)."""
     from joserfc.jwk import OctKey
 
     secret = OctKey.generate_key(256, parameters={"kid": "shared"})
     path = tmp_path / "jwks.json"
-    path.write_bytes(orjson.dumps({"keys": [secret.as_dict(private=True)]}))
-    verifier = SetVerifier(_config(str(path)))
-    token = jws.serialize_compact(
-        {"alg": "HS256", "kid": "shared", "typ": "secevent+jwt"},
-        orjson.dumps(set_claims("session-revoked")),
-        secret,
-        algorithms=["HS256"],
-    ).encode()
-    with pytest.raises(SetRejected) as info:
-        await verifier.verify(token)
-    assert info.value.err == "invalid_key"
+    keys = [secret.as_dict(private=True), *SIGNER.jwks()["keys"]]
+    path.write_bytes(orjson.dumps({"keys": keys}))
+    source = KeySource(str(path))
+    with pytest.raises(KeyNotFound):
+        await source.key("shared")
+    assert (await source.key(SIGNER.ec.kid)).kid == SIGNER.ec.kid
