@@ -247,3 +247,32 @@ SIGNAL_REPLICA_DELAY_SECONDS = Histogram(
     "From a changelog record's timestamp to it being visible to checks in the replica",
     buckets=(1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 5.0),
 )
+
+# -- Shared Signals (streams/ssf, docs/shared-signals.md) -------------------------------------
+SSF_SETS = Counter(
+    "vigil_ssf_sets_total",
+    "Security Event Tokens received, by delivery (push, poll) and outcome (accepted, duplicate, "
+    "no-subject, or the RFC 8935 error code)",
+    ["delivery", "outcome"],
+)
+SSF_JTI_CONFLICTS = Counter(
+    "vigil_ssf_jti_conflicts_total",
+    "SETs refused because their (iss, jti) was received before with a different payload",
+)
+SSF_JWKS_FETCHES = Counter(
+    "vigil_ssf_jwks_fetches_total", "Transmitter JWKS fetches, by outcome (ok, error)", ["outcome"]
+)
+SSF_POLLS = Counter(
+    "vigil_ssf_polls_total", "RFC 8936 poll requests to transmitters, by outcome", ["outcome"]
+)
+SSF_OUTBOUND = Counter(
+    "vigil_ssf_outbound_sets_total",
+    "Vigil's own SETs, by receiver (as configured) and outcome (delivered, retried, "
+    "dead-lettered, unreadable)",
+    ["receiver", "outcome"],
+)
+SSF_STREAM_VERIFIED = Gauge(
+    "vigil_ssf_stream_verified",
+    "1 once the managed SSF stream of a transmitter (as configured) was verified, else 0",
+    ["transmitter"],
+)

@@ -186,6 +186,8 @@ class Settings(BaseSettings):
     topic_deadletter: str = "signals.deadletter"
     topic_changelog: str = "vigil.state-changelog"
     topic_bundles: str = "vigil.policy-bundles"
+    topic_ssf_received: str = "vigil.ssf-received"
+    topic_ssf_outbound: str = "vigil.ssf-outbound"
     expiry_sweep_rate: int = Field(
         default=1000,
         ge=100,
@@ -325,6 +327,12 @@ class Settings(BaseSettings):
         default=10000,
         ge=1,
         description="Check decisions waiting to be produced; beyond it they are dropped, counted.",
+    )
+    # -- Shared Signals (docs/shared-signals.md) ------------------------------------------
+    ssf_config: Path | None = Field(
+        default=None,
+        description="Shared Signals YAML (transmitters we receive SETs from, our audience); "
+        "unset: no /ssf/push endpoint, no polling.",
     )
     globals: dict[str, Any] | None = Field(
         default=None, description="Cerbos engine.globals (JSON object) for G/globals."

@@ -47,6 +47,7 @@ from streams.state.subject import (
     SignalState,
     apply_signal,
     expire_grants,
+    grant_scoped,
     grants_seeing,
     named_entries,
     new_grant_state,
@@ -371,7 +372,7 @@ class Pipeline:
                 after = subject_snapshot(signals, self.risk)
                 visible = after != snapshot
                 snapshot = after
-                if not visible and not dim.startswith(("device:", "session:")):
+                if not visible and not grant_scoped(dim):
                     continue  # e.g. a risk factor that did not move the level or score
                 grants = self._grant_state(subject, result, now_ms)
                 cause = Cause("signal", item.event_id, item.event_time, item.type, rec.timestamp)

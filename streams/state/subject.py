@@ -85,15 +85,44 @@ def dimension_of(signal: Signal) -> tuple[str, dict[str, Any]]:
         return "account", {"status": "disabled"}
     if kind == "account-enabled":
         return "account", {"status": "enabled"}
+    if kind == "account-purged":
+        return "account", {"status": "purged"}
     if kind == "credential-compromise":
         return "credential", {"compromised": True}
     if kind == "credential-change":
         return "credential", {"compromised": False, "changed_at": signal.event_time}
+    if kind == "account-credential-change-required":
+        return "credential", {"compromised": False, "change_required": True}
     if kind == "assurance-level-change":
         return "assurance", {"level": attrs["current_level"]}
     if kind == "session-revoked":
-        return f"session:{attrs['session_id']}", {"revoked": True}
+        return _session_revocation(signal)
+    if kind in ("session-established", "session-presented"):
+        # one dimension, not one per session: no policy reads it, and the state stays bounded
+        return "session-seen", {"event": kind, **attrs}
+    if kind == "token-claims-change":
+        grant_id = attrs.get("grant_id")
+        dim = f"token-claims:{grant_id}" if grant_id else "token-claims"
+        return dim, {"claims": attrs["claims"]}
+    if kind in ("identifier-changed", "identifier-recycled"):
+        value = {"status": kind.removeprefix("identifier-")}
+        if "new_value" in attrs:
+            value["new_value"] = attrs["new_value"]
+        return "identifier", value
     raise ValueError(f"no dimension for signal type {kind!r}")
+
+
+def _session_revocation(signal: Signal) -> tuple[str, dict[str, Any]]:
+    """A named session or token is revoked for good; the sessions of a device or of the whole
+    subject are revoked up to ``event_time`` (grants issued later are new sessions)."""
+    attrs = signal.attributes
+    if "session_id" in attrs:
+        return f"session:{attrs['session_id']}", {"revoked": True}
+    if "grant_id" in attrs:
+        return f"token:{attrs['grant_id']}", {"revoked": True}
+    if "device_id" in attrs:
+        return f"device-sessions:{attrs['device_id']}", {"revoked_before": signal.event_time}
+    return "sessions", {"revoked_before": signal.event_time}
 
 
 def apply_signal(state: SignalState, signal: Signal) -> tuple[Applied, str, bool]:
@@ -127,7 +156,7 @@ def subject_snapshot(state: SignalState, risk: RiskModel) -> dict[str, Any]:
     credential = _dim_value(state, "credential") or {}
     assurance = _dim_value(state, "assurance") or {}
     network = _dim_value(state, "network") or {}
-    disabled = account.get("status") == "disabled"
+    disabled = account.get("status") in ("disabled", "purged")
     compromised = bool(credential.get("compromised", False))
     zone = str(network.get("zone", ""))
     level, score = risk.assess(
@@ -139,13 +168,18 @@ def subject_snapshot(state: SignalState, risk: RiskModel) -> dict[str, Any]:
         assurance=str(assurance.get("level", "")),
     )
     changed_at = credential.get("changed_at")
+    sessions_before = (_dim_value(state, "sessions") or {}).get("revoked_before")
+    identifier = _dim_value(state, "identifier") or {}
     return {
         "risk": {"level": level, "score": score},
         "identity": {
-            "account_status": "disabled" if disabled else "enabled",
+            "account_status": str(account.get("status", "enabled")),
             "assurance_level": str(assurance.get("level", "")),
             "credential_compromised": compromised,
             "credential_changed_at": to_rfc3339(changed_at) if changed_at else "",
+            "credential_change_required": bool(credential.get("change_required", False)),
+            "sessions_revoked_at": to_rfc3339(sessions_before) if sessions_before else "",
+            "identifier_status": str(identifier.get("status", "")),
         },
         "network": {
             "zone": zone,
@@ -166,11 +200,48 @@ def device_snapshot(state: SignalState, device_id: str | None) -> dict[str, Any]
     return {"id": device_id, "compliant": status == "compliant", "status": status}
 
 
-def session_snapshot(state: SignalState, session_id: str | None) -> dict[str, Any]:
-    if not session_id:
-        return {"id": "", "revoked": False}
-    value = _dim_value(state, f"session:{session_id}")
-    return {"id": session_id, "revoked": bool(value and value.get("revoked"))}
+def session_snapshot(
+    state: SignalState,
+    session_id: str | None,
+    grant_id: str | None = None,
+    device_id: str | None = None,
+    issued_at: int | None = None,
+) -> dict[str, Any]:
+    """``signals.session``: revoked when the grant's session or its token (the grant itself) was
+    revoked, or when all sessions of the subject (or of the grant's device) were revoked at or
+    after the grant was issued. A check (no grant, ``issued_at`` None) starts a new session."""
+    revoked = False
+    if session_id:
+        value = _dim_value(state, f"session:{session_id}")
+        revoked = bool(value and value.get("revoked"))
+    if not revoked and grant_id:
+        value = _dim_value(state, f"token:{grant_id}")
+        revoked = bool(value and value.get("revoked"))
+    if not revoked and issued_at is not None:
+        before = (_dim_value(state, "sessions") or {}).get("revoked_before", -1)
+        if device_id:
+            value = _dim_value(state, f"device-sessions:{device_id}") or {}
+            before = max(before, value.get("revoked_before", -1))
+        revoked = issued_at <= before
+    return {"id": session_id or "", "revoked": revoked}
+
+
+def token_snapshot(state: SignalState, grant_id: str | None) -> dict[str, Any]:
+    """``signals.token``: the newest claims a transmitter sent for the grant's token (CAEP
+    token-claims-change naming it), else for every token of the subject; ``{}`` when none."""
+    value = _dim_value(state, f"token-claims:{grant_id}") if grant_id else None
+    if value is None:
+        value = _dim_value(state, "token-claims")
+    return {"claims": dict(value["claims"]) if value else {}}
+
+
+#: Dimensions bound to some grants only (a device, a session, a token): a change there
+#: re-evaluates those grants even though the subject-wide snapshot did not move.
+GRANT_SCOPED_PREFIXES = ("device:", "session:", "token:", "token-claims:", "device-sessions:")
+
+
+def grant_scoped(dim: str) -> bool:
+    return dim.startswith(GRANT_SCOPED_PREFIXES) or dim == "token-claims"
 
 
 def grants_seeing(state: GrantState, dim: str, subject_changed: bool) -> list[dict[str, Any]]:
@@ -184,6 +255,14 @@ def grants_seeing(state: GrantState, dim: str, subject_changed: bool) -> list[di
     if dim.startswith("session:"):
         session_id = dim[len("session:") :]
         return [g for g in grants if g.get("session_id") == session_id]
+    if dim.startswith(("token:", "token-claims:")):
+        grant_id = dim.split(":", 1)[1]
+        return [g for g in grants if g.get("grant_id") == grant_id]
+    if dim.startswith("device-sessions:"):
+        device_id = dim[len("device-sessions:") :]
+        return [g for g in grants if g.get("device_id") == device_id]
+    if dim == "token-claims":
+        return list(grants)
     return []
 
 
