@@ -109,6 +109,14 @@ def wait_for_kafka(broker: str, timeout: float = BROKER_WAIT_SECONDS) -> None:
     default=None,
     help="YAML file of bearer tokens for the check API (docs/check-api.md); unset: no auth.",
 )
+@click.option(
+    "--webhooks",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="VIGIL_WEBHOOKS",
+    show_envvar=True,
+    default=None,
+    help="YAML file of webhook targets that receive revocations (docs/check-api.md).",
+)
 @engine_options
 @click.option(
     "--loglevel",
@@ -126,6 +134,7 @@ def command(
     api_port: int | None,
     api_host: str | None,
     api_tokens: Path | None,
+    webhooks: Path | None,
     loglevel: str,
     **engine: Any,
 ) -> None:
@@ -139,6 +148,7 @@ def command(
     from streams.policy import PolicyCompileError
     from streams.policy.api import UnsupportedOption
     from streams.web.tokens import TokenFileError
+    from streams.web.webhooks import WebhookFileError
 
     settings = load_settings(
         broker,
@@ -150,6 +160,7 @@ def command(
         api_port=api_port,
         api_host=api_host,
         api_tokens=api_tokens,
+        webhooks=webhooks,
         globals=engine["globals_"],
         default_policy_version=engine["default_policy_version"],
         # flags: only an explicit flag overrides VIGIL_LENIENT_SCOPE_SEARCH etc.
@@ -174,6 +185,8 @@ def command(
         raise click.UsageError(f"invalid Kafka security settings: {exc}") from None
     except (TokenFileError, UnsupportedOption, OSError) as exc:  # token file, API TLS files
         raise click.UsageError(f"invalid check API or engine settings: {exc}") from None
+    except WebhookFileError as exc:
+        raise click.UsageError(f"--webhooks: {exc}") from None
     # Settings and files are checked (above) before waiting: a typo fails at once, not in 30 s.
     if settings.kafka_security_protocol == "PLAINTEXT":
         # a bare TCP probe of a TLS listener would look like a failed handshake in its logs

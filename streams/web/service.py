@@ -1,4 +1,5 @@
-"""Wires the check API into a worker: live state lookup, audit producer, HTTP server.
+"""Wires the check API into a worker: live state lookup, audit producer, revocation feed, HTTP
+server.
 
 Started by ``streams.app.PipelineService`` after the pipeline runner, stopped before it. A
 subject's signal state comes from the worker's own partition store when it owns the subject's
@@ -18,6 +19,8 @@ from streams.state.replica import SignalReplica, partition_of
 from streams.state.store import signal_key
 from streams.web.audit import AuditPublisher
 from streams.web.check_api import CheckApi, tls_context
+from streams.web.revocation_stream import RevocationStreams
+from streams.web.revocations import RevocationFeed
 from streams.web.tokens import ApiTokens
 from streams.web.watch import GrantPublisher
 
@@ -60,6 +63,13 @@ class CheckApiService:
             self.signal_state,
             Limits(settings.api_max_resources_per_request, settings.api_max_actions_per_resource),
         )
+        self.feed = RevocationFeed(
+            bootstrap=settings.bootstrap_servers,
+            topic=settings.topic_revocations,
+            history=settings.api_sse_history,
+            registry_url=settings.schema_registry_url,
+            security=security,
+        )
         tokens = ApiTokens.from_file(settings.api_tokens) if settings.api_tokens else None
         self.ssl = (
             tls_context(
@@ -74,6 +84,12 @@ class CheckApiService:
             audit=self.audit,
             grants=self.grants,
             tokens=tokens,
+            revocations=RevocationStreams(
+                self.feed,
+                max_streams=settings.api_sse_max_streams,
+                buffer=settings.api_sse_buffer,
+                heartbeat_seconds=settings.api_sse_heartbeat_seconds,
+            ),
             max_body_bytes=settings.api_max_body_bytes,
         )
 
@@ -94,12 +110,15 @@ class CheckApiService:
         await self.audit.start()
         await self.grants.start()
         await self.replica.start()
+        await self.feed.start()
         log.warning(
             "check API on %s://%s:%s", "https" if self.ssl else "http", s.api_host, self.api.port
         )
 
     async def stop(self) -> None:
+        self.feed.close_streams()  # open streams end now, or the server waits for them
         await self.api.stop()
+        await self.feed.stop()
         await self.audit.stop()
         await self.grants.stop()
         await self.replica.stop()
