@@ -160,13 +160,16 @@ class SseRevocationListener:
 
 
 class _Assigned(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, ready: asyncio.Event) -> None:
+    def __init__(self, consumer: AIOKafkaConsumer, ready: asyncio.Event) -> None:
+        self.consumer = consumer
         self.ready = ready
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         pass
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        for tp in assigned:  # resolve where reading starts (committed, else per the reset)
+            await self.consumer.position(tp)
         self.ready.set()
 
 
@@ -212,7 +215,7 @@ class KafkaRevocationListener:
     async def run(self) -> None:
         """Listen until `stop`; raises the callback's exception (the batch is not committed)."""
         consumer = self._consumer
-        consumer.subscribe([self.topic], listener=_Assigned(self.assigned))
+        consumer.subscribe([self.topic], listener=_Assigned(consumer, self.assigned))
         await consumer.start()
         try:
             while not self._stopping.is_set():

@@ -151,7 +151,10 @@ class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]
         metrics.WEBHOOK_ASSIGNED_PARTITIONS.labels(self.target).set(0)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        metrics.WEBHOOK_ASSIGNED_PARTITIONS.labels(self.target).set(len(list(assigned)))
+        assigned = list(assigned)
+        for tp in assigned:  # resolve where delivery starts (committed, else the end) now
+            await self.consumer.position(tp)
+        metrics.WEBHOOK_ASSIGNED_PARTITIONS.labels(self.target).set(len(assigned))
 
 
 class WebhookDispatcher:
