@@ -134,6 +134,19 @@ async def test_resume_on_another_worker_loses_nothing_and_repeats_nothing(
                     await sse.next_event(timeout=0.5)
 
 
+async def test_a_cursor_ahead_of_this_worker_skips_what_the_client_has(
+    broker: str, topic_factory: Any
+) -> None:
+    """A client coming from a worker further ahead: what this one reads late is not resent."""
+    (topic,) = await topic_factory("authz.revocations", partitions=1)
+    await produce(broker, topic, (0, revocation("seen-0")))
+    async with worker_api(broker, topic) as (_, url), stream(url, last_event_id="0:3") as sse:
+        assert (await sse.next_event())[1] == "0:3"
+        await produce(broker, topic, *((0, revocation(f"g{i}")) for i in (1, 2, 3, 4)))
+        got = await sse.revocations(2)
+        assert [(eid, r["grant_id"]) for eid, r in got] == [("0:4", "g3"), ("0:5", "g4")]
+
+
 async def test_session_and_grant_filters_on_the_wire(broker: str, topic_factory: Any) -> None:
     (topic,) = await topic_factory("authz.revocations", partitions=1)
     async with worker_api(broker, topic) as (_, url):
