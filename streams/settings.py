@@ -325,7 +325,7 @@ class Settings(BaseSettings):
         default=15.0, gt=0, le=300, description="Heartbeat comment interval of an idle stream."
     )
     api_sse_history: int = Field(
-        default=10000,
+        default=1000,
         ge=1,
         description="Revocations per partition held in memory for resuming streams.",
     )

@@ -28,6 +28,7 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 
+from streams.kafka.group import commit_start
 from streams.web.revocations import RevocationFilter, decode_revocation
 
 log = logging.getLogger(__name__)
@@ -168,8 +169,7 @@ class _Assigned(ConsumerRebalanceListener):  # type: ignore[misc]
         pass
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        for tp in assigned:  # resolve where reading starts (committed, else per the reset)
-            await self.consumer.position(tp)
+        await commit_start(self.consumer, list(assigned))
         self.ready.set()
 
 

@@ -155,6 +155,8 @@ class RevocationStreams:
                 await send(queued)
         except (ConnectionResetError, ConnectionError):
             pass  # the client left, or was cut off for being slow
+        except Exception:  # e.g. Kafka failed while reading back a gap: the client resumes
+            log.exception("revocation stream ended by an error")
         finally:
             self.feed.unsubscribe(sub)
         return response

@@ -143,7 +143,7 @@ class RevocationFeed:
         *,
         bootstrap: str,
         topic: str,
-        history: int = 10000,
+        history: int = 1000,
         registry_url: str | None = None,
         security: KafkaSecurity = PLAINTEXT,
         fetch_max_wait_ms: int = 10,

@@ -50,6 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from streams import metrics
 from streams.codecs import OutputEncoder
+from streams.kafka.group import commit_start
 from streams.kafka.security import PLAINTEXT, KafkaSecurity
 from streams.web.revocations import RevocationFilter, decode_revocation
 from streams.web.signature import secret_key, sign
@@ -152,8 +153,7 @@ class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         assigned = list(assigned)
-        for tp in assigned:  # resolve where delivery starts (committed, else the end) now
-            await self.consumer.position(tp)
+        await commit_start(self.consumer, assigned)
         metrics.WEBHOOK_ASSIGNED_PARTITIONS.labels(self.target).set(len(assigned))
 
 

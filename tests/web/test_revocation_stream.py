@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 
 from streams import metrics
+from streams.pep import SseRevocationListener
 from streams.web.check_api import CheckApi
 from streams.web.revocation_stream import RevocationStreams
 from streams.web.revocations import (
@@ -101,17 +102,19 @@ async def test_resume_on_another_worker_loses_nothing_and_repeats_nothing(
             event, start, data = await sse.next_event()
             assert event == "ready" and data == {"cursor": start}
             assert parse_cursor(start) == {0: 1, 1: 1}  # from now: the old ones are not sent
-            await produce(
-                broker,
-                topic,
-                (0, revocation("g3")),
-                (1, revocation("g4", "user:bob")),
-                (1, revocation("g5", "user:alice", "S1")),
-            )
+            await produce(broker, topic, (0, revocation("g3")))
             [(first_id, first)] = await sse.revocations(1)
-            assert first["grant_id"] == "g3" and first == revocation("g3")
-            assert parse_cursor(first_id)[0] == 2
-        await produce(broker, topic, (0, revocation("g6")), (0, revocation("g7", "user:bob")))
+            assert first == revocation("g3")
+            assert parse_cursor(first_id) == {0: 2, 1: 1}
+        # while the client is away
+        await produce(
+            broker,
+            topic,
+            (1, revocation("g4", "user:bob")),
+            (1, revocation("g5", "user:alice", "S1")),
+            (0, revocation("g6")),
+            (0, revocation("g7", "user:bob")),
+        )
         async with stream(url_b, params=[("principal", "alice")], last_event_id=first_id) as sse:
             event, ready_id, _ = await sse.next_event()
             assert event == "ready" and ready_id == first_id
@@ -238,3 +241,29 @@ async def test_limit_tokens_and_bad_requests(
         await _until(lambda: feed.streams == 0)
         async with stream(url, token=TOKEN) as sse:  # the slot is free again
             assert (await sse.next_event())[0] == "ready"
+
+
+async def test_pep_listener_fails_over_to_the_next_worker_and_resumes(
+    broker: str, topic_factory: Any
+) -> None:
+    (topic,) = await topic_factory("authz.revocations", partitions=2)
+    got: list[str] = []
+    async with (
+        worker_api(broker, topic) as (feed_a, url_a),
+        worker_api(broker, topic) as (_, url_b),
+    ):
+        listener = SseRevocationListener(
+            [url_a, url_b], lambda r: got.append(r["grant_id"]), retry_seconds=0.05
+        )
+        task = asyncio.create_task(listener.run())
+        await asyncio.wait_for(listener.connected.wait(), 10)
+        await produce(broker, topic, (0, revocation("g1")), (1, revocation("g2")))
+        await _until(lambda: len(got) == 2)
+        feed_a.close_streams()  # worker A goes away (as when it stops)
+        await produce(broker, topic, (1, revocation("g3")), (0, revocation("g4")))
+        await _until(lambda: len(got) == 4 and listener.connections == 2)
+        await asyncio.sleep(0.3)
+        listener.stop()
+        await task
+    assert sorted(got[:2]) == ["g1", "g2"] and sorted(got[2:]) == ["g3", "g4"]
+    assert parse_cursor(listener.last_event_id or "") == {0: 2, 1: 2}

@@ -122,12 +122,16 @@ async def test_watched_allow_is_revoked_on_kafka_sse_and_webhook_then_denied(
             assert [r["grant_id"] for r in revoked] == ["w-erin"]
             assert revoked[0]["revocation_id"] == on_kafka[0]["revocation_id"]
             await owner.wait_processed()
-            assert not await vigil.is_allowed("read", {"id": "erin", **EMPLOYEE}, DOC)
             # the owner answers from its own store: denied right after the signal was processed
             async with CheckClient(owner.api_url) as at_owner:
                 assert not await at_owner.is_allowed(
                     "read", {"id": "erin", **EMPLOYEE}, DOC, session_id="S-erin"
                 )
+            # the non-owner from its replica, within its (measured, docs/check-api.md) staleness
+            deadline = time.monotonic() + 15
+            while await vigil.is_allowed("read", {"id": "erin", **EMPLOYEE}, DOC):
+                assert time.monotonic() < deadline, "the non-owner never saw the risky signal"
+                await asyncio.sleep(0.05)
         await _until(lambda: bool(deliveries), "the signed webhook delivery")
         assert {d["grant_id"] for d in deliveries} == {"w-erin"}
         listener.stop()
@@ -197,7 +201,7 @@ async def test_listeners_resume_on_another_worker_without_loss_or_repeats(
     await _until(lambda: len(sse) >= 3 and len(kafka) >= 3, "gina's and hank's revocations")
     await asyncio.sleep(0.5)  # room for a duplicate to show up
     assert sse == ["g-frank", "g-gina", "g-hank"]
-    assert kafka == ["g-frank", "g-gina", "g-hank"]
+    assert kafka[0] == "g-frank" and sorted(kafka[1:]) == ["g-gina", "g-hank"]
     on_sse.stop()
     on_kafka.stop()
     await asyncio.gather(*tasks)

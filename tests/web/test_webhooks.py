@@ -166,3 +166,11 @@ async def test_deliveries_are_signed_and_a_failing_target_ends_in_the_dead_lette
         assert original == revocation(
             "g1" if letter["partition"] == 0 else "g2", original["subject"]
         )
+
+
+def test_backoff_doubles_up_to_its_cap() -> None:
+    target = WebhookTarget(
+        name="t", url="http://x/", secret=SECRET, backoff_seconds=0.5, max_backoff_seconds=3
+    )
+    assert [target.backoff(n) for n in range(1, 6)] == [0.5, 1.0, 2.0, 3, 3]
+    assert target.schedule_seconds() == 5 * 5.0 + 0.5 + 1.0 + 2.0 + 3
