@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench diff-cerbos install clean tools
+.PHONY: demo test lint bench diff-cerbos install clean tools dashboards dashboard-images
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -30,6 +30,17 @@ lint: $(STAMP)
 # with its own embedded broker; one file per worker at a time) keep the suite near 5 minutes.
 test: lint
 	$(BIN)/pytest -q -n 3 --dist loadfile
+
+# Grafana dashboards (deploy/grafana/dashboards/) from streams/observability/dashboards.py
+dashboards: $(STAMP)
+	$(BIN)/python -m streams.observability.dashboards
+
+# Key panels drawn from a real Prometheus scraping real workers under load (needs the Debian
+# package prometheus), into docs/images/ (shown in the README)
+dashboard-images: $(STAMP)
+	VIGIL_DASHBOARD_DATA=$(CURDIR)/$(VENV)/dashboard-data.json $(BIN)/pytest -q \
+		tests/deploy/test_prometheus_live.py
+	$(BIN)/python -m streams.observability.panel_images $(VENV)/dashboard-data.json docs/images
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

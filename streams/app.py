@@ -63,6 +63,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
         registry_url=settings.schema_registry_url,
         time_reevaluation_ms=round(settings.time_reevaluation_seconds * 1000),
         max_future_skew_ms=settings.max_future_skew_seconds * 1000,
+        state_retention_ms=settings.state_retention_seconds * 1000,
     )
 
 
@@ -210,6 +211,12 @@ class PipelineService(Service):
             self._task.cancel()
 
 
+def advertised_host(bind: str) -> str:
+    """The host name in the worker's own URLs: the bound address, or the machine's name when
+    it binds every interface."""
+    return socket.gethostname() if bind in ("0.0.0.0", "::", "") else bind
+
+
 def create_app(settings: Settings) -> faust.App:
     """The worker's faust App; raises ``PolicyCompileError`` or ``KafkaSecurityError``."""
     security = KafkaSecurity.from_settings(settings)
@@ -225,8 +232,8 @@ def create_app(settings: Settings) -> faust.App:
         web_port=settings.web_port,
         # faust's own files (it keeps none for memory:// stores, but creates the folder)
         datadir=str(faust_dir(settings)),
-        web_bind="127.0.0.1",
-        web_host="127.0.0.1",
+        web_bind=settings.web_host,
+        web_host=advertised_host(settings.web_host),
         broker_session_timeout=6,
         broker_heartbeat_interval=1,
         topic_disable_leader=True,

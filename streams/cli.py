@@ -15,7 +15,7 @@ import sys
 import click
 
 #: Sub-command modules under ``streams.commands``, in help order.
-COMMAND_MODULES = ("broker", "produce", "tail", "worker", "health", "demo", "policy")
+COMMAND_MODULES = ("broker", "produce", "tail", "worker", "health", "demo", "policy", "ssf")
 
 
 def _unavailable(name: str, error: BaseException) -> click.Command:

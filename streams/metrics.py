@@ -6,8 +6,9 @@ from prometheus_client import Counter, Gauge, Histogram
 
 SIGNALS = Counter(
     "vigil_signals_total",
-    "Signals consumed, by outcome (applied, stale, duplicate)",
-    ["outcome"],
+    "Signals consumed, by input topic, signal type (unknown when it could not be decoded) and "
+    "outcome (applied, stale, duplicate, dead-lettered)",
+    ["topic", "type", "outcome"],
 )
 GRANT_EVENTS = Counter("vigil_grant_events_total", "Grant events consumed, by op", ["op"])
 DEADLETTERS = Counter(
@@ -18,7 +19,11 @@ DEADLETTERS = Counter(
 DECISIONS = Counter(
     "vigil_decisions_total", "Decisions published, by effect and cause", ["effect", "cause"]
 )
-REVOCATIONS = Counter("vigil_revocations_total", "Revocations published, by cause", ["cause"])
+REVOCATIONS = Counter(
+    "vigil_revocations_total",
+    "Revocations published, by cause and the signal type that caused them (none: not a signal)",
+    ["cause", "signal_type"],
+)
 EVALUATION_SECONDS = Histogram(
     "vigil_policy_evaluation_seconds",
     "Policy evaluation time per grant",
@@ -46,7 +51,15 @@ TIME_REEVALUATIONS = Counter(
     "vigil_time_reevaluations_total",
     "Grants evaluated again because time passed (their policies read now()/timeSince())",
 )
-ACTIVE_GRANTS = Gauge("vigil_active_grants", "Active grants held by this worker")
+STATE_PRUNED = Counter(
+    "vigil_state_entries_pruned_total",
+    "Device and session entries removed from subject state because no grant named them for "
+    "the state retention, by kind (device, session)",
+    ["kind"],
+)
+ACTIVE_GRANTS = Gauge(
+    "vigil_active_grants", "Active grants in the partitions this worker owns (set by the runner)"
+)
 ASSIGNED_PARTITIONS = Gauge("vigil_assigned_partitions", "Input partitions owned by this worker")
 POLICY_BUNDLE_SWITCHES = Counter(
     "vigil_policy_bundle_switches_total", "Policy bundles switched to, by source", ["source"]
@@ -96,6 +109,51 @@ BACKOFFS = Counter(
 )
 
 
+# -- observability: what SREs watch (issue 11; deploy/grafana, deploy/prometheus) ---------------
+
+DECISION_ACTIONS = Counter(
+    "vigil_decision_actions_total",
+    "Actions decided for grants, by effect, cause, resource kind and action; a kind or action the "
+    "running bundle does not name counts as 'other' (bounded by the bundle)",
+    ["effect", "cause", "kind", "action"],
+)
+EVALUATION_ERRORS = Counter(
+    "vigil_evaluation_errors_total",
+    "Grant decisions whose policy evaluation reported errors (a condition failed to evaluate)",
+    ["cause"],
+)
+SIGNAL_TO_REVOCATION_SECONDS = Histogram(
+    "vigil_signal_to_revocation_seconds",
+    "From a signal to the revocations it caused being acknowledged by Kafka, measured since the "
+    "signal's event_time (since=event_time) and since its Kafka record timestamp (since=arrival)",
+    ["since"],
+    buckets=(5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+STATE_SUBJECTS = Gauge(
+    "vigil_state_subjects", "Subjects with signal state in the partitions this worker owns"
+)
+CONSUMER_LAG = Gauge(
+    "vigil_consumer_lag_records",
+    "Records of an owned input partition not yet fetched: the fetch response's high watermark "
+    "minus the consumer position (never ListOffsets, which Tansu answers short)",
+    ["topic", "partition"],
+)
+REBALANCES = Counter(
+    "vigil_rebalances_total",
+    "Consumer group rebalances this worker took part in, by phase",
+    ["phase"],
+)
+RESTORE_REMAINING = Gauge(
+    "vigil_changelog_restore_remaining_records",
+    "Changelog records still to replay before the partition being restored is ready (0: none)",
+)
+RESTORE_SECONDS = Histogram(
+    "vigil_changelog_restore_seconds",
+    "Time to restore one partition's state from the changelog",
+    buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0),
+)
+
+
 class LabelCache:
     """Resolved label children of one metric: ``labels()`` costs a lock and a tuple per call."""
 
@@ -114,6 +172,9 @@ signals_by = LabelCache(SIGNALS)
 decisions_by = LabelCache(DECISIONS)
 revocations_by = LabelCache(REVOCATIONS)
 grant_events_by = LabelCache(GRANT_EVENTS)
+state_pruned_by = LabelCache(STATE_PRUNED)
+decision_actions_by = LabelCache(DECISION_ACTIONS)
+evaluation_errors_by = LabelCache(EVALUATION_ERRORS)
 
 
 class Tally:
@@ -217,4 +278,34 @@ WEBHOOK_ASSIGNED_PARTITIONS = Gauge(
     "vigil_webhook_assigned_partitions",
     "Revocation partitions whose webhook deliveries this worker makes, by target",
     ["target"],
+)
+
+
+# -- Shared Signals (streams/ssf, docs/shared-signals.md) -------------------------------------
+SSF_SETS = Counter(
+    "vigil_ssf_sets_total",
+    "Security Event Tokens received, by delivery (push, poll) and outcome (accepted, duplicate, "
+    "no-subject, or the RFC 8935 error code)",
+    ["delivery", "outcome"],
+)
+SSF_JTI_CONFLICTS = Counter(
+    "vigil_ssf_jti_conflicts_total",
+    "SETs refused because their (iss, jti) was received before with a different payload",
+)
+SSF_JWKS_FETCHES = Counter(
+    "vigil_ssf_jwks_fetches_total", "Transmitter JWKS fetches, by outcome (ok, error)", ["outcome"]
+)
+SSF_POLLS = Counter(
+    "vigil_ssf_polls_total", "RFC 8936 poll requests to transmitters, by outcome", ["outcome"]
+)
+SSF_OUTBOUND = Counter(
+    "vigil_ssf_outbound_sets_total",
+    "Vigil's own SETs, by receiver (as configured) and outcome (delivered, retried, "
+    "dead-lettered, unreadable)",
+    ["receiver", "outcome"],
+)
+SSF_STREAM_VERIFIED = Gauge(
+    "vigil_ssf_stream_verified",
+    "1 once the managed SSF stream of a transmitter (as configured) was verified, else 0",
+    ["transmitter"],
 )

@@ -162,6 +162,11 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(default=Path(".vigil/data"), description="Local state (RocksDB).")
     web_port: int = Field(default=6066, ge=0, le=65535, description="HTTP port of the worker.")
+    web_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="Address the worker's HTTP listener (/metrics, /healthz) binds to.",
+    )
     partitions: int = Field(default=4, ge=1, description="Partitions for topics Vigil creates.")
     schema_registry_url: str | None = Field(
         default=None, description="Confluent schema registry; None = schemaless Avro."
@@ -181,6 +186,8 @@ class Settings(BaseSettings):
     topic_deadletter: str = "signals.deadletter"
     topic_changelog: str = "vigil.state-changelog"
     topic_bundles: str = "vigil.policy-bundles"
+    topic_ssf_received: str = "vigil.ssf-received"
+    topic_ssf_outbound: str = "vigil.ssf-outbound"
     expiry_sweep_rate: int = Field(
         default=1000,
         ge=100,
@@ -194,6 +201,14 @@ class Settings(BaseSettings):
         description="Slot of time re-evaluation: a grant whose policies call now()/timeSince() "
         "is evaluated again (cause time) when the background sweep reaches it after the next "
         "slot boundary, with now() fixed at that boundary.",
+    )
+    state_retention_seconds: int = Field(
+        default=30 * 24 * 3600,
+        ge=0,
+        description="Device and session entries of a subject's state that no active grant has "
+        "named for this long (and whose event time is this old) are pruned by the background "
+        "sweep; 0 keeps them forever. Keep it above the longest lifetime of a session or token "
+        "a PEP may still present: a pruned session revocation is forgotten.",
     )
     reevaluation_rate: int = Field(
         default=500,
@@ -332,6 +347,12 @@ class Settings(BaseSettings):
     webhooks: Path | None = Field(
         default=None,
         description="YAML file of webhook targets for revocations (docs/check-api.md).",
+    )
+    # -- Shared Signals (docs/shared-signals.md) ------------------------------------------
+    ssf_config: Path | None = Field(
+        default=None,
+        description="Shared Signals YAML (transmitters we receive SETs from, our audience); "
+        "unset: no /ssf/push endpoint, no polling.",
     )
     globals: dict[str, Any] | None = Field(
         default=None, description="Cerbos engine.globals (JSON object) for G/globals."

@@ -94,3 +94,11 @@ def promtool() -> str:
     if path is None:
         unavailable("promtool is not installed (Debian package prometheus)")
     return path
+
+
+def prometheus() -> str:
+    """Path of the ``prometheus`` server (same package and rule as ``promtool``)."""
+    path = shutil.which("prometheus")
+    if path is None:
+        unavailable("prometheus is not installed (Debian package prometheus)")
+    return path

@@ -84,6 +84,17 @@ def kafka_security(settings: Settings) -> KafkaSecurity:
         raise click.UsageError(f"invalid Kafka security settings: {exc}") from None
 
 
+async def start_client(client: Any, settings: Settings) -> None:
+    """Start an aiokafka producer or consumer; an unreachable broker is a one-line CLI error."""
+    try:
+        await client.start()
+    except Exception as exc:
+        await client.stop()
+        raise click.ClickException(
+            f"cannot connect to {settings.bootstrap_servers}: {exc}"
+        ) from None
+
+
 def bytes_to_text(value: bytes) -> str:
     """Bytes as UTF-8 text when they are text, else base64 (dead-letter payloads, binary keys)."""
     try:

@@ -18,7 +18,13 @@ from typing import IO, Any, Literal
 import click
 from aiokafka import AIOKafkaProducer
 
-from streams.commands.common import broker_option, err, kafka_security, load_settings
+from streams.commands.common import (
+    broker_option,
+    err,
+    kafka_security,
+    load_settings,
+    start_client,
+)
 from streams.settings import Settings
 
 JSON_HEADERS = [("content-type", b"application/json")]
@@ -98,13 +104,7 @@ async def produce_lines(
         linger_ms=5,
         **kafka_security(settings).client_kwargs(),
     )
-    try:
-        await producer.start()
-    except Exception as exc:
-        await producer.stop()
-        raise click.ClickException(
-            f"cannot connect to {settings.bootstrap_servers}: {exc}"
-        ) from None
+    await start_client(producer, settings)
     errors = 0
     pending: list[tuple[int, asyncio.Future[Any]]] = []
     try:

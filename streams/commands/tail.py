@@ -22,6 +22,7 @@ from streams.commands.common import (
     err,
     kafka_security,
     load_settings,
+    start_client,
     write_stdout_line,
 )
 from streams.kafka.quirks import end_offsets
@@ -103,13 +104,7 @@ async def tail_topic(
         fetch_max_wait_ms=100,
         **kafka_security(settings).client_kwargs(),
     )
-    try:
-        await consumer.start()
-    except Exception as exc:
-        await consumer.stop()
-        raise click.ClickException(
-            f"cannot connect to {settings.bootstrap_servers}: {exc}"
-        ) from None
+    await start_client(consumer, settings)
     printed = 0
     try:
         idle_deadline = None if timeout is None else time.monotonic() + timeout

@@ -79,6 +79,14 @@ def wait_for_kafka(broker: str, timeout: float = BROKER_WAIT_SECONDS) -> None:
     help="HTTP port for /metrics, /healthz, /_cerbos/health (default 6066).",
 )
 @click.option(
+    "--web-host",
+    envvar="VIGIL_WEB_HOST",
+    show_envvar=True,
+    default=None,
+    help="Address the worker's HTTP listener (/metrics, /healthz) binds to (default 127.0.0.1; "
+    "0.0.0.0 for a remote Prometheus or Kubernetes probes).",
+)
+@click.option(
     "--bundle-public-keys",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     envvar="VIGIL_BUNDLE_PUBLIC_KEYS",
@@ -117,6 +125,14 @@ def wait_for_kafka(broker: str, timeout: float = BROKER_WAIT_SECONDS) -> None:
     default=None,
     help="YAML file of webhook targets that receive revocations (docs/check-api.md).",
 )
+@click.option(
+    "--ssf-config",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    envvar="VIGIL_SSF_CONFIG",
+    show_envvar=True,
+    default=None,
+    help="Shared Signals YAML: transmitters whose SETs we accept (docs/shared-signals.md).",
+)
 @engine_options
 @click.option(
     "--loglevel",
@@ -130,11 +146,13 @@ def command(
     risk_model: Path | None,
     data_dir: Path | None,
     web_port: int | None,
+    web_host: str | None,
     bundle_public_keys: Path | None,
     api_port: int | None,
     api_host: str | None,
     api_tokens: Path | None,
     webhooks: Path | None,
+    ssf_config: Path | None,
     loglevel: str,
     **engine: Any,
 ) -> None:
@@ -147,6 +165,8 @@ def command(
     from streams.kafka.security import KafkaSecurityError
     from streams.policy import PolicyCompileError
     from streams.policy.api import UnsupportedOption
+    from streams.ssf.config import SsfConfigError
+    from streams.ssf.signing import SigningKeyError
     from streams.web.tokens import TokenFileError
     from streams.web.webhooks import WebhookFileError
 
@@ -156,11 +176,13 @@ def command(
         risk_model=risk_model,
         data_dir=data_dir,
         web_port=web_port,
+        web_host=web_host,
         bundle_public_keys=bundle_public_keys,
         api_port=api_port,
         api_host=api_host,
         api_tokens=api_tokens,
         webhooks=webhooks,
+        ssf_config=ssf_config,
         globals=engine["globals_"],
         default_policy_version=engine["default_policy_version"],
         # flags: only an explicit flag overrides VIGIL_LENIENT_SCOPE_SEARCH etc.
@@ -168,6 +190,8 @@ def command(
         strict_evaluation=engine["strict_evaluation"] or None,
         schema_enforcement=engine["schema_enforcement"],
     )
+    if settings.ssf_config is not None and not settings.api_port:
+        raise click.UsageError("--ssf-config needs the API listener (--api-port is 0)")
     try:
         settings, files = with_resolved_files(settings)
     except MissingFileError as exc:
@@ -183,6 +207,8 @@ def command(
         sys.exit(2)
     except KafkaSecurityError as exc:
         raise click.UsageError(f"invalid Kafka security settings: {exc}") from None
+    except (SsfConfigError, SigningKeyError) as exc:
+        raise click.UsageError(f"--ssf-config: {exc}") from None
     except (TokenFileError, UnsupportedOption, OSError) as exc:  # token file, API TLS files
         raise click.UsageError(f"invalid check API or engine settings: {exc}") from None
     except WebhookFileError as exc:

@@ -27,3 +27,16 @@ def has_unfetched(consumer: AIOKafkaConsumer, tp: TopicPartition) -> bool:
     if state is None or state.highwater is None or not state.has_valid_position:
         return True
     return bool(state.position < state.highwater)
+
+
+def fetch_lag(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
+    """Records of ``tp`` not fetched yet: the last fetch response's high watermark minus the
+    consumer position; None until a fetch has told the high watermark (same private state as
+    ``has_unfetched``)."""
+    subscription = consumer._subscription
+    if not subscription.is_assigned(tp):
+        return None
+    state = subscription.subscription.assignment.state_value(tp)
+    if state is None or state.highwater is None or not state.has_valid_position:
+        return None
+    return max(0, int(state.highwater) - int(state.position))

@@ -131,6 +131,7 @@ async def read_to_end(
     start: Mapping[TopicPartition, int] | None = None,
     timeout: float | None = None,
     max_records: int = 1000,
+    progress: Callable[[dict[TopicPartition, int]], None] | None = None,
 ) -> dict[TopicPartition, int]:
     """Replay ``partitions`` from ``start`` (default: the beginning) to their *true* end.
 
@@ -140,7 +141,8 @@ async def read_to_end(
     call starts (``end_offsets`` above, so Tansu's short ListOffsets cannot stop it one batch
     early); records appended meanwhile may be delivered too if they share a fetch. Returns the
     position of each partition afterwards (>= its end), so the caller can continue from there.
-    Raises ``TimeoutError`` if ``timeout`` seconds pass first.
+    Raises ``TimeoutError`` if ``timeout`` seconds pass first. ``progress`` (optional) gets the
+    records still to read per unfinished partition, at the start and after every fetch.
     """
     parts = list(dict.fromkeys(partitions))
     if not parts:
@@ -156,6 +158,8 @@ async def read_to_end(
     positions = {tp: await consumer.position(tp) for tp in parts}
     remaining = {tp for tp in parts if positions[tp] < ends[tp]}
     consumer.pause(*(tp for tp in parts if tp not in remaining))
+    if progress is not None:
+        progress({tp: ends[tp] - positions[tp] for tp in remaining})
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
         while remaining:
@@ -176,6 +180,8 @@ async def read_to_end(
                 if positions[tp] >= ends[tp]:
                     remaining.discard(tp)
                     consumer.pause(tp)
+            if progress is not None:
+                progress({tp: ends[tp] - positions[tp] for tp in remaining})
     finally:
         consumer.resume(*parts)
     return {tp: await consumer.position(tp) for tp in parts}

@@ -67,7 +67,39 @@ class AccountStatus(_Attrs):
 
 
 class SessionRevoked(_Attrs):
-    session_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
+    """One session (``session_id``), one token (``grant_id``: the grant whose id is the token's
+    ``jti``), the sessions on one device (``device_id``), or, with none of them, every session of
+    the subject that began before ``event_time`` (CAEP session-revoked with a wildcard subject,
+    RISC sessions-revoked)."""
+
+    session_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
+    grant_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
+    device_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
+
+
+class SessionSeen(_Attrs):
+    """CAEP session-established / session-presented: recorded, not read by policies."""
+
+    session_id: Text | None = None
+    fp_ua: Text | None = None
+    acr: Text | None = None
+    amr: list[Text] | None = Field(default=None, max_length=MAX_LIST_ITEMS)
+    ext_id: Text | None = None
+
+
+class TokenClaimsChange(_Attrs):
+    """CAEP token-claims-change: the new claims of one token (``grant_id``), or of every token of
+    the subject when no token is named."""
+
+    grant_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
+    claims: dict[str, Any] = Field(min_length=1)  # bounded with every attribute (limits.py)
+
+
+class IdentifierChange(_Attrs):
+    """RISC identifier-changed (``new-value``, when the transmitter sends it) and
+    identifier-recycled."""
+
+    new_value: Text | None = None
 
 
 class NetworkContext(_Attrs):
@@ -99,6 +131,13 @@ ATTRIBUTE_MODELS: dict[str, type[_Attrs]] = {
     "credential-compromise": AccountStatus,
     "session-revoked": SessionRevoked,
     "network-context": NetworkContext,
+    "session-established": SessionSeen,
+    "session-presented": SessionSeen,
+    "token-claims-change": TokenClaimsChange,
+    "account-purged": AccountStatus,
+    "account-credential-change-required": AccountStatus,
+    "identifier-changed": IdentifierChange,
+    "identifier-recycled": IdentifierChange,
 }
 SIGNAL_TYPES = frozenset(ATTRIBUTE_MODELS)
 
@@ -113,6 +152,13 @@ SIGNAL_TOPIC_ROLE: dict[str, str] = {
     "credential-change": "identity",
     "credential-compromise": "identity",
     "session-revoked": "identity",
+    "session-established": "identity",
+    "session-presented": "identity",
+    "token-claims-change": "identity",
+    "account-purged": "identity",
+    "account-credential-change-required": "identity",
+    "identifier-changed": "identity",
+    "identifier-recycled": "identity",
     "device-compliance-change": "device",
     "network-context": "network",
     "risk-level-change": "risk",
@@ -237,6 +283,16 @@ _LEVELS = frozenset({"LOW", "MEDIUM", "HIGH"})
 _STATUSES = frozenset({"compliant", "not-compliant"})
 # Field names per signal type, computed once (pydantic's ``model_fields`` is not free).
 _FIELDS = {kind: frozenset(model.model_fields) for kind, model in ATTRIBUTE_MODELS.items()}
+# Types too rare for the fast path (mostly from Shared Signals): always through the models.
+_MODEL_ONLY = frozenset(
+    {
+        "session-established",
+        "session-presented",
+        "token-claims-change",
+        "identifier-changed",
+        "identifier-recycled",
+    }
+)
 
 
 def _text(value: object, min_len: int = 0, max_len: int = MAX_ID_CHARS) -> TypeGuard[str]:
@@ -312,8 +368,10 @@ def _fast_attributes(kind: str, attrs: dict[str, Any]) -> dict[str, Any] | None:
             return None  # explicit null list: let the model report it
         return out
     elif kind == "session-revoked":
-        if not _text(attrs.get("session_id"), 1):
-            return None
+        if not (_text(attrs.get("session_id"), 1) and len(attrs) == 1):
+            return None  # token, device and subject-wide revocations take the models
+    elif kind in _MODEL_ONLY:
+        return None
     elif kind == "assurance-level-change":
         if not (_text(attrs.get("current_level"), 1) and _opt_text(attrs, "previous_level")):
             return None

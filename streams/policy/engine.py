@@ -655,6 +655,12 @@ class PolicyEngine:
         )
         self.digest = digest
         self.skipped_files = list(skipped or [])
+        # Resource kinds and (exact, non-glob) actions the bundle's resource policies name: the
+        # bounded label values of ``vigil_decision_actions_total`` (anything else is "other").
+        self.named_kinds = frozenset(kind for kind, _v, _s in policies)
+        self.named_actions = frozenset(
+            a for p in policies.values() for r in p.rules for a in r.actions if "*" not in a
+        )
         self._globals = cel_env.to_cel_data(dict(globals_ or {}))
         self._chains: dict[tuple[str, str, str], tuple[ResourcePolicy, ...]] = {}
         for kind, version, scope in policies:

@@ -17,7 +17,12 @@ from typing import Any
 
 from streams.models.timeparse import to_rfc3339
 from streams.policy import CheckMemo, PolicyEngine
-from streams.state.subject import SignalState, device_snapshot, session_snapshot
+from streams.state.subject import (
+    SignalState,
+    device_snapshot,
+    session_snapshot,
+    token_snapshot,
+)
 
 ALLOW = "EFFECT_ALLOW"
 DENY = "EFFECT_DENY"
@@ -42,6 +47,9 @@ class Cause:
     kind: str  # signal | grant-issued | release | expiry | policy-change | time | check
     event_id: str
     event_time: int
+    # cause ``signal`` only: its type and Kafka record timestamp (metrics, not the record)
+    signal_type: str = "none"
+    arrival: int = -1
 
 
 @dataclass(slots=True)
@@ -57,7 +65,12 @@ def effective_request(
     principal = grant["principal"]
     attr = dict(principal["attr"])
     attr["signals"] = signal_attributes(
-        subject, state, grant.get("device_id"), grant.get("session_id")
+        subject,
+        state,
+        grant.get("device_id"),
+        grant.get("session_id"),
+        grant["grant_id"],
+        grant.get("issued_at"),
     )
     attr["grant"] = grant_attributes(grant)
     return {
@@ -68,7 +81,12 @@ def effective_request(
 
 
 def signal_attributes(
-    subject: dict[str, Any], state: SignalState, device_id: str | None, session_id: str | None
+    subject: dict[str, Any],
+    state: SignalState,
+    device_id: str | None,
+    session_id: str | None,
+    grant_id: str | None = None,
+    issued_at: int | None = None,
 ) -> dict[str, Any]:
     """``request.principal.attr.signals``: the one place it is built, for a grant's
     re-evaluation and for a check (``streams.processing.check``) alike, so a policy sees the
@@ -76,7 +94,8 @@ def signal_attributes(
     return {
         **subject,
         "device": device_snapshot(state, device_id),
-        "session": session_snapshot(state, session_id),
+        "session": session_snapshot(state, session_id, grant_id, device_id, issued_at),
+        "token": token_snapshot(state, grant_id),
     }
 
 

@@ -34,16 +34,26 @@ from streams.processing.evaluation import (
 )
 from streams.processing.records import BatchResult, InRecord, OutRecord
 from streams.state.risk import RiskModel
-from streams.state.store import GRANT_PREFIX, PartitionStore, grant_key, signal_key
+from streams.state.store import (
+    GRANT_PREFIX,
+    SIGNAL_PREFIX,
+    PartitionStore,
+    grant_key,
+    signal_key,
+)
 from streams.state.subject import (
     Applied,
     GrantState,
     SignalState,
     apply_signal,
     expire_grants,
+    grant_scoped,
     grants_seeing,
+    named_entries,
     new_grant_state,
     new_signal_state,
+    prune_entries,
+    refused_by_pruning,
     subject_snapshot,
 )
 
@@ -57,6 +67,9 @@ _NEVER = 1 << 62
 # Dead-letter error kind (and metric label) of a signal dated beyond the allowed future skew.
 EVENT_TIME_IN_FUTURE = "event-time-in-future"
 DEFAULT_MAX_FUTURE_SKEW_MS = 300_000
+# Default state retention (settings: state_retention_seconds): device and session entries no
+# grant named for this long are pruned by the sweep.
+DEFAULT_STATE_RETENTION_MS = 30 * 24 * 3600 * 1000
 MAX_REASON_CHARS = 1000  # a dead-letter reason quotes input, never a megabyte of it
 
 
@@ -86,9 +99,13 @@ class Pipeline:
         registry_url: str | None = None,
         time_reevaluation_ms: int = TIME_REEVALUATION_MS,
         max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS,
+        state_retention_ms: int = DEFAULT_STATE_RETENTION_MS,
     ) -> None:
         if time_reevaluation_ms < 1:
             raise ValueError("time_reevaluation_ms must be positive")
+        if state_retention_ms < 0:
+            raise ValueError("state_retention_ms must not be negative")
+        self.state_retention_ms = state_retention_ms  # 0: never prune
         self.topics = topics
         self.time_reevaluation_ms = time_reevaluation_ms
         self.max_future_skew_ms = max_future_skew_ms
@@ -111,9 +128,14 @@ class Pipeline:
 
     # -- decoding -------------------------------------------------------------------------
 
-    def _dead_letter(self, rec: InRecord, error: str, reason: str, now_ms: int) -> OutRecord:
-        """``error`` is the bounded kind (metric label); ``reason`` is free text for people."""
+    def _dead_letter(
+        self, rec: InRecord, error: str, reason: str, now_ms: int, signal_type: str = "unknown"
+    ) -> OutRecord:
+        """``error`` is the bounded kind (metric label); ``reason`` is free text for people;
+        ``signal_type`` is the type of a decoded and validated signal (a bounded label)."""
         self._tally.add(metrics.DEADLETTERS.labels(error))
+        if rec.topic in self.topics.signals:
+            self._tally.add(metrics.signals_by(rec.topic, signal_type, "dead-lettered"))
         if len(reason) > MAX_REASON_CHARS:
             reason = reason[: MAX_REASON_CHARS - 3] + "..."
         reason = reason.encode("utf-8", "backslashreplace").decode()  # lone surrogates
@@ -189,18 +211,18 @@ class Pipeline:
         self._memo = self.engine.new_memo(now=datetime.fromtimestamp(now_ms / 1000, tz=UTC))
         for key, raw in zip(keys, stored, strict=True):
             items = by_subject[key]
-            marks = (len(result.outputs), len(result.signal_timestamps), self._tally.mark())
+            marks = _marks(result, self._tally)
             try:
                 subject = _Subject(key, store, raw)
                 self._process_subject(subject, items, result, now_ms)
                 subject.collect(result.changed_states)
+                if raw is None and subject.signals_dirty:
+                    result.new_subjects += 1
             except TransientError:
                 raise  # an outage, not a poison record: the runner retries the whole batch
             except Exception:  # a bug or a poison record must not stop the partition
                 log.exception("processing subject %s failed; applying its records one by one", key)
-                del result.outputs[marks[0] :]
-                del result.signal_timestamps[marks[1] :]
-                self._tally.rollback(marks[2])
+                _rollback(result, self._tally, marks)
                 self._process_one_by_one(key, store, raw, items, result, now_ms)
         return result
 
@@ -224,12 +246,16 @@ class Pipeline:
             return None
         mismatch = self._key_mismatch(item, rec)
         if mismatch is not None:
-            result.outputs.append(self._dead_letter(rec, "key-mismatch", mismatch, now_ms))
+            result.outputs.append(
+                self._dead_letter(rec, "key-mismatch", mismatch, now_ms, _signal_type(item))
+            )
             return None
         if type(item) is Signal:
             future = self._future_dated(item, rec, now_ms)
             if future is not None:
-                result.outputs.append(self._dead_letter(rec, EVENT_TIME_IN_FUTURE, future, now_ms))
+                result.outputs.append(
+                    self._dead_letter(rec, EVENT_TIME_IN_FUTURE, future, now_ms, item.type)
+                )
                 return None
         return item
 
@@ -264,7 +290,7 @@ class Pipeline:
         """The slow path after a subject's batch failed: start again from its stored state and
         apply its records one at a time, each behind a savepoint, so that a record whose
         processing fails (or leaves a state that cannot be stored) is dead-lettered alone."""
-        start = (len(result.outputs), len(result.signal_timestamps), self._tally.mark())
+        start = _marks(result, self._tally)
         try:
             subject = _Subject(key, store, raw)
             # Loaded (and expired grants published) once, before any savepoint, so that
@@ -280,7 +306,7 @@ class Pipeline:
             return
         for item, rec in items:
             saved = subject.savepoint()
-            marks = (len(result.outputs), len(result.signal_timestamps), self._tally.mark())
+            marks = _marks(result, self._tally)
             try:
                 self._process_subject(subject, [(item, rec)], result, now_ms)
                 subject.encode()  # what this record left must still be storable
@@ -288,19 +314,19 @@ class Pipeline:
                 raise
             except Exception as exc:
                 log.exception("record %s/%d@%d failed", rec.topic, rec.partition, rec.offset)
-                del result.outputs[marks[0] :]
-                del result.signal_timestamps[marks[1] :]
-                self._tally.rollback(marks[2])
+                _rollback(result, self._tally, marks)
                 subject.restore(saved)
                 reason = f"processing failed: {type(exc).__name__}: {exc}"
-                result.outputs.append(self._dead_letter(rec, "processing", reason, now_ms))
+                result.outputs.append(
+                    self._dead_letter(rec, "processing", reason, now_ms, _signal_type(item))
+                )
         try:
             subject.collect(result.changed_states)
+            if raw is None and subject.signals_dirty:
+                result.new_subjects += 1
         except Exception as exc:  # cannot happen (each record's state was encoded): belt and braces
             log.exception("subject %s: state cannot be stored", key)
-            del result.outputs[start[0] :]
-            del result.signal_timestamps[start[1] :]
-            self._tally.rollback(start[2])
+            _rollback(result, self._tally, start)
             self._refuse_all(
                 items, f"state cannot be stored: {type(exc).__name__}: {exc}", result, now_ms
             )
@@ -312,9 +338,11 @@ class Pipeline:
         result: BatchResult,
         now_ms: int,
     ) -> None:
-        for _, rec in items:
+        for item, rec in items:
             result.outputs.append(
-                self._dead_letter(rec, "processing", f"processing failed: {why}", now_ms)
+                self._dead_letter(
+                    rec, "processing", f"processing failed: {why}", now_ms, _signal_type(item)
+                )
             )
 
     def _process_subject(
@@ -332,7 +360,7 @@ class Pipeline:
                 if snapshot is None:
                     snapshot = subject_snapshot(signals, self.risk)
                 outcome, dim, value_changed = apply_signal(signals, item)
-                self._tally.add(metrics.signals_by(outcome.value))
+                self._tally.add(metrics.signals_by(rec.topic, item.type, outcome.value))
                 if outcome is Applied.DUPLICATE:
                     continue
                 subject.signals_dirty = True
@@ -344,10 +372,10 @@ class Pipeline:
                 after = subject_snapshot(signals, self.risk)
                 visible = after != snapshot
                 snapshot = after
-                if not visible and not dim.startswith(("device:", "session:")):
+                if not visible and not grant_scoped(dim):
                     continue  # e.g. a risk factor that did not move the level or score
                 grants = self._grant_state(subject, result, now_ms)
-                cause = Cause("signal", item.event_id, item.event_time)
+                cause = Cause("signal", item.event_id, item.event_time, item.type, rec.timestamp)
                 for grant in grants_seeing(grants, dim, visible):
                     self._evaluate(subject, grant, snapshot, cause, result, now_ms)
             else:
@@ -396,8 +424,19 @@ class Pipeline:
                 self._dead_letter(rec, "validation", "grant has already expired", now_ms)
             )
             return
+        horizon = refused_by_pruning(subject.signals, grant)
+        if horizon is not None and ev.grant_id not in state["grants"]:
+            reason = (
+                f"grant {ev.grant_id!r} names session {short(grant['session_id'])} and was "
+                f"issued at {to_rfc3339(grant['issued_at'])}, at or before "
+                f"{to_rfc3339(horizon)}: session revocations that old were pruned from this "
+                "subject's state (VIGIL_STATE_RETENTION_SECONDS), so the session may have been "
+                "revoked; issue a new grant"
+            )
+            result.outputs.append(self._dead_letter(rec, "validation", reason, now_ms))
+            return
         if ev.grant_id not in state["grants"]:
-            self._tally.add(metrics.ACTIVE_GRANTS)
+            result.active_grants_delta += 1
         state["grants"][ev.grant_id] = grant
         subject.grants_dirty = True
         cause = Cause("grant-issued", f"{ev.grant_id}@{grant['issued_at']}", grant["issued_at"])
@@ -425,7 +464,7 @@ class Pipeline:
             )
             result.outputs.append(self._dead_letter(rec, "unknown-grant", reason, now_ms))
             return
-        self._tally.add(metrics.ACTIVE_GRANTS, -1)
+        result.active_grants_delta -= 1
         subject.grants_dirty = True
         keep_until = (grant.get("expires_at") or now_ms) + TOMBSTONE_RETENTION_MS
         released[grant_id] = [grant["issued_at"], keep_until, rec.offset]
@@ -480,7 +519,7 @@ class Pipeline:
                 continue  # already judged by this bundle (e.g. a resumed scan)
             skey = gkey[len(GRANT_PREFIX) :]
             key = skey.decode()
-            mark = len(result.outputs)
+            mark, delta = len(result.outputs), result.active_grants_delta
             try:
                 subject = _Subject(key, store, store.get(signal_key(skey)), grants)
                 snapshot = subject_snapshot(subject.signals, self.risk)
@@ -495,6 +534,7 @@ class Pipeline:
             except Exception:  # one broken subject must not stop the switch for the others
                 log.exception("re-evaluating subject %s failed", key)
                 del result.outputs[mark:]
+                result.active_grants_delta = delta
                 continue
             subject.collect(result.changed_states)
         return result
@@ -547,7 +587,7 @@ class Pipeline:
             due = any(g.get("time_due", _NEVER) <= now_ms for g in grants["grants"].values())
             skey = gkey[len(GRANT_PREFIX) :]
             key = skey.decode()
-            mark = len(result.outputs)
+            mark, delta = len(result.outputs), result.active_grants_delta
             try:
                 raw_signals = store.get(signal_key(skey)) if due else None
                 subject = _Subject(key, store, raw_signals, grants)
@@ -561,8 +601,45 @@ class Pipeline:
             except Exception:  # one broken subject must not stop the sweep for the others
                 log.exception("sweeping subject %s failed", key)
                 del result.outputs[mark:]
+                result.active_grants_delta = delta
                 continue
             subject.collect(result.changed_states)
+        return result
+
+    def prune(
+        self, signal_keys: Sequence[bytes], store: PartitionStore, now_ms: int
+    ) -> BatchResult:
+        """The sweep's second pass, over these subjects' signal states: device and session
+        entries no active grant named for ``state_retention_ms`` are removed
+        (``streams.state.subject.prune_entries``). The changed signal states go to the
+        changelog like any other change, so a restore never brings a pruned entry back. Costs
+        one read per subject; the grant state is read only for subjects with such entries."""
+        result = BatchResult()
+        retention = self.state_retention_ms
+        if retention <= 0:
+            return result
+        candidates = [
+            (skey, raw)
+            for skey, raw in zip(signal_keys, store.get_many(list(signal_keys)), strict=True)
+            if raw is not None and (b'"device:' in raw or b'"session:' in raw)
+        ]
+        if not candidates:
+            return result
+        gkeys = [grant_key(skey[len(SIGNAL_PREFIX) :]) for skey, _ in candidates]
+        for (skey, raw), raw_grants in zip(candidates, store.get_many(gkeys), strict=True):
+            try:
+                signals = orjson.loads(raw)
+                grants = orjson.loads(raw_grants) if raw_grants is not None else new_grant_state()
+                changed, pruned = prune_entries(signals, named_entries(grants), now_ms, retention)
+                if not changed:
+                    continue
+                encoded = orjson.dumps(signals)
+            except Exception:  # one broken subject must not stop the sweep for the others
+                log.exception("pruning subject %r failed", skey)
+                continue
+            result.changed_states[skey] = encoded
+            for dim in pruned:
+                self._tally.add(metrics.state_pruned_by(dim.split(":", 1)[0]))
         return result
 
     # -- time -------------------------------------------------------------------------------
@@ -609,7 +686,7 @@ class Pipeline:
         state = subject.grants(now_ms)
         if subject.expired:
             expired, subject.expired = subject.expired, []
-            self._tally.add(metrics.ACTIVE_GRANTS, -len(expired))
+            result.active_grants_delta -= len(expired)
             self._tally.add(metrics.EXPIRED_GRANTS, len(expired))
             for grant in expired:
                 ev = expiry_outputs(grant, subject.key, now_ms, self.engine.digest)
@@ -618,8 +695,23 @@ class Pipeline:
                 self._publish(subject.key, ev, "expiry", result)
         return state
 
-    def _publish(self, key: str, ev: Evaluation, cause_kind: str, result: BatchResult) -> None:
-        self._tally.add(metrics.decisions_by(ev.decision["effect"], cause_kind))
+    def _publish(
+        self,
+        key: str,
+        ev: Evaluation,
+        cause_kind: str,
+        result: BatchResult,
+        cause: Cause | None = None,
+    ) -> None:
+        decision = ev.decision
+        tally = self._tally
+        tally.add(metrics.decisions_by(decision["effect"], cause_kind))
+        engine = self.engine
+        kind = decision["request"]["resource"]["kind"]
+        kind = kind if kind in engine.named_kinds else "other"
+        for a in decision["actions"]:
+            action = a["action"] if a["action"] in engine.named_actions else "other"
+            tally.add(metrics.decision_actions_by(a["effect"], cause_kind, kind, action))
         key_bytes = key.encode()
         result.outputs.append(
             OutRecord(
@@ -631,7 +723,11 @@ class Pipeline:
         )
         if ev.revocation is None:
             return
-        self._tally.add(metrics.revocations_by(cause_kind))
+        signal_type = "none"
+        if cause is not None and cause.kind == "signal":
+            signal_type = cause.signal_type
+            result.revocation_causes.append((cause.event_time, cause.arrival))
+        tally.add(metrics.revocations_by(cause_kind, signal_type))
         result.outputs.append(
             OutRecord(
                 self.topics.revocations,
@@ -675,16 +771,18 @@ class Pipeline:
                 grant["time_due"] = due  # the next time re-evaluation (see ``sweep``)
             subject.grants_dirty = True
         metrics.EVALUATION_SECONDS.observe(ev.decision["eval_duration_seconds"])
+        if ev.decision["errors"]:
+            self._tally.add(metrics.evaluation_errors_by(cause.kind))
         if ev.revocation is not None:
             # Revocation is terminal: the grant leaves the active set and leaves a tombstone.
             state = self._grant_state(subject, result, now_ms)
             grant_id = grant["grant_id"]
             del state["grants"][grant_id]
             subject.grants_dirty = True
-            self._tally.add(metrics.ACTIVE_GRANTS, -1)
+            result.active_grants_delta -= 1
             keep_until = (grant.get("expires_at") or now_ms) + TOMBSTONE_RETENTION_MS
             state["revoked"][grant_id] = [grant["issued_at"], keep_until]
-        self._publish(key, ev, cause.kind, result)
+        self._publish(key, ev, cause.kind, result, cause)
 
 
 @dataclass(frozen=True, slots=True)
@@ -783,6 +881,32 @@ class _Subject:
 
     def restore(self, saved: tuple[Any, ...]) -> None:
         self.signals, self._grants, self.signals_dirty, self.grants_dirty = saved
+
+
+def _signal_type(item: Signal | GrantEvent) -> str:
+    return item.type if type(item) is Signal else "unknown"
+
+
+_Marks = tuple[int, int, int, int, dict[Any, float]]
+
+
+def _marks(result: BatchResult, tally: metrics.Tally) -> _Marks:
+    """Where a subject's outputs begin, to ``_rollback`` to when its processing fails."""
+    return (
+        len(result.outputs),
+        len(result.signal_timestamps),
+        len(result.revocation_causes),
+        result.active_grants_delta,
+        tally.mark(),
+    )
+
+
+def _rollback(result: BatchResult, tally: metrics.Tally, marks: _Marks) -> None:
+    del result.outputs[marks[0] :]
+    del result.signal_timestamps[marks[1] :]
+    del result.revocation_causes[marks[2] :]
+    result.active_grants_delta = marks[3]
+    tally.rollback(marks[4])
 
 
 def _datetime(ms: int) -> datetime:

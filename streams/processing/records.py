@@ -34,3 +34,7 @@ class BatchResult:
     changed_states: dict[bytes, bytes] = field(default_factory=dict)  # store key -> value
     next_offsets: dict[str, int] = field(default_factory=dict)  # input topic -> next offset
     signal_timestamps: list[int] = field(default_factory=list)  # for the latency histogram
+    # (event_time, Kafka timestamp) in ms of the signal behind each revocation (latency metric)
+    revocation_causes: list[tuple[int, int]] = field(default_factory=list)
+    new_subjects: int = 0  # subjects whose first signal state this batch writes
+    active_grants_delta: int = 0  # grants added minus grants removed (issued, revoked, expired)

@@ -45,6 +45,7 @@ from streams.bundles.watcher import BundleWatcher, Offer
 from streams.kafka.lag import has_unfetched
 from streams.kafka.quirks import read_to_end
 from streams.kafka.security import PLAINTEXT, KafkaSecurity
+from streams.processing.lag_metrics import LagGauges
 from streams.processing.merge import PartitionMerger
 from streams.processing.outage import TRANSIENT_ERRORS, Outages, probe_broker
 from streams.processing.pipeline import Pipeline
@@ -53,10 +54,13 @@ from streams.processing.switch import GuardLimits, PendingSwitch
 from streams.state.store import (
     CHANGELOG_OFFSET,
     GRANT_PREFIX,
+    SIGNAL_PREFIX,
     PartitionStore,
+    count_keys,
     offset_key,
     open_store,
 )
+from streams.state.subject import count_active_grants
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +157,12 @@ class PipelineRunner:
         self._poll_clock = 0.0
         self.pending: PendingSwitch | None = None  # a bundle switch the guard evaluates or holds
         self.outages = Outages()
+        self._fatal: Exception | None = None  # set by a rebalance callback; run() raises it
         # where each input partition's reading began at its assignment (None: the beginning)
         self._start_position: dict[TopicPartition, int | None] = {}
+        self._subjects: dict[int, int] = {}  # partition -> subjects with signal state
+        self._grants: dict[int, int] = {}  # partition -> active grants
+        self._lag = LagGauges()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -223,11 +231,14 @@ class PipelineRunner:
         policy bundle and re-evaluate grants at the configured rate."""
         assert self.consumer is not None
         while not self._stopping.is_set():
+            if self._fatal is not None:
+                raise self._fatal
             polled = time.monotonic()
             data = await self.consumer.getmany(
                 timeout_ms=self._poll_timeout_ms(), max_records=self.config.max_batch
             )
             self._poll_clock += time.monotonic() - polled
+            self._lag.update(self.consumer)
             # aiokafka returns records of the active assignment only; a rebalance before the
             # lock below makes them stale (positions are set again in _on_assigned)
             generation = self._generation
@@ -383,9 +394,12 @@ class PipelineRunner:
         metrics.REEVALUATION_PENDING_PARTITIONS.set(len(self._scans))
 
     async def _expiry_step(self) -> None:
-        """Sweep the owned grant states round-robin at ``expiry_sweep_rate`` subjects/s, so a
-        grant expires, and a grant whose policies read the clock is evaluated again, even when
-        its subject sends nothing (``Pipeline.sweep``; events expire grants earlier)."""
+        """Sweep the owned states round-robin at ``expiry_sweep_rate`` subjects/s: per
+        partition, first the grant states, so a grant expires, and a grant whose policies read
+        the clock is evaluated again, even when its subject sends nothing (``Pipeline.sweep``;
+        events expire grants earlier); then, with a state retention, the signal states, whose
+        device and session entries no grant named for the retention are pruned
+        (``Pipeline.prune``)."""
         now = time.monotonic()
         rate = self.config.expiry_sweep_rate
         self._sweep_budget = min(float(rate), self._sweep_budget + (now - self._sweep_at) * rate)
@@ -394,15 +408,25 @@ class PipelineRunner:
             return  # sweep in chunks of at least 100 subjects
         partitions = sorted(self.stores)
         partition = partitions[self._sweep_turn % len(partitions)]
-        keys = self.stores[partition].keys_after(
-            GRANT_PREFIX, self._sweep.get(partition), int(self._sweep_budget)
-        )
+        store = self.stores[partition]
+        last = self._sweep.get(partition)
+        pruning = last is not None and last.startswith(SIGNAL_PREFIX)
+        prefix = SIGNAL_PREFIX if pruning else GRANT_PREFIX
+        after = None if last == SIGNAL_PREFIX else last
+        keys = store.keys_after(prefix, after, int(self._sweep_budget))
         self._sweep_budget -= max(len(keys), 1)
         if not keys:
+            if not pruning and self.pipeline.state_retention_ms > 0:
+                self._sweep[partition] = SIGNAL_PREFIX  # grant states done: signal states next
+                return
             self._sweep[partition] = None  # end of this partition: next one, from the start
             self._sweep_turn += 1
             return
-        result = self.pipeline.sweep(keys, self.stores[partition], int(time.time() * 1000))
+        now_ms = int(time.time() * 1000)
+        if pruning:
+            result = self.pipeline.prune(keys, store, now_ms)
+        else:
+            result = self.pipeline.sweep(keys, store, now_ms)
         if result.changed_states or result.outputs:
             await self._commit_effects({partition: result})
         self._sweep[partition] = keys[-1]  # after the effects: an outage retries these keys
@@ -539,6 +563,8 @@ class PipelineRunner:
             (partition, out) for partition, res in results.items() for out in res.outputs
         )
         after_send = time.time()
+        since_event = metrics.SIGNAL_TO_REVOCATION_SECONDS.labels("event_time")
+        since_arrival = metrics.SIGNAL_TO_REVOCATION_SECONDS.labels("arrival")
         changelog_offsets = await self._send_changelog(results)
         for partition, res in results.items():
             puts = dict(res.changed_states)
@@ -549,6 +575,15 @@ class PipelineRunner:
             self.stores[partition].write(puts)
             for ts in res.signal_timestamps:
                 metrics.SIGNAL_LAG_SECONDS.observe(max(0.0, after_send - ts / 1000))
+            for event_time, arrival in res.revocation_causes:
+                since_event.observe(max(0.0, after_send - event_time / 1000))
+                if arrival >= 0:
+                    since_arrival.observe(max(0.0, after_send - arrival / 1000))
+            if res.new_subjects:
+                self._subjects[partition] = self._subjects.get(partition, 0) + res.new_subjects
+            if res.active_grants_delta:
+                held = self._grants.get(partition, 0) + res.active_grants_delta
+                self._grants[partition] = held
         offsets = {
             TopicPartition(topic, partition): offset
             for partition, res in results.items()
@@ -559,7 +594,14 @@ class PipelineRunner:
         # committed in the background instead of costing a round trip per batch.
         self._uncommitted.update(offsets)
         self.pipeline.flush_metrics()
+        self._set_state_gauges()
         self.outages.recovered()
+
+    def _set_state_gauges(self) -> None:
+        """Subjects and active grants of the owned partitions: counted when a partition is
+        restored, then moved by every committed batch (so they follow partitions around)."""
+        metrics.STATE_SUBJECTS.set(sum(self._subjects.values()))
+        metrics.ACTIVE_GRANTS.set(sum(self._grants.values()))
 
     async def _send_and_wait(self, items: Iterable[tuple[int, OutRecord]]) -> None:
         """Produce records in per-partition batches and wait for every acknowledgement."""
@@ -615,6 +657,7 @@ class PipelineRunner:
     # -- rebalancing ----------------------------------------------------------------------
 
     async def _on_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        metrics.REBALANCES.labels("revoked").inc()
         async with self._lock:
             self._generation += 1
             await self._commit_offsets()  # before the partitions leave this member
@@ -635,18 +678,26 @@ class PipelineRunner:
                 self._mergers.pop(partition, None)
                 self._scans.pop(partition, None)
                 self._sweep.pop(partition, None)
+                self._subjects.pop(partition, None)
+                self._grants.pop(partition, None)
                 store = self.stores.pop(partition, None)
                 if store is not None:
                     store.close()
             metrics.ASSIGNED_PARTITIONS.set(len(self.stores))
+            self._set_state_gauges()
+            self._lag.forget(revoked)
 
     async def _on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         assigned = list(assigned)
+        metrics.REBALANCES.labels("assigned").inc()
         async with self._lock:
             self._generation += 1
             for partition in sorted({tp.partition for tp in assigned}):
                 if partition not in self.stores:
-                    self.stores[partition] = await self._restore(partition)
+                    store = await self._restore_or_fail(partition)
+                    if store is None:
+                        return  # stopping, or a failure that run() raises next
+                    self.stores[partition] = store
                     # Grants judged by another bundle (a switch while this worker was down, or
                     # before the partition moved here) are found and re-evaluated by a scan.
                     self._scans.setdefault(partition, None)
@@ -654,6 +705,7 @@ class PipelineRunner:
                 self.pending.restart(sorted(self.stores))
             await self._seek_applied(assigned)
             metrics.ASSIGNED_PARTITIONS.set(len(self.stores))
+            self._set_state_gauges()
         self.ready.set()
 
     async def _seek_applied(self, assigned: list[TopicPartition]) -> None:
@@ -681,10 +733,39 @@ class PipelineRunner:
         if beginning:
             await consumer.seek_to_beginning(*beginning)
 
+    async def _restore_or_fail(self, partition: int) -> PartitionStore | None:
+        """Restore, backing off in place while the broker is down. Any other failure (a store
+        that cannot be opened) stops the worker: a partition it owns without its state would
+        skip that partition's records, unseen, until the next rebalance. None when stopping."""
+        while not self._stopping.is_set():
+            try:
+                store = await self._restore(partition)
+            except TRANSIENT_ERRORS as exc:
+                delay = self.outages.failed(exc)
+                log.warning(
+                    "partition %d: restore failed (%s); retrying in %.1fs", partition, exc, delay
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                continue
+            except Exception as exc:
+                log.critical("partition %d: cannot restore its state: %r", partition, exc)
+                self._fatal = exc
+                return None
+            self.outages.recovered()
+            return store
+        return None
+
     async def _restore(self, partition: int) -> PartitionStore:
         """Open the partition's store and bring it up to date from the changelog."""
-        data_dir = self.config.data_dir
-        store = open_store(data_dir, f"p{partition}")
+        store = open_store(self.config.data_dir, f"p{partition}")
+        try:
+            return await self._restore_into(store, partition)
+        except BaseException:
+            store.close()  # a retry opens it again (RocksDB holds a lock per open store)
+            raise
+
+    async def _restore_into(self, store: PartitionStore, partition: int) -> PartitionStore:
         stored = store.get(CHANGELOG_OFFSET)
         start = int(stored) if stored is not None else 0
         tp = TopicPartition(self.config.changelog_topic, partition)
@@ -697,13 +778,24 @@ class PipelineRunner:
                 pending[record.key] = record.value  # changelog keys are store keys
                 restored += 1
 
+        def progress(behind: dict[TopicPartition, int]) -> None:
+            metrics.RESTORE_REMAINING.set(sum(behind.values()))
+
         assert self._restorer is not None
         began = time.perf_counter()
-        positions = await read_to_end(self._restorer, [tp], apply, start={tp: start})
+        try:
+            positions = await read_to_end(
+                self._restorer, [tp], apply, start={tp: start}, progress=progress
+            )
+        finally:
+            metrics.RESTORE_REMAINING.set(0)
         pending[CHANGELOG_OFFSET] = str(positions[tp]).encode()
         store.write(pending)
         self._restorer.assign([])
+        self._subjects[partition] = count_keys(store, SIGNAL_PREFIX)
+        self._grants[partition] = count_active_grants(raw for _, raw in store.items(GRANT_PREFIX))
         metrics.RESTORED_RECORDS.inc(restored)
+        metrics.RESTORE_SECONDS.observe(time.perf_counter() - began)
         log.info(
             "partition %d: restored %d changelog records from offset %d in %.2fs",
             partition,

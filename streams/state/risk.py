@@ -49,7 +49,7 @@ class RiskModel:
         )
         unknown_levels = {lvl for lvl, _ in levels} - set(LEVELS)
         if unknown_levels:
-            raise ValueError(f"risk.yaml: unknown levels {sorted(unknown_levels)}")
+            raise ValueError(f"risk model: unknown levels {sorted(unknown_levels)}")
         return cls(
             reported={k: float(v) for k, v in base.get("reported", default.reported).items()},
             unknown=float(base.get("unknown", default.unknown)),

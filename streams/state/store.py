@@ -118,6 +118,18 @@ class RocksStore:
         self._db.close()
 
 
+def count_keys(store: PartitionStore, prefix: bytes, chunk: int = 10_000) -> int:
+    """How many keys start with ``prefix`` (keys only, in chunks: e.g. subjects at restore)."""
+    count = 0
+    after: bytes | None = None
+    while True:
+        keys = store.keys_after(prefix, after, chunk)
+        count += len(keys)
+        if len(keys) < chunk:
+            return count
+        after = keys[-1]
+
+
 def open_store(data_dir: Path | None, name: str) -> PartitionStore:
     """A RocksDB store under ``data_dir/name``, or an in-memory one when ``data_dir`` is None."""
     if data_dir is None:

@@ -14,6 +14,12 @@ for that id at a lower offset is a replay of what came before the release (ignor
 offset it is a new issuance of a released id (refused). Grant states written before releases
 left tombstones have no ``released`` map.
 
+Device and session entries (dimensions ``device:<id>`` and ``session:<id>``) are pruned when no
+active grant has named them for the state retention (``prune_entries``, docs/operations.md
+"Bounded state"): an entry found unnamed gets a fourth element, the worker time it was first
+found so, and ``"sessions_pruned_until"`` in the signal state remembers the horizon of the newest
+pruned session revocation, so that a grant issued before it is refused (``refused_by_pruning``).
+
 A stored grant is the issued grant plus the pipeline's bookkeeping: ``digest`` (the bundle that
 last judged it) and, when its policies read the clock, ``time_due`` (epoch ms of its next time
 re-evaluation).
@@ -25,14 +31,19 @@ recorded in ``recent`` and changes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import Enum
 from typing import Any
+
+import orjson
 
 from streams.models.signal import Signal
 from streams.models.timeparse import to_rfc3339
 from streams.state.risk import RiskModel
 
 RECENT_EVENT_IDS = 64
+PRUNABLE = ("device:", "session:")  # dimensions named by grants, pruned when no grant does
+SESSIONS_PRUNED_UNTIL = "sessions_pruned_until"
 SignalState = dict[str, Any]
 GrantState = dict[str, Any]
 
@@ -74,15 +85,44 @@ def dimension_of(signal: Signal) -> tuple[str, dict[str, Any]]:
         return "account", {"status": "disabled"}
     if kind == "account-enabled":
         return "account", {"status": "enabled"}
+    if kind == "account-purged":
+        return "account", {"status": "purged"}
     if kind == "credential-compromise":
         return "credential", {"compromised": True}
     if kind == "credential-change":
         return "credential", {"compromised": False, "changed_at": signal.event_time}
+    if kind == "account-credential-change-required":
+        return "credential", {"compromised": False, "change_required": True}
     if kind == "assurance-level-change":
         return "assurance", {"level": attrs["current_level"]}
     if kind == "session-revoked":
-        return f"session:{attrs['session_id']}", {"revoked": True}
+        return _session_revocation(signal)
+    if kind in ("session-established", "session-presented"):
+        # one dimension, not one per session: no policy reads it, and the state stays bounded
+        return "session-seen", {"event": kind, **attrs}
+    if kind == "token-claims-change":
+        grant_id = attrs.get("grant_id")
+        dim = f"token-claims:{grant_id}" if grant_id else "token-claims"
+        return dim, {"claims": attrs["claims"]}
+    if kind in ("identifier-changed", "identifier-recycled"):
+        value = {"status": kind.removeprefix("identifier-")}
+        if "new_value" in attrs:
+            value["new_value"] = attrs["new_value"]
+        return "identifier", value
     raise ValueError(f"no dimension for signal type {kind!r}")
+
+
+def _session_revocation(signal: Signal) -> tuple[str, dict[str, Any]]:
+    """A named session or token is revoked for good; the sessions of a device or of the whole
+    subject are revoked up to ``event_time`` (grants issued later are new sessions)."""
+    attrs = signal.attributes
+    if "session_id" in attrs:
+        return f"session:{attrs['session_id']}", {"revoked": True}
+    if "grant_id" in attrs:
+        return f"token:{attrs['grant_id']}", {"revoked": True}
+    if "device_id" in attrs:
+        return f"device-sessions:{attrs['device_id']}", {"revoked_before": signal.event_time}
+    return "sessions", {"revoked_before": signal.event_time}
 
 
 def apply_signal(state: SignalState, signal: Signal) -> tuple[Applied, str, bool]:
@@ -116,7 +156,7 @@ def subject_snapshot(state: SignalState, risk: RiskModel) -> dict[str, Any]:
     credential = _dim_value(state, "credential") or {}
     assurance = _dim_value(state, "assurance") or {}
     network = _dim_value(state, "network") or {}
-    disabled = account.get("status") == "disabled"
+    disabled = account.get("status") in ("disabled", "purged")
     compromised = bool(credential.get("compromised", False))
     zone = str(network.get("zone", ""))
     level, score = risk.assess(
@@ -128,13 +168,18 @@ def subject_snapshot(state: SignalState, risk: RiskModel) -> dict[str, Any]:
         assurance=str(assurance.get("level", "")),
     )
     changed_at = credential.get("changed_at")
+    sessions_before = (_dim_value(state, "sessions") or {}).get("revoked_before")
+    identifier = _dim_value(state, "identifier") or {}
     return {
         "risk": {"level": level, "score": score},
         "identity": {
-            "account_status": "disabled" if disabled else "enabled",
+            "account_status": str(account.get("status", "enabled")),
             "assurance_level": str(assurance.get("level", "")),
             "credential_compromised": compromised,
             "credential_changed_at": to_rfc3339(changed_at) if changed_at else "",
+            "credential_change_required": bool(credential.get("change_required", False)),
+            "sessions_revoked_at": to_rfc3339(sessions_before) if sessions_before else "",
+            "identifier_status": str(identifier.get("status", "")),
         },
         "network": {
             "zone": zone,
@@ -155,11 +200,48 @@ def device_snapshot(state: SignalState, device_id: str | None) -> dict[str, Any]
     return {"id": device_id, "compliant": status == "compliant", "status": status}
 
 
-def session_snapshot(state: SignalState, session_id: str | None) -> dict[str, Any]:
-    if not session_id:
-        return {"id": "", "revoked": False}
-    value = _dim_value(state, f"session:{session_id}")
-    return {"id": session_id, "revoked": bool(value and value.get("revoked"))}
+def session_snapshot(
+    state: SignalState,
+    session_id: str | None,
+    grant_id: str | None = None,
+    device_id: str | None = None,
+    issued_at: int | None = None,
+) -> dict[str, Any]:
+    """``signals.session``: revoked when the grant's session or its token (the grant itself) was
+    revoked, or when all sessions of the subject (or of the grant's device) were revoked at or
+    after the grant was issued. A check (no grant, ``issued_at`` None) starts a new session."""
+    revoked = False
+    if session_id:
+        value = _dim_value(state, f"session:{session_id}")
+        revoked = bool(value and value.get("revoked"))
+    if not revoked and grant_id:
+        value = _dim_value(state, f"token:{grant_id}")
+        revoked = bool(value and value.get("revoked"))
+    if not revoked and issued_at is not None:
+        before = (_dim_value(state, "sessions") or {}).get("revoked_before", -1)
+        if device_id:
+            value = _dim_value(state, f"device-sessions:{device_id}") or {}
+            before = max(before, value.get("revoked_before", -1))
+        revoked = issued_at <= before
+    return {"id": session_id or "", "revoked": revoked}
+
+
+def token_snapshot(state: SignalState, grant_id: str | None) -> dict[str, Any]:
+    """``signals.token``: the newest claims a transmitter sent for the grant's token (CAEP
+    token-claims-change naming it), else for every token of the subject; ``{}`` when none."""
+    value = _dim_value(state, f"token-claims:{grant_id}") if grant_id else None
+    if value is None:
+        value = _dim_value(state, "token-claims")
+    return {"claims": dict(value["claims"]) if value else {}}
+
+
+#: Dimensions bound to some grants only (a device, a session, a token): a change there
+#: re-evaluates those grants even though the subject-wide snapshot did not move.
+GRANT_SCOPED_PREFIXES = ("device:", "session:", "token:", "token-claims:", "device-sessions:")
+
+
+def grant_scoped(dim: str) -> bool:
+    return dim.startswith(GRANT_SCOPED_PREFIXES) or dim == "token-claims"
 
 
 def grants_seeing(state: GrantState, dim: str, subject_changed: bool) -> list[dict[str, Any]]:
@@ -173,7 +255,20 @@ def grants_seeing(state: GrantState, dim: str, subject_changed: bool) -> list[di
     if dim.startswith("session:"):
         session_id = dim[len("session:") :]
         return [g for g in grants if g.get("session_id") == session_id]
+    if dim.startswith(("token:", "token-claims:")):
+        grant_id = dim.split(":", 1)[1]
+        return [g for g in grants if g.get("grant_id") == grant_id]
+    if dim.startswith("device-sessions:"):
+        device_id = dim[len("device-sessions:") :]
+        return [g for g in grants if g.get("device_id") == device_id]
+    if dim == "token-claims":
+        return list(grants)
     return []
+
+
+def count_active_grants(states: Iterable[bytes]) -> int:
+    """Active grants in these encoded grant states (``vigil_active_grants`` at restore)."""
+    return sum(len(orjson.loads(raw)["grants"]) for raw in states)
 
 
 def expire_grants(state: GrantState, now_ms: int) -> list[dict[str, Any]]:
@@ -185,3 +280,65 @@ def expire_grants(state: GrantState, now_ms: int) -> list[dict[str, Any]]:
     for grant in expired:
         del state["grants"][grant["grant_id"]]
     return expired
+
+
+def named_entries(state: GrantState) -> set[str]:
+    """The device and session dimensions the active grants name."""
+    named: set[str] = set()
+    for grant in state["grants"].values():
+        if grant.get("device_id"):
+            named.add(f"device:{grant['device_id']}")
+        if grant.get("session_id"):
+            named.add(f"session:{grant['session_id']}")
+    return named
+
+
+def prune_entries(
+    state: SignalState, named: set[str], now_ms: int, retention_ms: int
+) -> tuple[bool, list[str]]:
+    """Drop device and session entries no active grant has named for ``retention_ms``.
+
+    An entry goes when (1) no grant in ``named`` names it, (2) the sweep first found it unnamed
+    at least ``retention_ms`` ago by the worker's clock (the entry's fourth element; naming it
+    again clears it) and (3) its event time is at least ``retention_ms`` old. Returns whether the
+    state changed (stamps count: they must reach the changelog too) and the pruned dimensions.
+
+    A pruned session entry is a revocation forgotten: the state keeps the horizon
+    (``now - retention``) in ``sessions_pruned_until``; every pruned revocation is at or before
+    it, so a grant issued at or before it may predate one and ``refused_by_pruning`` refuses it.
+    """
+    horizon = now_ms - retention_ms
+    dims: dict[str, list[Any]] = state["dims"]
+    changed = False
+    pruned: list[str] = []
+    for dim in [d for d in dims if d.startswith(PRUNABLE)]:
+        entry = dims[dim]
+        if dim in named:
+            if len(entry) > 3:
+                del entry[3:]  # named again: the retention starts over when it is not
+                changed = True
+        elif len(entry) < 4:
+            entry.append(now_ms)  # first found unnamed
+            changed = True
+        elif entry[3] <= horizon and entry[0] <= horizon:
+            del dims[dim]
+            pruned.append(dim)
+            changed = True
+            if dim.startswith("session:"):
+                state[SESSIONS_PRUNED_UNTIL] = max(
+                    state.get(SESSIONS_PRUNED_UNTIL, horizon), horizon
+                )
+    return changed, pruned
+
+
+def refused_by_pruning(state: SignalState, grant: dict[str, Any]) -> int | None:
+    """The pruning horizon that refuses this grant, or None: a grant naming a session the state
+    holds no entry for, issued at or before the horizon of a pruned session revocation, could
+    belong to a session whose revocation was forgotten (it is refused, never judged as live)."""
+    until = state.get(SESSIONS_PRUNED_UNTIL)
+    session_id = grant.get("session_id")
+    if until is None or not session_id or grant["issued_at"] > until:
+        return None
+    if f"session:{session_id}" in state["dims"]:
+        return None  # the revocation is still known: the grant is judged (and denied) with it
+    return int(until)

@@ -21,10 +21,10 @@ from __future__ import annotations
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
@@ -90,6 +90,15 @@ def tls_context(certfile: Path, keyfile: Path, client_cafile: Path | None) -> ss
     return ctx
 
 
+class ApiExtension(Protocol):
+    """More routes on the API listener (e.g. the Shared Signals push endpoint): path ->
+    (metric route label, handler). Such a handler answers its own errors and auth."""
+
+    def routes(
+        self,
+    ) -> dict[str, tuple[str, Callable[[web.Request], Awaitable[web.StreamResponse]]]]: ...
+
+
 class CheckApi:
     """The API's aiohttp application and its server."""
 
@@ -103,6 +112,7 @@ class CheckApi:
         tokens: ApiTokens | None = None,
         revocations: RevocationStreams | None = None,
         max_body_bytes: int = 4 * 1024 * 1024,
+        extensions: Sequence[ApiExtension] = (),
     ) -> None:
         self.checker = checker
         self.audit = audit
@@ -111,6 +121,8 @@ class CheckApi:
         self.revocations = revocations
         self.ready = ready
         self.max_body_bytes = max_body_bytes
+        self.extensions = extensions
+        self._extension_routes: dict[str, str] = {}
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -121,6 +133,10 @@ class CheckApi:
         app.router.add_route("*", "/api/server_info", self._server_info)
         app.router.add_route("*", "/_cerbos/health", self._health)
         app.router.add_route("*", "/api/revocations/stream", self._revocations)
+        for extension in self.extensions:
+            for path, (label, handler) in extension.routes().items():
+                app.router.add_route("*", path, handler)
+                self._extension_routes[path] = label
         return app
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
@@ -143,9 +159,12 @@ class CheckApi:
     async def _guard(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        route = _ROUTES.get(request.path, "other")
+        route = _ROUTES.get(request.path) or self._extension_routes.get(request.path, "other")
         started = time.perf_counter()
-        response = await self._answer(request, handler, route)
+        if request.path in self._extension_routes:  # own auth, errors and body limits
+            response = await handler(request)
+        else:
+            response = await self._answer(request, handler, route)
         metrics.API_REQUESTS.labels(route, str(response.status)).inc()
         if route != "revocations":  # a stream lasts as long as its client stays
             metrics.API_REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)

@@ -15,6 +15,7 @@ from streams.kafka.security import KafkaSecurity
 from streams.processing.check import Limits, LiveChecker
 from streams.processing.pipeline import Pipeline
 from streams.settings import Settings
+from streams.ssf.service import SsfService
 from streams.state.replica import SignalReplica, partition_of
 from streams.state.store import signal_key
 from streams.web.audit import AuditPublisher
@@ -78,6 +79,8 @@ class CheckApiService:
             if settings.api_tls_certfile is not None and settings.api_tls_keyfile is not None
             else None
         )
+        # Shared Signals: its push endpoint shares this listener (a bad config fails here)
+        self.ssf = SsfService(settings, security) if settings.ssf_config is not None else None
         self.api = CheckApi(
             self.checker,
             ready=self.ready,
@@ -91,6 +94,7 @@ class CheckApiService:
                 heartbeat_seconds=settings.api_sse_heartbeat_seconds,
             ),
             max_body_bytes=settings.api_max_body_bytes,
+            extensions=self.ssf.extensions if self.ssf is not None else [],
         )
 
     def ready(self) -> bool:
@@ -111,6 +115,8 @@ class CheckApiService:
         await self.grants.start()
         await self.replica.start()
         await self.feed.start()
+        if self.ssf is not None:
+            await self.ssf.start()
         log.warning(
             "check API on %s://%s:%s", "https" if self.ssl else "http", s.api_host, self.api.port
         )
@@ -119,6 +125,8 @@ class CheckApiService:
         self.feed.close_streams()  # open streams end now, or the server waits for them
         await self.api.stop()
         await self.feed.stop()
+        if self.ssf is not None:
+            await self.ssf.stop()
         await self.audit.stop()
         await self.grants.stop()
         await self.replica.stop()

@@ -225,9 +225,10 @@ def test_tail_unknown_topic_gives_up_after_timeout(broker: str) -> None:
     assert result.returncode == 1 and "does not exist" in result.stderr
 
 
-def test_unreachable_broker_is_a_clean_error() -> None:
+@pytest.mark.parametrize("command", [["produce", "signals.device"], ["tail", "signals.device"]])
+def test_unreachable_broker_is_a_clean_error(command: list[str]) -> None:
     from streams.kafka.broker import free_port
 
-    result = vigil(f"127.0.0.1:{free_port()}", "produce", "signals.device", stdin="{}", timeout=90)
+    result = vigil(f"127.0.0.1:{free_port()}", *command, stdin="{}", timeout=90)
     assert result.returncode == 1
     assert "cannot connect" in result.stderr and "Traceback" not in result.stderr

@@ -139,3 +139,16 @@ def test_missing_command_modules_are_skipped_and_broken_ones_reported() -> None:
     assert list(group.commands) == ["tail"]
     result = CliRunner().invoke(vigil, ["--help"])
     assert result.exit_code == 0 and "produce" in result.output
+
+
+def test_worker_web_host_flag_and_env_reach_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--web-host``/``VIGIL_WEB_HOST`` (an empty host is refused before anything starts; the
+    binding itself is checked by tests/deploy/test_prometheus_live.py)."""
+    assert Settings().web_host == "127.0.0.1"
+    result = CliRunner().invoke(vigil, ["worker", "--web-host", ""])
+    assert result.exit_code == 2 and "web_host" in result.output, result.output
+    monkeypatch.setenv("VIGIL_WEB_HOST", "")
+    result = CliRunner().invoke(vigil, ["worker"])
+    assert result.exit_code == 2 and "web_host" in result.output, result.output
+    monkeypatch.setenv("VIGIL_WEB_HOST", "0.0.0.0")
+    assert Settings().web_host == "0.0.0.0"

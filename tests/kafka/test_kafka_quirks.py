@@ -127,6 +127,24 @@ async def test_read_to_end_replays_every_record(broker: str, topic_factory) -> N
         await consumer.stop()
 
 
+async def test_read_to_end_reports_progress_to_the_true_end(broker: str, topic_factory) -> None:
+    """``progress`` (vigil_changelog_restore_remaining_records) counts down from the fetch
+    high watermark, never from Tansu's short ListOffsets, and ends at nothing left."""
+    (topic,) = await topic_factory("quirks-progress", partitions=1)
+    await produce_batches(broker, topic, 0, BATCHES)
+    tp = TopicPartition(topic, 0)
+    reports: list[dict[TopicPartition, int]] = []
+    consumer = await new_consumer(broker)
+    try:
+        await read_to_end(consumer, [tp], lambda r: None, timeout=30, progress=reports.append)
+    finally:
+        await consumer.stop()
+    assert reports[0] == {tp: BATCHES * PER_BATCH}
+    assert reports[-1] == {}
+    remaining = [r[tp] for r in reports[:-1]]
+    assert remaining == sorted(remaining, reverse=True) and remaining[-1] > 0
+
+
 async def test_read_to_end_times_out(broker: str, topic_factory) -> None:
     (topic,) = await topic_factory("quirks-timeout")
     await produce_batches(broker, topic, 0, 2)

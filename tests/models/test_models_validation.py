@@ -63,7 +63,7 @@ def test_valid_signal_becomes_plain_signal() -> None:
             signal(type="network-context", attributes={"ip": "not-an-ip", "zone": "corp"}),
             "attributes.ip",
         ),
-        (signal(type="session-revoked", attributes={}), "attributes.session_id"),
+        (signal(type="session-revoked", attributes={"session_id": ""}), "attributes.session_id"),
         ([1, 2, 3], "(root)"),
     ],
 )

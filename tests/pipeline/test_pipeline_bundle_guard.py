@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,12 @@ import orjson
 from streams.bundles.bundle import Bundle, Confirmation
 from streams.bundles.publish import push_bundle
 from streams.bundles.signing import generate_keypair, load_private_key, sign
-from tests.pipeline.test_pipeline_e2e import device_signal, grant
-from tests.pipeline.test_pipeline_policy_change import stricter_copy, wait_for_digest
+from tests.pipeline.test_pipeline_e2e import grant
+from tests.pipeline.test_pipeline_policy_change import (
+    compliant_users_with_grants,
+    stricter_copy,
+    wait_for_digest,
+)
 from tests.pipeline.worker_harness import ROOT, Worker
 
 
@@ -122,15 +125,7 @@ async def test_a_bundle_that_would_revoke_most_grants_is_held_until_confirmed(
     worker = start_worker()
     await worker.start()
     old = worker.health()["policy_digest"]
-    users = [f"bg-{uuid.uuid4().hex[:6]}-{i}" for i in range(20)]
-    await worker.produce(
-        "device",
-        [device_signal(f"{u}-ok", u, "D1", "compliant", "2026-11-29T08:00:00Z") for u in users],
-    )
-    await worker.wait_processed()
-    await worker.produce("grants", [grant(f"{u}-rw", u, ["read", "write"], "D1") for u in users])
-    await worker.produce("grants", [grant(f"{u}-r", u, ["read"], "D1") for u in users])
-    await worker.wait_processed()
+    users = await compliant_users_with_grants(worker, "bg", 20, ["read", "write"], ["read"])
     stricter_dir = stricter_copy(tmp_path / "stricter")
     stricter = Bundle.from_directory(stricter_dir)
 
@@ -222,14 +217,7 @@ async def test_a_policy_directory_edited_while_the_worker_is_down_goes_through_t
     shutil.copytree(ROOT / "policies", worker.policies)
     await worker.start()
     old = worker.health()["policy_digest"]
-    users = [f"bd-{uuid.uuid4().hex[:6]}-{i}" for i in range(12)]
-    await worker.produce(
-        "device",
-        [device_signal(f"{u}-ok", u, "D1", "compliant", "2026-11-29T08:00:00Z") for u in users],
-    )
-    await worker.wait_processed()
-    await worker.produce("grants", [grant(f"{u}-rw", u, ["read", "write"], "D1") for u in users])
-    await worker.wait_processed()
+    await compliant_users_with_grants(worker, "bd", 12, ["read", "write"])
     worker.stop()
     stricter = stricter_copy(tmp_path / "stricter")
     shutil.copy(stricter / "document.yaml", worker.policies / "document.yaml")

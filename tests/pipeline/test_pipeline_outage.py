@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,10 +97,19 @@ async def test_registry_outage_backs_off_in_place_then_processes_once(
     assert worker.metric("vigil_degraded") == 0
 
 
-async def test_broker_refusing_produce_backs_off_then_resumes(tmp_path: Path) -> None:
-    """The worker's produce path fails (the proxy in front of a separate embedded broker drops
-    every produce request for the worker's output topics): the worker backs off in place, says
-    so, and once produce works again the revocation comes out exactly once."""
+@dataclass
+class ProxiedWorker:
+    """A worker behind a proxy in front of its own broker, holding one compliant grant."""
+
+    proxy: KafkaProxy
+    broker: ProxiedBroker
+    worker: Worker
+    user: str
+    pid: int
+
+
+@asynccontextmanager
+async def proxied_worker(tmp_path: Path, name: str) -> AsyncIterator[ProxiedWorker]:
     proxy = KafkaProxy()
     broker = ProxiedBroker(advertised_port=proxy.port)
     broker.start()
@@ -107,17 +118,30 @@ async def test_broker_refusing_produce_backs_off_then_resumes(tmp_path: Path) ->
     try:
         await worker.start()
         assert worker.proc is not None
-        pid = worker.proc.pid
-        user = f"pia-{uuid.uuid4().hex[:6]}"
+        user = f"{name}-{uuid.uuid4().hex[:6]}"
         await worker.produce(
             "device", [device_signal(f"{user}-ok", user, "D1", "compliant", "2026-11-29T08:00:00Z")]
         )
         await worker.produce("grants", [grant(f"{user}-g1", user, ["read", "write"], "D1")])
         await worker.wait_processed()
+        yield ProxiedWorker(proxy, broker, worker, user, worker.proc.pid)
+    finally:
+        worker.stop()
+        proxy.stop()
+        broker.stop()
 
+
+async def test_broker_refusing_produce_backs_off_then_resumes(tmp_path: Path) -> None:
+    """The worker's produce path fails (the proxy in front of a separate embedded broker drops
+    every produce request for the worker's output topics): the worker backs off in place, says
+    so, and once produce works again the revocation comes out exactly once."""
+    async with proxied_worker(tmp_path, "pia") as setup:
+        proxy, worker = setup.proxy, setup.worker
         outputs = ("decisions", "revocations", "deadletter", "changelog")
         proxy.blocked_topics = frozenset(worker.topics[name] for name in outputs)
-        bad = device_signal(f"{user}-bad", user, "D1", "not-compliant", "2026-11-29T11:00:00Z")
+        bad = device_signal(
+            f"{setup.user}-bad", setup.user, "D1", "not-compliant", "2026-11-29T11:00:00Z"
+        )
         await worker.produce("device", [bad])
         # aiokafka retries a batch until its request timeout (40 s) before the send fails
         await wait_until(
@@ -127,17 +151,19 @@ async def test_broker_refusing_produce_backs_off_then_resumes(tmp_path: Path) ->
         status, body = worker.health_status()
         assert status == 503 and body["status"] == "degraded"
         assert any("broker unavailable" in r for r in body["reasons"]), body
-        assert worker.proc.poll() is None and worker.proc.pid == pid
+        assert worker.proc is not None and worker.proc.poll() is None
 
         proxy.blocked_topics = frozenset()
         await worker.wait_processed(timeout=150)
-        assert worker.proc.poll() is None and worker.proc.pid == pid  # never restarted
+        assert worker.proc.poll() is None and worker.proc.pid == setup.pid  # never restarted
         revocations = [
-            r for r in await worker.read("revocations") if r["subject"] == f"user:{user}"
+            r for r in await worker.read("revocations") if r["subject"] == f"user:{setup.user}"
         ]
-        assert [r["grant_id"] for r in revocations] == [f"{user}-g1"]  # once, not lost
+        assert [r["grant_id"] for r in revocations] == [f"{setup.user}-g1"]  # once, not lost
         by_signal = [
-            d for d in await worker.read("decisions") if d["cause"].get("event_id") == f"{user}-bad"
+            d
+            for d in await worker.read("decisions")
+            if d["cause"].get("event_id") == f"{setup.user}-bad"
         ]
         assert len(by_signal) == 1, by_signal
         # Metrics count what was persisted: the failed attempts are not counted again.
@@ -146,33 +172,15 @@ async def test_broker_refusing_produce_backs_off_then_resumes(tmp_path: Path) ->
         assert worker.metric("vigil_active_grants") == 0
         status, body = worker.health_status()
         assert (status, body["status"]) == (200, "ok")
-    finally:
-        worker.stop()
-        proxy.stop()
-        broker.stop()
 
 
 async def test_unreachable_broker_is_reported_and_survived(tmp_path: Path) -> None:
     """The proxy in front of a separate embedded broker closes every connection and refuses new
     ones (the broker keeps its data): the idle worker stays up, /healthz says the broker is
     unreachable, and after the broker is back a new signal revokes exactly once."""
-    proxy = KafkaProxy()
-    broker = ProxiedBroker(advertised_port=proxy.port)
-    broker.start()
-    proxy.start(broker.port)
-    worker = Worker(f"127.0.0.1:{proxy.port}", tmp_path / "data")
-    try:
-        await worker.start()
-        assert worker.proc is not None
-        pid = worker.proc.pid
-        user = f"ida-{uuid.uuid4().hex[:6]}"
-        await worker.produce(
-            "device", [device_signal(f"{user}-ok", user, "D1", "compliant", "2026-11-29T08:00:00Z")]
-        )
-        await worker.produce("grants", [grant(f"{user}-g1", user, ["read", "write"], "D1")])
-        await worker.wait_processed()
-
-        proxy.stop()
+    async with proxied_worker(tmp_path, "ida") as setup:
+        worker = setup.worker
+        setup.proxy.stop()
         await wait_until(
             "/healthz still ok",
             lambda: worker.health_status()[1]["status"] == "degraded",
@@ -184,11 +192,13 @@ async def test_unreachable_broker_is_reported_and_survived(tmp_path: Path) -> No
         assert any(r.startswith("broker unreachable since") for r in body["reasons"]), body
         assert worker.metric("vigil_degraded") == 1
 
-        proxy.start(broker.port)
+        setup.proxy.start(setup.broker.port)
+        user = setup.user
         bad = device_signal(f"{user}-bad", user, "D1", "not-compliant", "2026-11-29T11:00:00Z")
         await worker.produce("device", [bad])
         await worker.wait_processed(timeout=120)
-        assert worker.proc.poll() is None and worker.proc.pid == pid  # never restarted
+        assert worker.proc is not None and worker.proc.poll() is None
+        assert worker.proc.pid == setup.pid  # never restarted
         revocations = [
             r for r in await worker.read("revocations") if r["subject"] == f"user:{user}"
         ]
@@ -199,7 +209,3 @@ async def test_unreachable_broker_is_reported_and_survived(tmp_path: Path) -> No
             worker,
             timeout=60,
         )
-    finally:
-        worker.stop()
-        proxy.stop()
-        broker.stop()

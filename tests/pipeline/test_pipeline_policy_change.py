@@ -48,6 +48,24 @@ def vigil_push(worker: Worker, directory: Path, *flags: str) -> subprocess.Compl
     )
 
 
+async def compliant_users_with_grants(
+    worker: Worker, prefix: str, count: int, *action_sets: list[str]
+) -> list[str]:
+    """``count`` fresh users on a compliant device D1, each with one grant per action set (grant
+    ids ``<user>-rw`` for read+write, ``<user>-r`` for read)."""
+    users = [f"{prefix}-{uuid.uuid4().hex[:6]}-{i}" for i in range(count)]
+    await worker.produce(
+        "device",
+        [device_signal(f"{u}-ok", u, "D1", "compliant", "2026-11-29T08:00:00Z") for u in users],
+    )
+    await worker.wait_processed()
+    for actions in action_sets:
+        suffix = "rw" if "write" in actions else "r"
+        await worker.produce("grants", [grant(f"{u}-{suffix}", u, actions, "D1") for u in users])
+    await worker.wait_processed()
+    return users
+
+
 async def wait_for_digest(worker: Worker, digest: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -67,15 +85,7 @@ async def test_pushed_stricter_bundle_revokes_exactly_what_it_no_longer_allows(
     worker.extra_env["VIGIL_BUNDLE_MAX_REVOKE_SHARE"] = "1"
     await worker.start()
     old = worker.health()["policy_digest"]
-    users = [f"pc-{uuid.uuid4().hex[:6]}-{i}" for i in range(20)]
-    await worker.produce(
-        "device",
-        [device_signal(f"{u}-ok", u, "D1", "compliant", "2026-11-29T08:00:00Z") for u in users],
-    )
-    await worker.wait_processed()
-    await worker.produce("grants", [grant(f"{u}-rw", u, ["read", "write"], "D1") for u in users])
-    await worker.produce("grants", [grant(f"{u}-r", u, ["read"], "D1") for u in users])
-    await worker.wait_processed()
+    users = await compliant_users_with_grants(worker, "pc", 20, ["read", "write"], ["read"])
     assert await worker.read("revocations") == []
 
     # A bundle that does not compile is refused; the running bundle stays.

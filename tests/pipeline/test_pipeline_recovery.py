@@ -98,6 +98,10 @@ async def test_empty_data_dir_restores_state_from_changelog(
 
     second = start_worker(tmp_path / "fresh", like=first)  # nothing on disk
     await second.start()
+    # The state gauges count what was restored (not what this process added since it started):
+    # 2 grants per user, minus the 75 read+write grants revoked by non-compliance.
+    assert second.metric("vigil_active_grants") == 2 * USERS - USERS // 2
+    assert second.metric("vigil_state_subjects") == USERS
     # Evidence that state came back: (1) an older event changes nothing for the healthy half;
     # (2) a write grant on a device known to be non-compliant is revoked at issuance;
     # (3) the grants still active for the healthy half are revoked by a new signal.

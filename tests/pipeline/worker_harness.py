@@ -51,6 +51,7 @@ class Worker:
         self.topics = {name: unique_name(default) for name, default in TOPIC_SETTINGS.items()}
         self.group = unique_name("vigil-test")
         self.web_port = free_port()
+        self.web_host = "127.0.0.1"  # VIGIL_WEB_HOST; any 127.x address is loopback too
         self.api_port = free_port()  # the check API (Cerbos' 3592 is shared by every worker)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-worker.log"
@@ -81,6 +82,7 @@ class Worker:
                 "VIGIL_RISK_MODEL": str(ROOT / "risk" / "model.yaml"),
                 "VIGIL_DATA_DIR": str(self.data_dir),
                 "VIGIL_WEB_PORT": str(self.web_port),
+                "VIGIL_WEB_HOST": self.web_host,
                 "VIGIL_API_PORT": str(self.api_port),
             }
         )
@@ -107,7 +109,7 @@ class Worker:
             stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
-        url = f"http://127.0.0.1:{self.web_port}/healthz"
+        url = f"http://{self.web_host}:{self.web_port}/healthz"
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited with {self.proc.returncode}: {self.log()}")
@@ -126,7 +128,7 @@ class Worker:
         return f"http://127.0.0.1:{self.api_port}"
 
     def health(self) -> dict[str, Any]:
-        url = f"http://127.0.0.1:{self.web_port}/healthz"
+        url = f"http://{self.web_host}:{self.web_port}/healthz"
         with urllib.request.urlopen(url, timeout=2) as resp:
             return dict(json.loads(resp.read()))
 
@@ -134,7 +136,7 @@ class Worker:
         """``/healthz`` HTTP status and body, also when it answers 503."""
         try:
             with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.web_port}/healthz", timeout=2
+                f"http://{self.web_host}:{self.web_port}/healthz", timeout=2
             ) as resp:
                 return resp.status, dict(json.loads(resp.read()))
         except urllib.error.HTTPError as exc:
@@ -142,7 +144,7 @@ class Worker:
 
     def metric(self, name: str) -> float:
         """Sum of a Prometheus metric's samples (all label sets) from the worker's /metrics."""
-        url = f"http://127.0.0.1:{self.web_port}/metrics"
+        url = f"http://{self.web_host}:{self.web_port}/metrics"
         with urllib.request.urlopen(url, timeout=2) as resp:
             text = resp.read().decode()
         total = 0.0

@@ -8,14 +8,12 @@ from typing import Any
 import orjson
 import pytest
 from prometheus_client import REGISTRY
-from test_pipeline_batches import NOW, Feed, grant, outputs, persist, pipeline, risk
 
 from streams.processing.merge import PartitionMerger
 from streams.processing.pipeline import Pipeline
 from streams.processing.records import InRecord
 from streams.state.store import MemoryStore
-
-__all__ = ["pipeline"]  # the module-scoped fixture, shared with test_pipeline_batches
+from tests.processing.support import NOW, Feed, grant, outputs, persist, risk
 
 RELEASE = {"op": "released", "grant_id": "g1"}
 

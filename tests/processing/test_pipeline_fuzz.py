@@ -26,34 +26,14 @@ from hypothesis import strategies as st
 
 from streams.codecs import OutputEncoder, decode_any
 from streams.models.grant import GrantEvent
-from streams.policy import PolicyEngine
-from streams.processing.pipeline import Pipeline, Topics
+from streams.processing.pipeline import Pipeline
 from streams.processing.records import InRecord
-from streams.state.risk import RiskModel
 from streams.state.store import RocksStore, grant_key, signal_key
+from tests.processing.support import NOW, T0, TOPICS
 
-ROOT = Path(__file__).resolve().parents[2]
-T0 = 1795946400000  # 2026-11-29T10:00:00Z
-NOW = T0 + 3_600_000
-TOPICS = Topics(
-    signals=frozenset({"signals.device", "signals.risk", "signals.identity"}),
-    grants="authz.grants",
-    decisions="authz.decisions",
-    revocations="authz.revocations",
-    deadletter="signals.deadletter",
-)
 USERS = ("alice", "bob", "carol")
 SIGNAL_AVRO = OutputEncoder("Signal", "avro")
 GRANT_AVRO = OutputEncoder("GrantEvent", "avro")
-
-
-@pytest.fixture(scope="module")
-def pipeline() -> Pipeline:
-    return Pipeline(
-        TOPICS,
-        PolicyEngine.from_directory(ROOT / "policies"),
-        RiskModel.from_file(ROOT / "risk" / "model.yaml"),
-    )
 
 
 @pytest.fixture(scope="module")

@@ -8,88 +8,30 @@ Real policies, real codecs, an in-memory store; no broker (tests/pipeline has th
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from prometheus_client import REGISTRY
 
-from streams.codecs import decode_any
-from streams.policy import PolicyEngine
 from streams.processing import pipeline as pipeline_module
-from streams.processing.pipeline import EVENT_TIME_IN_FUTURE, Pipeline, Topics
-from streams.processing.records import BatchResult, InRecord
-from streams.state.risk import RiskModel
+from streams.processing.pipeline import EVENT_TIME_IN_FUTURE, Pipeline
 from streams.state.store import MemoryStore, grant_key
-
-ROOT = Path(__file__).resolve().parents[2]
-T0 = 1795946400000  # 2026-11-29T10:00:00Z
-NOW = T0 + 3600_000
-TOPICS = Topics(
-    signals=frozenset({"signals.device", "signals.risk"}),
-    grants="authz.grants",
-    decisions="authz.decisions",
-    revocations="authz.revocations",
-    deadletter="signals.deadletter",
+from tests.processing.support import (
+    NOW,
+    ROOT,
+    TOPICS,
+    Feed,
+    grant,
+    outputs,
+    project_pipeline,
+    risk,
 )
 
 
 @pytest.fixture(scope="module")
 def pipeline() -> Pipeline:
-    return Pipeline(
-        TOPICS,
-        PolicyEngine.from_directory(ROOT / "policies"),
-        RiskModel.from_file(ROOT / "risk" / "model.yaml"),
-        output_format="json",
-    )
-
-
-class Feed:
-    """JSON-shaped dicts (or raw bytes) -> InRecords with increasing offsets."""
-
-    def __init__(self) -> None:
-        self.offset = 0
-
-    def __call__(
-        self,
-        topic: str,
-        value: dict[str, Any] | bytes,
-        key: str = "user:alice",
-        timestamp: int = NOW,
-    ) -> InRecord:
-        self.offset += 1
-        raw = value if isinstance(value, bytes) else orjson.dumps(value)
-        return InRecord(topic, 0, self.offset, key.encode(), raw, [], timestamp)
-
-
-def grant(gid: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "op": "issued",
-        "grant_id": gid,
-        "principal": {"id": "alice", "roles": ["employee"], "attr": {}},
-        "resource": {"kind": "document", "id": "d1", "attr": {}},
-        "actions": ["read"],
-        "device_id": "D1",
-        "session_id": "s1",
-        "issued_at": "2026-11-29T10:00:00Z",
-        **extra,
-    }
-
-
-def risk(eid: str, level: str, at: Any = "2026-11-29T10:30:00Z") -> dict[str, Any]:
-    return {
-        "event_id": eid,
-        "type": "risk-level-change",
-        "subject": {"type": "user", "id": "alice"},
-        "source": "ueba",
-        "event_time": at,
-        "attributes": {"current_level": level},
-    }
-
-
-def outputs(result: BatchResult, topic: str) -> list[dict[str, Any]]:
-    return [decode_any(o.value, o.headers)[1] for o in result.outputs if o.topic == topic]
+    return project_pipeline(output_format="json")
 
 
 def deadletters(error: str) -> float:

@@ -4,28 +4,16 @@ attributes is dead-lettered instead of being copied into every decision."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from streams.models.limits import MAX_FREE_FORM_BYTES, MAX_ID_CHARS, MAX_LIST_ITEMS
-from streams.policy import PolicyEngine
-from streams.processing.pipeline import Pipeline, Topics
 from streams.processing.records import InRecord
-from streams.state.risk import RiskModel
 from streams.state.store import MemoryStore
+from tests.processing.support import NOW, project_pipeline
 
-ROOT = Path(__file__).resolve().parents[2]
-NOW = 1795946400000 + 3600_000
 MAX_DECISION_BYTES = 256 * 1024  # the documented bound
-TOPICS = Topics(
-    signals=frozenset({"signals.device"}),
-    grants="authz.grants",
-    decisions="authz.decisions",
-    revocations="authz.revocations",
-    deadletter="signals.deadletter",
-)
 
 
 def attr_of(size: int) -> dict[str, Any]:
@@ -53,12 +41,7 @@ def largest_grant(attr_bytes: int) -> dict[str, Any]:
 
 
 def process(grant: dict[str, Any]) -> dict[str, list[bytes]]:
-    pipeline = Pipeline(
-        TOPICS,
-        PolicyEngine.from_directory(ROOT / "policies"),
-        RiskModel.from_file(ROOT / "risk" / "model.yaml"),
-        output_format="json",
-    )
+    pipeline = project_pipeline(output_format="json")
     rec = InRecord("authz.grants", 0, 1, b"user:alice", orjson.dumps(grant), [], NOW)
     result = pipeline.process([rec], MemoryStore(), NOW)
     by_topic: dict[str, list[bytes]] = {}

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -16,17 +15,18 @@ from streams.processing.pipeline import Pipeline
 from streams.settings import Settings
 from streams.state.risk import RiskModel
 from streams.state.store import MemoryStore
-from tests.processing.test_pipeline_batches import (
+from tests.processing.support import (
     NOW,
+    ROOT,
     TOPICS,
     Feed,
     grant,
     outputs,
     persist,
+    project_pipeline,
     risk,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 SLOT = 1000  # time_reevaluation_ms of the time pipeline
 ALICE = b"g:user:alice"
 
@@ -48,12 +48,7 @@ resourcePolicy:
 
 @pytest.fixture(scope="module")
 def default_pipeline() -> Pipeline:
-    return Pipeline(
-        TOPICS,
-        PolicyEngine.from_directory(ROOT / "policies"),
-        RiskModel.from_file(ROOT / "risk" / "model.yaml"),
-        time_reevaluation_ms=SLOT,
-    )
+    return project_pipeline(time_reevaluation_ms=SLOT)
 
 
 @pytest.fixture(scope="module")

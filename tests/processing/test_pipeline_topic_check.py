@@ -3,7 +3,6 @@ lives in ``streams.models.signal.SIGNAL_TOPIC_ROLE``); on its own topic it is ap
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -11,15 +10,12 @@ import pytest
 
 from streams.codecs import decode_any
 from streams.models.signal import SIGNAL_TOPIC_ROLE, SIGNAL_TOPIC_ROLES, SIGNAL_TYPES
-from streams.policy import PolicyEngine
 from streams.processing.pipeline import Pipeline, Topics
 from streams.processing.records import InRecord
 from streams.settings import Settings
-from streams.state.risk import RiskModel
 from streams.state.store import MemoryStore
+from tests.processing.support import NOW, project_pipeline
 
-ROOT = Path(__file__).resolve().parents[2]
-NOW = 1795946400000 + 3600_000
 SETTINGS = Settings(_env_file=None)  # default topic names
 TOPICS = Topics(
     signals=frozenset(SETTINGS.signal_topics),
@@ -33,12 +29,7 @@ TOPICS = Topics(
 
 @pytest.fixture(scope="module")
 def pipeline() -> Pipeline:
-    return Pipeline(
-        TOPICS,
-        PolicyEngine.from_directory(ROOT / "policies"),
-        RiskModel.from_file(ROOT / "risk" / "model.yaml"),
-        output_format="json",
-    )
+    return project_pipeline(TOPICS, output_format="json")
 
 
 def device_signal() -> dict[str, Any]:

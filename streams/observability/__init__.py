@@ -1,0 +1,1 @@
+"""Grafana dashboards and the revocation-latency objective, as code (deploy/grafana/)."""
