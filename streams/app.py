@@ -38,6 +38,7 @@ from streams.processing.switch import GuardLimits
 from streams.settings import Settings
 from streams.state.risk import RiskModel
 from streams.web.service import CheckApiService
+from streams.web.webhooks import WebhookDispatcher, load_webhooks
 
 WORKERS_TOPIC = "vigil.workers"
 HEARTBEAT_SECONDS = 5.0
@@ -147,6 +148,21 @@ class PipelineService(Service):
             if settings.api_port
             else None
         )
+        # Webhooks for revocations (off without a webhook file); a bad file fails here too.
+        self.webhooks = (
+            WebhookDispatcher(
+                load_webhooks(settings.webhooks),
+                bootstrap=settings.bootstrap_servers,
+                group_id=settings.group_id,
+                revocations_topic=settings.topic_revocations,
+                deadletter_topic=settings.topic_deadletter,
+                output_format=settings.output_format,
+                registry_url=settings.schema_registry_url,
+                security=security,
+            )
+            if settings.webhooks is not None
+            else None
+        )
         #: awaited first when the worker stops (sends the "leaving" heartbeat)
         self.before_stop: Callable[[], Awaitable[Any]] | None = None
 
@@ -167,6 +183,8 @@ class PipelineService(Service):
         self._task = asyncio.create_task(self._run())
         if self.api is not None:
             await self.api.start()
+        if self.webhooks is not None:
+            await self.webhooks.start()
         self._freezer = asyncio.create_task(self._freeze_startup_heap())
 
     async def _freeze_startup_heap(self) -> None:
@@ -191,6 +209,8 @@ class PipelineService(Service):
         os._exit(70)  # let the supervisor restart us; state is safe (see runner docstring)
 
     async def on_stop(self) -> None:
+        if self.webhooks is not None:
+            await self.webhooks.stop()
         if self.api is not None:
             await self.api.stop()
         if self.before_stop is not None:  # the leaving heartbeat; a failure must not block stop

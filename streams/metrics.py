@@ -253,6 +253,39 @@ SIGNAL_REPLICA_DELAY_SECONDS = Histogram(
     buckets=(1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 5.0),
 )
 
+# -- revocations for PEPs without Kafka (streams/web/revocation_stream.py, webhooks.py) --------
+
+REVOCATION_STREAMS = Gauge(
+    "vigil_revocation_streams", "Open revocation streams (GET /api/revocations/stream)"
+)
+REVOCATION_STREAM_EVENTS = Counter(
+    "vigil_revocation_stream_events_total", "Revocations sent on revocation streams"
+)
+REVOCATION_STREAM_SLOW = Counter(
+    "vigil_revocation_stream_slow_disconnects_total",
+    "Revocation streams cut off because their client did not read fast enough (buffer full)",
+)
+REVOCATION_STREAM_REJECTED = Counter(
+    "vigil_revocation_stream_rejected_total",
+    "Revocation stream requests refused because the worker's stream limit was reached",
+)
+WEBHOOK_DELIVERIES = Counter(
+    "vigil_webhook_deliveries_total",
+    "Webhook delivery attempts, by target and outcome (delivered, failed)",
+    ["target", "outcome"],
+)
+WEBHOOK_DEADLETTERS = Counter(
+    "vigil_webhook_deadletters_total",
+    "Revocations a webhook target did not accept after the last try (dead-lettered)",
+    ["target"],
+)
+WEBHOOK_ASSIGNED_PARTITIONS = Gauge(
+    "vigil_webhook_assigned_partitions",
+    "Revocation partitions whose webhook deliveries this worker makes, by target",
+    ["target"],
+)
+
+
 # -- Shared Signals (streams/ssf, docs/shared-signals.md) -------------------------------------
 SSF_SETS = Counter(
     "vigil_ssf_sets_total",

@@ -328,6 +328,26 @@ class Settings(BaseSettings):
         ge=1,
         description="Check decisions waiting to be produced; beyond it they are dropped, counted.",
     )
+    api_sse_max_streams: int = Field(
+        default=100, ge=1, description="Open revocation streams per worker (429 beyond)."
+    )
+    api_sse_buffer: int = Field(
+        default=1000,
+        ge=1,
+        description="Revocations waiting for one stream's client; beyond, it is disconnected.",
+    )
+    api_sse_heartbeat_seconds: float = Field(
+        default=15.0, gt=0, le=300, description="Heartbeat comment interval of an idle stream."
+    )
+    api_sse_history: int = Field(
+        default=1000,
+        ge=1,
+        description="Revocations per partition held in memory for resuming streams.",
+    )
+    webhooks: Path | None = Field(
+        default=None,
+        description="YAML file of webhook targets for revocations (docs/check-api.md).",
+    )
     # -- Shared Signals (docs/shared-signals.md) ------------------------------------------
     ssf_config: Path | None = Field(
         default=None,
@@ -395,6 +415,7 @@ class Settings(BaseSettings):
         "api_tls_certfile",
         "api_tls_keyfile",
         "api_tls_client_cafile",
+        "webhooks",
         "default_policy_version",
         mode="before",
     )

@@ -118,6 +118,14 @@ def wait_for_kafka(broker: str, timeout: float = BROKER_WAIT_SECONDS) -> None:
     help="YAML file of bearer tokens for the check API (docs/check-api.md); unset: no auth.",
 )
 @click.option(
+    "--webhooks",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="VIGIL_WEBHOOKS",
+    show_envvar=True,
+    default=None,
+    help="YAML file of webhook targets that receive revocations (docs/check-api.md).",
+)
+@click.option(
     "--ssf-config",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     envvar="VIGIL_SSF_CONFIG",
@@ -143,6 +151,7 @@ def command(
     api_port: int | None,
     api_host: str | None,
     api_tokens: Path | None,
+    webhooks: Path | None,
     ssf_config: Path | None,
     loglevel: str,
     **engine: Any,
@@ -159,6 +168,7 @@ def command(
     from streams.ssf.config import SsfConfigError
     from streams.ssf.signing import SigningKeyError
     from streams.web.tokens import TokenFileError
+    from streams.web.webhooks import WebhookFileError
 
     settings = load_settings(
         broker,
@@ -171,6 +181,7 @@ def command(
         api_port=api_port,
         api_host=api_host,
         api_tokens=api_tokens,
+        webhooks=webhooks,
         ssf_config=ssf_config,
         globals=engine["globals_"],
         default_policy_version=engine["default_policy_version"],
@@ -200,6 +211,8 @@ def command(
         raise click.UsageError(f"--ssf-config: {exc}") from None
     except (TokenFileError, UnsupportedOption, OSError) as exc:  # token file, API TLS files
         raise click.UsageError(f"invalid check API or engine settings: {exc}") from None
+    except WebhookFileError as exc:
+        raise click.UsageError(f"--webhooks: {exc}") from None
     # Settings and files are checked (above) before waiting: a typo fails at once, not in 30 s.
     if settings.kafka_security_protocol == "PLAINTEXT":
         # a bare TCP probe of a TLS listener would look like a failed handshake in its logs

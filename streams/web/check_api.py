@@ -7,7 +7,9 @@ Routes, as the stock PDP serves them:
   ``Content-Type`` says (SDKs send ``text/plain``);
 * ``GET /_cerbos/health`` (``?service=`` empty or ``cerbos.svc.v1.CerbosService``; another
   service is ``404 {"code": 5, "message": "unknown service"}``), no token needed;
-* ``GET /api/server_info``.
+* ``GET /api/server_info``;
+* ``GET /api/revocations/stream``: revocations as server-sent events
+  (`streams.web.revocation_stream`).
 
 Every error is ``{"code": <gRPC code>, "message": ...}`` with the HTTP status grpc-gateway gives
 that code; an unexpected failure is logged with its traceback and answered ``500 {"code": 13}``
@@ -31,6 +33,7 @@ from streams import metrics
 from streams.policy.api import RequestError, new_call_id
 from streams.processing.check import LiveChecker
 from streams.web.audit import AuditPublisher
+from streams.web.revocation_stream import RevocationStreams, StreamRequestError
 from streams.web.tokens import ApiTokens, Route
 from streams.web.watch import GrantPublisher
 
@@ -56,7 +59,9 @@ _ROUTES: dict[str, Route | str] = {
     "/api/plan/resources": "plan",
     "/api/server_info": "server_info",
     "/_cerbos/health": "health",
+    "/api/revocations/stream": "revocations",
 }
+_GET_ROUTES = frozenset({"health", "server_info", "revocations"})
 
 
 def _vigil_version() -> str:
@@ -105,6 +110,7 @@ class CheckApi:
         audit: AuditPublisher | None = None,
         grants: GrantPublisher | None = None,
         tokens: ApiTokens | None = None,
+        revocations: RevocationStreams | None = None,
         max_body_bytes: int = 4 * 1024 * 1024,
         extensions: Sequence[ApiExtension] = (),
     ) -> None:
@@ -112,6 +118,7 @@ class CheckApi:
         self.audit = audit
         self.grants = grants
         self.tokens = tokens
+        self.revocations = revocations
         self.ready = ready
         self.max_body_bytes = max_body_bytes
         self.extensions = extensions
@@ -125,6 +132,7 @@ class CheckApi:
         app.router.add_route("*", "/api/plan/resources", self._plan)
         app.router.add_route("*", "/api/server_info", self._server_info)
         app.router.add_route("*", "/_cerbos/health", self._health)
+        app.router.add_route("*", "/api/revocations/stream", self._revocations)
         for extension in self.extensions:
             for path, (label, handler) in extension.routes().items():
                 app.router.add_route("*", path, handler)
@@ -158,7 +166,8 @@ class CheckApi:
         else:
             response = await self._answer(request, handler, route)
         metrics.API_REQUESTS.labels(route, str(response.status)).inc()
-        metrics.API_REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
+        if route != "revocations":  # a stream lasts as long as its client stays
+            metrics.API_REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
         return response
 
     async def _answer(
@@ -169,7 +178,7 @@ class CheckApi:
     ) -> web.StreamResponse:
         if route == "other":
             return error(NOT_FOUND, "Not Found")
-        wanted = "GET" if route in ("health", "server_info") else "POST"
+        wanted = "GET" if route in _GET_ROUTES else "POST"
         if request.method != wanted:
             return error(UNIMPLEMENTED, "Method Not Allowed")
         if self.tokens is not None and route != "health":
@@ -223,6 +232,27 @@ class CheckApi:
         if not self.ready():
             return error(UNAVAILABLE, "worker is not ready: signal state still loading")
         return json_response(self.checker.plan(body, new_call_id()))
+
+    async def _revocations(self, request: web.Request) -> web.StreamResponse:
+        streams = self.revocations
+        if streams is None:
+            return error(UNIMPLEMENTED, "revocation streams are not available on this server")
+        try:
+            flt, cursor = streams.parse(request)
+        except StreamRequestError as exc:
+            return error(INVALID_ARGUMENT, str(exc))
+        if not streams.ready():
+            return error(UNAVAILABLE, "worker is not ready: revocations still loading")
+        if streams.feed.streams >= streams.max_streams:
+            metrics.REVOCATION_STREAM_REJECTED.inc()
+            return json_response(
+                {
+                    "code": RESOURCE_EXHAUSTED,
+                    "message": f"too many revocation streams (limit {streams.max_streams})",
+                },
+                429,
+            )
+        return await streams.serve(request, flt, cursor)
 
     async def _server_info(self, request: web.Request) -> web.StreamResponse:
         return json_response({"version": _vigil_version()})

@@ -1,4 +1,5 @@
-"""Wires the check API into a worker: live state lookup, audit producer, HTTP server.
+"""Wires the check API into a worker: live state lookup, audit producer, revocation feed, HTTP
+server.
 
 Started by ``streams.app.PipelineService`` after the pipeline runner, stopped before it. A
 subject's signal state comes from the worker's own partition store when it owns the subject's
@@ -19,6 +20,8 @@ from streams.state.replica import SignalReplica, partition_of
 from streams.state.store import signal_key
 from streams.web.audit import AuditPublisher
 from streams.web.check_api import CheckApi, tls_context
+from streams.web.revocation_stream import RevocationStreams
+from streams.web.revocations import RevocationFeed
 from streams.web.tokens import ApiTokens
 from streams.web.watch import GrantPublisher
 
@@ -61,6 +64,13 @@ class CheckApiService:
             self.signal_state,
             Limits(settings.api_max_resources_per_request, settings.api_max_actions_per_resource),
         )
+        self.feed = RevocationFeed(
+            bootstrap=settings.bootstrap_servers,
+            topic=settings.topic_revocations,
+            history=settings.api_sse_history,
+            registry_url=settings.schema_registry_url,
+            security=security,
+        )
         tokens = ApiTokens.from_file(settings.api_tokens) if settings.api_tokens else None
         self.ssl = (
             tls_context(
@@ -77,6 +87,12 @@ class CheckApiService:
             audit=self.audit,
             grants=self.grants,
             tokens=tokens,
+            revocations=RevocationStreams(
+                self.feed,
+                max_streams=settings.api_sse_max_streams,
+                buffer=settings.api_sse_buffer,
+                heartbeat_seconds=settings.api_sse_heartbeat_seconds,
+            ),
             max_body_bytes=settings.api_max_body_bytes,
             extensions=self.ssf.extensions if self.ssf is not None else [],
         )
@@ -98,6 +114,7 @@ class CheckApiService:
         await self.audit.start()
         await self.grants.start()
         await self.replica.start()
+        await self.feed.start()
         if self.ssf is not None:
             await self.ssf.start()
         log.warning(
@@ -105,7 +122,9 @@ class CheckApiService:
         )
 
     async def stop(self) -> None:
+        self.feed.close_streams()  # open streams end now, or the server waits for them
         await self.api.stop()
+        await self.feed.stop()
         if self.ssf is not None:
             await self.ssf.stop()
         await self.audit.stop()

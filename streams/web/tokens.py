@@ -10,8 +10,8 @@ the whole file at startup, invariant 8)::
         routes: [check, plan]         # default: every route
 
 Routes: ``check`` (POST /api/check/resources), ``plan`` (POST /api/plan/resources),
-``server_info`` (GET /api/server_info). Health needs no token. Tokens are compared by their
-SHA-256 in constant time.
+``server_info`` (GET /api/server_info), ``revocations`` (GET /api/revocations/stream). Health
+needs no token. Tokens are compared by their SHA-256 in constant time.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-Route = Literal["check", "plan", "server_info"]
-ROUTES: tuple[Route, ...] = ("check", "plan", "server_info")
+Route = Literal["check", "plan", "server_info", "revocations"]
+ROUTES: tuple[Route, ...] = ("check", "plan", "server_info", "revocations")
 
 
 class TokenFileError(ValueError):

@@ -112,4 +112,8 @@ def test_readme_runs_as_written(tmp_path: Path) -> None:
         "ok": {"write": "EFFECT_ALLOW"},
         "bad": {"write": "EFFECT_DENY"},
     }
+    # curl on the revocation stream: the ready event, then g1's revocation (principal alice)
+    streamed = [json.loads(line[6:]) for line in out.splitlines() if line.startswith("data: ")]
+    assert [e.get("grant_id") for e in streamed] == [None, "g1"]
+    assert "cursor" in streamed[0]
     assert "using the checkout's" in done.stderr  # a fresh directory has no ./policies

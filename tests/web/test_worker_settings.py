@@ -48,3 +48,15 @@ def test_api_port_zero_turns_the_api_off(port: int, on: bool) -> None:
     settings = Settings(api_port=port, data_dir=Path(":memory:"), policies=ROOT / "policies")
     service = PipelineService(settings, build_pipeline(settings), PLAINTEXT)
     assert isinstance(service.api, CheckApiService) is on
+
+
+def test_bad_webhook_file_stops_the_worker(tmp_path: Path) -> None:
+    bad = tmp_path / "webhooks.yaml"
+    bad.write_text("webhooks:\n  - name: a\n    url: http://x/\n    secret: not-whsec\n")
+    for args, env in (
+        (["--webhooks", str(bad)], None),
+        ([], {"VIGIL_WEBHOOKS": str(bad)}),
+    ):
+        proc = _worker(*args, "--data-dir", ":memory:", env=env)
+        assert proc.returncode == 2, proc.stderr
+        assert "webhooks.yaml" in proc.stderr and "whsec_" in proc.stderr
