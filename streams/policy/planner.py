@@ -1,0 +1,803 @@
+"""PlanResources: Cerbos's query planner (0.55) over Vigil's compiled bundle.
+
+A plan answers "which resources of this kind may the principal do this action on?" as a filter
+over resource attributes: ``KIND_ALWAYS_ALLOWED``, ``KIND_ALWAYS_DENIED`` or ``KIND_CONDITIONAL``
+with Cerbos's operand tree (``{"expression": {"operator", "operands"}}``, ``{"variable"}``,
+``{"value"}``). PEPs turn these trees into SQL, so the *shape* is the contract: this module follows
+the stock planner step by step (rule rows per role and scope, derived-role conjunctions, the
+allow/deny combination, then its conversion and normalisation of the tree) rather than producing
+some equivalent formula.
+
+Partial evaluation works on the parsed CEL AST (the ``ParsedExpr`` the CEL runtime serializes):
+every maximal subexpression that reads nothing unknown (the resource beyond its kind, scope and
+the attributes given in the request) is evaluated by the same CEL runtime and environment the
+checks use, and becomes a constant; ``&&``, ``||``, ``!`` and ``?:`` are simplified around
+constants as cel-go's residual pruning does. No second CEL interpreter: only the unknown parts
+are kept as syntax.
+
+What the planner does not reproduce is refused with `PlanUnsupported` (the HTTP layer answers
+501 with the reason), never approximated: see docs/check-api.md, "Query plans".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cel_expr_python import cel
+from google.api.expr.v1alpha1 import syntax_pb2
+from google.api.expr.v1alpha1.syntax_pb2 import Expr
+from google.protobuf import any_pb2
+
+from .compiler import REQUIRE_PARENTAL_CONSENT
+from .engine import PolicyEngine, _Check, lookup_scope
+from .model import Condition, DerivedRole, ResourcePolicy, Rule
+
+Operand = dict[str, Any]  # {"expression": {...}} | {"variable": str} | {"value": Any}
+
+_PARSED_URL = "type.googleapis.com/cel.expr.ParsedExpr"
+
+#: CEL function -> Cerbos operator name (ast.go opFromCLE); others keep their function name.
+_OPERATORS = {
+    "_==_": "eq",
+    "_!=_": "ne",
+    "_>_": "gt",
+    "_>=_": "ge",
+    "_<_": "lt",
+    "_<=_": "le",
+    "@in": "in",
+    "_+_": "add",
+    "_-_": "sub",
+    "_*_": "mult",
+    "_/_": "div",
+    "_%_": "mod",
+    "_[_]": "index",
+    "_&&_": "and",
+    "_||_": "or",
+    "!_": "not",
+    "_?_:_": "if",
+}
+
+
+class PlanUnsupported(Exception):
+    """A plan Vigil cannot produce exactly as Cerbos would; the message says why."""
+
+
+# -- plan nodes (Cerbos's PlanResourcesAst): ("lo", "and"|"or"|"not", [nodes]) | ("expr", R) ---
+# Residual expressions R: ("const", value) | ("ident", name) | ("select", R, field, test_only)
+# | ("call", fn, target R | None, [R]) | ("list", [R]) | ("map", [(R, R)])
+
+Node = tuple[Any, ...]
+TRUE: Node = ("expr", ("const", True))
+FALSE: Node = ("expr", ("const", False))
+
+
+def _lo(op: str, nodes: list[Node]) -> Node:
+    return ("lo", op, nodes)
+
+
+def _const_bool(node: Node) -> bool | None:
+    if node[0] == "expr" and node[1][0] == "const" and isinstance(node[1][1], bool):
+        return bool(node[1][1])
+    return None
+
+
+def _invert(node: Node) -> Node:
+    """planner.go invertNodeBooleanValue: NOT, stripping an existing NOT."""
+    if node[0] == "lo" and node[1] == "not":
+        nodes = node[2]
+        return nodes[0] if len(nodes) == 1 else _lo("and", list(nodes))
+    return _lo("not", [node])
+
+
+# -- partial evaluation ------------------------------------------------------------------------
+
+
+def _parse(env: cel.Env, source: str) -> Expr:
+    program = env.compile(source, disable_check=True)
+    wrapped = any_pb2.Any.FromString(program.serialize())
+    return syntax_pb2.ParsedExpr.FromString(wrapped.value).expr
+
+
+def _chain(e: Expr) -> list[str] | None:
+    """`a.b.c` as ["a", "b", "c"] when `e` is a chain of field selections on an identifier."""
+    parts: list[str] = []
+    while e.WhichOneof("expr_kind") == "select_expr":
+        if e.select_expr.test_only:
+            return None
+        parts.append(e.select_expr.field)
+        e = e.select_expr.operand
+    if e.WhichOneof("expr_kind") != "ident_expr":
+        return None
+    parts.append(e.ident_expr.name)
+    return parts[::-1]
+
+
+@dataclass
+class _Partial:
+    """Partial evaluator of one plan request (known: the principal, globals, now, and of the
+    resource its kind, scope and the attributes given)."""
+
+    env: cel.Env
+    activation: Any
+    known_attrs: frozenset[str]
+    cache: dict[bytes, Any] = field(default_factory=dict)
+
+    def _resource_known(self, rest: list[str]) -> bool:
+        if rest in (["kind"], ["scope"]):
+            return True
+        return len(rest) >= 2 and rest[0] == "attr" and rest[1] in self.known_attrs
+
+    def unknown(self, e: Expr, bound: frozenset[str] = frozenset()) -> bool:
+        kind = e.WhichOneof("expr_kind")
+        if kind == "const_expr":
+            return False
+        if kind == "ident_expr":
+            return e.ident_expr.name in ("R", "request") and e.ident_expr.name not in bound
+        if kind == "select_expr":
+            parts = _chain(e)
+            if parts is not None and parts[0] not in bound:
+                if parts[0] == "R":
+                    return not self._resource_known(parts[1:])
+                if parts[0] == "request" and parts[1] == "resource":
+                    return not self._resource_known(parts[2:])
+                if parts[0] == "request":
+                    return False
+            return self.unknown(e.select_expr.operand, bound)
+        if kind == "call_expr":
+            c = e.call_expr
+            if c.HasField("target") and self.unknown(c.target, bound):
+                return True
+            return any(self.unknown(a, bound) for a in c.args)
+        if kind == "list_expr":
+            return any(self.unknown(x, bound) for x in e.list_expr.elements)
+        if kind == "struct_expr":
+            return any(
+                (x.HasField("map_key") and self.unknown(x.map_key, bound))
+                or self.unknown(x.value, bound)
+                for x in e.struct_expr.entries
+            )
+        if kind == "comprehension_expr":
+            c2 = e.comprehension_expr
+            inner = bound | {c2.iter_var, c2.accu_var}
+            return self.unknown(c2.iter_range, bound) or any(
+                self.unknown(x, inner)
+                for x in (c2.accu_init, c2.loop_condition, c2.loop_step, c2.result)
+            )
+        raise PlanUnsupported(f"unsupported CEL expression kind {kind}")
+
+    def _has_given(self, e: Expr) -> bool:
+        """Whether `e` tests `has(R.attr.k)` for an attribute `k` given in the request."""
+        if e.WhichOneof("expr_kind") == "select_expr" and e.select_expr.test_only:
+            path = [*(_chain(e.select_expr.operand) or []), e.select_expr.field]
+            rest: list[str] = []
+            if path[:1] == ["R"]:
+                rest = path[1:]
+            elif path[:2] == ["request", "resource"]:
+                rest = path[2:]
+            if len(rest) >= 2 and rest[0] == "attr" and rest[1] in self.known_attrs:
+                return True
+        return _any_expr(e, self._has_given)
+
+    def evaluate(self, e: Expr) -> Any:
+        """The value of a known subexpression, by the checks' CEL runtime (a `cel.Value`)."""
+        key = e.SerializeToString(deterministic=True)
+        program = self.cache.get(key)
+        if program is None:
+            parsed = syntax_pb2.ParsedExpr(expr=e).SerializeToString()
+            wrapped = any_pb2.Any(type_url=_PARSED_URL, value=parsed).SerializeToString()
+            program = self.cache[key] = self.env.deserialize(wrapped)
+        try:
+            return program.eval(self.activation)
+        except Exception as exc:  # a custom function raised: an error value in CEL
+            raise PlanUnsupported(f"evaluation failed: {exc}") from None
+
+    def fold(self, e: Expr) -> Any:
+        value = self.evaluate(e)
+        if value.type() == cel.Type.ERROR:
+            raise PlanUnsupported(
+                f"a part of a condition that does not read the resource failed: {value.value()}"
+            )
+        return _literal(value.plain_value())
+
+    def root(self, e: Expr) -> Any:
+        """planner.go evaluateConditionExpression: a known expression is its boolean value
+        (anything else, errors included, is false); otherwise the residual expression."""
+        if self.known_attrs and self._has_given(e):
+            # Cerbos wraps given attributes in id() before evaluating, which turns has() on
+            # them into something else than a presence test; not reproduced.
+            raise PlanUnsupported("has() on a resource attribute given in the request")
+        if not self.unknown(e):
+            value = self.evaluate(e)
+            v = value.value()
+            return ("const", v is True) if isinstance(v, bool) else ("const", False)
+        return self.residual(e)
+
+    def residual(self, e: Expr) -> Any:
+        if not self.unknown(e):
+            return self.fold(e)
+        kind = e.WhichOneof("expr_kind")
+        if kind == "ident_expr":
+            return ("ident", e.ident_expr.name)
+        if kind == "select_expr":
+            s = e.select_expr
+            return ("select", self.residual(s.operand), s.field, s.test_only)
+        if kind == "list_expr":
+            return ("list", [self.residual(x) for x in e.list_expr.elements])
+        if kind == "struct_expr":
+            if e.struct_expr.message_name:
+                raise PlanUnsupported("message construction in a condition")
+            entries = []
+            for x in e.struct_expr.entries:
+                if not x.HasField("map_key"):
+                    raise PlanUnsupported("message field in a condition")
+                entries.append((self.residual(x.map_key), self.residual(x.value)))
+            return ("map", entries)
+        if kind == "comprehension_expr":
+            raise PlanUnsupported(
+                "a macro (exists, all, filter, map, ...) over resource attributes"
+            )
+        return self._call(e)
+
+    def _call(self, e: Expr) -> Any:
+        c = e.call_expr
+        fn = c.function
+        args = list(c.args)
+        if fn == "dyn" and len(args) == 1 and not c.HasField("target"):
+            return self.residual(args[0])  # Vigil's inlining wraps variables in dyn()
+        if fn == "_?_:_":
+            guarded = _has_guard(args)
+            if guarded is not None:
+                return self.residual(guarded)
+            cond = self.residual(args[0])
+            if cond[0] == "const" and isinstance(cond[1], bool):
+                return self.residual(args[1] if cond[1] else args[2])
+            return ("call", fn, None, [cond, self.residual(args[1]), self.residual(args[2])])
+        if fn in ("_&&_", "_||_"):
+            absorbing = fn == "_||_"  # true absorbs ||, false absorbs &&
+            left, right = self.residual(args[0]), self.residual(args[1])
+            for side, other in ((left, right), (right, left)):
+                if side[0] == "const" and isinstance(side[1], bool):
+                    return side if side[1] is absorbing else other
+            for side in (left, right):
+                if side[0] == "const":
+                    raise PlanUnsupported(f"a non-boolean operand of {fn}")
+            return ("call", fn, None, [left, right])
+        if fn == "!_":
+            inner = self.residual(args[0])
+            if inner[0] == "const" and isinstance(inner[1], bool):
+                return ("const", not inner[1])
+            return ("call", fn, None, [inner])
+        target = self.residual(c.target) if c.HasField("target") else None
+        return ("call", fn, target, [self.residual(a) for a in args])
+
+
+def _any_expr(msg: Any, pred: Any) -> bool:
+    """Whether `pred` holds for an `Expr` directly inside the AST message `msg`."""
+    for desc, value in msg.ListFields():
+        if desc.message_type is None:
+            continue
+        items = value if desc.is_repeated else [value]
+        for item in items:
+            if isinstance(item, syntax_pb2.Expr):
+                if pred(item):
+                    return True
+            elif _any_expr(item, pred):
+                return True
+    return False
+
+
+def _has_guard(args: Sequence[Expr]) -> Expr | None:
+    """The `has(x.f)` of Vigil's `(type(x) in [map, list] ? has(x.f) : false)` (presence.py),
+    when `x` is unknown: Cerbos's planner sees the plain `has(x.f)`."""
+    if len(args) != 3 or args[1].WhichOneof("expr_kind") != "select_expr":
+        return None
+    if not args[1].select_expr.test_only:
+        return None
+    c = args[0]
+    if c.WhichOneof("expr_kind") != "call_expr" or c.call_expr.function != "@in":
+        return None
+    t = c.call_expr.args[0]
+    if t.WhichOneof("expr_kind") != "call_expr" or t.call_expr.function != "type":
+        return None
+    return args[1]
+
+
+def _literal(v: Any) -> Any:
+    """A known value as cel-go's pruning writes it back into the expression."""
+    if v is None or isinstance(v, bool | int | float | str | bytes):
+        return ("const", v)
+    if isinstance(v, list | tuple):
+        return ("list", [_literal(x) for x in v])
+    if isinstance(v, Mapping):
+        return ("map", [(_literal(k), _literal(x)) for k, x in v.items()])
+    raise PlanUnsupported(f"a {type(v).__name__} value in a condition over the resource")
+
+
+# -- residual expression -> operand (ast.go buildExprImpl) ---------------------------------------
+
+
+def _value(v: Any) -> Any:
+    if isinstance(v, bytes):
+        import base64
+
+        return base64.b64encode(v).decode()
+    return v
+
+
+def _operand(r: Any, parent: Any = None) -> Operand:
+    kind = r[0]
+    if kind == "const":
+        return {"value": _value(r[1])}
+    if kind == "ident":
+        return {"variable": r[1]}
+    if kind == "select":
+        if r[3]:
+            return {"value": True}  # has(...): Cerbos's planner writes `true`
+        names = [r[2]]
+        cur = r[1]
+        while cur[0] == "select" and not cur[3]:
+            names.append(cur[2])
+            cur = cur[1]
+        if cur[0] == "ident":
+            names.append(cur[1])
+            return {"variable": ".".join(reversed(names))}
+        return _expr("get-field", [_operand(r[1], r), {"variable": r[2]}])
+    if kind == "call":
+        fn, target, args = r[1], r[2], r[3]
+        ops = [_operand(target, r)] if target is not None else []
+        ops += [_operand(a, r) for a in args]
+        return _expr(_OPERATORS.get(fn, fn), ops)
+    if kind == "list":
+        if all(x[0] == "const" for x in r[1]):
+            return {"value": [_value(x[1]) for x in r[1]]}
+        return _expr("list", [_operand(x, r) for x in r[1]])
+    if kind == "map":
+        in_rhs = parent is not None and parent[0] == "call" and parent[1] == "@in"
+        if in_rhs and len(parent[3]) == 2 and parent[3][1] is r:
+            return _operand(("list", _sorted_keys(r[1])), parent)
+        entries = [_expr("set-field", [_operand(k, r), _operand(v, r)]) for k, v in r[1]]
+        return _expr("struct", entries)
+    raise PlanUnsupported(f"unsupported residual {kind}")
+
+
+def _sorted_keys(entries: list[tuple[Any, Any]]) -> list[Any]:
+    """ast.go structKeys: keys ordered by their protobuf text form."""
+
+    def text(k: Any) -> str:
+        if k[0] != "const" or not isinstance(k[1], str | int) or isinstance(k[1], bool):
+            raise PlanUnsupported("a map with non-string keys tested with `in`")
+        if isinstance(k[1], str):
+            return "const_expr:{string_value:" + json.dumps(k[1]) + "}"
+        return f"const_expr:{{int64_value:{k[1]}}}"
+
+    return sorted((k for k, _ in entries), key=text)
+
+
+def _expr(op: str, operands: list[Operand]) -> Operand:
+    return {"expression": {"operator": op, "operands": operands}}
+
+
+def _convert(node: Node) -> Operand:
+    if node[0] == "expr":
+        return _operand(node[1])
+    return _expr(node[1], [_convert(n) for n in node[2]])
+
+
+# -- normalisation (ast.go normaliseFilter*, mutating in place as the Go code does) --------------
+
+
+def _bool_of(op: Operand | None) -> bool | None:
+    if op is not None and "value" in op and isinstance(op["value"], bool):
+        return bool(op["value"])
+    return None
+
+
+def _normalise(op: Operand) -> Operand:
+    if "expression" in op:
+        return _normalise_expr(op)
+    if "variable" in op:
+        op["variable"] = _expand_abbrev(op["variable"])
+    return op
+
+
+def _expand_abbrev(name: str) -> str:
+    if name == "R" or name.startswith("R."):
+        return "request.resource" + name[1:]
+    if name == "P" or name.startswith("P."):
+        return "request.principal" + name[1:]
+    return name
+
+
+def _normalise_in(expr: dict[str, Any]) -> Operand | None:
+    rhs = expr["operands"][1]
+    if "value" not in rhs:
+        return None
+    v = rhs["value"]
+    if isinstance(v, dict):
+        if not v:
+            return {"value": False}
+        if len(v) == 1:
+            expr["operator"] = "eq"
+            expr["operands"][1] = {"value": next(iter(v))}
+    elif isinstance(v, list):
+        if not v:
+            return {"value": False}
+        if len(v) == 1:
+            expr["operator"] = "eq"
+            expr["operands"][1] = {"value": v[0]}
+    else:
+        expr["operator"] = "eq"
+    return None
+
+
+def _normalise_expr(op: Operand) -> Operand:
+    expr = op["expression"]
+    operator = expr["operator"]
+    if operator == "in" and len(expr["operands"]) == 2:
+        s = _normalise_in(expr)
+        if s is not None:
+            return s
+    logical = operator in ("and", "or", "not")
+    seen: set[str] | None = set() if operator in ("and", "or") else None
+    out: list[Operand] = []
+    for child in expr["operands"]:
+        normal = _normalise(child)
+        if logical:
+            b = _bool_of(normal)
+            if b is not None:
+                if operator == "and" and b:
+                    continue
+                if operator == "or" and not b:
+                    continue
+                if operator == "and":
+                    return {"value": False}
+                if operator == "or":
+                    return {"value": True}
+        if seen is not None:
+            h = json.dumps(child, sort_keys=True)
+            if h in seen:
+                continue
+            seen.add(h)
+        out.append(normal)
+    if logical:
+        if not out:
+            if operator == "and":
+                return {"value": True}
+            if operator == "or":
+                return {"value": False}
+        elif len(out) == 1:
+            if operator in ("and", "or"):
+                return out[0]
+            b = _bool_of(out[0])
+            if b is not None:
+                return {"value": not b}
+    expr["operands"] = out
+    return op
+
+
+def to_filter(node: Node) -> dict[str, Any]:
+    """ast.go toFilter + normaliseFilter: the response's `filter`."""
+    cond = _normalise(_convert(node))
+    b = _bool_of(cond)
+    if b is True:
+        return {"kind": "KIND_ALWAYS_ALLOWED"}
+    if b is False:
+        return {"kind": "KIND_ALWAYS_DENIED"}
+    return {"kind": "KIND_CONDITIONAL", "condition": cond}
+
+
+def filter_debug(flt: dict[str, Any]) -> str:
+    """ast.go FilterToString."""
+    kind = flt["kind"]
+    if kind == "KIND_ALWAYS_ALLOWED":
+        return "(true)"
+    if kind == "KIND_ALWAYS_DENIED":
+        return "(false)"
+    return _debug(flt["condition"])
+
+
+def _debug(op: Operand) -> str:
+    if "expression" in op:
+        e = op["expression"]
+        return "(" + e["operator"] + " " + " ".join(_debug(o) for o in e["operands"]) + ")"
+    if "value" in op:
+        return json.dumps(op["value"], separators=(",", ":"), ensure_ascii=False)
+    return str(op["variable"])
+
+
+def _merge_with_and(filters: list[dict[str, Any]]) -> dict[str, Any]:
+    """The filters of several actions: all must hold."""
+    if len(filters) == 1:
+        return filters[0]
+    if any(f["kind"] == "KIND_ALWAYS_DENIED" for f in filters):
+        return {"kind": "KIND_ALWAYS_DENIED"}
+    conds = [f["condition"] for f in filters if f["kind"] == "KIND_CONDITIONAL"]
+    if not conds:
+        return {"kind": "KIND_ALWAYS_ALLOWED"}
+    if len(conds) == 1:
+        return {"kind": "KIND_CONDITIONAL", "condition": conds[0]}
+    return {"kind": "KIND_CONDITIONAL", "condition": _normalise(_expr("and", conds))}
+
+
+# -- the rule walk (planner.go EvaluateRuleTableQueryPlan) ---------------------------------------
+
+
+@dataclass
+class ActionPlan:
+    allow: list[Node]
+    deny: list[Node]
+    scope: str
+    matched: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not self.allow and not self.deny
+
+    def to_ast(self) -> Node:
+        a, d = self.allow, self.deny
+        if not a:
+            if not d:
+                return FALSE
+            return d[0] if len(d) == 1 else _lo("and", list(d))
+        if len(a) == 1:
+            return a[0] if not d else _lo("and", [*d, a[0]])
+        allow = _lo("or", list(a))
+        return allow if not d else _lo("and", [*d, allow])
+
+
+class Planner:
+    """Plans for one compiled bundle (`PolicyEngine`)."""
+
+    def __init__(self, engine: PolicyEngine) -> None:
+        self.engine = engine
+        self._parsed: dict[str, Expr] = {}
+
+    def _expr(self, source: str) -> Expr:
+        e = self._parsed.get(source)
+        if e is None:
+            if len(self._parsed) > 10_000:
+                self._parsed.clear()
+            e = self._parsed[source] = _parse(self.engine._env, source)
+        return e
+
+    def _refuse_unsupported(self, principal: Mapping[str, Any], kind: str, version: str) -> None:
+        eng = self.engine
+        if eng._schemas is not None and eng._schemas.active:
+            raise PlanUnsupported("schema validation in plans is not supported")
+        if eng._lenient:
+            raise PlanUnsupported("lenient scope search in plans is not supported")
+        pid = principal["id"]
+        if any(k[0] == pid for k in eng._principals):
+            raise PlanUnsupported(f"principal policies (principal {pid!r}) in plans")
+        roles = set(principal["roles"])
+        if any(k[0] in roles for k in eng._roles):
+            raise PlanUnsupported("role policies in plans")
+        del kind, version
+
+    def plan(
+        self,
+        principal: Mapping[str, Any],
+        resource: Mapping[str, Any],
+        actions: Sequence[str],
+        aux_data: Mapping[str, Any] | None,
+        now: dt.datetime | None,
+    ) -> tuple[dict[str, Any], dict[str, str], bool]:
+        """(filter, matched scope per action, no policy matched at all). Raises
+        `PlanUnsupported`."""
+        eng = self.engine
+        kind = resource["kind"]
+        version = resource.get("policyVersion") or eng._default_version
+        scope = lookup_scope(resource.get("scope"))
+        self._refuse_unsupported(principal, kind, version)
+        chain = eng._chains.get((kind, version, scope), ())
+        for pol in chain:
+            if eng._scope_perms.get(pol.scope) == REQUIRE_PARENTAL_CONSENT:
+                raise PlanUnsupported("SCOPE_PERMISSIONS_REQUIRE_PARENTAL_CONSENT_FOR_ALLOWS")
+        attrs = resource.get("attr") or {}
+        probe = {"kind": kind, "id": "", "attr": attrs, "scope": scope, "policyVersion": ""}
+        roles = list(principal.get("roles") or ())
+        st = _Check(eng, principal, probe, aux_data, kind, version, scope, roles, now, None)
+        partial = _Partial(eng._env, st.activation(None, True), frozenset(attrs))
+        plans = [self._action(chain, roles, action, partial) for action in actions]
+        # the stock PDP merges the actions' filters in action-name order
+        ordered = sorted(zip(actions, plans, strict=True), key=lambda ap: ap[0])
+        filters = [to_filter(p.to_ast()) for _, p in ordered]
+        scopes = {a: p.scope for a, p in zip(actions, plans, strict=True)}
+        return _merge_with_and(filters), scopes, not any(p.matched for p in plans)
+
+    def _condition(self, cond: Condition | None, partial: _Partial) -> Node:
+        """planner.go evaluateCondition."""
+        if cond is None:
+            return TRUE
+        if cond.uses_runtime:
+            raise PlanUnsupported("runtime.effectiveDerivedRoles in a condition")
+        if cond.op == "expr":
+            return ("expr", partial.root(self._expr(cond.source)))
+        nodes: list[Node] = []
+        for child in cond.children:
+            node = self._condition(child, partial)
+            b = _const_bool(node)
+            if cond.op == "any":
+                if b is True:
+                    return TRUE
+                if b is None:
+                    nodes.append(node)
+            elif cond.op == "all":
+                if b is False:
+                    return FALSE
+                if b is None:
+                    nodes.append(node)
+            else:  # none
+                if b is True:
+                    return FALSE
+                if b is None:
+                    nodes.append(_invert(node))
+        if not nodes:
+            return FALSE if cond.op == "any" else TRUE
+        if len(nodes) == 1:
+            return nodes[0]
+        return _lo("or" if cond.op == "any" else "and", nodes)
+
+    def _row(self, rule: Rule, dr: DerivedRole | None, partial: _Partial) -> Node:
+        node = self._condition(rule.condition, partial)
+        if dr is not None:
+            dr_node = self._condition(dr.condition, partial)
+            node = dr_node if rule.condition is None else _lo("and", [node, dr_node])
+        return node
+
+    def _action(
+        self, chain: Sequence[ResourcePolicy], roles: list[str], action: str, partial: _Partial
+    ) -> ActionPlan:
+        """One action, as the 0.55 rule-table planner: per role, the scopes from the resource's
+        up to the root until one has a row; a constant-true DENY of a role makes that role's
+        ALLOW false; an unconditional ALLOW of a role decides; then NOT(deny) AND allow."""
+        result = ActionPlan([], [], "")
+        allow: Node | None = None
+        deny: Node | None = None
+        for role in roles:
+            role_allow: Node | None = None
+            role_deny: Node | None = None
+            for level in chain:
+                scope_allow: Node | None = None
+                scope_deny: Node | None = None
+                for rule, dr in level.bindings(action, role):
+                    node = self._row(rule, dr, partial)
+                    if rule.effect == "EFFECT_ALLOW":
+                        scope_allow = _add(scope_allow, node, "or")
+                    elif _const_bool(node) is not False:  # a DENY that never applies
+                        scope_deny = _add(scope_deny, node, "or")
+                role_deny = _add(role_deny, scope_deny, "or")
+                role_allow = _add(role_allow, scope_allow, "or")
+                if scope_deny is not None or scope_allow is not None:
+                    result.scope = level.scope  # OVERRIDE_PARENT (consent refused above)
+                    break
+            if role_deny is not None and _const_bool(role_deny) is True:
+                role_allow, role_deny = FALSE, None
+            elif role_allow is not None and role_deny is None and _const_bool(role_allow) is True:
+                allow, deny = role_allow, None
+                break
+            allow = _add(allow, role_allow, "or")
+            deny = _add(deny, role_deny, "or")
+        root = allow
+        if deny is not None:
+            inv = _invert(deny)
+            root = inv if root is None else _mk(("lo", "and", [inv, root]))
+        if root is not None:
+            result.matched = True
+            if allow is None:
+                result.deny = [FALSE]
+            else:
+                result.allow = [root]
+        return result
+
+
+def _key(node: Node) -> str:
+    return json.dumps(node, default=repr)
+
+
+def _mk(node: Node) -> Node:
+    """MkOrNode / MkAndNode: duplicates dropped, one operand is itself."""
+    unique: list[Node] = []
+    seen: set[str] = set()
+    for n in node[2]:
+        k = _key(n)
+        if k not in seen:
+            seen.add(k)
+            unique.append(n)
+    return unique[0] if len(unique) == 1 else ("lo", node[1], unique)
+
+
+def _add(cur: Node | None, new: Node | None, op: str) -> Node | None:
+    if new is None:
+        return cur
+    if cur is None:
+        return new
+    return _mk(("lo", op, [cur, new]))
+
+
+_PLANNERS: weakref.WeakKeyDictionary[PolicyEngine, Planner] = weakref.WeakKeyDictionary()
+
+
+def planner_for(engine: PolicyEngine) -> Planner:
+    """The engine's planner (parsed expressions are cached per bundle)."""
+    found = _PLANNERS.get(engine)
+    if found is None:
+        found = _PLANNERS[engine] = Planner(engine)
+    return found
+
+
+def plan_response(
+    engine: PolicyEngine,
+    request: Mapping[str, Any],
+    principal: Mapping[str, Any],
+    call_id: str,
+    *,
+    plural: bool,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """The PlanResources response for a request parsed by `api.parse_plan_request`, with
+    `principal` as the policies see it. Raises `PlanUnsupported`."""
+    resource = request["resource"]
+    actions: list[str] = request["actions"]
+    flt, scopes, no_match = planner_for(engine).plan(
+        principal, resource, actions, request["aux"], now
+    )
+    out: dict[str, Any] = {}
+    if request["request_id"]:
+        out["requestId"] = request["request_id"]
+    if plural:
+        out["actions"] = actions
+    else:
+        out["action"] = actions[0]
+    out["resourceKind"] = resource["kind"]
+    if resource["policyVersion"]:
+        out["policyVersion"] = resource["policyVersion"]
+    out["filter"] = flt
+    if request["include_meta"]:
+        meta: dict[str, Any] = {"filterDebug": "NO_MATCH" if no_match else filter_debug(flt)}
+        if plural:
+            meta["matchedScopes"] = scopes
+        elif scopes[actions[0]]:
+            meta["matchedScope"] = scopes[actions[0]]
+        out["meta"] = meta
+    out["cerbosCallId"] = call_id
+    return out
+
+
+UNIMPLEMENTED = 12  # gRPC status of a plan the planner refuses (HTTP 501)
+
+
+def plan_resources(
+    engine: PolicyEngine,
+    body: Any,
+    *,
+    call_id: str = "",
+    now: dt.datetime | None = None,
+    unverified_jwt: bool = False,
+) -> dict[str, Any]:
+    """A PlanResources request body -> the Cerbos response, the principal as sent (what
+    ``vigil policy plan`` answers). Raises `RequestError` (code 12 for a refused plan)."""
+    from .api import RequestError, parse_plan_request
+
+    req = parse_plan_request(body, unverified_jwt=unverified_jwt)
+    plural = bool(isinstance(body, dict) and body.get("actions"))
+    try:
+        return plan_response(engine, req, req["principal"], call_id, plural=plural, now=now)
+    except PlanUnsupported as exc:
+        raise RequestError(f"cannot plan: {exc}", code=UNIMPLEMENTED) from None
+
+
+__all__ = [
+    "PlanUnsupported",
+    "Planner",
+    "filter_debug",
+    "plan_resources",
+    "plan_response",
+    "planner_for",
+    "to_filter",
+]
