@@ -21,6 +21,7 @@ What the planner does not reproduce is refused with `PlanUnsupported` (the HTTP 
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import weakref
@@ -33,6 +34,7 @@ from google.api.expr.v1alpha1 import syntax_pb2
 from google.api.expr.v1alpha1.syntax_pb2 import Expr
 from google.protobuf import any_pb2
 
+from .api import RequestError, parse_plan_request, to_json_value
 from .compiler import REQUIRE_PARENTAL_CONSENT
 from .engine import PolicyEngine, _Check, lookup_scope
 from .model import Condition, DerivedRole, ResourcePolicy, Rule
@@ -126,6 +128,8 @@ class _Partial:
     activation: Any
     known_attrs: frozenset[str]
     cache: dict[bytes, Any] = field(default_factory=dict)
+    #: iteration variables of the macros being planned (unknown inside their bodies)
+    lambda_vars: frozenset[str] = frozenset()
 
     def _resource_known(self, rest: list[str]) -> bool:
         if rest in (["kind"], ["scope"]):
@@ -137,10 +141,15 @@ class _Partial:
         if kind == "const_expr":
             return False
         if kind == "ident_expr":
-            return e.ident_expr.name in ("R", "request") and e.ident_expr.name not in bound
+            name = e.ident_expr.name
+            return name not in bound and (name in ("R", "request") or name in self.lambda_vars)
         if kind == "select_expr":
+            if self._has_given(e):
+                return True  # see `residual`
             parts = _chain(e)
             if parts is not None and parts[0] not in bound:
+                if parts[0] in self.lambda_vars:
+                    return True
                 if parts[0] == "R":
                     return not self._resource_known(parts[1:])
                 if parts[0] == "request" and parts[1] == "resource":
@@ -171,17 +180,15 @@ class _Partial:
         raise PlanUnsupported(f"unsupported CEL expression kind {kind}")
 
     def _has_given(self, e: Expr) -> bool:
-        """Whether `e` tests `has(R.attr.k)` for an attribute `k` given in the request."""
-        if e.WhichOneof("expr_kind") == "select_expr" and e.select_expr.test_only:
-            path = [*(_chain(e.select_expr.operand) or []), e.select_expr.field]
-            rest: list[str] = []
-            if path[:1] == ["R"]:
-                rest = path[1:]
-            elif path[:2] == ["request", "resource"]:
-                rest = path[2:]
-            if len(rest) >= 2 and rest[0] == "attr" and rest[1] in self.known_attrs:
-                return True
-        return _any_expr(e, self._has_given)
+        """Whether `e` is `has(R.attr.k)` for an attribute `k` given in the request. The stock
+        planner wraps given attributes in an identity call before evaluating, which makes this
+        presence test an error (measured: it acts as an error beside constants, and vanishes
+        beside unknown parts)."""
+        if e.WhichOneof("expr_kind") != "select_expr" or not e.select_expr.test_only:
+            return False
+        if e.select_expr.field not in self.known_attrs:
+            return False
+        return _chain(e.select_expr.operand) in (["R", "attr"], ["request", "resource", "attr"])
 
     def evaluate(self, e: Expr) -> Any:
         """The value of a known subexpression, by the checks' CEL runtime (a `cel.Value`)."""
@@ -199,23 +206,20 @@ class _Partial:
     def fold(self, e: Expr) -> Any:
         value = self.evaluate(e)
         if value.type() == cel.Type.ERROR:
-            raise PlanUnsupported(
-                f"a part of a condition that does not read the resource failed: {value.value()}"
-            )
+            return ("error", str(value.value()), False)
         return _literal(value.plain_value())
 
     def root(self, e: Expr) -> Any:
         """planner.go evaluateConditionExpression: a known expression is its boolean value
         (anything else, errors included, is false); otherwise the residual expression."""
-        if self.known_attrs and self._has_given(e):
-            # Cerbos wraps given attributes in id() before evaluating, which turns has() on
-            # them into something else than a presence test; not reproduced.
-            raise PlanUnsupported("has() on a resource attribute given in the request")
         if not self.unknown(e):
             value = self.evaluate(e)
             v = value.value()
             return ("const", v is True) if isinstance(v, bool) else ("const", False)
-        return self.residual(e)
+        r = self.residual(e)
+        if r[0] == "error" or (r[0] == "const" and not isinstance(r[1], bool)):
+            return ("const", False)
+        return r
 
     def residual(self, e: Expr) -> Any:
         if not self.unknown(e):
@@ -224,10 +228,16 @@ class _Partial:
         if kind == "ident_expr":
             return ("ident", e.ident_expr.name)
         if kind == "select_expr":
+            if self._has_given(e):
+                return ("error", "has() on a given resource attribute", True)
             s = e.select_expr
-            return ("select", self.residual(s.operand), s.field, s.test_only)
+            operand = self.residual(s.operand)
+            if operand[0] == "error":
+                return operand
+            return ("select", operand, s.field, s.test_only)
         if kind == "list_expr":
-            return ("list", [self.residual(x) for x in e.list_expr.elements])
+            items = [self.residual(x) for x in e.list_expr.elements]
+            return _first_error(items) or ("list", items)
         if kind == "struct_expr":
             if e.struct_expr.message_name:
                 raise PlanUnsupported("message construction in a condition")
@@ -236,12 +246,65 @@ class _Partial:
                 if not x.HasField("map_key"):
                     raise PlanUnsupported("message field in a condition")
                 entries.append((self.residual(x.map_key), self.residual(x.value)))
-            return ("map", entries)
+            return _first_error([r for kv in entries for r in kv]) or ("map", entries)
         if kind == "comprehension_expr":
-            raise PlanUnsupported(
-                "a macro (exists, all, filter, map, ...) over resource attributes"
-            )
+            return self._lambda(e)
         return self._call(e)
+
+    def _lambda(self, e: Expr) -> Any:
+        """A macro over an unknown range as Cerbos's `lambda` operand (lambda.go): the loop
+        step's predicate (or mapped value) is planned with the iteration variable unknown."""
+        c = e.comprehension_expr
+        if not self.unknown(c.iter_range):
+            raise PlanUnsupported(
+                "a macro over a known range whose body reads the resource (the stock planner "
+                "unrolls it)"
+            )
+        if c.iter_var2:
+            raise PlanUnsupported("two-variable macros")
+        step = c.loop_step
+        if step.WhichOneof("expr_kind") != "call_expr":
+            raise PlanUnsupported("an unexpected macro shape")
+        fn = step.call_expr.function
+        args = list(step.call_expr.args)
+        first = args[0] if args else None
+        index = (
+            1
+            if first is not None
+            and first.WhichOneof("expr_kind") == "ident_expr"
+            and first.ident_expr.name == c.accu_var
+            else 0
+        )
+        inner = _Partial(
+            self.env, self.activation, self.known_attrs, self.cache, self.lambda_vars | {c.iter_var}
+        )
+        body = inner.residual(args[index])
+        if fn == "_&&_":
+            op = "all"
+        elif fn == "_||_":
+            op = "exists"
+        elif fn == "_+_":
+            op = "map"
+            elements = body[1] if body[0] == "list" else []
+            if not elements:
+                raise PlanUnsupported("an unexpected map macro shape")
+            body = elements[0]
+        elif fn == "_?_:_":
+            init = c.accu_init.WhichOneof("expr_kind")
+            if init == "const_expr":
+                op = "exists_one"
+            elif init == "list_expr":
+                added = args[1].call_expr.args[1].list_expr.elements
+                if not added or added[0].WhichOneof("expr_kind") == "call_expr":
+                    raise PlanUnsupported("map() with a filter predicate")
+                op = "filter"
+            else:
+                raise PlanUnsupported("an unexpected macro shape")
+        else:
+            raise PlanUnsupported(f"an unexpected macro step {fn}")
+        if body[0] in ("error", "const"):
+            raise PlanUnsupported("a macro whose body does not depend on its variable")
+        return ("lambda", op, self.residual(c.iter_range), body, c.iter_var)
 
     def _call(self, e: Expr) -> Any:
         c = e.call_expr
@@ -254,15 +317,29 @@ class _Partial:
             if guarded is not None:
                 return self.residual(guarded)
             cond = self.residual(args[0])
+            if cond[0] == "error":
+                return cond
             if cond[0] == "const" and isinstance(cond[1], bool):
                 return self.residual(args[1] if cond[1] else args[2])
-            return ("call", fn, None, [cond, self.residual(args[1]), self.residual(args[2])])
+            branches = [self.residual(args[1]), self.residual(args[2])]
+            if _first_error(branches):
+                raise PlanUnsupported("an erroring branch of a conditional over the resource")
+            return ("call", fn, None, [cond, *branches])
         if fn in ("_&&_", "_||_"):
             absorbing = fn == "_||_"  # true absorbs ||, false absorbs &&
             left, right = self.residual(args[0]), self.residual(args[1])
             for side, other in ((left, right), (right, left)):
                 if side[0] == "const" and isinstance(side[1], bool):
                     return side if side[1] is absorbing else other
+            for side, other in ((left, right), (right, left)):
+                if side[0] == "error":
+                    if side[2] and other[0] != "error":
+                        return other
+                    raise PlanUnsupported(
+                        "a part of a condition that does not read the resource fails beside "
+                        f"one that does ({side[1]}); the stock planner's answer then depends "
+                        "on Go map order"
+                    )
             for side in (left, right):
                 if side[0] == "const":
                     raise PlanUnsupported(f"a non-boolean operand of {fn}")
@@ -271,9 +348,42 @@ class _Partial:
             inner = self.residual(args[0])
             if inner[0] == "const" and isinstance(inner[1], bool):
                 return ("const", not inner[1])
+            if inner[0] == "error":
+                return inner
             return ("call", fn, None, [inner])
         target = self.residual(c.target) if c.HasField("target") else None
-        return ("call", fn, target, [self.residual(a) for a in args])
+        operands = [self.residual(a) for a in args]
+        found = _first_error([target, *operands] if target is not None else operands)
+        return found or ("call", fn, target, operands)
+
+
+def _first_error(items: Sequence[Any]) -> Any:
+    """cel-go's strict calls (lists, maps): the first argument that is an error or unknown
+    decides. An error first makes the whole an error; an unknown first keeps the erroring
+    argument in the residual, printed from a Go map (its order varies): refused."""
+    unknown = False
+    for item in items:
+        if item[0] == "error":
+            if unknown:
+                raise PlanUnsupported(
+                    "a part of a condition that does not read the resource fails beside one "
+                    f"that does ({item[1]}); the stock planner's answer then depends on Go map "
+                    "order"
+                )
+            return item
+        if item[0] not in ("const", "list", "map") or not _is_constant(item):
+            unknown = True
+    return None
+
+
+def _is_constant(r: Any) -> bool:
+    if r[0] == "const":
+        return True
+    if r[0] == "list":
+        return all(_is_constant(x) for x in r[1])
+    if r[0] == "map":
+        return all(_is_constant(k) and _is_constant(v) for k, v in r[1])
+    return False
 
 
 def _any_expr(msg: Any, pred: Any) -> bool:
@@ -315,18 +425,28 @@ def _literal(v: Any) -> Any:
         return ("list", [_literal(x) for x in v])
     if isinstance(v, Mapping):
         return ("map", [(_literal(k), _literal(x)) for k, x in v.items()])
+    if isinstance(v, dt.datetime):
+        return ("call", "timestamp", None, [("const", _rfc3339(v))])
     raise PlanUnsupported(f"a {type(v).__name__} value in a condition over the resource")
+
+
+def _rfc3339(t: dt.datetime) -> str:
+    """Go's time.RFC3339Nano in UTC (how cel-go writes a known timestamp back)."""
+    t = t.astimezone(dt.UTC) if t.tzinfo is not None else t
+    text = t.strftime("%Y-%m-%dT%H:%M:%S")
+    if t.microsecond:
+        text += "." + f"{t.microsecond:06d}".rstrip("0")
+    return text + "Z"
 
 
 # -- residual expression -> operand (ast.go buildExprImpl) ---------------------------------------
 
 
 def _value(v: Any) -> Any:
+    """A constant as protojson writes a `google.protobuf.Value` (integral doubles as `5`)."""
     if isinstance(v, bytes):
-        import base64
-
         return base64.b64encode(v).decode()
-    return v
+    return to_json_value(v)
 
 
 def _operand(r: Any, parent: Any = None) -> Operand:
@@ -362,6 +482,12 @@ def _operand(r: Any, parent: Any = None) -> Operand:
             return _operand(("list", _sorted_keys(r[1])), parent)
         entries = [_expr("set-field", [_operand(k, r), _operand(v, r)]) for k, v in r[1]]
         return _expr("struct", entries)
+    if kind == "lambda":
+        _, op, rng, body, var = r
+        body_op = _operand(body, r)
+        if "value" in body_op:
+            raise PlanUnsupported("a macro whose body does not depend on its variable")
+        return _expr(op, [_operand(rng, r), _expr("lambda", [body_op, {"variable": var}])])
     raise PlanUnsupported(f"unsupported residual {kind}")
 
 
@@ -782,7 +908,6 @@ def plan_resources(
 ) -> dict[str, Any]:
     """A PlanResources request body -> the Cerbos response, the principal as sent (what
     ``vigil policy plan`` answers). Raises `RequestError` (code 12 for a refused plan)."""
-    from .api import RequestError, parse_plan_request
 
     req = parse_plan_request(body, unverified_jwt=unverified_jwt)
     plural = bool(isinstance(body, dict) and body.get("actions"))
