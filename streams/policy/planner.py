@@ -35,9 +35,9 @@ from google.api.expr.v1alpha1.syntax_pb2 import Expr
 from google.protobuf import any_pb2
 
 from .api import RequestError, parse_plan_request, to_json_value
-from .compiler import REQUIRE_PARENTAL_CONSENT
+from .compiler import OVERRIDE_PARENT, REQUIRE_PARENTAL_CONSENT
 from .engine import PolicyEngine, _Check, lookup_scope
-from .model import Condition, DerivedRole, ResourcePolicy, Rule
+from .model import Condition, DerivedRole, PrincipalPolicy, ResourcePolicy, Rule
 
 Operand = dict[str, Any]  # {"expression": {...}} | {"variable": str} | {"value": Any}
 
@@ -480,6 +480,11 @@ def _operand(r: Any, parent: Any = None) -> Operand:
         in_rhs = parent is not None and parent[0] == "call" and parent[1] == "@in"
         if in_rhs and len(parent[3]) == 2 and parent[3][1] is r:
             return _operand(("list", _sorted_keys(r[1])), parent)
+        if len(r[1]) > 1 and _is_constant(r):
+            raise PlanUnsupported(
+                "a known map of several entries in a condition over the resource (the stock "
+                "planner writes it in Go map order)"
+            )
         entries = [_expr("set-field", [_operand(k, r), _operand(v, r)]) for k, v in r[1]]
         return _expr("struct", entries)
     if kind == "lambda":
@@ -506,6 +511,17 @@ def _sorted_keys(entries: list[tuple[Any, Any]]) -> list[Any]:
 
 def _expr(op: str, operands: list[Operand]) -> Operand:
     return {"expression": {"operator": op, "operands": operands}}
+
+
+def _omit_empty(op: Operand) -> Operand:
+    """protojson leaves out an empty repeated field: `{"operator": "struct"}`."""
+    if "expression" in op:
+        e = op["expression"]
+        for child in e["operands"]:
+            _omit_empty(child)
+        if not e["operands"]:
+            del e["operands"]
+    return op
 
 
 def _convert(node: Node) -> Operand:
@@ -630,7 +646,7 @@ def filter_debug(flt: dict[str, Any]) -> str:
 def _debug(op: Operand) -> str:
     if "expression" in op:
         e = op["expression"]
-        return "(" + e["operator"] + " " + " ".join(_debug(o) for o in e["operands"]) + ")"
+        return "(" + e["operator"] + " " + " ".join(_debug(o) for o in e.get("operands", ())) + ")"
     if "value" in op:
         return json.dumps(op["value"], separators=(",", ":"), ensure_ascii=False)
     return str(op["variable"])
@@ -647,6 +663,8 @@ def _merge_with_and(filters: list[dict[str, Any]]) -> dict[str, Any]:
         return {"kind": "KIND_ALWAYS_ALLOWED"}
     if len(conds) == 1:
         return {"kind": "KIND_CONDITIONAL", "condition": conds[0]}
+    # measured: the stock PDP orders them by their debug rendering
+    conds.sort(key=_debug)
     return {"kind": "KIND_CONDITIONAL", "condition": _normalise(_expr("and", conds))}
 
 
@@ -682,6 +700,7 @@ class Planner:
     def __init__(self, engine: PolicyEngine) -> None:
         self.engine = engine
         self._parsed: dict[str, Expr] = {}
+        self._scope_perms: dict[str, str] = {}
 
     def _expr(self, source: str) -> Expr:
         e = self._parsed.get(source)
@@ -691,19 +710,84 @@ class Planner:
             e = self._parsed[source] = _parse(self.engine._env, source)
         return e
 
-    def _refuse_unsupported(self, principal: Mapping[str, Any], kind: str, version: str) -> None:
+    def _refuse_unsupported(self, principal: Mapping[str, Any]) -> None:
         eng = self.engine
         if eng._schemas is not None and eng._schemas.active:
-            raise PlanUnsupported("schema validation in plans is not supported")
+            raise PlanUnsupported("schema validation in plans")
         if eng._lenient:
-            raise PlanUnsupported("lenient scope search in plans is not supported")
-        pid = principal["id"]
-        if any(k[0] == pid for k in eng._principals):
-            raise PlanUnsupported(f"principal policies (principal {pid!r}) in plans")
-        roles = set(principal["roles"])
-        if any(k[0] in roles for k in eng._roles):
+            raise PlanUnsupported("lenient scope search in plans")
+        if eng._roles:
             raise PlanUnsupported("role policies in plans")
-        del kind, version
+
+    def _declared_perms(self, scope: str) -> str:
+        """The scope permissions the stock planner sees for `scope`: as written in the
+        policies there (unset is not OVERRIDE_PARENT for it, unlike for checks; measured)."""
+        if not scope:
+            return ""
+        found = self._scope_perms.get(scope)
+        if found is None:
+            eng = self.engine
+            values = {
+                p.declared_scope_permissions
+                for p in [*eng._policies.values(), *eng._principals.values()]
+                if p.scope == scope
+            }
+            if len(values) > 1:
+                found = "ambiguous"
+            else:
+                found = next(iter(values), "")
+            self._scope_perms[scope] = found
+        if found == "ambiguous":
+            raise PlanUnsupported(f"policies of scope {scope!r} disagree on scopePermissions")
+        return found
+
+    def _any_scope(self, principal: Mapping[str, Any], scope: str) -> bool:
+        """Whether the principal's or the resource's scope chain has any level (measured: the
+        stock PDP leaves `matchedScopes` out exactly when both are empty)."""
+        eng = self.engine
+        pscope = lookup_scope(principal.get("scope"))
+        return bool(
+            eng._scopes(scope, eng._resource_scopes) or eng._scopes(pscope, eng._principal_scopes)
+        )
+
+    def _levels(
+        self, principal: Mapping[str, Any], kind: str, version: str, scope: str
+    ) -> list[tuple[str, ResourcePolicy | None, PrincipalPolicy | None]]:
+        """The scope walk: (scope, resource policy there, principal policy there), from the
+        request's scope up to the root (Cerbos's GetAllScopes, per policy type)."""
+        eng = self.engine
+        rscopes = eng._scopes(scope, eng._resource_scopes)
+        pid = principal.get("id", "")
+        pversion = principal.get("policyVersion") or eng._default_version
+        pscopes = eng._scopes(lookup_scope(principal.get("scope")), eng._principal_scopes)
+        owned = [s for s in pscopes if (pid, pversion, s) in eng._principals]
+        if pversion != version:
+            owned = []  # measured: the planner takes rows of the resource's version only
+        if not rscopes:
+            # a resource scope no policy uses: measured, the stock planner still applies the
+            # principal's root policy when no ancestor scope is used either; otherwise its
+            # walk is not reproduced
+            parts = scope.split(".")
+            if any(".".join(parts[:n]) in eng._resource_scopes for n in range(1, len(parts))):
+                raise PlanUnsupported(f"resource scope {scope!r} has no policies of its own")
+            if owned == [""] and pscopes == [""]:
+                return [("", None, eng._principals[(pid, pversion, "")])]
+            if owned:
+                raise PlanUnsupported("principal policies with scoped requests")
+            return []
+        if rscopes != [""]:
+            # measured: the stock planner's scope walk (which scopes' rows it combines, and
+            # which scope it reports) does not follow the documented scopePermissions
+            # semantics that checks use; not reproduced yet
+            raise PlanUnsupported(f"scoped resource policies (scope {scope!r})")
+        if owned:
+            if pscopes != [""] or rscopes != [""]:
+                # Cerbos walks a combination of both scope chains (CombineScopes), which
+                # Vigil does not reproduce for scoped principal or resource requests
+                raise PlanUnsupported("principal policies with scoped requests")
+            pp = eng._principals[(pid, pversion, "")]
+            return [("", eng._policies.get((kind, version, "")), pp)]
+        return [(s, eng._policies.get((kind, version, s)), None) for s in rscopes]
 
     def plan(
         self,
@@ -719,22 +803,22 @@ class Planner:
         kind = resource["kind"]
         version = resource.get("policyVersion") or eng._default_version
         scope = lookup_scope(resource.get("scope"))
-        self._refuse_unsupported(principal, kind, version)
-        chain = eng._chains.get((kind, version, scope), ())
-        for pol in chain:
-            if eng._scope_perms.get(pol.scope) == REQUIRE_PARENTAL_CONSENT:
-                raise PlanUnsupported("SCOPE_PERMISSIONS_REQUIRE_PARENTAL_CONSENT_FOR_ALLOWS")
+        self._refuse_unsupported(principal)
+        levels = self._levels(principal, kind, version, scope)
         attrs = resource.get("attr") or {}
         probe = {"kind": kind, "id": "", "attr": attrs, "scope": scope, "policyVersion": ""}
         roles = list(principal.get("roles") or ())
         st = _Check(eng, principal, probe, aux_data, kind, version, scope, roles, now, None)
         partial = _Partial(eng._env, st.activation(None, True), frozenset(attrs))
-        plans = [self._action(chain, roles, action, partial) for action in actions]
-        # the stock PDP merges the actions' filters in action-name order
-        ordered = sorted(zip(actions, plans, strict=True), key=lambda ap: ap[0])
-        filters = [to_filter(p.to_ast()) for _, p in ordered]
+        plans = [self._action(levels, roles, action, kind, partial) for action in actions]
+        filters = [to_filter(p.to_ast()) for p in plans]
         scopes = {a: p.scope for a, p in zip(actions, plans, strict=True)}
-        return _merge_with_and(filters), scopes, not any(p.matched for p in plans)
+        if not self._any_scope(principal, scope):
+            scopes = {}  # the stock PDP's early "no candidate rows" answer has none
+        merged = _merge_with_and(filters)
+        if "condition" in merged:
+            _omit_empty(merged["condition"])
+        return merged, scopes, not any(p.matched for p in plans)
 
     def _condition(self, cond: Condition | None, partial: _Partial) -> Node:
         """planner.go evaluateCondition."""
@@ -777,48 +861,84 @@ class Planner:
         return node
 
     def _action(
-        self, chain: Sequence[ResourcePolicy], roles: list[str], action: str, partial: _Partial
+        self,
+        levels: Sequence[tuple[str, Any, Any]],
+        roles: list[str],
+        action: str,
+        kind: str,
+        partial: _Partial,
     ) -> ActionPlan:
-        """One action, as the 0.55 rule-table planner: per role, the scopes from the resource's
-        up to the root until one has a row; a constant-true DENY of a role makes that role's
-        ALLOW false; an unconditional ALLOW of a role decides; then NOT(deny) AND allow."""
+        """One action, as the 0.55 rule-table planner: resource policies, then principal
+        policies. Per role, the rows of every scope from the request's up to the root are
+        OR-ed (the matched scope is the last OVERRIDE_PARENT scope with a row); a
+        constant-true DENY of a role makes that role's ALLOW false; an unconditional ALLOW of
+        a role decides; then NOT(deny) AND allow."""
+        eng = self.engine
         result = ActionPlan([], [], "")
-        allow: Node | None = None
-        deny: Node | None = None
-        for role in roles:
-            role_allow: Node | None = None
-            role_deny: Node | None = None
-            for level in chain:
-                scope_allow: Node | None = None
-                scope_deny: Node | None = None
-                for rule, dr in level.bindings(action, role):
-                    node = self._row(rule, dr, partial)
-                    if rule.effect == "EFFECT_ALLOW":
-                        scope_allow = _add(scope_allow, node, "or")
-                    elif _const_bool(node) is not False:  # a DENY that never applies
-                        scope_deny = _add(scope_deny, node, "or")
-                role_deny = _add(role_deny, scope_deny, "or")
-                role_allow = _add(role_allow, scope_allow, "or")
-                if scope_deny is not None or scope_allow is not None:
-                    result.scope = level.scope  # OVERRIDE_PARENT (consent refused above)
+        root: Node | None = None
+        has_allow = False
+        for pt in ("resource", "principal"):
+            type_allow: Node | None = None
+            type_deny: Node | None = None
+            for i, role in enumerate(roles):
+                if i > 0 and pt == "principal":
+                    break  # principal rows are role agnostic
+                role_allow: Node | None = None
+                role_deny: Node | None = None
+                pending = False
+                for scope, rpol, ppol in levels:
+                    scope_allow: Node | None = None
+                    scope_deny: Node | None = None
+                    rows: Sequence[tuple[Rule, DerivedRole | None]] = ()
+                    if pt == "resource" and rpol is not None:
+                        rows = rpol.bindings(action, role)
+                    elif pt == "principal" and ppol is not None:
+                        rows = [(r, None) for r in ppol.bindings(kind, action)]
+                    for rule, dr in rows:
+                        node = self._row(rule, dr, partial)
+                        if rule.effect == "EFFECT_ALLOW":
+                            scope_allow = _add(scope_allow, node, "or")
+                        elif _const_bool(node) is not False:  # a DENY that never applies
+                            scope_deny = _add(scope_deny, node, "or")
+                    role_deny = _add(role_deny, scope_deny, "or")
+                    perms = self._declared_perms(scope)
+                    if scope_allow is not None:
+                        if role_allow is None:
+                            role_allow = scope_allow
+                        elif pending:
+                            role_allow = _mk(("lo", "and", [role_allow, scope_allow]))
+                            pending = False
+                        else:
+                            role_allow = _mk(("lo", "or", [role_allow, scope_allow]))
+                        if perms == REQUIRE_PARENTAL_CONSENT:
+                            pending = True
+                    if (scope_deny is not None or scope_allow is not None) and (
+                        perms == OVERRIDE_PARENT
+                    ):
+                        result.scope = scope  # the walk goes on (0.55 has no break here)
+                if pending:
+                    role_allow = None
+                if role_deny is not None and _const_bool(role_deny) is True:
+                    role_allow, role_deny = FALSE, None
+                elif (
+                    role_allow is not None and role_deny is None and _const_bool(role_allow) is True
+                ):
+                    type_allow, type_deny = role_allow, None
                     break
-            if role_deny is not None and _const_bool(role_deny) is True:
-                role_allow, role_deny = FALSE, None
-            elif role_allow is not None and role_deny is None and _const_bool(role_allow) is True:
-                allow, deny = role_allow, None
-                break
-            allow = _add(allow, role_allow, "or")
-            deny = _add(deny, role_deny, "or")
-        root = allow
-        if deny is not None:
-            inv = _invert(deny)
-            root = inv if root is None else _mk(("lo", "and", [inv, root]))
+                type_allow = _add(type_allow, role_allow, "or")
+                type_deny = _add(type_deny, role_deny, "or")
+            if type_allow is not None:
+                has_allow = True
+                root = type_allow if root is None else _mk(("lo", "or", [type_allow, root]))
+            if type_deny is not None:
+                inv = _invert(type_deny)
+                root = inv if root is None else _mk(("lo", "and", [inv, root]))
         if root is not None:
             result.matched = True
-            if allow is None:
-                result.deny = [FALSE]
-            else:
+            if has_allow:
                 result.allow = [root]
+            else:
+                result.deny = [FALSE]
         return result
 
 
@@ -886,9 +1006,9 @@ def plan_response(
     out["filter"] = flt
     if request["include_meta"]:
         meta: dict[str, Any] = {"filterDebug": "NO_MATCH" if no_match else filter_debug(flt)}
-        if plural:
+        if plural and scopes:
             meta["matchedScopes"] = scopes
-        elif scopes[actions[0]]:
+        elif scopes.get(actions[0]):
             meta["matchedScope"] = scopes[actions[0]]
         out["meta"] = meta
     out["cerbosCallId"] = call_id
