@@ -390,7 +390,6 @@ class Compiler:
             ),
             scope_permissions=perms,
             schemas=doc.get("schemas"),
-            declared_scope_permissions=_declared(doc),
         )
 
     def _scope_permissions(self, file: str, base: str, doc: dict[str, Any]) -> str:
@@ -534,16 +533,7 @@ class Compiler:
                     rule.negated = rule.effect == EFFECT_ALLOW and cond is not None
                 rules.append(rule)
         key = principal_policy_key(principal, version, scope)
-        return PrincipalPolicy(
-            principal,
-            version,
-            scope,
-            key,
-            file,
-            rules,
-            perms,
-            declared_scope_permissions=_declared(doc),
-        )
+        return PrincipalPolicy(principal, version, scope, key, file, rules, perms)
 
     def role_policy(self, lf: LoadedFile) -> RolePolicy | None:
         file, doc = lf.rel_path, lf.document["rolePolicy"]
@@ -723,12 +713,6 @@ class Compiler:
             output_not_met=off,
             output_sources=out_src,
         )
-
-
-def _declared(doc: dict[str, Any]) -> str:
-    """`scopePermissions` as written, "" when absent or unspecified."""
-    perms = doc.get("scopePermissions")
-    return "" if perms in (None, "SCOPE_PERMISSIONS_UNSPECIFIED") else str(perms)
 
 
 def _defer_constants(src: Any) -> Any:

@@ -167,8 +167,6 @@ class ResourcePolicy:
     uses_runtime: bool = False
     scope_permissions: str = "SCOPE_PERMISSIONS_OVERRIDE_PARENT"
     schemas: Any = None  # the policy's `schemas` block, validated by schemas.py
-    #: `scopePermissions` as written ("" when absent): the query planner reads the raw value
-    declared_scope_permissions: str = ""
     _index: dict[tuple[str, str], tuple[tuple[Rule, DerivedRole | None], ...]] = field(
         default_factory=dict
     )
@@ -210,8 +208,6 @@ class PrincipalPolicy:
     rules: list[Rule]
     scope_permissions: str = "SCOPE_PERMISSIONS_OVERRIDE_PARENT"
     _index: dict[tuple[str, str], tuple[Rule, ...]] = field(default_factory=dict)
-    #: `scopePermissions` as written ("" when absent): the query planner reads the raw value
-    declared_scope_permissions: str = ""
 
     def bindings(self, kind: str, action: str) -> tuple[Rule, ...]:
         key = (kind, action)

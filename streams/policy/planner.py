@@ -700,7 +700,6 @@ class Planner:
     def __init__(self, engine: PolicyEngine) -> None:
         self.engine = engine
         self._parsed: dict[str, Expr] = {}
-        self._scope_perms: dict[str, str] = {}
 
     def _expr(self, source: str) -> Expr:
         e = self._parsed.get(source)
@@ -720,26 +719,11 @@ class Planner:
             raise PlanUnsupported("role policies in plans")
 
     def _declared_perms(self, scope: str) -> str:
-        """The scope permissions the stock planner sees for `scope`: as written in the
-        policies there (unset is not OVERRIDE_PARENT for it, unlike for checks; measured)."""
-        if not scope:
-            return ""
-        found = self._scope_perms.get(scope)
-        if found is None:
-            eng = self.engine
-            values = {
-                p.declared_scope_permissions
-                for p in [*eng._policies.values(), *eng._principals.values()]
-                if p.scope == scope
-            }
-            if len(values) > 1:
-                found = "ambiguous"
-            else:
-                found = next(iter(values), "")
-            self._scope_perms[scope] = found
-        if found == "ambiguous":
-            raise PlanUnsupported(f"policies of scope {scope!r} disagree on scopePermissions")
-        return found
+        """The scope permissions the stock planner applies at `scope`: none at the root (the
+        only level `_levels` lets through; see there)."""
+        if scope:
+            raise PlanUnsupported(f"scoped resource policies (scope {scope!r})")
+        return ""
 
     def _any_scope(self, principal: Mapping[str, Any], scope: str) -> bool:
         """Whether the principal's or the resource's scope chain has any level (measured: the
@@ -873,7 +857,6 @@ class Planner:
         OR-ed (the matched scope is the last OVERRIDE_PARENT scope with a row); a
         constant-true DENY of a role makes that role's ALLOW false; an unconditional ALLOW of
         a role decides; then NOT(deny) AND allow."""
-        eng = self.engine
         result = ActionPlan([], [], "")
         root: Node | None = None
         has_allow = False

@@ -19,7 +19,6 @@ from tests.policy_tools.helpers import _server
 from tests.policy_tools.test_eval_vs_cerbos import GLOBALS, _bundle, _requests
 from tests.web.test_check_vs_cerbos import PLAN, _plans, _post
 
-
 CORPUS = Path(__file__).parent / "bundles" / "planner"
 _NOW = re.compile(r"\d{4}-\d\d-\d\dT[0-9:.]+Z")
 
