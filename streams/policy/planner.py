@@ -255,11 +255,6 @@ class _Partial:
         """A macro over an unknown range as Cerbos's `lambda` operand (lambda.go): the loop
         step's predicate (or mapped value) is planned with the iteration variable unknown."""
         c = e.comprehension_expr
-        if not self.unknown(c.iter_range):
-            raise PlanUnsupported(
-                "a macro over a known range whose body reads the resource (the stock planner "
-                "unrolls it)"
-            )
         if c.iter_var2:
             raise PlanUnsupported("two-variable macros")
         step = c.loop_step
@@ -275,6 +270,8 @@ class _Partial:
             and first.ident_expr.name == c.accu_var
             else 0
         )
+        if not self.unknown(c.iter_range):
+            return self._known_range(c, fn, args[index])
         inner = _Partial(
             self.env, self.activation, self.known_attrs, self.cache, self.lambda_vars | {c.iter_var}
         )
@@ -306,6 +303,59 @@ class _Partial:
             raise PlanUnsupported("a macro whose body does not depend on its variable")
         return ("lambda", op, self.residual(c.iter_range), body, c.iter_var)
 
+    def _known_range(self, c: Any, fn: str, body: Expr) -> Any:
+        """A macro over a known list whose body reads the resource, as measured on the stock
+        planner: `exists`/`all` unrolled into a right-nested `or`/`and` of the body for each
+        element; `exists_one` kept as a `lambda` over the list value."""
+        items = self.fold(c.iter_range)
+        if items[0] == "error":
+            return items
+        if items[0] != "list":
+            raise PlanUnsupported("a macro over a known value that is not a list")
+        if fn == "_?_:_" and c.accu_init.WhichOneof("expr_kind") == "const_expr":
+            inner = _Partial(
+                self.env,
+                self.activation,
+                self.known_attrs,
+                self.cache,
+                self.lambda_vars | {c.iter_var},
+            )
+            pred = inner.residual(body)
+            if pred[0] in ("error", "const"):
+                raise PlanUnsupported("a macro whose body does not depend on its variable")
+            return ("lambda", "exists_one", items, pred, c.iter_var)
+        if fn not in ("_||_", "_&&_"):
+            raise PlanUnsupported(
+                "filter() or map() over a known list whose body reads the resource"
+            )
+        parts = [self.residual(_substitute(body, c.iter_var, _literal_expr(v))) for v in items[1]]
+        if not parts:
+            return ("const", fn == "_&&_")
+        out = parts[-1]
+        for part in reversed(parts[:-1]):
+            out = self._logical(fn, part, out)
+        return out
+
+    def _logical(self, fn: str, left: Any, right: Any) -> Any:
+        """`left && right` / `left || right` around known values, as cel-go prunes them."""
+        absorbing = fn == "_||_"  # true absorbs ||, false absorbs &&
+        for side, other in ((left, right), (right, left)):
+            if side[0] == "const" and isinstance(side[1], bool):
+                return side if side[1] is absorbing else other
+        for side, other in ((left, right), (right, left)):
+            if side[0] == "error":
+                if side[2] and other[0] != "error":
+                    return other
+                raise PlanUnsupported(
+                    "a part of a condition that does not read the resource fails beside "
+                    f"one that does ({side[1]}); the stock planner's answer then depends "
+                    "on Go map order"
+                )
+        for side in (left, right):
+            if side[0] == "const":
+                raise PlanUnsupported(f"a non-boolean operand of {fn}")
+        return ("call", fn, None, [left, right])
+
     def _call(self, e: Expr) -> Any:
         c = e.call_expr
         fn = c.function
@@ -326,24 +376,7 @@ class _Partial:
                 raise PlanUnsupported("an erroring branch of a conditional over the resource")
             return ("call", fn, None, [cond, *branches])
         if fn in ("_&&_", "_||_"):
-            absorbing = fn == "_||_"  # true absorbs ||, false absorbs &&
-            left, right = self.residual(args[0]), self.residual(args[1])
-            for side, other in ((left, right), (right, left)):
-                if side[0] == "const" and isinstance(side[1], bool):
-                    return side if side[1] is absorbing else other
-            for side, other in ((left, right), (right, left)):
-                if side[0] == "error":
-                    if side[2] and other[0] != "error":
-                        return other
-                    raise PlanUnsupported(
-                        "a part of a condition that does not read the resource fails beside "
-                        f"one that does ({side[1]}); the stock planner's answer then depends "
-                        "on Go map order"
-                    )
-            for side in (left, right):
-                if side[0] == "const":
-                    raise PlanUnsupported(f"a non-boolean operand of {fn}")
-            return ("call", fn, None, [left, right])
+            return self._logical(fn, self.residual(args[0]), self.residual(args[1]))
         if fn == "!_":
             inner = self.residual(args[0])
             if inner[0] == "const" and isinstance(inner[1], bool):
@@ -355,6 +388,64 @@ class _Partial:
         operands = [self.residual(a) for a in args]
         found = _first_error([target, *operands] if target is not None else operands)
         return found or ("call", fn, target, operands)
+
+
+def _literal_expr(r: Any) -> Expr:
+    """A known value (`_literal`'s form, an element of a macro's range) as a CEL literal."""
+    e = Expr()
+    if r[0] == "list":
+        e.list_expr.SetInParent()
+        for x in r[1]:
+            e.list_expr.elements.append(_literal_expr(x))
+        return e
+    if r[0] != "const":
+        raise PlanUnsupported("a macro over known values that are not scalars or lists")
+    v = r[1]
+    if v is None:
+        e.const_expr.null_value = 0
+    elif isinstance(v, bool):
+        e.const_expr.bool_value = v
+    elif isinstance(v, int):
+        e.const_expr.int64_value = v
+    elif isinstance(v, float):
+        e.const_expr.double_value = v
+    elif isinstance(v, str):
+        e.const_expr.string_value = v
+    else:
+        raise PlanUnsupported(f"a macro over known {type(v).__name__} values")
+    return e
+
+
+def _substitute(body: Expr, name: str, value: Expr) -> Expr:
+    """`body` with the identifier `name` replaced by `value`."""
+    out = Expr()
+    out.CopyFrom(body)
+
+    def walk(e: Expr) -> None:
+        kind = e.WhichOneof("expr_kind")
+        if kind == "ident_expr" and e.ident_expr.name == name:
+            e.CopyFrom(value)
+        elif kind == "comprehension_expr" and name in (
+            e.comprehension_expr.iter_var,
+            e.comprehension_expr.accu_var,
+        ):
+            raise PlanUnsupported("nested macros that reuse a variable name")
+        else:
+            _each_expr(e, walk)
+
+    walk(out)
+    return out
+
+
+def _each_expr(msg: Any, fn: Any) -> None:
+    for desc, value in msg.ListFields():
+        if desc.message_type is None:
+            continue
+        for item in value if desc.is_repeated else [value]:
+            if isinstance(item, syntax_pb2.Expr):
+                fn(item)
+            else:
+                _each_expr(item, fn)
 
 
 def _first_error(items: Sequence[Any]) -> Any:

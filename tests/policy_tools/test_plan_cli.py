@@ -21,7 +21,7 @@ def test_plan_command_answers_each_line() -> None:
         _plan("eq", requestId="r1", includeMeta=True),
         "",
         "{not json",
-        _plan("known_range"),
+        _plan("err_or"),
         _plan("globals"),
     ]
     proc = vigil(
@@ -54,6 +54,6 @@ def test_plan_command_answers_each_line() -> None:
     }
     assert out[1]["code"] == 3 and out[1]["line"] == 3
     assert out[2]["code"] == 12 and out[2]["line"] == 4
-    assert out[2]["message"].startswith("cannot plan: a macro over a known range")
+    assert out[2]["message"].startswith("cannot plan: a part of a condition that does not read")
     # --globals reaches the planner: G.env is folded in
     assert out[3]["filter"]["condition"]["expression"]["operands"][1] == {"value": "test"}

@@ -222,19 +222,19 @@ def test_plan_folds_live_signals_into_the_filter() -> None:
 
 
 def test_plan_refuses_what_it_cannot_reproduce() -> None:
-    """UNIMPLEMENTED (HTTP 501) with the reason, never a guess: here a macro over a known list
-    whose body reads the resource (the stock planner unrolls it; Vigil does not)."""
+    """UNIMPLEMENTED (HTTP 501) with the reason, never a guess: here a failing part beside a
+    resource attribute (the stock planner prints it from a Go map, in no fixed order)."""
     engine = PolicyEngine.from_directory(CORPUS)
     live = LiveChecker(lambda: engine, RISK, {}.get, Limits())
     body = {
         "principal": {"id": "u", "roles": ["user"], "attr": {"teams": ["t1", "t2"]}},
         "resource": {"kind": "expr"},
-        "action": "known_range",
+        "action": "err_or",
     }
     with pytest.raises(RequestError) as err:
         live.plan(body, "C")
     assert err.value.code == 12
-    assert err.value.message.startswith("cannot plan: a macro over a known range")
+    assert err.value.message.startswith("cannot plan: a part of a condition that does not read")
     assert live.plan({**body, "action": "exists"}, "C")["filter"]["kind"] == "KIND_CONDITIONAL"
 
 
