@@ -390,6 +390,91 @@ class _Partial:
         return found or ("call", fn, target, operands)
 
 
+def _call_expr(fn: str, args: list[Expr], target: Expr | None = None) -> Expr:
+    e = Expr()
+    e.call_expr.function = fn
+    if target is not None:
+        e.call_expr.target.CopyFrom(target)
+    for a in args:
+        e.call_expr.args.append(a)
+    return e
+
+
+def _list_expr(items: list[Expr]) -> Expr:
+    e = Expr()
+    e.list_expr.SetInParent()
+    for x in items:
+        e.list_expr.elements.append(x)
+    return e
+
+
+def _str_expr(v: str) -> Expr:
+    e = Expr()
+    e.const_expr.string_value = v
+    return e
+
+
+def _residual_expr(r: Any) -> Expr:
+    """A residual back into CEL syntax (planner.go qpNToExpr works on the residual AST)."""
+    kind = r[0]
+    if kind in ("const", "list") and _is_constant(r):
+        return _literal_expr(r)
+    e = Expr()
+    if kind == "ident":
+        e.ident_expr.name = r[1]
+    elif kind == "select":
+        e.select_expr.operand.CopyFrom(_residual_expr(r[1]))
+        e.select_expr.field = r[2]
+        e.select_expr.test_only = r[3]
+    elif kind == "call":
+        target = _residual_expr(r[2]) if r[2] is not None else None
+        return _call_expr(r[1], [_residual_expr(a) for a in r[3]], target)
+    elif kind == "list":
+        return _list_expr([_residual_expr(x) for x in r[1]])
+    elif kind == "map":
+        e.struct_expr.SetInParent()
+        for k, v in r[1]:
+            entry = e.struct_expr.entries.add()
+            entry.map_key.CopyFrom(_residual_expr(k))
+            entry.value.CopyFrom(_residual_expr(v))
+    else:
+        raise PlanUnsupported(
+            f"a derived role condition with a {kind} in runtime.effectiveDerivedRoles"
+        )
+    return e
+
+
+def _node_expr(node: Node) -> Expr:
+    if node[0] == "expr":
+        return _residual_expr(node[1])
+    if node[1] == "not":
+        return _call_expr("!_", [_node_expr(node[2][0])])
+    fn = "_&&_" if node[1] == "and" else "_||_"
+    args = [_node_expr(n) for n in node[2]]
+    out = args[-1]
+    for a in reversed(args[:-1]):
+        out = _call_expr(fn, [a, out])
+    return out
+
+
+def _substitute_runtime(body: Expr, value: Expr) -> Expr:
+    """`body` with `runtime.effectiveDerivedRoles` (either spelling) replaced by `value`."""
+    out = Expr()
+    out.CopyFrom(body)
+
+    def walk(e: Expr) -> None:
+        if e.WhichOneof("expr_kind") == "select_expr" and _chain(e) in (
+            ["runtime", "effectiveDerivedRoles"],
+            ["runtime", "effective_derived_roles"],
+        ):
+            e.CopyFrom(value)
+        else:
+            _each_expr(e, walk)
+
+    walk(out)
+    return out
+
+
 def _literal_expr(r: Any) -> Expr:
     """A known value (`_literal`'s form, an element of a macro's range) as a CEL literal."""
     e = Expr()
@@ -791,6 +876,10 @@ class Planner:
     def __init__(self, engine: PolicyEngine) -> None:
         self.engine = engine
         self._parsed: dict[str, Expr] = {}
+        # per plan() call (a Planner serves one request at a time: the event loop's thread)
+        self._roles: list[str] = []
+        self._level: ResourcePolicy | None = None
+        self._principal_rows = False
 
     def _expr(self, source: str) -> Expr:
         e = self._parsed.get(source)
@@ -885,6 +974,9 @@ class Planner:
         roles = list(principal.get("roles") or ())
         st = _Check(eng, principal, probe, aux_data, kind, version, scope, roles, now, None)
         partial = _Partial(eng._env, st.activation(None, True), frozenset(attrs))
+        self._roles = roles
+        self._level = levels[0][1] if levels else None
+        self._runtime: Expr | None = None
         plans = [self._action(levels, roles, action, kind, partial) for action in actions]
         filters = [to_filter(p.to_ast()) for p in plans]
         scopes = {a: p.scope for a, p in zip(actions, plans, strict=True)}
@@ -899,10 +991,11 @@ class Planner:
         """planner.go evaluateCondition."""
         if cond is None:
             return TRUE
-        if cond.uses_runtime:
-            raise PlanUnsupported("runtime.effectiveDerivedRoles in a condition")
         if cond.op == "expr":
-            return ("expr", partial.root(self._expr(cond.source)))
+            expr = self._expr(cond.source)
+            if cond.uses_runtime:
+                expr = _substitute_runtime(expr, self._runtime_list(partial))
+            return ("expr", partial.root(expr))
         nodes: list[Node] = []
         for child in cond.children:
             node = self._condition(child, partial)
@@ -927,6 +1020,48 @@ class Planner:
         if len(nodes) == 1:
             return nodes[0]
         return _lo("or" if cond.op == "any" else "and", nodes)
+
+    def _runtime_list(self, partial: _Partial) -> Expr:
+        """planner.go mkDerivedRolesList: `runtime.effectiveDerivedRoles` as the expression
+        `(c1 ? ["r1"] : []) + ((c2 ? ["r2"] : []) + ...)` over the derived roles of the level
+        whose parent roles include one of the principal's, by name, each `ci` the planned
+        derived-role condition."""
+        if self._principal_rows:
+            return _list_expr([])  # principal policy rows see no derived roles
+        if self._level is None:
+            raise PlanUnsupported("runtime.effectiveDerivedRoles outside a resource policy")
+        if self._runtime is not None:
+            return self._runtime
+        roles = set(self._roles)
+        found = []
+        for name, dr in sorted(self._level.derived_roles.items()):
+            if "*" in dr.parent_roles:
+                raise PlanUnsupported("runtime.effectiveDerivedRoles with a `*` parent role")
+            if dr.parent_roles & roles:
+                if dr.condition is not None and dr.condition.uses_runtime:
+                    raise PlanUnsupported("a derived role that reads runtime.effectiveDerivedRoles")
+                node = self._condition(dr.condition, partial)
+                if _const_bool(node) is None:
+                    # measured on the stock PDP 0.55: a derived-role condition that depends on
+                    # the resource comes out wrong in this list (its compared values replaced
+                    # by the principal id); only constant ones are reproduced
+                    raise PlanUnsupported(
+                        "runtime.effectiveDerivedRoles with a derived role whose condition reads "
+                        "the resource (the stock planner's answer there is wrong)"
+                    )
+                found.append((name, node))
+        elements = [
+            _call_expr("_?_:_", [_node_expr(node), _list_expr([_str_expr(name)]), _list_expr([])])
+            for name, node in found
+        ]
+        if not elements:
+            out = _list_expr([])
+        else:
+            out = elements[-1]
+            for element in reversed(elements[:-1]):
+                out = _call_expr("_+_", [element, out])
+        self._runtime = out
+        return out
 
     def _row(self, rule: Rule, dr: DerivedRole | None, partial: _Partial) -> Node:
         node = self._condition(rule.condition, partial)
@@ -968,6 +1103,7 @@ class Planner:
                         rows = rpol.bindings(action, role)
                     elif pt == "principal" and ppol is not None:
                         rows = [(r, None) for r in ppol.bindings(kind, action)]
+                    self._principal_rows = pt == "principal"
                     for rule, dr in rows:
                         node = self._row(rule, dr, partial)
                         if rule.effect == "EFFECT_ALLOW":

@@ -50,6 +50,7 @@ def corpus_requests() -> list[dict[str, Any]]:
         None,
         {"owner": "u1"},
         {"owner": "x", "n": 3, "tags": ["a", "u1x"], "a": 1, "level": "low", "flag": True},
+        {"owner": "u1", "department": "eng", "status": "open"},
     ]
     out = []
     for i, principal in enumerate(principals):
