@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import threading
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -130,6 +131,7 @@ class _Partial:
     cache: dict[bytes, Any] = field(default_factory=dict)
     #: iteration variables of the macros being planned (unknown inside their bodies)
     lambda_vars: frozenset[str] = frozenset()
+    memo: dict[tuple[int, frozenset[str]], tuple[Expr, bool]] = field(default_factory=dict)
 
     def _resource_known(self, rest: list[str]) -> bool:
         if rest in (["kind"], ["scope"]):
@@ -137,6 +139,15 @@ class _Partial:
         return len(rest) >= 2 and rest[0] == "attr" and rest[1] in self.known_attrs
 
     def unknown(self, e: Expr, bound: frozenset[str] = frozenset()) -> bool:
+        """Whether `e` reads something unknown (memoised for this request; the entry keeps
+        `e` alive so that its id is not reused)."""
+        key = (id(e), bound)
+        hit = self.memo.get(key)
+        if hit is None:
+            hit = self.memo[key] = (e, self._unknown(e, bound))
+        return hit[1]
+
+    def _unknown(self, e: Expr, bound: frozenset[str] = frozenset()) -> bool:
         kind = e.WhichOneof("expr_kind")
         if kind == "const_expr":
             return False
@@ -197,6 +208,8 @@ class _Partial:
         if program is None:
             parsed = syntax_pb2.ParsedExpr(expr=e).SerializeToString()
             wrapped = any_pb2.Any(type_url=_PARSED_URL, value=parsed).SerializeToString()
+            if len(self.cache) > 10_000:  # shared by the plans of one bundle: bounded
+                self.cache.clear()
             program = self.cache[key] = self.env.deserialize(wrapped)
         try:
             return program.eval(self.activation)
@@ -209,10 +222,11 @@ class _Partial:
             return ("error", str(value.value()), False)
         return _literal(value.plain_value())
 
-    def root(self, e: Expr) -> Any:
+    def root(self, e: Expr, unknown: bool | None = None) -> Any:
         """planner.go evaluateConditionExpression: a known expression is its boolean value
-        (anything else, errors included, is false); otherwise the residual expression."""
-        if not self.unknown(e):
+        (anything else, errors included, is false); otherwise the residual expression.
+        `unknown`: whether `e` reads anything unknown, when the caller knows already."""
+        if not (self.unknown(e) if unknown is None else unknown):
             value = self.evaluate(e)
             v = value.value()
             return ("const", v is True) if isinstance(v, bool) else ("const", False)
@@ -876,7 +890,11 @@ class Planner:
     def __init__(self, engine: PolicyEngine) -> None:
         self.engine = engine
         self._parsed: dict[str, Expr] = {}
-        # per plan() call (a Planner serves one request at a time: the event loop's thread)
+        # compiled known subexpressions, by their serialized AST (programs are immutable)
+        self._programs: dict[bytes, Any] = {}
+        self._unknown_roots: dict[tuple[str, frozenset[str]], bool] = {}
+        self._lock = threading.Lock()  # the per-call fields below
+        # per plan() call, under _lock
         self._roles: list[str] = []
         self._level: ResourcePolicy | None = None
         self._principal_rows = False
@@ -963,6 +981,17 @@ class Planner:
     ) -> tuple[dict[str, Any], dict[str, str], bool]:
         """(filter, matched scope per action, no policy matched at all). Raises
         `PlanUnsupported`."""
+        with self._lock:
+            return self._plan(principal, resource, actions, aux_data, now)
+
+    def _plan(
+        self,
+        principal: Mapping[str, Any],
+        resource: Mapping[str, Any],
+        actions: Sequence[str],
+        aux_data: Mapping[str, Any] | None,
+        now: dt.datetime | None,
+    ) -> tuple[dict[str, Any], dict[str, str], bool]:
         eng = self.engine
         kind = resource["kind"]
         version = resource.get("policyVersion") or eng._default_version
@@ -973,7 +1002,7 @@ class Planner:
         probe = {"kind": kind, "id": "", "attr": attrs, "scope": scope, "policyVersion": ""}
         roles = list(principal.get("roles") or ())
         st = _Check(eng, principal, probe, aux_data, kind, version, scope, roles, now, None)
-        partial = _Partial(eng._env, st.activation(None, True), frozenset(attrs))
+        partial = _Partial(eng._env, st.activation(None, True), frozenset(attrs), self._programs)
         self._roles = roles
         self._level = levels[0][1] if levels else None
         self._runtime: Expr | None = None
@@ -995,7 +1024,16 @@ class Planner:
             expr = self._expr(cond.source)
             if cond.uses_runtime:
                 expr = _substitute_runtime(expr, self._runtime_list(partial))
-            return ("expr", partial.root(expr))
+                return ("expr", partial.root(expr))
+            if partial.lambda_vars:
+                return ("expr", partial.root(expr))
+            key = (cond.source, partial.known_attrs)  # what is unknown depends on these only
+            unknown = self._unknown_roots.get(key)
+            if unknown is None:
+                if len(self._unknown_roots) > 10_000:
+                    self._unknown_roots.clear()
+                unknown = self._unknown_roots[key] = partial.unknown(expr)
+            return ("expr", partial.root(expr, unknown))
         nodes: list[Node] = []
         for child in cond.children:
             node = self._condition(child, partial)
