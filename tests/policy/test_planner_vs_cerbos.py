@@ -70,13 +70,13 @@ def corpus_requests() -> list[dict[str, Any]]:
 
 
 def _flat(op: Any) -> Any:
-    """An operand with nested and/or flattened and their operands sorted."""
+    """An operand with nested `or`s flattened and their operands sorted."""
     if not isinstance(op, dict) or "expression" not in op:
         return op
     e = op["expression"]
     name = e["operator"]
     items = [_flat(o) for o in e.get("operands", [])]
-    if name in ("and", "or"):
+    if name == "or":
         flat: list[Any] = []
         for item in items:
             inner = item.get("expression", {}) if isinstance(item, dict) else {}
@@ -86,12 +86,16 @@ def _flat(op: Any) -> Any:
 
 
 def _unordered(response: dict[str, Any]) -> Any:
-    """The response with the order of and/or operands ignored. The stock PDP itself orders
+    """The response with the order of `or` operands ignored. The stock PDP itself orders
     the rows of a rule that binds one role through several derived roles differently from one
     process to the next (Go map order when it builds its rule table; measured), so for those
-    plans only the set of operands is the contract."""
+    plans only the set of OR-ed rows is the contract. `meta.filterDebug` renders that order:
+    only whether it says NO_MATCH is kept."""
     out = _strip(response)
-    out.pop("meta", None)
+    if "meta" in out:
+        meta = dict(out["meta"])
+        meta["filterDebug"] = meta.get("filterDebug") == "NO_MATCH"
+        out["meta"] = meta
     if "condition" in out.get("filter", {}):
         out["filter"] = {**out["filter"], "condition": _flat(out["filter"]["condition"])}
     return out
