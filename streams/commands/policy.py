@@ -5,6 +5,7 @@
 - ``test DIR``: run the Cerbos-format test suites (``*_test.yaml``) under DIR.
 - ``eval DIR``: CheckResources requests as JSON lines on stdin, Cerbos responses as JSON lines
   on stdout, so tools outside the project can drive the engine like a Cerbos PDP.
+- ``plan DIR``: the same for PlanResources requests (query plans).
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from streams.policy.api import (
     UnsupportedOption,
     build_engine,
     check_resources,
+    new_call_id,
     parse_time,
 )
 from streams.policy.engine import PolicyEngine
 from streams.policy.loader import load_directory
 from streams.policy.model import PolicyCompileError
+from streams.policy.planner import plan_resources
 from streams.policy.testsuite import EngineCache, discover_suites, format_human, run_suites
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -258,6 +261,18 @@ def eval_cmd(directory: Path | None, now: str | None, unverified_jwt: bool, **en
     A bare request carries no live signals: the policies then see an unknown device, network and
     risk, and default-deny whatever depends on them. Put the reserved attributes Vigil merges in
     (`principal.attr.signals`, see docs/policies.md) into the request to see what a worker sees."""
+    _serve_lines(directory, now, unverified_jwt, engine, check_resources)
+
+
+def _serve_lines(
+    directory: Path | None,
+    now: str | None,
+    unverified_jwt: bool,
+    engine: dict[str, Any],
+    answer: Callable[..., dict[str, Any]],
+) -> None:
+    """The stdin/stdout loop shared by ``eval`` and ``plan``: one request per line, one
+    response (or error line) per line, exit code 1 if any line failed."""
     eng = _compile(policy_directory(directory), _options(**engine))
     try:
         fixed = parse_time(now) if now else None
@@ -278,7 +293,7 @@ def eval_cmd(directory: Path | None, now: str | None, unverified_jwt: bool, **en
                 hinted = True
                 click.echo(NO_SIGNALS_HINT.format(line_no=line_no), err=True)
             try:
-                response = check_resources(eng, body, now=fixed, unverified_jwt=unverified_jwt)
+                response = answer(eng, body, now=fixed, unverified_jwt=unverified_jwt)
                 reply = orjson.dumps(response)
             except RequestError as exc:
                 reply, failed = _error_line(line_no, exc.code, exc.message), True
@@ -292,6 +307,30 @@ def eval_cmd(directory: Path | None, now: str | None, unverified_jwt: bool, **en
             break
     if failed:
         sys.exit(1)
+
+
+@policy.command("plan")
+@click.argument("directory", type=_DIR, required=False)
+@engine_options
+@click.option("--now", metavar="RFC3339", help="Fix now() for every request (default: the clock).")
+@click.option(
+    "--unverified-jwt",
+    is_flag=True,
+    help="Accept auxData.jwt.token and use its claims WITHOUT verifying it (testing only).",
+)
+def plan_cmd(directory: Path | None, now: str | None, unverified_jwt: bool, **engine: Any) -> None:
+    """Answer PlanResources requests: one JSON request per stdin line, one response per line.
+
+    The twin of `vigil policy eval`: responses are the Cerbos PDP's /api/plan/resources JSON
+    (filters over resource attributes, docs/check-api.md "Query plans"). An invalid line, or a
+    plan Vigil's planner refuses (code 12, with the reason), gets `{"code", "message", "line"}`
+    instead and processing continues; the exit code is then 1. As with eval, the live signals a
+    worker folds in are not there unless the request carries `principal.attr.signals`."""
+    _serve_lines(directory, now, unverified_jwt, engine, _plan)
+
+
+def _plan(eng: PolicyEngine, body: Any, **kwargs: Any) -> dict[str, Any]:
+    return plan_resources(eng, body, call_id=new_call_id(), **kwargs)
 
 
 policy.add_command(push)

@@ -10,7 +10,7 @@ Request parsing, evaluation and response shapes are `streams.policy.api`'s (the 
 * one Decision record per checked action (cause ``check``, ids derived from the call id), with
   the effective request, the bundle digest, the matched policy, rule and scope, and the time;
 * ``vigil.watch``: the allowed actions as grant events for ``authz.grants``;
-* PlanResources, answered only where one check proves the plan (``plan``).
+* PlanResources by the query planner (``plan``, `streams.policy.planner`).
 
 No I/O here: the signal state comes from a callable (the worker's store or replica), and the
 Decision records and grant events are returned for the caller to publish.
@@ -38,6 +38,7 @@ from streams.policy.api import (
     response_json,
     result_json,
 )
+from streams.policy.planner import PlanUnsupported, plan_response
 from streams.processing.evaluation import ALLOW, decision_id, signal_attributes
 from streams.state.risk import RiskModel
 from streams.state.subject import SignalState, new_signal_state, subject_snapshot
@@ -51,7 +52,7 @@ DEVICE_ID = "vigil.device_id"
 WATCH = "vigil.watch"
 DEFAULT_PRINCIPAL_TYPE = "user"
 
-UNIMPLEMENTED = 12  # gRPC: a plan Vigil cannot prove without a query planner
+UNIMPLEMENTED = 12  # gRPC: a plan Vigil's planner cannot produce exactly as Cerbos would
 
 #: ``request.principal.attr.grant`` of a plain check: every field present, none set.
 NO_GRANT = {"id": "", "issued_at": "", "expires_at": ""}
@@ -261,14 +262,11 @@ class LiveChecker:
         return subject, effective
 
     def plan(self, body: Any, call_id: str, now_ms: int | None = None) -> dict[str, Any]:
-        """PlanResources, answered only where it is provable without a query planner: when no
-        condition that can decide these actions reads the resource beyond its kind, scope,
-        policy version and the attributes given (`PolicyEngine.reads_resource`), one check of
-        the live principal decides every resource: ``KIND_ALWAYS_ALLOWED`` or
-        ``KIND_ALWAYS_DENIED``. Otherwise the answer is UNIMPLEMENTED (code 12), never a guess.
-        Raises `RequestError`."""
+        """PlanResources with the live principal: Cerbos's query planner
+        (`streams.policy.planner`), the principal's attributes and live signals folded in as
+        constants. A plan the planner cannot produce exactly as Cerbos would is refused with
+        UNIMPLEMENTED (code 12) and the reason, never approximated. Raises `RequestError`."""
         req = parse_plan_request(body)
-        resource = req["resource"]
         actions: list[str] = req["actions"]
         if len(actions) > self.limits.max_actions:
             raise RequestError(
@@ -276,42 +274,14 @@ class LiveChecker:
                 f"({self.limits.max_actions})"
             )
         engine = self._engine()
-        if engine.reads_resource(resource["kind"], actions, frozenset(resource["attr"])):
-            raise RequestError(
-                f"cannot plan {resource['kind']!r} {actions}: its policies read resource "
-                "attributes not given in the request, and Vigil has no query planner for "
-                "conditional plans",
-                code=UNIMPLEMENTED,
-            )
         _, effective = self._live(req["principal"], request_annotations(body))
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         when = dt.datetime.fromtimestamp(now_ms / 1000, tz=dt.UTC)
-        probe = {**resource, "id": ""}  # no condition reads it (checked above)
-        result = engine.check(effective, probe, actions, aux_data=req["aux"], now=when)
-        decided = [result.actions[a] for a in actions]
-        allowed = all(d.effect == ALLOW for d in decided)
-        out: dict[str, Any] = {}
-        if req["request_id"]:
-            out["requestId"] = req["request_id"]
-        plural = "actions" in body and body["actions"]
-        if plural:
-            out["actions"] = actions
-        else:
-            out["action"] = actions[0]
-        out["resourceKind"] = resource["kind"]
-        if resource["policyVersion"]:
-            out["policyVersion"] = resource["policyVersion"]
-        out["filter"] = {"kind": "KIND_ALWAYS_ALLOWED" if allowed else "KIND_ALWAYS_DENIED"}
-        if req["include_meta"]:
-            no_match = all(d.policy == "NO_MATCH" for d in decided)
-            meta: dict[str, Any] = {
-                "filterDebug": "(true)" if allowed else "NO_MATCH" if no_match else "(false)"
-            }
-            if plural:
-                meta["matchedScopes"] = {a: result.actions[a].scope for a in actions}
-            out["meta"] = meta
-        out["cerbosCallId"] = call_id
-        return out
+        plural = bool("actions" in body and body["actions"])
+        try:
+            return plan_response(engine, req, effective, call_id, plural=plural, now=when)
+        except PlanUnsupported as exc:
+            raise RequestError(f"cannot plan: {exc}", code=UNIMPLEMENTED) from None
 
 
 __all__ = [
