@@ -48,9 +48,11 @@ INLINE_REQUESTS = 200
 BATCH = 40  # checks sharing one CheckMemo
 
 # A bundle for what the other bundles exercise little: a three-level scope chain with derived
-# roles at two levels and `runtime.effectiveDerivedRoles`, conditional DENY groups (with
-# conditions that can fail), wildcard actions and roles, principals whose roles disagree, and a
-# kind without scoped policies in a scope another kind defines. Compared by the inline test.
+# roles at two levels and `runtime.effectiveDerivedRoles` (read at all three levels: each level
+# sees its own derived roles, whatever level an earlier action's walk ended at), conditional
+# DENY groups (with conditions that can fail), wildcard actions and roles, principals whose
+# roles disagree, and a kind without scoped policies in a scope another kind defines. Compared
+# by the inline test.
 _SCOPED_ROLES = """
 apiVersion: api.cerbos.dev/v1
 derivedRoles:
@@ -155,6 +157,13 @@ resourcePolicy:
       actions: ["edit", "list:*"]
       roles: ["guest"]
       effect: EFFECT_DENY
+    - name: ab-runtime
+      actions: ["list:*", "edit"]
+      roles: ["user"]
+      effect: EFFECT_ALLOW
+      condition:
+        match:
+          expr: 'size(runtime.effectiveDerivedRoles) == 0 && R.attr.n == 2'
 """
 _OTHER_ROOT = """
 apiVersion: api.cerbos.dev/v1

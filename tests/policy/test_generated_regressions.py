@@ -402,15 +402,130 @@ def test_principal_policy_sees_no_derived_roles(tmp_path: Path) -> None:
     assert _differences(tmp_path, PRINCIPAL_READS_EDR, [_alice(["read", "write"])]) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stock Cerbos leaks runtime.effectiveDerivedRoles from one action to the next: a "
-    "principal policy evaluated for `read` after `write` sees the derived roles of write's "
-    "resource-policy evaluation (ALLOW by principal.alice.vdefault); Vigil evaluates each "
-    "action alone (empty, so resource.doc.vdefault decides)",
-)
 def test_principal_policy_sees_derived_roles_of_the_previous_action(tmp_path: Path) -> None:
+    """Cerbos 0.55 keeps one evaluation context per check; the resource walk sets its
+    `effectiveDerivedRoles` to those of each scope it visits, and principal-policy rules read
+    whatever the last visit left: `read` after `write` is ALLOWed by principal.alice."""
     assert _differences(tmp_path, PRINCIPAL_READS_EDR, [_alice(["write", "read"])]) == []
+    res = build_engine(tmp_path / "store").check(
+        {"id": "alice", "roles": ["user"]}, {"kind": "doc", "id": "r"}, ["write", "read"]
+    )
+    assert res.actions["read"].policy == "principal.alice.vdefault"
+
+
+#: Two scopes with their own derived roles (`ra` at the root, `rb` in acme); rules of acme
+#: and alice's principal rules read `runtime.effectiveDerivedRoles`, in conditions and outputs.
+LAST_VISITED_SCOPE = {
+    "dra.yaml": """
+        apiVersion: api.cerbos.dev/v1
+        derivedRoles:
+          name: dra
+          definitions:
+            - name: ra
+              parentRoles: ["*"]
+    """,
+    "drb.yaml": """
+        apiVersion: api.cerbos.dev/v1
+        derivedRoles:
+          name: drb
+          definitions:
+            - name: rb
+              parentRoles: ["*"]
+    """,
+    "doc.yaml": """
+        apiVersion: api.cerbos.dev/v1
+        resourcePolicy:
+          resource: doc
+          version: default
+          importDerivedRoles: [dra]
+          rules:
+            - actions: ["x"]
+              roles: ["*"]
+              effect: EFFECT_ALLOW
+            - actions: ["q"]
+              derivedRoles: ["ra"]
+              effect: EFFECT_ALLOW
+    """,
+    "acme/doc.yaml": """
+        apiVersion: api.cerbos.dev/v1
+        resourcePolicy:
+          resource: doc
+          version: default
+          scope: acme
+          importDerivedRoles: [drb]
+          rules:
+            - actions: ["y"]
+              roles: ["*"]
+              effect: EFFECT_ALLOW
+              condition:
+                match:
+                  expr: '"ra" in runtime.effectiveDerivedRoles'
+            - actions: ["w"]
+              roles: ["*"]
+              effect: EFFECT_ALLOW
+              condition:
+                match:
+                  expr: '"rb" in runtime.effectiveDerivedRoles'
+              output:
+                when:
+                  ruleActivated: runtime.effectiveDerivedRoles
+            - actions: ["q2"]
+              derivedRoles: ["rb"]
+              effect: EFFECT_ALLOW
+    """,
+    "alice.yaml": """
+        apiVersion: api.cerbos.dev/v1
+        principalPolicy:
+          principal: alice
+          version: default
+          rules:
+            - resource: doc
+              actions:
+                - action: p
+                  effect: EFFECT_ALLOW
+                  condition:
+                    match:
+                      expr: size(runtime.effectiveDerivedRoles) > 0
+                  output:
+                    when:
+                      ruleActivated: runtime.effectiveDerivedRoles
+                      conditionNotMet: runtime.effectiveDerivedRoles
+                - action: "g*"
+                  effect: EFFECT_ALLOW
+                  condition:
+                    match:
+                      expr: '"ra" in runtime.effectiveDerivedRoles'
+    """,
+}
+
+
+@pytest.mark.parametrize(
+    ("pid", "roles", "scope", "actions"),
+    [
+        ("u", ["user"], "acme", ["x", "y"]),  # a resource rule sees its own scope's roles
+        ("u", ["user"], "acme", ["x", "w"]),
+        ("alice", ["user"], "acme", ["x", "p", "w"]),  # the walk of x ended at the root: ra
+        ("alice", ["user"], "acme", ["p", "x"]),  # nothing visited yet: empty
+        ("alice", ["user"], "acme", ["w", "p"]),  # w ended in acme: rb
+        ("alice", ["a", "b"], "acme", ["x", "w", "p"]),  # w visited acme again: rb
+        ("alice", ["user"], "", ["x", "p"]),
+        ("alice", ["user"], "acme", ["x", "g1", "w", "g2"]),  # g2: the rule's cached result
+        ("alice", ["user"], "acme", ["x", "w", "g2", "g1"]),
+    ],
+)
+def test_principal_policy_sees_the_last_visited_scope(
+    tmp_path: Path, pid: str, roles: list[str], scope: str, actions: list[str]
+) -> None:
+    """Principal-policy conditions and outputs read the derived roles of the resource scope
+    the walk visited last (in any earlier action); resource rules always read their own
+    scope's. Order-dependent in Cerbos, and so in Vigil (streams/policy/engine.py,
+    `_Check.edr_scope`)."""
+    req = {
+        "principal": {"id": pid, "roles": roles},
+        "resources": [{"resource": {"kind": "doc", "id": "r", "scope": scope}, "actions": actions}],
+        "includeMeta": True,
+    }
+    assert _differences(tmp_path, LAST_VISITED_SCOPE, [req]) == []
 
 
 def test_has_on_a_scalar_is_false(tmp_path: Path) -> None:
@@ -470,12 +585,9 @@ def test_has_on_an_inlined_variable(tmp_path: Path) -> None:
     assert res.allowed("read")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cel-go declares cross-type numeric ordering (`double < int`), so Cerbos compiles "
-    "`R.attr.a / 2.0 < 3`; cel-expr-python 0.1.3 cannot declare those overloads and refuses it",
-)
 def test_double_ordered_against_int_compiles(tmp_path: Path) -> None:
+    """cel-go declares cross-type numeric ordering (`double < int`), so Cerbos compiles
+    `R.attr.a / 2.0 < 3`; Vigil wraps the left operand in `dyn()` (streams/policy/celcompat.py)."""
     policy = """
         apiVersion: api.cerbos.dev/v1
         resourcePolicy:
@@ -491,6 +603,160 @@ def test_double_ordered_against_int_compiles(tmp_path: Path) -> None:
     """
     requests = [_request(["read"], ["user"], attr={"a": a}) for a in (2, 8)]
     assert _differences(tmp_path, {"doc.yaml": policy}, requests) == []
+
+
+#: Orderings between int, uint and double (statically typed: the checker sees both types), at
+#: the edges of the ranges, with NaN and infinities, in conditions (under `none`, so an error is
+#: told apart from false) and outputs, and the transformMap/transformMapEntry macros on lists and
+#: maps (with and without a filter, nested, duplicate keys, int-keyed results in outputs).
+MIXED_EXPRESSIONS = [
+    "R.attr.d / 2.0 < 3",
+    "R.attr.d / 2.0 >= 3",
+    "1.5 < 2",
+    "2u < 3",
+    "-1 < 1u",
+    "1u > -1",
+    "-1.0 < 0u",
+    "0u > -0.5",
+    "9223372036854775807 < 9223372036854775808.0",
+    "9223372036854775807 >= 9223372036854775808.0",
+    "-9223372036854775808 <= -9223372036854775808.0",
+    "-9223372036854775808 > -9223372036854775809.0",
+    "18446744073709551615u < 18446744073709551616.0",
+    "18446744073709551615u >= 1.8446744073709552e19",
+    "9223372036854775807 < 9223372036854775808u",
+    "9223372036854775807 > 9223372036854775806u",
+    "double(R.attr.s) < 1",
+    "double(R.attr.s) >= 1",
+    "double(R.attr.s) > 1u",
+    "double(R.attr.s) <= 1u",
+    "1 < double(R.attr.s)",
+    "1 >= double(R.attr.s)",
+    "1.0 / 0.0 > 9223372036854775807",
+    "-1.0 / 0.0 < -9223372036854775808",
+    "int(R.attr.d) < 2.5",
+    "uint(R.attr.d) > 1.5",
+    "int(R.attr.d) <= uint(R.attr.d)",
+    "R.attr.l.exists(x, x / 2.0 > 1)",
+    "double(R.attr.s) < 1.0",
+    "double(R.attr.s) >= 1.0",
+    "size(R.attr.m.transformMap(k, v, v)) == size(R.attr.m)",
+    '"a" in R.attr.m.transformMapEntry(k, v, {k: v})',
+]
+TRANSFORMS = [
+    "R.attr.m.transformMap(k, v, v * 2.0)",
+    "R.attr.m.transformMap(k, v, v > 1.0, k)",
+    "R.attr.l.transformMap(i, v, v)",
+    "R.attr.l.transformMap(i, v, i > 0, v + 1.0)",
+    'R.attr.m.transformMapEntry(k, v, {k + "_x": v})',
+    "R.attr.l.transformMapEntry(i, v, {string(v): i})",
+    'R.attr.l.transformMapEntry(i, v, v > 1.0, {"k": i})',
+    'R.attr.l.transformMapEntry(i, v, {"k": i})',
+    'R.attr.m.transformMap(k, v, v)["a"]',
+    '"x.transformMap(k, v, 1)"',
+    "R.attr.mm.transformMap(k, v, v.transformMap(a, b, b + 1.0))",
+    '{"a": [1, 2]}.transformMap(k, v, v.transformMapEntry(i, x, {string(x): i}))',
+]
+MIXED_ATTRS = [
+    {"d": 4, "s": "NaN", "l": [1, 2, 3], "m": {"a": 1, "b": 2}, "mm": {"x": {"y": 1}}},
+    {"d": 8.5, "s": "0.5", "l": [2, 2], "m": {"a": 3}, "mm": {}},
+    {"d": -3, "s": "inf", "l": [], "m": {}, "mm": {"x": {}}},
+    {"d": 1e300, "s": "-inf", "l": [0.5], "m": {"a": "x"}, "mm": {"x": {"y": "z"}}},
+    {},
+]
+
+
+def _output_rule(name: str, expr: str) -> str:
+    quoted = expr.replace("'", "''")
+    return f"""
+            - name: {name}
+              actions: ["{name}"]
+              roles: ["*"]
+              effect: EFFECT_ALLOW
+              output:
+                when:
+                  ruleActivated: '{quoted}'"""
+
+
+def _none_rule(name: str, expr: str) -> str:
+    quoted = expr.replace("'", "''")
+    return f"""
+            - name: {name}
+              actions: ["{name}"]
+              roles: ["*"]
+              effect: EFFECT_ALLOW
+              condition:
+                match:
+                  none:
+                    of:
+                      - expr: '{quoted} == false'"""
+
+
+def test_mixed_numeric_ordering_and_transform_map_match_stock_cerbos(tmp_path: Path) -> None:
+    """Every expression compiles in both; conditions decide and outputs evaluate the same
+    (values, or an error in both) for valid, edge, NaN, infinite, empty and missing inputs."""
+    rules = [_output_rule(f"o{i}", e) for i, e in enumerate(MIXED_EXPRESSIONS + TRANSFORMS)]
+    rules += [_none_rule(f"c{i}", e) for i, e in enumerate(MIXED_EXPRESSIONS)]
+    policy = """
+        apiVersion: api.cerbos.dev/v1
+        resourcePolicy:
+          resource: doc
+          version: default
+          rules:""" + "".join(rules)
+    outputs = [f"o{i}" for i in range(len(MIXED_EXPRESSIONS + TRANSFORMS))]
+    conditions = [f"c{i}" for i in range(len(MIXED_EXPRESSIONS))]
+    requests = [
+        _request(actions, ["user"], attr=attr)
+        for attr in MIXED_ATTRS
+        for actions in (outputs, conditions)
+    ]
+    assert _differences(tmp_path, {"doc.yaml": policy}, requests) == []
+    res = build_engine(tmp_path / "store").check(
+        {"id": "u", "roles": ["user"]},
+        {"kind": "doc", "id": "r", "attr": MIXED_ATTRS[0]},
+        conditions + outputs,
+    )
+    t, f = True, False
+    # as cel-go: 2**63 - 1 and 2**63 are one double; NaN is unordered (false, no error)
+    assert [res.allowed(c) for c in conditions] == [
+        *(t, f, t, t, t, t, t, t, f, t, t, f, f, t, t, t),
+        *(f, f, f, f, f, f, t, t, f, t, t, t, f, f, t, t),
+    ]
+    values = {o.action: (o.val, o.error) for o in res.outputs}
+    n = len(MIXED_EXPRESSIONS)
+    assert values[f"o{n}"] == ({"a": 2.0, "b": 4.0}, None)
+    assert values[f"o{n + 2}"] == (None, "unsupported type conversion from 'int' to string")
+    assert values[f"o{n + 5}"] == ({"1": 0, "2": 1, "3": 2}, None)
+    assert values[f"o{n + 7}"] == (None, "insert failed: key k already exists")
+
+
+def test_reserved_vigil_functions_are_refused(tmp_path: Path) -> None:
+    """The functions transformMap is rewritten into do not exist for policies (nor in
+    Cerbos); transformMap inside a string literal is just text."""
+    from streams.policy import PolicyCompileError
+
+    for name in ("vigil_internal_pairs_to_map", "vigil_internal_entries_to_map"):
+        root = tmp_path / name
+        root.mkdir()
+        (root / "doc.yaml").write_text(
+            textwrap.dedent(
+                f"""
+                apiVersion: api.cerbos.dev/v1
+                resourcePolicy:
+                  resource: doc
+                  version: default
+                  rules:
+                    - actions: ["read"]
+                      roles: ["user"]
+                      effect: EFFECT_ALLOW
+                      condition:
+                        match:
+                          expr: size([[1, 2]].{name}()) > 0
+                """
+            )
+        )
+        with pytest.raises(PolicyCompileError, match=f"undeclared reference to '{name}'"):
+            build_engine(root)
 
 
 def test_output_reads_effective_derived_roles(tmp_path: Path) -> None:
