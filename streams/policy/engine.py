@@ -331,7 +331,7 @@ class _Check:
         self._now: dt.datetime | None = memo.now if memo is not None else None
         self._data: dict[bool, dict[str, Any]] = {}
         self._acts: dict[tuple[bool, str | None], Any] = {}
-        self.dr_cache: dict[int, bool] = {}
+        self.dr_cache: dict[Any, bool] = {}
         self.cond_cache: dict[int, bool] = {}
         self.level_edr: dict[str, list[str]] = {}
         # The resource scope the walk visited last: Cerbos 0.55 keeps one evaluation context
@@ -459,7 +459,7 @@ class _Check:
     def key(self, uid: Any, dep_ids: tuple[int, ...], edr: str | None) -> tuple[Any, ...] | None:
         """Memo key of a condition (or DENY group): its uid and the values at its dependency
         paths; None when a value cannot be keyed exactly."""
-        key: Any = self.keys.get(uid, _MISSING)
+        key: Any = self.keys.get((uid, edr), _MISSING)
         if key is not _MISSING:
             return key  # type: ignore[no-any-return]
         eng = self.engine
@@ -488,7 +488,7 @@ class _Check:
             parts.append(v)
         else:
             key = tuple(parts)
-        self.keys[uid] = key
+        self.keys[(uid, edr)] = key
         return key  # type: ignore[no-any-return]
 
     def condition(self, uid: int, cond: Condition, edr: str | None, label: str) -> bool:
@@ -964,7 +964,7 @@ class PolicyEngine:
                 allow_rule: str | None = None
                 deny_rule: str | None = None
                 for rule, dr in bindings:
-                    if dr is not None and not self._derived_role(st, dr):
+                    if dr is not None and not self._derived_role(st, dr, level.scope):
                         continue
                     cond = rule.condition
                     if cond is not None:
@@ -1089,27 +1089,36 @@ class PolicyEngine:
             if key is not None:
                 memo._store(key, (False, ()))
 
-    def _derived_role(self, st: _Check, dr: DerivedRole) -> bool:
-        sat = st.dr_cache.get(dr.uid)
+    def _derived_role(self, st: _Check, dr: DerivedRole, edr: str | None) -> bool:
+        """A derived role's condition, evaluated once per check; one that reads
+        `runtime.effectiveDerivedRoles` sees those of scope `edr` (see `_level`), once per
+        scope, as in Cerbos 0.55."""
+        cond = dr.condition
+        if cond is None:
+            return True
+        key: Any = (dr.uid, edr) if cond.uses_runtime else dr.uid
+        sat = st.dr_cache.get(key)
         if sat is None:
-            if dr.condition is None:
-                sat = True
-            else:
-                sat = st.condition(
-                    dr.uid, dr.condition, None, f"derived role {dr.origin}/{dr.name}"
-                )
-            st.dr_cache[dr.uid] = sat
+            edr = edr if cond.uses_runtime else None
+            sat = st.condition(dr.uid, cond, edr, f"derived role {dr.origin}/{dr.name}")
+            st.dr_cache[key] = sat
         return sat
 
     def _level(self, st: _Check, level: ResourcePolicy, roles: list[str]) -> None:
-        """Computes a scope level's effective derived roles on its first visit."""
-        if level.scope in st.level_edr:
-            return
-        st.level_edr[level.scope] = [
-            name
-            for name, dr in level.derived_roles.items()
-            if any(dr.has_parent(role) for role in roles) and self._derived_role(st, dr)
-        ]
+        """On the walk's first visit of a scope level: its effective derived roles, whose
+        conditions see the derived roles of the scope visited before (`cur_scope`, still
+        unchanged), as Cerbos 0.55 computes them in the evaluation context it then replaces.
+        Every visit then makes this level the one principal/role policies see, and a rule's
+        derived role is tested in this level's own context (`_derived_role(..., scope)`)."""
+        if level.scope not in st.level_edr:
+            before = st.cur_scope
+            st.level_edr[level.scope] = [
+                name
+                for name, dr in level.derived_roles.items()
+                if any(dr.has_parent(role) for role in roles)
+                and self._derived_role(st, dr, before)
+            ]
+        st.cur_scope = level.scope
 
     # -- general path: principal/role policies, scope permissions, outputs, options ----------
 
@@ -1328,7 +1337,7 @@ class PolicyEngine:
                 bindings = self._multi_bindings(level, action, parent_roles) if level else ()
             for rule, dr in bindings:
                 if dr is not None:
-                    dr_sat = self._derived_role(st, dr)
+                    dr_sat = self._derived_role(st, dr, scope)
                     if strict is not None:
                         strict.note(dr.uid, policy, rule.name, scope)
                     if not dr_sat:

@@ -528,6 +528,74 @@ def test_principal_policy_sees_the_last_visited_scope(
     assert _differences(tmp_path, LAST_VISITED_SCOPE, [req]) == []
 
 
+DERIVED_ROLE_READS_RUNTIME = {
+    "dr.yaml": """
+        apiVersion: api.cerbos.dev/v1
+        derivedRoles:
+          name: dr
+          definitions:
+            - name: owner
+              parentRoles: ["admin"]
+              condition:
+                match:
+                  expr: size(runtime.effectiveDerivedRoles) == 0
+            - name: second
+              parentRoles: ["admin"]
+              condition:
+                match:
+                  expr: '"owner" in runtime.effectiveDerivedRoles'
+    """,
+    "doc.yaml": """
+        apiVersion: api.cerbos.dev/v1
+        resourcePolicy:
+          resource: doc
+          version: default
+          importDerivedRoles: [dr]
+          rules:
+            - actions: ["view", "edit"]
+              derivedRoles: ["owner"]
+              effect: EFFECT_ALLOW
+              output:
+                when:
+                  ruleActivated: runtime.effectiveDerivedRoles
+            - actions: ["x", "edit"]
+              derivedRoles: ["second"]
+              effect: EFFECT_ALLOW
+            - actions: ["x"]
+              roles: ["*"]
+              effect: EFFECT_ALLOW
+    """,
+    "acme/doc.yaml": """
+        apiVersion: api.cerbos.dev/v1
+        resourcePolicy:
+          resource: doc
+          version: default
+          scope: acme
+          importDerivedRoles: [dr]
+          rules:
+            - actions: ["view"]
+              derivedRoles: ["owner"]
+              effect: EFFECT_ALLOW
+            - actions: ["y"]
+              roles: ["*"]
+              effect: EFFECT_ALLOW
+    """,
+}
+
+
+@pytest.mark.parametrize(
+    "actions", [["view"], ["x", "view"], ["y", "view", "edit"], ["edit", "x"], ["x", "y", "edit"]]
+)
+def test_derived_role_condition_reads_runtime(tmp_path: Path, actions: list[str]) -> None:
+    """A derived role whose condition reads `runtime.effectiveDerivedRoles` (found by `make
+    diff-cerbos`, seed 1056): Cerbos computes a scope's effective derived roles on the walk's
+    first visit in the context the previous visit left, and tests a rule's derived role in
+    the context of the rule's own scope. `owner` (true while no derived role is in context)
+    is effective in acme, but does not hold for acme's rule there; the root then decides."""
+    req = _request(actions, ["admin"], scope="acme")
+    assert _differences(tmp_path, DERIVED_ROLE_READS_RUNTIME, [req]) == []
+
+
 def test_has_on_a_scalar_is_false(tmp_path: Path) -> None:
     """has() on a field of a scalar (`has(R.attr.n.f)` with n a number, string, bool or null)
     is false in cel-go and was an error in cel-cpp; under none.of the error counts as false, so

@@ -266,7 +266,9 @@ class _Builder:
     def principal_policy(
         self, pid: str, scope: str, perms: dict[str, str | None], kinds: list[str], names: Names
     ) -> dict[str, Any]:
-        gen = Gen(self.rng, Names(globals_=names.globals_, runtime=False))
+        # runtime.effectiveDerivedRoles here: those of the resource scope the walk visited
+        # last, in this or an earlier action of the request (as in Cerbos 0.55)
+        gen = Gen(self.rng, Names(globals_=names.globals_, derived_roles=names.derived_roles))
         rules = []
         resources = self.sample([*kinds, "*"], 1, 2)
         # a `*` rule and a kind rule may both match an action; the stock PDP visits their rows
