@@ -1115,8 +1115,7 @@ class PolicyEngine:
             st.level_edr[level.scope] = [
                 name
                 for name, dr in level.derived_roles.items()
-                if any(dr.has_parent(role) for role in roles)
-                and self._derived_role(st, dr, before)
+                if any(dr.has_parent(role) for role in roles) and self._derived_role(st, dr, before)
             ]
         st.cur_scope = level.scope
 

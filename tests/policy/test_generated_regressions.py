@@ -858,34 +858,76 @@ def test_output_reads_effective_derived_roles(tmp_path: Path) -> None:
     assert [o.val for o in res.outputs] == [True]
 
 
-GEN_ROLE_MULTI = Path(__file__).parent / "bundles" / "gen_role_multi"
+#: Two conditional role-policy rules at the same position (0) of their `resource` group.
+SHARED_ROLE_RULE_KEY = {
+    "doc.yaml": """
+        apiVersion: api.cerbos.dev/v1
+        resourcePolicy:
+          resource: doc
+          version: default
+          rules:
+            - actions: ["*"]
+              roles: ["user"]
+              effect: EFFECT_ALLOW
+    """,
+    "acme/doc.yaml": """
+        apiVersion: api.cerbos.dev/v1
+        resourcePolicy:
+          resource: doc
+          version: default
+          scope: acme
+          rules:
+            - actions: ["zzz"]
+              roles: ["user"]
+              effect: EFFECT_ALLOW
+    """,
+    "acme/r.yaml": """
+        apiVersion: api.cerbos.dev/v1
+        rolePolicy:
+          role: r
+          scope: acme
+          parentRoles: [user]
+          rules:
+            - resource: doc
+              allowActions: ["read"]
+              condition:
+                match:
+                  expr: R.attr.a == true
+            - resource: "*"
+              allowActions: ["write"]
+              condition:
+                match:
+                  expr: R.attr.b == true
+    """,
+}
 
 
-def _without_meta(result: Any) -> Any:
-    """One compared result (resource, actions, meta) without its ``meta``."""
-    if not isinstance(result, dict):
-        return result
-    return {k: v for k, v in result.items() if k != "meta"}
+def _shared_key_request(actions: list[str], a: bool, b: bool) -> dict[str, Any]:
+    req = _request(actions, ["r"], scope="acme", attr={"a": a, "b": b})
+    return req
 
 
-def test_role_policy_deny_with_several_roles_agrees_except_attribution(tmp_path: Path) -> None:
-    """Role policies with several principal roles (a generated store, `make diff-cerbos
-    --role-policies` seed 13, not minimised): for roles [guest, acme_role1], action write in
-    scope acme, both engines DENY. Which policy the stock PDP names for it varies between its
-    runs (resource.doc.vdefault/acme, or the role policy that Vigil names, role.acme_role1): its
-    parent-role order comes from a Go map. So everything but `meta` must agree."""
-    files = {
-        str(p.relative_to(GEN_ROLE_MULTI)): p.read_text()
-        for p in sorted(GEN_ROLE_MULTI.rglob("*"))
-        if p.is_file()
-    }
-    req = json.loads((GEN_ROLE_MULTI.parent / f"{GEN_ROLE_MULTI.name}.request.json").read_text())
-    root = tmp_path / "store"
-    for rel, text in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
-    run = compare(cerbos_binary(), build_engine(root), root, tmp_path, {}, [req], StoreRun(0))
-    assert run.checks > 0
-    for difference in run.differences:
-        assert difference.what == "check", str(difference)
-        assert _without_meta(difference.cerbos) == _without_meta(difference.vigil), str(difference)
+def test_role_policy_rules_sharing_a_cerbos_cache_key(tmp_path: Path) -> None:
+    """A stock Cerbos 0.55 bug Vigil does not copy (found by `make diff-cerbos
+    --role-policies`, seed 13; docs/policies.md). Cerbos caches a role-policy rule's condition
+    per check under `role.<role>.v<version>/<scope>#<role>_rule-<i>`, where `i` is the rule's
+    position among the rules for the same `resource`: the first `doc` rule and the first `*`
+    rule share a key, so the first one evaluated answers for both. With `a` true and `b`
+    false, `write` is ALLOWed after `read` (the role policy's condition for write fails: a
+    fail-open) and DENYed alone; `read` is DENYed after `write`. Which rule comes first when
+    both match one action follows a Go map, so it even varies between PDP starts. Vigil
+    evaluates each rule's condition: the answers of a check of each action on its own."""
+    single = [
+        _shared_key_request([action], a, b)
+        for action in ("read", "write")
+        for a, b in ((True, False), (False, True))
+    ]
+    assert _differences(tmp_path / "single", SHARED_ROLE_RULE_KEY, single) == []
+    pair = _shared_key_request(["read", "write"], True, False)
+    found = _differences(tmp_path / "pair", SHARED_ROLE_RULE_KEY, [pair])
+    assert len(found) == 1 and '"write": "EFFECT_ALLOW"' in found[0].split("vigil")[0]
+    res = build_engine(tmp_path / "pair" / "store").check(
+        pair["principal"], pair["resources"][0]["resource"], ["read", "write"]
+    )
+    assert res.allowed("read") and not res.allowed("write")
+    assert res.actions["write"].policy == "role.r.vdefault/acme"

@@ -37,12 +37,10 @@ EFFECTS = ["EFFECT_ALLOW", "EFFECT_DENY"]
 
 @dataclass
 class Features:
-    """Which policy features a generated store may use. Role policies are off by default:
-    Vigil's role-policy evaluation still differs from the stock PDP (effects and matched
-    policy; docs/policies.md, the xfail cases of test_generated_regressions.py)."""
+    """Which policy features a generated store may use (all by default)."""
 
     principal_policies: bool = True
-    role_policies: bool = False
+    role_policies: bool = True
     outputs: bool = True
     scopes: bool = True
 
@@ -300,13 +298,20 @@ class _Builder:
     ) -> dict[str, Any]:
         gen = Gen(self.rng, Names(globals_=names.globals_))
         rules = []
+        # Stock Cerbos caches a role rule's condition under its position among the rules for
+        # the same `resource`, shared by the rules at that position for other resources (a bug:
+        # test_role_policy_rules_sharing_a_cerbos_cache_key): one condition per position.
+        positions: dict[str, int] = {}
+        conditional: set[int] = set()
         for _ in range(self.rng.randint(1, 3)):
             rule: dict[str, Any] = {
                 "resource": self.pick([*kinds, "*"]),
                 "allowActions": self.sample(RULE_ACTIONS, 1, 3),
             }
-            if self.rng.random() < 0.4:
+            i = positions[rule["resource"]] = positions.get(rule["resource"], -1) + 1
+            if self.rng.random() < 0.4 and i not in conditional:
                 rule["condition"] = self.condition(gen)
+                conditional.add(i)
             rules.append(rule)
         return {
             "rolePolicy": {
