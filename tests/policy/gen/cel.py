@@ -282,11 +282,13 @@ class Gen:
         # two-variable macros building maps (streams/policy/celcompat.py), on lists and maps
         src = self.pick([lst, "R.attr.meta", "P.attr.level"])
         key = self.pick(['"1"', '"a"', '"region"', "0", "1"])
+        skey = self.pick(['"1"', '"a"'])
         return self.pick(
             [
                 f"{key} in {src}.transformMap(k, x, {body})",
                 f"size({src}.transformMap(k, x, {body}, k)) {self.pick(CMP)} 1",
-                f"{key} in {src}.transformMapEntry(k, x, {{string(x): k}})",
+                # the result is statically map(string, ...): a string key (cel-go checks it)
+                f"{skey} in {src}.transformMapEntry(k, x, {{string(x): k}})",
                 f"{src}.transformMapEntry(k, x, {body}, {{string(k): x}}).exists(k, x, {body})",
             ]
         )
