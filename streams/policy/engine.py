@@ -297,6 +297,7 @@ class _Check:
         "_data",
         "_acts",
         "dr_cache",
+        "dr_failed",
         "cond_cache",
         "level_edr",
         "cur_scope",
@@ -332,6 +333,8 @@ class _Check:
         self._data: dict[bool, dict[str, Any]] = {}
         self._acts: dict[tuple[bool, str | None], Any] = {}
         self.dr_cache: dict[Any, bool] = {}
+        # (rule uid, derived role uid) rows whose derived role did not hold when first visited
+        self.dr_failed: set[tuple[int, int]] = set()
         self.cond_cache: dict[int, bool] = {}
         self.level_edr: dict[str, list[str]] = {}
         # The resource scope the walk visited last: Cerbos 0.55 keeps one evaluation context
@@ -1336,10 +1339,20 @@ class PolicyEngine:
                 bindings = self._multi_bindings(level, action, parent_roles) if level else ()
             for rule, dr in bindings:
                 if dr is not None:
+                    row = (rule.uid, dr.uid)
+                    if row in st.dr_failed:
+                        # Cerbos caches the row as "not satisfied" when its derived role does
+                        # not hold; a later visit (another action) takes it from that cache as
+                        # a rule whose condition is not met: its conditionNotMet output.
+                        if rule.output_not_met is not None:
+                            out = self._output(st, rule.output_not_met, level, rule, action)
+                            outputs.extend([out] * _rows(rule, dr, action, parent_roles))
+                        continue
                     dr_sat = self._derived_role(st, dr, scope)
                     if strict is not None:
                         strict.note(dr.uid, policy, rule.name, scope)
                     if not dr_sat:
+                        st.dr_failed.add(row)
                         continue
                 cond = rule.condition
                 sat = True

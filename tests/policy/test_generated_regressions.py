@@ -596,6 +596,58 @@ def test_derived_role_condition_reads_runtime(tmp_path: Path, actions: list[str]
     assert _differences(tmp_path, DERIVED_ROLE_READS_RUNTIME, [req]) == []
 
 
+DERIVED_ROLE_ROW_CACHE = {
+    "dr.yaml": """
+        apiVersion: api.cerbos.dev/v1
+        derivedRoles:
+          name: dr
+          definitions:
+            - name: trusted
+              parentRoles: ["user", "guest"]
+              condition:
+                match:
+                  expr: R.attr.t == true
+            - name: anyone
+              parentRoles: ["*"]
+    """,
+    "doc.yaml": """
+        apiVersion: api.cerbos.dev/v1
+        resourcePolicy:
+          resource: doc
+          version: default
+          importDerivedRoles: [dr]
+          rules:
+            - name: r
+              actions: ["a", "b", "c:*"]
+              derivedRoles: ["trusted", "anyone"]
+              effect: EFFECT_ALLOW
+              condition:
+                match:
+                  expr: R.attr.ok == true
+              output:
+                when:
+                  ruleActivated: '"on"'
+                  conditionNotMet: '"off"'
+    """,
+}
+
+
+@pytest.mark.parametrize(
+    ("actions", "roles"),
+    [(["a", "b"], ["user"]), (["b"], ["user"]), (["a", "c:x", "b"], ["user", "guest"])],
+)
+@pytest.mark.parametrize("attr", [{"t": False, "ok": True}, {"t": True, "ok": False}, {}])
+def test_derived_role_row_cached_as_not_met(
+    tmp_path: Path, actions: list[str], roles: list[str], attr: dict[str, Any]
+) -> None:
+    """A rule row whose derived role does not hold is cached by Cerbos as "condition not
+    met": no output on that visit, the rule's conditionNotMet output on every later visit of
+    the row (another action). Found by the generator with outputs on derived-role rules
+    (seeds 3003-3026); decisions are not affected."""
+    req = _request(actions, roles, attr=attr)
+    assert _differences(tmp_path, DERIVED_ROLE_ROW_CACHE, [req]) == []
+
+
 def test_has_on_a_scalar_is_false(tmp_path: Path) -> None:
     """has() on a field of a scalar (`has(R.attr.n.f)` with n a number, string, bool or null)
     is false in cel-go and was an error in cel-cpp; under none.of the error counts as false, so
