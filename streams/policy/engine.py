@@ -442,14 +442,13 @@ class _Check:
             if now is None:
                 now = self._now = _utc(self.now)
             eng._clock.now = now  # read by now()/timeSince() during this check's evaluations
-        scope = edr
-        k = (full, scope)
+        k = (full, edr)
         act = self._acts.get(k)
         if act is None:
             data = self.data(full)
-            if scope is not None:
+            if edr is not None:
                 data = dict(data)
-                data["runtime"] = _runtime(sorted(self.level_edr[scope]))
+                data["runtime"] = _runtime(sorted(self.level_edr[edr]))
             if eng._clock_fns is not None:
                 act = eng._env.Activation(data, functions=eng._clock_fns)
             else:
