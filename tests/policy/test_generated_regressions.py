@@ -648,6 +648,35 @@ def test_derived_role_row_cached_as_not_met(
     assert _differences(tmp_path, DERIVED_ROLE_ROW_CACHE, [req]) == []
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="cel-go answers `x in m` false when `m` is a map and `x` is null, a list or a map; "
+    "cel-cpp (cel-expr-python) fails with `no such overload` (found by make diff-cerbos, "
+    "seed 4027: a derived role `!(R.attr.dept in P.attr.tags) && ...` with dept null and "
+    "tags {} holds in Cerbos only)",
+)
+def test_non_key_value_in_a_map_is_false(tmp_path: Path) -> None:
+    policy = """
+        apiVersion: api.cerbos.dev/v1
+        resourcePolicy:
+          resource: doc
+          version: default
+          rules:
+            - actions: ["read"]
+              roles: ["*"]
+              effect: EFFECT_ALLOW
+              condition:
+                match:
+                  expr: '!(R.attr.x in R.attr.m)'
+    """
+    requests = [
+        _request(["read"], ["user"], attr={"x": x, "m": m})
+        for x in (None, [1], {}, "a", 1)
+        for m in ({}, {"a": 1})
+    ]
+    assert _differences(tmp_path, {"doc.yaml": policy}, requests) == []
+
+
 def test_has_on_a_scalar_is_false(tmp_path: Path) -> None:
     """has() on a field of a scalar (`has(R.attr.n.f)` with n a number, string, bool or null)
     is false in cel-go and was an error in cel-cpp; under none.of the error counts as false, so
