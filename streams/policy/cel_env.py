@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import re
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
 from cel_expr_python import cel
 from cel_expr_python.ext import ext_bindings, ext_encoders, ext_math, ext_strings
+
+from .celcompat import ENTRIES_FN, PAIRS_FN, entries_to_map, pairs_to_map
 
 VARIABLES = ("request", "P", "R", "G", "globals", "runtime")
 TIME_FUNCTIONS = ("now", "timeSince")
@@ -30,23 +31,6 @@ _EXTENSIONS_CONFIG = cel.NewEnvConfigFromYaml(
         for name in ("optional", "two-var-comprehensions", "lists", "sets", "regex")
     )
 )
-
-
-# Macros of the two-variable comprehensions extension that expand to `cel.@mapInsert`, whose
-# runtime overloads cel-expr-python 0.1.3 does not register: they type-check, then fail at every
-# evaluation. The engine refuses them at compile time instead (docs/policies.md).
-_UNSUPPORTED_MACROS = re.compile(r"\.\s*(transformMapEntry|transformMap)\s*\(")
-
-
-def unsupported_feature(src: str) -> str | None:
-    """Why `src` cannot run in this environment although Cerbos accepts it, or None."""
-    m = _UNSUPPORTED_MACROS.search(src)
-    if m is None:
-        return None
-    return (
-        f"{m.group(1)}() is not supported by Vigil's CEL runtime "
-        "(cel-expr-python 0.1.3 lacks cel.@mapInsert)"
-    )
 
 
 def _contains(items: list[Any], value: Any) -> bool:
@@ -542,6 +526,17 @@ def cerbos_extension() -> cel.CelExtension:
     )
     decls += _hierarchy_decls()
     decls += _spiffe_decls()
+    # what transformMap/transformMapEntry are rewritten into (celcompat.py)
+    any_map = cel.Type.Map(cel.Type.DYN, cel.Type.DYN)
+    decls.append(
+        cel.FunctionDecl(PAIRS_FN, [cel.Overload(PAIRS_FN, any_map, [_LIST], True, pairs_to_map)])
+    )
+    entries = cel.Type.List(any_map)
+    decls.append(
+        cel.FunctionDecl(
+            ENTRIES_FN, [cel.Overload(ENTRIES_FN, any_map, [entries], True, entries_to_map)]
+        )
+    )
     return cel.CelExtension("cerbos", decls)
 
 

@@ -69,6 +69,10 @@ def cerbos_error_text(message: str) -> str:
     m = _INDEX.match(text)
     if m:
         return f"index out of bounds: {m.group(1)}"
+    if text == "double out of int64 range":
+        return "integer overflow"
+    if text == "double out of uint64 range":
+        return "unsigned integer overflow"
     m = _CONVERT.match(text)
     if m:
         src, dst = (_TYPE_NAMES.get(t, t) for t in m.groups())

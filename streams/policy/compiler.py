@@ -14,6 +14,7 @@ from typing import Any, Protocol, TypeVar
 
 from cel_expr_python import cel
 
+from .celcompat import compile_source
 from .deps import dependencies
 from .globs import compile_action_glob, compile_kind_glob, sanitized_name
 from .loader import LoadedFile
@@ -229,7 +230,7 @@ class Compiler:
                 self._issue(file, f"{path}.expr", str(exc))
                 return None
             try:
-                program = self._env.compile(src)
+                program, src = compile_source(self._env, src)
             except RuntimeError as exc:
                 self._issue(file, f"{path}.expr", f"invalid CEL expression: {_clean(exc)}")
                 return None
@@ -430,8 +431,7 @@ class Compiler:
                 self._issue(file, path, "must be a non-empty CEL expression string")
                 continue
             try:
-                text = inliner.expand(src)
-                progs[k] = self._env.compile(text)
+                progs[k], text = compile_source(self._env, inliner.expand(src))
                 expanded.append(text)
             except SubstitutionError as exc:
                 self._issue(file, path, str(exc))
@@ -632,7 +632,7 @@ class Compiler:
                         ok = False
                         continue
                     try:
-                        self._env.compile(src)
+                        compile_source(self._env, src)
                     except RuntimeError as exc:
                         self._issue(
                             file,

@@ -26,7 +26,6 @@ from .celerrors import cerbos_error_text
 from .compiler import (
     OVERRIDE_PARENT,
     REQUIRE_PARENTAL_CONSENT,
-    CompiledBundle,
     compile_files,
     policy_key,
     principal_policy_key,
@@ -298,8 +297,10 @@ class _Check:
         "_data",
         "_acts",
         "dr_cache",
+        "dr_failed",
         "cond_cache",
         "level_edr",
+        "cur_scope",
         "errors",
         "dep_values",
         "keys",
@@ -331,9 +332,15 @@ class _Check:
         self._now: dt.datetime | None = memo.now if memo is not None else None
         self._data: dict[bool, dict[str, Any]] = {}
         self._acts: dict[tuple[bool, str | None], Any] = {}
-        self.dr_cache: dict[int, bool] = {}
+        self.dr_cache: dict[Any, bool] = {}
+        # (rule uid, derived role uid) rows whose derived role did not hold when first visited
+        self.dr_failed: set[tuple[int, int]] = set()
         self.cond_cache: dict[int, bool] = {}
         self.level_edr: dict[str, list[str]] = {}
+        # The resource scope the walk visited last: Cerbos 0.55 keeps one evaluation context
+        # per check whose effectiveDerivedRoles are those of that scope, and principal- and
+        # role-policy rules read it (so they see what the previous action's walk left).
+        self.cur_scope: str | None = None
         self.errors: list[str] = []
         self.dep_values: list[Any] = [_UNSET] * len(engine._dep_paths)
         self.keys: dict[Any, tuple[Any, ...] | None] = {}
@@ -415,23 +422,33 @@ class _Check:
             data["G"] = data["globals"] = eng._globals
         return data
 
-    def activation(self, level: ResourcePolicy | None, full: bool) -> Any:
-        """The Activation for a rule of `level` (with its runtime.effectiveDerivedRoles), or
-        for derived roles (`level=None`); `full` for conditions that need the whole request."""
+    def edr_scope(self, level: ResourcePolicy | None, reads_runtime: bool) -> str | None:
+        """The scope whose derived roles `runtime.effectiveDerivedRoles` holds for a rule of
+        `level` (a resource policy: its own scope) or of a principal or role policy (`None`:
+        the scope the resource walk visited last, as in Cerbos); None means an empty list
+        (also when the rule does not read `runtime`, which then needs no Activation of its
+        own)."""
+        if level is not None:
+            return level.scope if level.uses_runtime else None
+        return self.cur_scope if reads_runtime else None
+
+    def activation(self, edr: str | None, full: bool) -> Any:
+        """The Activation whose runtime.effectiveDerivedRoles are those of scope `edr` (see
+        `edr_scope`; None: empty, as for derived roles); `full` for conditions that need the
+        whole request."""
         eng = self.engine
         if eng._clock_fns is not None:
             now = self._now
             if now is None:
                 now = self._now = _utc(self.now)
             eng._clock.now = now  # read by now()/timeSince() during this check's evaluations
-        scope = level.scope if level is not None and level.uses_runtime else None
-        k = (full, scope)
+        k = (full, edr)
         act = self._acts.get(k)
         if act is None:
             data = self.data(full)
-            if scope is not None:
+            if edr is not None:
                 data = dict(data)
-                data["runtime"] = _runtime(sorted(self.level_edr[scope]))
+                data["runtime"] = _runtime(sorted(self.level_edr[edr]))
             if eng._clock_fns is not None:
                 act = eng._env.Activation(data, functions=eng._clock_fns)
             else:
@@ -441,12 +458,10 @@ class _Check:
 
     # -- memo ------------------------------------------------------------------------------------
 
-    def key(
-        self, uid: Any, dep_ids: tuple[int, ...], level: ResourcePolicy | None
-    ) -> tuple[Any, ...] | None:
+    def key(self, uid: Any, dep_ids: tuple[int, ...], edr: str | None) -> tuple[Any, ...] | None:
         """Memo key of a condition (or DENY group): its uid and the values at its dependency
         paths; None when a value cannot be keyed exactly."""
-        key: Any = self.keys.get(uid, _MISSING)
+        key: Any = self.keys.get((uid, edr), _MISSING)
         if key is not _MISSING:
             return key  # type: ignore[no-any-return]
         eng = self.engine
@@ -455,8 +470,8 @@ class _Check:
         for d in dep_ids:
             if d in eng._runtime_deps:
                 names: list[str] = []
-                if level is not None and level.uses_runtime:
-                    names = sorted(self.level_edr[level.scope])
+                if edr is not None:
+                    names = sorted(self.level_edr[edr])
                 try:
                     v = _walk({"effectiveDerivedRoles": names}, eng._dep_paths[d], 1, False)
                 except _Uncacheable:
@@ -475,19 +490,18 @@ class _Check:
             parts.append(v)
         else:
             key = tuple(parts)
-        self.keys[uid] = key
+        self.keys[(uid, edr)] = key
         return key  # type: ignore[no-any-return]
 
-    def condition(
-        self, uid: int, cond: Condition, level: ResourcePolicy | None, label: str
-    ) -> bool:
-        """Evaluate a rule (`level`) or derived-role (`level=None`) condition, through the memo
-        when there is one. Callers keep the per-check cache (each condition once per check)."""
+    def condition(self, uid: int, cond: Condition, edr: str | None, label: str) -> bool:
+        """Evaluate a rule or derived-role condition with the derived roles of scope `edr`
+        (`edr_scope`), through the memo when there is one. Callers keep the per-check cache
+        (each condition once per check)."""
         memo = self.memo
         full = cond.dep_ids is None or not self.engine._use_projection
         if memo is None:
-            return self.evaluate(cond, self.activation(level, full), label)
-        key = None if cond.dep_ids is None else self.key(uid, cond.dep_ids, level)
+            return self.evaluate(cond, self.activation(edr, full), label)
+        key = None if cond.dep_ids is None else self.key(uid, cond.dep_ids, edr)
         if key is not None:
             hit = memo._results.get(key)
             if hit is not None:
@@ -497,7 +511,7 @@ class _Check:
                 return hit[0]
         memo.misses += 1
         n = len(self.errors)
-        sat = self.evaluate(cond, self.activation(level, full), label)
+        sat = self.evaluate(cond, self.activation(edr, full), label)
         if key is not None:
             memo._store(key, (sat, tuple(self.errors[n:])))
         return sat
@@ -565,11 +579,9 @@ class _StrictCheck(_Check):
         self.err_uids: set[int] = set()
         self.strict_err: tuple[str, str | None, str] | None = None
 
-    def condition(
-        self, uid: int, cond: Condition, level: ResourcePolicy | None, label: str
-    ) -> bool:
+    def condition(self, uid: int, cond: Condition, edr: str | None, label: str) -> bool:
         n = len(self.errors)
-        sat = super().condition(uid, cond, level, label)
+        sat = super().condition(uid, cond, edr, label)
         if len(self.errors) > n:
             self.err_uids.add(uid)
         return sat
@@ -829,7 +841,6 @@ class PolicyEngine:
         issues: list[CompileIssue] = [*bundle.issues, *compiled.issues]
         schemas = SchemaValidator(Path(directory), schema_enforcement)
         issues.extend(schemas.load(compiled.policies))
-        issues.extend(_unsupported_cel(compiled))
         if issues:
             raise PolicyCompileError(issues)
         return cls(
@@ -961,13 +972,14 @@ class PolicyEngine:
                 allow_rule: str | None = None
                 deny_rule: str | None = None
                 for rule, dr in bindings:
-                    if dr is not None and not self._derived_role(st, dr):
+                    if dr is not None and not self._derived_role(st, dr, level.scope):
                         continue
                     cond = rule.condition
                     if cond is not None:
                         sat = cond_cache.get(rule.uid)
                         if sat is None:
-                            sat = st.condition(rule.uid, cond, level, f"{level.key}#{rule.name}")
+                            edr = st.edr_scope(level, True)
+                            sat = st.condition(rule.uid, cond, edr, f"{level.key}#{rule.name}")
                             cond_cache[rule.uid] = sat
                         if not sat:
                             continue
@@ -1065,7 +1077,7 @@ class PolicyEngine:
         memo = st.memo
         key = None
         if memo is not None and info.dep_ids is not None:
-            key = st.key(info.uids, info.dep_ids, level)
+            key = st.key(info.uids, info.dep_ids, st.edr_scope(level, True))
             if key is not None and key in memo._results:
                 memo.hits += 1
                 for rule in pending:
@@ -1073,7 +1085,7 @@ class PolicyEngine:
                 return
         try:
             full = info.dep_ids is None or not self._use_projection
-            value = info.program.eval(st.activation(level, full)).value()
+            value = info.program.eval(st.activation(st.edr_scope(level, True), full)).value()
         except Exception:
             return
         if value is not False:
@@ -1085,27 +1097,35 @@ class PolicyEngine:
             if key is not None:
                 memo._store(key, (False, ()))
 
-    def _derived_role(self, st: _Check, dr: DerivedRole) -> bool:
-        sat = st.dr_cache.get(dr.uid)
+    def _derived_role(self, st: _Check, dr: DerivedRole, edr: str | None) -> bool:
+        """A derived role's condition, evaluated once per check; one that reads
+        `runtime.effectiveDerivedRoles` sees those of scope `edr` (see `_level`), once per
+        scope, as in Cerbos 0.55."""
+        cond = dr.condition
+        if cond is None:
+            return True
+        key: Any = (dr.uid, edr) if cond.uses_runtime else dr.uid
+        sat = st.dr_cache.get(key)
         if sat is None:
-            if dr.condition is None:
-                sat = True
-            else:
-                sat = st.condition(
-                    dr.uid, dr.condition, None, f"derived role {dr.origin}/{dr.name}"
-                )
-            st.dr_cache[dr.uid] = sat
+            edr = edr if cond.uses_runtime else None
+            sat = st.condition(dr.uid, cond, edr, f"derived role {dr.origin}/{dr.name}")
+            st.dr_cache[key] = sat
         return sat
 
     def _level(self, st: _Check, level: ResourcePolicy, roles: list[str]) -> None:
-        """Computes a scope level's effective derived roles on its first visit."""
-        if level.scope in st.level_edr:
-            return
-        st.level_edr[level.scope] = [
-            name
-            for name, dr in level.derived_roles.items()
-            if any(dr.has_parent(role) for role in roles) and self._derived_role(st, dr)
-        ]
+        """On the walk's first visit of a scope level: its effective derived roles, whose
+        conditions see the derived roles of the scope visited before (`cur_scope`, still
+        unchanged), as Cerbos 0.55 computes them in the evaluation context it then replaces.
+        Every visit then makes this level the one principal/role policies see, and a rule's
+        derived role is tested in this level's own context (`_derived_role(..., scope)`)."""
+        if level.scope not in st.level_edr:
+            before = st.cur_scope
+            st.level_edr[level.scope] = [
+                name
+                for name, dr in level.derived_roles.items()
+                if any(dr.has_parent(role) for role in roles) and self._derived_role(st, dr, before)
+            ]
+        st.cur_scope = level.scope
 
     # -- general path: principal/role policies, scope permissions, outputs, options ----------
 
@@ -1292,6 +1312,7 @@ class PolicyEngine:
                         st.level_edr[scope] = []
                     else:
                         self._level(st, level, all_roles)
+                st.cur_scope = scope  # what principal/role policies see next (`edr_scope`)
                 # Role policies of this scope narrow what the role (and its parents) may do:
                 # their allowActions are exhaustive for the kind once this scope has any rule
                 # for the kind and one of these roles (see `_scope_binds_roles`).
@@ -1313,7 +1334,8 @@ class PolicyEngine:
                             continue
                         sat = cond_cache.get(rr.uid)
                         if sat is None:
-                            sat = st.condition(rr.uid, rr.condition, None, f"{rp.key}#{r}")
+                            edr = st.edr_scope(None, rr.condition.uses_runtime)
+                            sat = st.condition(rr.uid, rr.condition, edr, f"{rp.key}#{r}")
                             cond_cache[rr.uid] = sat
                         if strict is not None:
                             strict.note(rr.uid, rp.key, None, scope)
@@ -1322,10 +1344,20 @@ class PolicyEngine:
                 bindings = self._multi_bindings(level, action, parent_roles) if level else ()
             for rule, dr in bindings:
                 if dr is not None:
-                    dr_sat = self._derived_role(st, dr)
+                    row = (rule.uid, dr.uid)
+                    if row in st.dr_failed:
+                        # Cerbos caches the row as "not satisfied" when its derived role does
+                        # not hold; a later visit (another action) takes it from that cache as
+                        # a rule whose condition is not met: its conditionNotMet output.
+                        if rule.output_not_met is not None:
+                            out = self._output(st, rule.output_not_met, level, rule, action)
+                            outputs.extend([out] * _rows(rule, dr, action, parent_roles))
+                        continue
+                    dr_sat = self._derived_role(st, dr, scope)
                     if strict is not None:
                         strict.note(dr.uid, policy, rule.name, scope)
                     if not dr_sat:
+                        st.dr_failed.add(row)
                         continue
                 cond = rule.condition
                 sat = True
@@ -1335,7 +1367,7 @@ class PolicyEngine:
                         found = st.condition(
                             rule.uid,
                             cond,
-                            None if principal_pass else level,
+                            st.edr_scope(None if principal_pass else level, cond.uses_runtime),
                             f"{level.key}#{rule.name}",
                         )
                         cond_cache[rule.uid] = found
@@ -1426,16 +1458,20 @@ class PolicyEngine:
     def _output(self, st: _Check, program: Any, level: Any, rule: Rule, action: str) -> OutputEntry:
         """A rule output; a failing expression gives no value and the error message (Cerbos
         reports `error` instead of `val`)."""
-        act = st.activation(level if isinstance(level, ResourcePolicy) else None, True)
+        act = st.activation(
+            st.edr_scope(level if isinstance(level, ResourcePolicy) else None, True), True
+        )
         src = f"{level.key}#{rule.name}"
         try:
             value = program.eval(act)
             if value.type() == cel.Type.ERROR:
                 return OutputEntry(src, action, None, cerbos_error_text(str(value.value())))
-            val = value.plain_value()
+            val = _jsonable(value.plain_value())
+        except _NotJson as exc:
+            return OutputEntry(src, action, None, str(exc))
         except Exception as exc:
             return OutputEntry(src, action, None, cerbos_error_text(str(exc)))
-        return OutputEntry(src, action, _jsonable(val))
+        return OutputEntry(src, action, val)
 
 
 def _exact(cond: Condition, value: bool) -> bool:
@@ -1459,36 +1495,6 @@ def _index_fused(cond: Condition, out: dict[int, tuple[bool, bool]]) -> None:
         _index_fused(child, out)
 
 
-def _unsupported_cel(compiled: CompiledBundle) -> list[CompileIssue]:
-    """Expressions Cerbos accepts but Vigil's CEL runtime cannot evaluate (see
-    `cel_env.unsupported_feature`), refused at compile time rather than failing every check."""
-    found: dict[tuple[str, str], str] = {}
-
-    def scan(file: str, where: str, sources: Sequence[str]) -> None:
-        for src in sources:
-            why = cel_env.unsupported_feature(src)
-            if why is not None:
-                found.setdefault((file, where), why)
-
-    def leaves(cond: Condition | None) -> list[str]:
-        return [leaf.source for leaf in cond.leaves()] if cond is not None else []
-
-    for pol in compiled.policies.values():
-        for i, rule in enumerate(pol.rules):
-            where = f"resourcePolicy.rules[{i}]"
-            scan(pol.file, where, [*leaves(rule.condition), *rule.output_sources])
-        for dr in pol.derived_roles.values():
-            scan(pol.file, f"derived role {dr.origin}/{dr.name}", leaves(dr.condition))
-    for pp in compiled.principals.values():
-        for rule in pp.rules:
-            where = f"principalPolicy rule {rule.name}"
-            scan(pp.file, where, [*leaves(rule.condition), *rule.output_sources])
-    for rp in compiled.roles.values():
-        for i, rr in enumerate(rp.rules):
-            scan(rp.file, f"rolePolicy.rules[{i}]", leaves(rr.condition))
-    return [CompileIssue(file, where, why) for (file, where), why in found.items()]
-
-
 def _condition_reads_time(cond: Condition | None) -> bool:
     return cond is not None and any(reads_clock(leaf.source) for leaf in cond.leaves())
 
@@ -1503,10 +1509,22 @@ _NO_MATCH_EFFECT = "EFFECT_NO_MATCH"
 _NMFSP = "NO_MATCH_FOR_SCOPE_PERMISSIONS"
 
 
+class _NotJson(ValueError):
+    """An output value Cerbos cannot turn into a protobuf `Value` (its message is cel-go's)."""
+
+
+def _json_key(k: Any) -> str:
+    if isinstance(k, str):
+        return k
+    kind = "bool" if isinstance(k, bool) else "int" if isinstance(k, int) else type(k).__name__
+    raise _NotJson(f"unsupported type conversion from '{kind}' to string")
+
+
 def _jsonable(v: Any) -> Any:
-    """CEL output values as JSON-like Python (as Cerbos' protobuf Value conversion)."""
+    """CEL output values as JSON-like Python (as Cerbos' protobuf Value conversion); a map
+    with keys other than strings raises `_NotJson` (an output error in Cerbos)."""
     if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
+        return {_json_key(k): _jsonable(x) for k, x in v.items()}
     if isinstance(v, list | tuple):
         return [_jsonable(x) for x in v]
     if isinstance(v, bool) or v is None or isinstance(v, str):

@@ -128,26 +128,26 @@ def _actions(path: Path) -> list[str]:
     return [rule["name"] for rule in doc["resourcePolicy"]["rules"]]
 
 
-def test_transform_map_is_refused_at_compile_time(tmp_path: Path) -> None:
-    """Stock Cerbos accepts transformMap/transformMapEntry; Vigil's runtime cannot evaluate
-    them, so they are compile errors rather than conditions that fail on every check."""
+def test_transform_map_compiles_and_evaluates(tmp_path: Path) -> None:
+    """transformMap/transformMapEntry (which cel-expr-python cannot run as such) are rewritten
+    into transformList and a map builder (streams/policy/celcompat.py); compared with the stock
+    PDP by test_generated_regressions.py."""
     (tmp_path / "doc.yaml").write_text(
         "apiVersion: api.cerbos.dev/v1\nresourcePolicy:\n  resource: doc\n"
         "  version: default\n  rules:\n"
         "    - actions: [read]\n      roles: [user]\n      effect: EFFECT_ALLOW\n"
         "      condition:\n        match:\n"
-        "          expr: \"R.attr.m.transformMap(k, v, v + 1) == {'a': 2}\"\n"
+        "          expr: \"R.attr.m.transformMap(k, v, v + 1.0) == {'a': 2.0}\"\n"
+        "    - actions: [write]\n      roles: [user]\n      effect: EFFECT_ALLOW\n"
+        "      condition:\n        match:\n"
+        "          expr: \"R.attr.m.transformMapEntry(k, v, {string(v): k}) == {'1': 'a'}\"\n"
     )
-    with pytest.raises(PolicyCompileError) as err:
-        PolicyEngine.from_directory(tmp_path)
-    assert [(i.file, i.path, i.message) for i in err.value.errors] == [
-        (
-            "doc.yaml",
-            "resourcePolicy.rules[0]",
-            "transformMap() is not supported by Vigil's CEL runtime "
-            "(cel-expr-python 0.1.3 lacks cel.@mapInsert)",
-        )
-    ]
+    engine = PolicyEngine.from_directory(tmp_path)
+    for attr, allowed in (({"m": {"a": 1}}, True), ({"m": {"a": 2}}, False), ({}, False)):
+        res = engine.check({"id": "u", "roles": ["user"]}, {"kind": "doc", "attr": attr}, ["read"])
+        assert res.allowed("read") is allowed
+        res = engine.check({"id": "u", "roles": ["user"]}, {"kind": "doc", "attr": attr}, ["write"])
+        assert res.allowed("write") is allowed
 
 
 def _fused_resources() -> list[dict[str, Any]]:

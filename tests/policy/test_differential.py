@@ -79,7 +79,7 @@ def _server(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 60  # a loaded, shared machine starts it slowly
         while True:
             try:
                 with urllib.request.urlopen(f"{url}/_cerbos/health", timeout=1) as resp:

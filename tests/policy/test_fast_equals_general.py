@@ -48,9 +48,12 @@ INLINE_REQUESTS = 200
 BATCH = 40  # checks sharing one CheckMemo
 
 # A bundle for what the other bundles exercise little: a three-level scope chain with derived
-# roles at two levels and `runtime.effectiveDerivedRoles`, conditional DENY groups (with
-# conditions that can fail), wildcard actions and roles, principals whose roles disagree, and a
-# kind without scoped policies in a scope another kind defines. Compared by the inline test.
+# roles at two levels and `runtime.effectiveDerivedRoles` (read at all three levels: each level
+# sees its own derived roles, whatever level an earlier action's walk ended at; and by a
+# derived role, which sees those of the level visited before), conditional
+# DENY groups (with conditions that can fail), wildcard actions and roles, principals whose
+# roles disagree, and a kind without scoped policies in a scope another kind defines. Compared
+# by the inline test.
 _SCOPED_ROLES = """
 apiVersion: api.cerbos.dev/v1
 derivedRoles:
@@ -66,6 +69,11 @@ derivedRoles:
       condition:
         match:
           expr: P.attr.level > 3
+    - name: fresh
+      parentRoles: ["user", "guest"]
+      condition:
+        match:
+          expr: size(runtime.effectiveDerivedRoles) == 0 || R.attr.n == 3
 """
 _SCOPED_ROOT = """
 apiVersion: api.cerbos.dev/v1
@@ -88,6 +96,10 @@ resourcePolicy:
     - name: root-admin
       actions: ["*"]
       roles: ["admin"]
+      effect: EFFECT_ALLOW
+    - name: root-fresh
+      actions: ["list:*", "read"]
+      derivedRoles: ["fresh"]
       effect: EFFECT_ALLOW
     - name: root-runtime
       actions: ["edit"]
@@ -129,6 +141,13 @@ resourcePolicy:
             of:
               - expr: P.attr.region != R.attr.region
               - expr: P.attr.level < 1
+    - name: a-fresh
+      actions: ["list:*"]
+      derivedRoles: ["fresh"]
+      effect: EFFECT_DENY
+      condition:
+        match:
+          expr: R.attr.flag == "fresh"
     - name: a-senior
       actions: ["edit"]
       derivedRoles: ["senior"]
@@ -155,6 +174,13 @@ resourcePolicy:
       actions: ["edit", "list:*"]
       roles: ["guest"]
       effect: EFFECT_DENY
+    - name: ab-runtime
+      actions: ["list:*", "edit"]
+      roles: ["user"]
+      effect: EFFECT_ALLOW
+      condition:
+        match:
+          expr: 'size(runtime.effectiveDerivedRoles) == 0 && R.attr.n == 2'
 """
 _OTHER_ROOT = """
 apiVersion: api.cerbos.dev/v1

@@ -402,15 +402,279 @@ def test_principal_policy_sees_no_derived_roles(tmp_path: Path) -> None:
     assert _differences(tmp_path, PRINCIPAL_READS_EDR, [_alice(["read", "write"])]) == []
 
 
+def test_principal_policy_sees_derived_roles_of_the_previous_action(tmp_path: Path) -> None:
+    """Cerbos 0.55 keeps one evaluation context per check; the resource walk sets its
+    `effectiveDerivedRoles` to those of each scope it visits, and principal-policy rules read
+    whatever the last visit left: `read` after `write` is ALLOWed by principal.alice."""
+    assert _differences(tmp_path, PRINCIPAL_READS_EDR, [_alice(["write", "read"])]) == []
+    res = build_engine(tmp_path / "store").check(
+        {"id": "alice", "roles": ["user"]}, {"kind": "doc", "id": "r"}, ["write", "read"]
+    )
+    assert res.actions["read"].policy == "principal.alice.vdefault"
+
+
+#: Two scopes with their own derived roles (`ra` at the root, `rb` in acme); rules of acme
+#: and alice's principal rules read `runtime.effectiveDerivedRoles`, in conditions and outputs.
+LAST_VISITED_SCOPE = {
+    "dra.yaml": """
+        apiVersion: api.cerbos.dev/v1
+        derivedRoles:
+          name: dra
+          definitions:
+            - name: ra
+              parentRoles: ["*"]
+    """,
+    "drb.yaml": """
+        apiVersion: api.cerbos.dev/v1
+        derivedRoles:
+          name: drb
+          definitions:
+            - name: rb
+              parentRoles: ["*"]
+    """,
+    "doc.yaml": """
+        apiVersion: api.cerbos.dev/v1
+        resourcePolicy:
+          resource: doc
+          version: default
+          importDerivedRoles: [dra]
+          rules:
+            - actions: ["x"]
+              roles: ["*"]
+              effect: EFFECT_ALLOW
+            - actions: ["q"]
+              derivedRoles: ["ra"]
+              effect: EFFECT_ALLOW
+    """,
+    "acme/doc.yaml": """
+        apiVersion: api.cerbos.dev/v1
+        resourcePolicy:
+          resource: doc
+          version: default
+          scope: acme
+          importDerivedRoles: [drb]
+          rules:
+            - actions: ["y"]
+              roles: ["*"]
+              effect: EFFECT_ALLOW
+              condition:
+                match:
+                  expr: '"ra" in runtime.effectiveDerivedRoles'
+            - actions: ["w"]
+              roles: ["*"]
+              effect: EFFECT_ALLOW
+              condition:
+                match:
+                  expr: '"rb" in runtime.effectiveDerivedRoles'
+              output:
+                when:
+                  ruleActivated: runtime.effectiveDerivedRoles
+            - actions: ["q2"]
+              derivedRoles: ["rb"]
+              effect: EFFECT_ALLOW
+    """,
+    "alice.yaml": """
+        apiVersion: api.cerbos.dev/v1
+        principalPolicy:
+          principal: alice
+          version: default
+          rules:
+            - resource: doc
+              actions:
+                - action: p
+                  effect: EFFECT_ALLOW
+                  condition:
+                    match:
+                      expr: size(runtime.effectiveDerivedRoles) > 0
+                  output:
+                    when:
+                      ruleActivated: runtime.effectiveDerivedRoles
+                      conditionNotMet: runtime.effectiveDerivedRoles
+                - action: "g*"
+                  effect: EFFECT_ALLOW
+                  condition:
+                    match:
+                      expr: '"ra" in runtime.effectiveDerivedRoles'
+    """,
+}
+
+
+@pytest.mark.parametrize(
+    ("pid", "roles", "scope", "actions"),
+    [
+        ("u", ["user"], "acme", ["x", "y"]),  # a resource rule sees its own scope's roles
+        ("u", ["user"], "acme", ["x", "w"]),
+        ("alice", ["user"], "acme", ["x", "p", "w"]),  # the walk of x ended at the root: ra
+        ("alice", ["user"], "acme", ["p", "x"]),  # nothing visited yet: empty
+        ("alice", ["user"], "acme", ["w", "p"]),  # w ended in acme: rb
+        ("alice", ["a", "b"], "acme", ["x", "w", "p"]),  # w visited acme again: rb
+        ("alice", ["user"], "", ["x", "p"]),
+        ("alice", ["user"], "acme", ["x", "g1", "w", "g2"]),  # g2: the rule's cached result
+        ("alice", ["user"], "acme", ["x", "w", "g2", "g1"]),
+    ],
+)
+def test_principal_policy_sees_the_last_visited_scope(
+    tmp_path: Path, pid: str, roles: list[str], scope: str, actions: list[str]
+) -> None:
+    """Principal-policy conditions and outputs read the derived roles of the resource scope
+    the walk visited last (in any earlier action); resource rules always read their own
+    scope's. Order-dependent in Cerbos, and so in Vigil (streams/policy/engine.py,
+    `_Check.edr_scope`)."""
+    req = {
+        "principal": {"id": pid, "roles": roles},
+        "resources": [{"resource": {"kind": "doc", "id": "r", "scope": scope}, "actions": actions}],
+        "includeMeta": True,
+    }
+    assert _differences(tmp_path, LAST_VISITED_SCOPE, [req]) == []
+
+
+DERIVED_ROLE_READS_RUNTIME = {
+    "dr.yaml": """
+        apiVersion: api.cerbos.dev/v1
+        derivedRoles:
+          name: dr
+          definitions:
+            - name: owner
+              parentRoles: ["admin"]
+              condition:
+                match:
+                  expr: size(runtime.effectiveDerivedRoles) == 0
+            - name: second
+              parentRoles: ["admin"]
+              condition:
+                match:
+                  expr: '"owner" in runtime.effectiveDerivedRoles'
+    """,
+    "doc.yaml": """
+        apiVersion: api.cerbos.dev/v1
+        resourcePolicy:
+          resource: doc
+          version: default
+          importDerivedRoles: [dr]
+          rules:
+            - actions: ["view", "edit"]
+              derivedRoles: ["owner"]
+              effect: EFFECT_ALLOW
+              output:
+                when:
+                  ruleActivated: runtime.effectiveDerivedRoles
+            - actions: ["x", "edit"]
+              derivedRoles: ["second"]
+              effect: EFFECT_ALLOW
+            - actions: ["x"]
+              roles: ["*"]
+              effect: EFFECT_ALLOW
+    """,
+    "acme/doc.yaml": """
+        apiVersion: api.cerbos.dev/v1
+        resourcePolicy:
+          resource: doc
+          version: default
+          scope: acme
+          importDerivedRoles: [dr]
+          rules:
+            - actions: ["view"]
+              derivedRoles: ["owner"]
+              effect: EFFECT_ALLOW
+            - actions: ["y"]
+              roles: ["*"]
+              effect: EFFECT_ALLOW
+    """,
+}
+
+
+@pytest.mark.parametrize(
+    "actions", [["view"], ["x", "view"], ["y", "view", "edit"], ["edit", "x"], ["x", "y", "edit"]]
+)
+def test_derived_role_condition_reads_runtime(tmp_path: Path, actions: list[str]) -> None:
+    """A derived role whose condition reads `runtime.effectiveDerivedRoles` (found by `make
+    diff-cerbos`, seed 1056): Cerbos computes a scope's effective derived roles on the walk's
+    first visit in the context the previous visit left, and tests a rule's derived role in
+    the context of the rule's own scope. `owner` (true while no derived role is in context)
+    is effective in acme, but does not hold for acme's rule there; the root then decides."""
+    req = _request(actions, ["admin"], scope="acme")
+    assert _differences(tmp_path, DERIVED_ROLE_READS_RUNTIME, [req]) == []
+
+
+DERIVED_ROLE_ROW_CACHE = {
+    "dr.yaml": """
+        apiVersion: api.cerbos.dev/v1
+        derivedRoles:
+          name: dr
+          definitions:
+            - name: trusted
+              parentRoles: ["user", "guest"]
+              condition:
+                match:
+                  expr: R.attr.t == true
+            - name: anyone
+              parentRoles: ["*"]
+    """,
+    "doc.yaml": """
+        apiVersion: api.cerbos.dev/v1
+        resourcePolicy:
+          resource: doc
+          version: default
+          importDerivedRoles: [dr]
+          rules:
+            - name: r
+              actions: ["a", "b", "c:*"]
+              derivedRoles: ["trusted", "anyone"]
+              effect: EFFECT_ALLOW
+              condition:
+                match:
+                  expr: R.attr.ok == true
+              output:
+                when:
+                  ruleActivated: '"on"'
+                  conditionNotMet: '"off"'
+    """,
+}
+
+
+@pytest.mark.parametrize(
+    ("actions", "roles"),
+    [(["a", "b"], ["user"]), (["b"], ["user"]), (["a", "c:x", "b"], ["user", "guest"])],
+)
+@pytest.mark.parametrize("attr", [{"t": False, "ok": True}, {"t": True, "ok": False}, {}])
+def test_derived_role_row_cached_as_not_met(
+    tmp_path: Path, actions: list[str], roles: list[str], attr: dict[str, Any]
+) -> None:
+    """A rule row whose derived role does not hold is cached by Cerbos as "condition not
+    met": no output on that visit, the rule's conditionNotMet output on every later visit of
+    the row (another action). Found by the generator with outputs on derived-role rules
+    (seeds 3003-3026); decisions are not affected."""
+    req = _request(actions, roles, attr=attr)
+    assert _differences(tmp_path, DERIVED_ROLE_ROW_CACHE, [req]) == []
+
+
 @pytest.mark.xfail(
     strict=True,
-    reason="stock Cerbos leaks runtime.effectiveDerivedRoles from one action to the next: a "
-    "principal policy evaluated for `read` after `write` sees the derived roles of write's "
-    "resource-policy evaluation (ALLOW by principal.alice.vdefault); Vigil evaluates each "
-    "action alone (empty, so resource.doc.vdefault decides)",
+    reason="cel-go answers `x in m` false when `m` is a map and `x` is null, a list or a map; "
+    "cel-cpp (cel-expr-python) fails with `no such overload` (found by make diff-cerbos, "
+    "seed 4027: a derived role `!(R.attr.dept in P.attr.tags) && ...` with dept null and "
+    "tags {} holds in Cerbos only)",
 )
-def test_principal_policy_sees_derived_roles_of_the_previous_action(tmp_path: Path) -> None:
-    assert _differences(tmp_path, PRINCIPAL_READS_EDR, [_alice(["write", "read"])]) == []
+def test_non_key_value_in_a_map_is_false(tmp_path: Path) -> None:
+    policy = """
+        apiVersion: api.cerbos.dev/v1
+        resourcePolicy:
+          resource: doc
+          version: default
+          rules:
+            - actions: ["read"]
+              roles: ["*"]
+              effect: EFFECT_ALLOW
+              condition:
+                match:
+                  expr: '!(R.attr.x in R.attr.m)'
+    """
+    requests = [
+        _request(["read"], ["user"], attr={"x": x, "m": m})
+        for x in (None, [1], {}, "a", 1)
+        for m in ({}, {"a": 1})
+    ]
+    assert _differences(tmp_path, {"doc.yaml": policy}, requests) == []
 
 
 def test_has_on_a_scalar_is_false(tmp_path: Path) -> None:
@@ -470,12 +734,9 @@ def test_has_on_an_inlined_variable(tmp_path: Path) -> None:
     assert res.allowed("read")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cel-go declares cross-type numeric ordering (`double < int`), so Cerbos compiles "
-    "`R.attr.a / 2.0 < 3`; cel-expr-python 0.1.3 cannot declare those overloads and refuses it",
-)
 def test_double_ordered_against_int_compiles(tmp_path: Path) -> None:
+    """cel-go declares cross-type numeric ordering (`double < int`), so Cerbos compiles
+    `R.attr.a / 2.0 < 3`; Vigil wraps the left operand in `dyn()` (streams/policy/celcompat.py)."""
     policy = """
         apiVersion: api.cerbos.dev/v1
         resourcePolicy:
@@ -491,6 +752,160 @@ def test_double_ordered_against_int_compiles(tmp_path: Path) -> None:
     """
     requests = [_request(["read"], ["user"], attr={"a": a}) for a in (2, 8)]
     assert _differences(tmp_path, {"doc.yaml": policy}, requests) == []
+
+
+#: Orderings between int, uint and double (statically typed: the checker sees both types), at
+#: the edges of the ranges, with NaN and infinities, in conditions (under `none`, so an error is
+#: told apart from false) and outputs, and the transformMap/transformMapEntry macros on lists and
+#: maps (with and without a filter, nested, duplicate keys, int-keyed results in outputs).
+MIXED_EXPRESSIONS = [
+    "R.attr.d / 2.0 < 3",
+    "R.attr.d / 2.0 >= 3",
+    "1.5 < 2",
+    "2u < 3",
+    "-1 < 1u",
+    "1u > -1",
+    "-1.0 < 0u",
+    "0u > -0.5",
+    "9223372036854775807 < 9223372036854775808.0",
+    "9223372036854775807 >= 9223372036854775808.0",
+    "-9223372036854775808 <= -9223372036854775808.0",
+    "-9223372036854775808 > -9223372036854775809.0",
+    "18446744073709551615u < 18446744073709551616.0",
+    "18446744073709551615u >= 1.8446744073709552e19",
+    "9223372036854775807 < 9223372036854775808u",
+    "9223372036854775807 > 9223372036854775806u",
+    "double(R.attr.s) < 1",
+    "double(R.attr.s) >= 1",
+    "double(R.attr.s) > 1u",
+    "double(R.attr.s) <= 1u",
+    "1 < double(R.attr.s)",
+    "1 >= double(R.attr.s)",
+    "1.0 / 0.0 > 9223372036854775807",
+    "-1.0 / 0.0 < -9223372036854775808",
+    "int(R.attr.d) < 2.5",
+    "uint(R.attr.d) > 1.5",
+    "int(R.attr.d) <= uint(R.attr.d)",
+    "R.attr.l.exists(x, x / 2.0 > 1)",
+    "double(R.attr.s) < 1.0",
+    "double(R.attr.s) >= 1.0",
+    "size(R.attr.m.transformMap(k, v, v)) == size(R.attr.m)",
+    '"a" in R.attr.m.transformMapEntry(k, v, {k: v})',
+]
+TRANSFORMS = [
+    "R.attr.m.transformMap(k, v, v * 2.0)",
+    "R.attr.m.transformMap(k, v, v > 1.0, k)",
+    "R.attr.l.transformMap(i, v, v)",
+    "R.attr.l.transformMap(i, v, i > 0, v + 1.0)",
+    'R.attr.m.transformMapEntry(k, v, {k + "_x": v})',
+    "R.attr.l.transformMapEntry(i, v, {string(v): i})",
+    'R.attr.l.transformMapEntry(i, v, v > 1.0, {"k": i})',
+    'R.attr.l.transformMapEntry(i, v, {"k": i})',
+    'R.attr.m.transformMap(k, v, v)["a"]',
+    '"x.transformMap(k, v, 1)"',
+    "R.attr.mm.transformMap(k, v, v.transformMap(a, b, b + 1.0))",
+    '{"a": [1, 2]}.transformMap(k, v, v.transformMapEntry(i, x, {string(x): i}))',
+]
+MIXED_ATTRS = [
+    {"d": 4, "s": "NaN", "l": [1, 2, 3], "m": {"a": 1, "b": 2}, "mm": {"x": {"y": 1}}},
+    {"d": 8.5, "s": "0.5", "l": [2, 2], "m": {"a": 3}, "mm": {}},
+    {"d": -3, "s": "inf", "l": [], "m": {}, "mm": {"x": {}}},
+    {"d": 1e300, "s": "-inf", "l": [0.5], "m": {"a": "x"}, "mm": {"x": {"y": "z"}}},
+    {},
+]
+
+
+def _output_rule(name: str, expr: str) -> str:
+    quoted = expr.replace("'", "''")
+    return f"""
+            - name: {name}
+              actions: ["{name}"]
+              roles: ["*"]
+              effect: EFFECT_ALLOW
+              output:
+                when:
+                  ruleActivated: '{quoted}'"""
+
+
+def _none_rule(name: str, expr: str) -> str:
+    quoted = expr.replace("'", "''")
+    return f"""
+            - name: {name}
+              actions: ["{name}"]
+              roles: ["*"]
+              effect: EFFECT_ALLOW
+              condition:
+                match:
+                  none:
+                    of:
+                      - expr: '{quoted} == false'"""
+
+
+def test_mixed_numeric_ordering_and_transform_map_match_stock_cerbos(tmp_path: Path) -> None:
+    """Every expression compiles in both; conditions decide and outputs evaluate the same
+    (values, or an error in both) for valid, edge, NaN, infinite, empty and missing inputs."""
+    rules = [_output_rule(f"o{i}", e) for i, e in enumerate(MIXED_EXPRESSIONS + TRANSFORMS)]
+    rules += [_none_rule(f"c{i}", e) for i, e in enumerate(MIXED_EXPRESSIONS)]
+    policy = """
+        apiVersion: api.cerbos.dev/v1
+        resourcePolicy:
+          resource: doc
+          version: default
+          rules:""" + "".join(rules)
+    outputs = [f"o{i}" for i in range(len(MIXED_EXPRESSIONS + TRANSFORMS))]
+    conditions = [f"c{i}" for i in range(len(MIXED_EXPRESSIONS))]
+    requests = [
+        _request(actions, ["user"], attr=attr)
+        for attr in MIXED_ATTRS
+        for actions in (outputs, conditions)
+    ]
+    assert _differences(tmp_path, {"doc.yaml": policy}, requests) == []
+    res = build_engine(tmp_path / "store").check(
+        {"id": "u", "roles": ["user"]},
+        {"kind": "doc", "id": "r", "attr": MIXED_ATTRS[0]},
+        conditions + outputs,
+    )
+    t, f = True, False
+    # as cel-go: 2**63 - 1 and 2**63 are one double; NaN is unordered (false, no error)
+    assert [res.allowed(c) for c in conditions] == [
+        *(t, f, t, t, t, t, t, t, f, t, t, f, f, t, t, t),
+        *(f, f, f, f, f, f, t, t, f, t, t, t, f, f, t, t),
+    ]
+    values = {o.action: (o.val, o.error) for o in res.outputs}
+    n = len(MIXED_EXPRESSIONS)
+    assert values[f"o{n}"] == ({"a": 2.0, "b": 4.0}, None)
+    assert values[f"o{n + 2}"] == (None, "unsupported type conversion from 'int' to string")
+    assert values[f"o{n + 5}"] == ({"1": 0, "2": 1, "3": 2}, None)
+    assert values[f"o{n + 7}"] == (None, "insert failed: key k already exists")
+
+
+def test_reserved_vigil_functions_are_refused(tmp_path: Path) -> None:
+    """The functions transformMap is rewritten into do not exist for policies (nor in
+    Cerbos); transformMap inside a string literal is just text."""
+    from streams.policy import PolicyCompileError
+
+    for name in ("vigil_internal_pairs_to_map", "vigil_internal_entries_to_map"):
+        root = tmp_path / name
+        root.mkdir()
+        (root / "doc.yaml").write_text(
+            textwrap.dedent(
+                f"""
+                apiVersion: api.cerbos.dev/v1
+                resourcePolicy:
+                  resource: doc
+                  version: default
+                  rules:
+                    - actions: ["read"]
+                      roles: ["user"]
+                      effect: EFFECT_ALLOW
+                      condition:
+                        match:
+                          expr: size([[1, 2]].{name}()) > 0
+                """
+            )
+        )
+        with pytest.raises(PolicyCompileError, match=f"undeclared reference to '{name}'"):
+            build_engine(root)
 
 
 def test_output_reads_effective_derived_roles(tmp_path: Path) -> None:
@@ -524,34 +939,76 @@ def test_output_reads_effective_derived_roles(tmp_path: Path) -> None:
     assert [o.val for o in res.outputs] == [True]
 
 
-GEN_ROLE_MULTI = Path(__file__).parent / "bundles" / "gen_role_multi"
+#: Two conditional role-policy rules at the same position (0) of their `resource` group.
+SHARED_ROLE_RULE_KEY = {
+    "doc.yaml": """
+        apiVersion: api.cerbos.dev/v1
+        resourcePolicy:
+          resource: doc
+          version: default
+          rules:
+            - actions: ["*"]
+              roles: ["user"]
+              effect: EFFECT_ALLOW
+    """,
+    "acme/doc.yaml": """
+        apiVersion: api.cerbos.dev/v1
+        resourcePolicy:
+          resource: doc
+          version: default
+          scope: acme
+          rules:
+            - actions: ["zzz"]
+              roles: ["user"]
+              effect: EFFECT_ALLOW
+    """,
+    "acme/r.yaml": """
+        apiVersion: api.cerbos.dev/v1
+        rolePolicy:
+          role: r
+          scope: acme
+          parentRoles: [user]
+          rules:
+            - resource: doc
+              allowActions: ["read"]
+              condition:
+                match:
+                  expr: R.attr.a == true
+            - resource: "*"
+              allowActions: ["write"]
+              condition:
+                match:
+                  expr: R.attr.b == true
+    """,
+}
 
 
-def _without_meta(result: Any) -> Any:
-    """One compared result (resource, actions, meta) without its ``meta``."""
-    if not isinstance(result, dict):
-        return result
-    return {k: v for k, v in result.items() if k != "meta"}
+def _shared_key_request(actions: list[str], a: bool, b: bool) -> dict[str, Any]:
+    req = _request(actions, ["r"], scope="acme", attr={"a": a, "b": b})
+    return req
 
 
-def test_role_policy_deny_with_several_roles_agrees_except_attribution(tmp_path: Path) -> None:
-    """Role policies with several principal roles (a generated store, `make diff-cerbos
-    --role-policies` seed 13, not minimised): for roles [guest, acme_role1], action write in
-    scope acme, both engines DENY. Which policy the stock PDP names for it varies between its
-    runs (resource.doc.vdefault/acme, or the role policy that Vigil names, role.acme_role1): its
-    parent-role order comes from a Go map. So everything but `meta` must agree."""
-    files = {
-        str(p.relative_to(GEN_ROLE_MULTI)): p.read_text()
-        for p in sorted(GEN_ROLE_MULTI.rglob("*"))
-        if p.is_file()
-    }
-    req = json.loads((GEN_ROLE_MULTI.parent / f"{GEN_ROLE_MULTI.name}.request.json").read_text())
-    root = tmp_path / "store"
-    for rel, text in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
-    run = compare(cerbos_binary(), build_engine(root), root, tmp_path, {}, [req], StoreRun(0))
-    assert run.checks > 0
-    for difference in run.differences:
-        assert difference.what == "check", str(difference)
-        assert _without_meta(difference.cerbos) == _without_meta(difference.vigil), str(difference)
+def test_role_policy_rules_sharing_a_cerbos_cache_key(tmp_path: Path) -> None:
+    """A stock Cerbos 0.55 bug Vigil does not copy (found by `make diff-cerbos
+    --role-policies`, seed 13; docs/policies.md). Cerbos caches a role-policy rule's condition
+    per check under `role.<role>.v<version>/<scope>#<role>_rule-<i>`, where `i` is the rule's
+    position among the rules for the same `resource`: the first `doc` rule and the first `*`
+    rule share a key, so the first one evaluated answers for both. With `a` true and `b`
+    false, `write` is ALLOWed after `read` (the role policy's condition for write fails: a
+    fail-open) and DENYed alone; `read` is DENYed after `write`. Which rule comes first when
+    both match one action follows a Go map, so it even varies between PDP starts. Vigil
+    evaluates each rule's condition: the answers of a check of each action on its own."""
+    single = [
+        _shared_key_request([action], a, b)
+        for action in ("read", "write")
+        for a, b in ((True, False), (False, True))
+    ]
+    assert _differences(tmp_path / "single", SHARED_ROLE_RULE_KEY, single) == []
+    pair = _shared_key_request(["read", "write"], True, False)
+    found = _differences(tmp_path / "pair", SHARED_ROLE_RULE_KEY, [pair])
+    assert len(found) == 1 and '"write": "EFFECT_ALLOW"' in found[0].split("vigil")[0]
+    res = build_engine(tmp_path / "pair" / "store").check(
+        pair["principal"], pair["resources"][0]["resource"], ["read", "write"]
+    )
+    assert res.allowed("read") and not res.allowed("write")
+    assert res.actions["write"].policy == "role.r.vdefault/acme"

@@ -86,10 +86,6 @@ class Names:
     constants: dict[str, Any] = field(default_factory=dict)  # C.name -> value
     globals_: dict[str, Any] = field(default_factory=dict)  # G.name -> value
     derived_roles: list[str] = field(default_factory=list)  # for runtime.effectiveDerivedRoles
-    #: whether conditions may read runtime.effectiveDerivedRoles: not in principal policies,
-    #: where stock Cerbos sees the derived roles left by the previous action of the request
-    #: (test_generated_regressions.py)
-    runtime: bool = True
 
 
 class Gen:
@@ -131,8 +127,8 @@ class Gen:
         if r < 0.85 and named:
             return self.pick(named), "dyn"
         if r < 0.92:
-            # statically double: compared with double literals only (cel-go refuses
-            # `double == int`; Vigil also `double < int`)
+            # statically double: equal only to double literals (cel-go refuses `double == int`),
+            # ordered against any number
             terms = ["P.attr.level + 1.0", "R.attr.score * 2.0", "P.attr.level / 2.0"]
             return self.pick(terms), "double"
         return self.pick(["P.attr.level - R.attr.level", "R.attr.score + P.attr.score"]), "dyn"
@@ -209,7 +205,13 @@ class Gen:
 
     def _leaf_num(self) -> str:
         term, static = self.num_term()
-        return f"{term} {self.pick(CMP)} {self.num_lit(static)}"
+        op = self.pick(CMP)
+        if op in ("==", "!="):  # cel-go refuses `double == int`: a literal of the term's type
+            return f"{term} {op} {self.num_lit(static)}"
+        # cel-go orders int, uint and double against each other (streams/policy/celcompat.py)
+        r = self.rng.random()
+        other = self.num_lit("dyn") if r < 0.85 else f"{self.pick([0, 1, 3])}u"
+        return f"{term} {op} {other}"
 
     def _leaf_str(self) -> str:
         return f"{self.str_term()} {self.pick(['==', '!='])} {lit(self.pick(STR_LITS))}"
@@ -273,9 +275,23 @@ class Gen:
         r = self.rng.random()
         if r < 0.7:
             return f"{lst}.{macro}(x, {body})"
-        if r < 0.85:
+        if r < 0.8:
             return f"size({lst}.filter(x, {body})) {self.pick(CMP)} {self.pick(INT_LITS)}"
-        return f'{lst}.map(x, string(x)).exists(s, s == "{self.pick(["a", "1", "2"])}")'
+        if r < 0.9:
+            return f'{lst}.map(x, string(x)).exists(s, s == "{self.pick(["a", "1", "2"])}")'
+        # two-variable macros building maps (streams/policy/celcompat.py), on lists and maps
+        src = self.pick([lst, "R.attr.meta", "P.attr.level"])
+        key = self.pick(['"1"', '"a"', '"region"', "0", "1"])
+        skey = self.pick(['"1"', '"a"'])
+        return self.pick(
+            [
+                f"{key} in {src}.transformMap(k, x, {body})",
+                f"size({src}.transformMap(k, x, {body}, k)) {self.pick(CMP)} 1",
+                # the result is statically map(string, ...): a string key (cel-go checks it)
+                f"{skey} in {src}.transformMapEntry(k, x, {{string(x): k}})",
+                f"{src}.transformMapEntry(k, x, {body}, {{string(k): x}}).exists(k, x, {body})",
+            ]
+        )
 
     def _leaf_cerbos(self) -> str:
         a, b = self.list_term(), self.list_term()
@@ -323,8 +339,6 @@ class Gen:
         return self._leaf_num()
 
     def _leaf_runtime(self) -> str:
-        if not self.names.runtime:
-            return self._leaf_cross()
         roles = self.names.derived_roles or ["nobody"]
         r = self.rng.random()
         if r < 0.7:

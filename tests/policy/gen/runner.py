@@ -174,9 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         "--resources", type=int, default=2, help="mean resources per request (1 to 2N-1)"
     )
     parser.add_argument("--out", type=Path, default=None, help="differences as JSON lines")
-    parser.add_argument("--role-policies", action="store_true", help="also generate role policies")
+    parser.add_argument("--no-role-policies", action="store_true", help="generate no role policies")
     args = parser.parse_args(argv)
-    features = Features(role_policies=args.role_policies)
+    features = Features(role_policies=not args.no_role_policies)
     started = time.monotonic()
     totals = {"stores": 0, "requests": 0, "checks": 0, "differences": 0}
     stores_with_diffs = []

@@ -37,12 +37,10 @@ EFFECTS = ["EFFECT_ALLOW", "EFFECT_DENY"]
 
 @dataclass
 class Features:
-    """Which policy features a generated store may use. Role policies are off by default:
-    Vigil's role-policy evaluation still differs from the stock PDP (effects and matched
-    policy; docs/policies.md, the xfail cases of test_generated_regressions.py)."""
+    """Which policy features a generated store may use (all by default)."""
 
     principal_policies: bool = True
-    role_policies: bool = False
+    role_policies: bool = True
     outputs: bool = True
     scopes: bool = True
 
@@ -266,7 +264,9 @@ class _Builder:
     def principal_policy(
         self, pid: str, scope: str, perms: dict[str, str | None], kinds: list[str], names: Names
     ) -> dict[str, Any]:
-        gen = Gen(self.rng, Names(globals_=names.globals_, runtime=False))
+        # runtime.effectiveDerivedRoles here: those of the resource scope the walk visited
+        # last, in this or an earlier action of the request (as in Cerbos 0.55)
+        gen = Gen(self.rng, Names(globals_=names.globals_, derived_roles=names.derived_roles))
         rules = []
         resources = self.sample([*kinds, "*"], 1, 2)
         # a `*` rule and a kind rule may both match an action; the stock PDP visits their rows
@@ -298,13 +298,20 @@ class _Builder:
     ) -> dict[str, Any]:
         gen = Gen(self.rng, Names(globals_=names.globals_))
         rules = []
+        # Stock Cerbos caches a role rule's condition under its position among the rules for
+        # the same `resource`, shared by the rules at that position for other resources (a bug:
+        # test_role_policy_rules_sharing_a_cerbos_cache_key): one condition per position.
+        positions: dict[str, int] = {}
+        conditional: set[int] = set()
         for _ in range(self.rng.randint(1, 3)):
             rule: dict[str, Any] = {
                 "resource": self.pick([*kinds, "*"]),
                 "allowActions": self.sample(RULE_ACTIONS, 1, 3),
             }
-            if self.rng.random() < 0.4:
+            i = positions[rule["resource"]] = positions.get(rule["resource"], -1) + 1
+            if self.rng.random() < 0.4 and i not in conditional:
                 rule["condition"] = self.condition(gen)
+                conditional.add(i)
             rules.append(rule)
         return {
             "rolePolicy": {
