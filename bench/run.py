@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from bench import report
+from bench import report, ssf
 from bench.events import GRANTS_PER_SUBJECT, PARTITIONS, World
 from bench.kafka import baseline_consume, baseline_produce, produce_batched, producer
 from bench.latency import paced_run
@@ -347,6 +347,15 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             await run_vigil(broker.bootstrap, plan, args, results, tmp)
         if "d" in args.only:
             await run_quix(broker.bootstrap, plan, results, tmp)
+        if "f" in args.only:  # Shared Signals: SETs accepted/s, SET -> revocation latency
+            say("(f) Shared Signals: SETs pushed to one worker")
+            n, latency_n = ssf.sizes(args.quick)
+            results["ssf"] = r = await ssf.run(n, 16, latency_n, broker.bootstrap)
+            lat = r["revocation_latency_ms"]
+            say(
+                f"(f) {r['push_accepted_per_s']:,} SETs/s accepted; SET -> revocation p50 "
+                f"{lat['p50']} ms, p99 {lat['p99']} ms"
+            )
     results["elapsed_s"] = round(time.perf_counter() - started, 1)
     results["machine"]["loadavg_end"] = Path("/proc/loadavg").read_text().strip()
     return results
@@ -360,7 +369,9 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="py-spy the worker during (b)")
     parser.add_argument("--subjects", type=int, default=0, help="override the subject count")
     parser.add_argument(
-        "--only", default="abd", help="parts to run: a (baselines), b (vigil, incl. c), d (quix)"
+        "--only",
+        default="abdf",
+        help="parts to run: a (baselines), b (vigil, incl. c), d (quix), f (Shared Signals)",
     )
     parser.add_argument(
         "--ref",
