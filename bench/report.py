@@ -126,6 +126,7 @@ def markdown(res: dict[str, Any]) -> str:
     for lat_run in (lat, res.get("latency_low", {})):
         if lat_run:
             lines += _latency_table(lat_run)
+    lines += ssf_lines(res.get("ssf", {}))
     prof = res.get("profile")
     if prof and prof.get("own"):
         lines += [
@@ -178,6 +179,22 @@ def markdown(res: dict[str, Any]) -> str:
     if quix and "error" in quix:
         lines.append(f"- Quix Streams failed on this broker: `{quix['error']}`")
     return "\n".join(lines)
+
+
+def ssf_lines(r: dict[str, Any]) -> list[str]:
+    """(f) Shared Signals (bench/ssf.py): SETs accepted per second, SET -> revocation latency."""
+    if not r:
+        return []
+    lat = r.get("revocation_latency_ms", {})
+    return [
+        "",
+        f"(f) Shared Signals, one worker: {_n(r.get('push_accepted_per_s'))} SETs/s accepted "
+        f"(ES256 verified, POSTed to `/ssf/push`, {r.get('concurrency')} in flight, "
+        f"{_n(r.get('sets_pushed'))} SETs, {r.get('push_non_202')} not 202); "
+        f"{_n(r.get('verify_map_per_s'))} SETs/s verified and mapped in process; "
+        f"SET received → revocation p50 {lat.get('p50')} ms, p99 {lat.get('p99')} ms "
+        f"(max {lat.get('max')} ms, {lat.get('samples')} SETs one at a time).",
+    ]
 
 
 def _latency_table(lat: dict[str, Any]) -> list[str]:

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from bench import check_api, report
+from bench import check_api, report, ssf
 from bench.events import GRANTS_PER_SUBJECT, PARTITIONS, World
 from bench.kafka import baseline_consume, baseline_produce, produce_batched, producer
 from bench.latency import paced_run
@@ -356,6 +356,15 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             await run_quix(broker.bootstrap, plan, results, tmp)
         if "e" in args.only:
             await run_check(broker.bootstrap, args.quick, results, tmp, args.ref)
+        if "f" in args.only:  # Shared Signals: SETs accepted/s, SET -> revocation latency
+            say("(f) Shared Signals: SETs pushed to one worker")
+            n, latency_n = ssf.sizes(args.quick)
+            results["ssf"] = r = await ssf.run(n, 16, latency_n, broker.bootstrap)
+            lat = r["revocation_latency_ms"]
+            say(
+                f"(f) {r['push_accepted_per_s']:,} SETs/s accepted; SET -> revocation p50 "
+                f"{lat['p50']} ms, p99 {lat['p99']} ms"
+            )
     results["elapsed_s"] = round(time.perf_counter() - started, 1)
     results["machine"]["loadavg_end"] = Path("/proc/loadavg").read_text().strip()
     return results
@@ -370,8 +379,9 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=0, help="override the subject count")
     parser.add_argument(
         "--only",
-        default="abde",
-        help="parts to run: a (baselines), b (vigil, incl. c), d (quix), e (check API vs Cerbos)",
+        default="abdef",
+        help="parts to run: a (baselines), b (vigil, incl. c), d (quix), e (check API vs Cerbos), "
+        "f (Shared Signals)",
     )
     parser.add_argument(
         "--ref",

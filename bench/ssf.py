@@ -3,6 +3,7 @@ included) and SET received -> revocation latency, on an embedded broker.
 
     .venv/bin/python -m bench.ssf            # ≈1 min
     .venv/bin/python -m bench.ssf --quick    # smoke run
+    .venv/bin/python -m bench.run --only f   # the same, as part (f) of ``make bench``
 
 Three figures, no thresholds:
 
@@ -11,13 +12,15 @@ Three figures, no thresholds:
 * ``push_accepted_per_s``: SETs POSTed to ``/ssf/push`` of one worker with ``--concurrency``
   requests in flight, each answered 202 only after Kafka acknowledged its signal;
 * ``revocation_latency_ms``: from POSTing a SET that revokes one grant to that revocation
-  being read from ``authz.revocations`` (p50, p95, max), one SET at a time.
+  being read from ``authz.revocations`` (p50, p95, p99, max), one SET at a time.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import math
 import os
 import statistics
 import subprocess
@@ -118,10 +121,21 @@ async def _push(session: aiohttp.ClientSession, url: str, token: bytes) -> int:
         return resp.status
 
 
-async def run(n: int, concurrency: int, latency_n: int) -> dict[str, Any]:
-    results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
-        tmp_path = Path(tmp)
+def sizes(quick: bool) -> tuple[int, int]:
+    """(SETs pushed for the rate, SETs for the latency samples)."""
+    return (400, 10) if quick else (4000, 100)
+
+
+async def run(
+    n: int, concurrency: int, latency_n: int, bootstrap: str | None = None
+) -> dict[str, Any]:
+    """Every figure; on the broker at ``bootstrap`` (unique topic names), else on an embedded
+    broker of its own."""
+    results: dict[str, Any] = {"sets_pushed": n, "concurrency": concurrency}
+    with contextlib.ExitStack() as stack:
+        tmp_path = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        if bootstrap is None:
+            bootstrap = stack.enter_context(EmbeddedBroker()).bootstrap
         key = _key()
         jwks = tmp_path / "jwks.json"
         jwks.write_bytes(orjson.dumps({"keys": [key.as_dict(private=False)]}))
@@ -133,12 +147,12 @@ async def run(n: int, concurrency: int, latency_n: int) -> dict[str, Any]:
         topics["bundles"] = f"bench-ssf-bundles-{suffix}"
         topics["ssf_received"] = f"bench-ssf-received-{suffix}"
         await ensure_topics(
-            broker.bootstrap,
+            bootstrap,
             [topics[r] for r in ROLES],
             2,
             compacted=[topics["changelog"]],
         )
-        await ensure_topics(broker.bootstrap, [], 1, compacted=[topics["bundles"]])
+        await ensure_topics(bootstrap, [], 1, compacted=[topics["bundles"]])
         config = tmp_path / "ssf.yaml"
         config.write_text(yaml.safe_dump(_config(jwks)))
         api, web = free_port(), free_port()
@@ -146,7 +160,7 @@ async def run(n: int, concurrency: int, latency_n: int) -> dict[str, Any]:
         env.update({f"VIGIL_TOPIC_{k.upper()}": v for k, v in topics.items()})
         env.update(
             {
-                "VIGIL_BROKER": broker.bootstrap,
+                "VIGIL_BROKER": bootstrap,
                 "VIGIL_GROUP_ID": f"bench-ssf-{suffix}",
                 "VIGIL_PARTITIONS": "2",
                 "VIGIL_DATA_DIR": str(tmp_path / "data"),
@@ -187,7 +201,7 @@ async def run(n: int, concurrency: int, latency_n: int) -> dict[str, Any]:
                 results["push_accepted_per_s"] = round(statuses.count(202) / elapsed)
                 results["push_non_202"] = len(statuses) - statuses.count(202)
                 results["revocation_latency_ms"] = await _latency(
-                    broker.bootstrap, topics, session, url, key, latency_n
+                    bootstrap, topics, session, url, key, latency_n
                 )
         finally:
             proc.terminate()
@@ -240,9 +254,15 @@ async def _latency(
     finally:
         await consumer.stop()
     samples.sort()
+
+    def rank(q: float) -> float:  # nearest rank
+        return round(samples[max(0, math.ceil(len(samples) * q) - 1)], 1)
+
     return {
+        "samples": len(samples),
         "p50": round(statistics.median(samples), 1),
-        "p95": round(samples[int(len(samples) * 0.95) - 1], 1),
+        "p95": rank(0.95),
+        "p99": rank(0.99),
         "max": round(samples[-1], 1),
     }
 
@@ -252,7 +272,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
-    n, latency_n = (400, 10) if args.quick else (4000, 50)
+    n, latency_n = sizes(args.quick)
     results = asyncio.run(run(n, args.concurrency, latency_n))
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
 

@@ -236,9 +236,24 @@ def decision_to_avro(rec: JsonDict) -> JsonDict:
     return out
 
 
+def _cause_from_avro(d: JsonDict) -> None:
+    """``cause`` without its null optionals (``signal_type``, ``credential_type``,
+    ``change_type``), the shape Vigil writes as JSON, so both formats decode alike."""
+    cause = d.get("cause")
+    if type(cause) is dict:
+        d["cause"] = {k: v for k, v in cause.items() if v is not None}
+
+
 def decision_from_avro(d: JsonDict) -> JsonDict:
     """Avro datum -> Decision JSON shape."""
     d["request"] = _attr_obj(d["request"])
+    _cause_from_avro(d)
+    return d
+
+
+def revocation_from_avro(d: JsonDict) -> JsonDict:
+    """Avro datum -> Revocation JSON shape."""
+    _cause_from_avro(d)
     return d
 
 
@@ -285,7 +300,7 @@ FROM_AVRO: Final[dict[str, Callable[[JsonDict], JsonDict]]] = {
     "Signal": signal_from_avro,
     "GrantEvent": grant_from_avro,
     "Decision": decision_from_avro,
-    "Revocation": _identity,
+    "Revocation": revocation_from_avro,
     "DeadLetter": _identity,
 }
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -47,9 +47,27 @@ class Cause:
     kind: str  # signal | grant-issued | release | expiry | policy-change | time | check
     event_id: str
     event_time: int
-    # cause ``signal`` only: its type and Kafka record timestamp (metrics, not the record)
+    # cause ``signal`` only: its type (in the record, and a metrics label) and Kafka record
+    # timestamp (metrics only)
     signal_type: str = "none"
     arrival: int = -1
+    # a ``credential-change`` signal only: what a CAEP credential-change SET needs
+    credential_type: str | None = None
+    change_type: str | None = None
+    record: dict[str, Any] = field(init=False, repr=False, compare=False)
+    """The ``cause`` of the Decision and Revocation records: built once and shared by every
+    record of this cause (one signal may re-evaluate many grants); never mutated. Fields that
+    are null are left out (as in JSON output; Avro writes their default, null)."""
+
+    def __post_init__(self) -> None:
+        record: dict[str, Any] = {"kind": self.kind, "event_id": self.event_id}
+        if self.kind == "signal":
+            record["signal_type"] = self.signal_type
+            if self.credential_type is not None:
+                record["credential_type"] = self.credential_type
+            if self.change_type is not None:
+                record["change_type"] = self.change_type
+        self.record = record
 
 
 @dataclass(slots=True)
@@ -154,7 +172,7 @@ def evaluate_grant(
         "decision_id": did,
         "grant_id": grant_id,
         "subject": subject_key,
-        "cause": {"kind": cause.kind, "event_id": cause.event_id},
+        "cause": cause.record,
         "effect": DENY if denied else ALLOW,
         "actions": actions,
         "request": request,
@@ -227,7 +245,7 @@ def lifecycle_decision(
         "decision_id": decision_id(grant["grant_id"], cause.kind, cause.event_id, ""),
         "grant_id": grant["grant_id"],
         "subject": subject_key,
-        "cause": {"kind": cause.kind, "event_id": cause.event_id},
+        "cause": cause.record,
         "effect": effect,
         "actions": [
             {"action": a, "effect": effect, "policy": "", "rule": None, "scope": ""}

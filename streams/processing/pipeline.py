@@ -375,7 +375,7 @@ class Pipeline:
                 if not visible and not grant_scoped(dim):
                     continue  # e.g. a risk factor that did not move the level or score
                 grants = self._grant_state(subject, result, now_ms)
-                cause = Cause("signal", item.event_id, item.event_time, item.type, rec.timestamp)
+                cause = _signal_cause(item, rec.timestamp)
                 for grant in grants_seeing(grants, dim, visible):
                     self._evaluate(subject, grant, snapshot, cause, result, now_ms)
             else:
@@ -881,6 +881,23 @@ class _Subject:
 
     def restore(self, saved: tuple[Any, ...]) -> None:
         self.signals, self._grants, self.signals_dirty, self.grants_dirty = saved
+
+
+def _signal_cause(item: Signal, arrival: int) -> Cause:
+    """The cause of re-evaluations by ``item``; a credential-change carries what the SSF
+    transmitter needs for a CAEP credential-change SET (docs/shared-signals.md)."""
+    if item.type == "credential-change":
+        attrs = item.attributes
+        return Cause(
+            "signal",
+            item.event_id,
+            item.event_time,
+            item.type,
+            arrival,
+            attrs.get("credential_type"),
+            attrs.get("change_type"),
+        )
+    return Cause("signal", item.event_id, item.event_time, item.type, arrival)
 
 
 def _signal_type(item: Signal | GrantEvent) -> str:

@@ -9,6 +9,12 @@ once). The ``jti`` is a hash of the revocation id and the receiver, and ``iat`` 
 time, so a revocation handled twice gives the same SET and the receiver can drop it.
 ``txn`` is shared by the SETs of one cause (one signal's revocations carry one ``txn``).
 
+A revocation caused by a ``credential-change`` signal also gives each receiver one CAEP
+``credential-change`` SET for that signal (same ``txn``): once per cause and receiver however
+many grants the cause revoked. The worker remembers the (``txn``, receiver) pairs it sent; after
+a restart or a rebalance it may send one again, with the same ``jti`` (a hash of the cause and
+the receiver), which the receiver drops.
+
 Also serves ``GET /.well-known/ssf-configuration`` and ``GET /ssf/jwks`` on the API listener.
 """
 
@@ -19,6 +25,7 @@ import contextlib
 import hashlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -36,6 +43,9 @@ from streams.ssf.signing import SigningKeys
 
 log = logging.getLogger(__name__)
 SESSION_REVOKED = CAEP + "session-revoked"
+CREDENTIAL_CHANGE = CAEP + "credential-change"
+CREDENTIAL_SENT_MEMORY = 65536
+"""(txn, receiver) pairs whose credential-change SET was sent, remembered per worker."""
 WELL_KNOWN_PATH = "/.well-known/ssf-configuration"
 JWKS_PATH = "/ssf/jwks"
 PUSH_DELIVERY = "urn:ietf:rfc:8935"
@@ -58,9 +68,7 @@ def revocation_claims(rev: dict[str, Any], receiver: Receiver, issuer: str) -> d
         }
     else:  # no session: the grant itself, as the token whose jti is the grant id
         sub_id = {"format": "jwt_id", "iss": issuer, "jti": rev["grant_id"]}
-    cause = rev.get("cause") or {}
-    kind = str(cause.get("kind", ""))
-    cause_id = cause.get("event_id") or rev["revocation_id"]
+    kind, cause_id = _cause_of(rev)
     revoked_s = int(rev["revoked_at"]) // 1000
     denied = ", ".join(rev.get("denied_actions") or []) or "its actions"
     reason = (
@@ -72,13 +80,61 @@ def revocation_claims(rev: dict[str, Any], receiver: Receiver, issuer: str) -> d
         "jti": _hash("jti", rev["revocation_id"], receiver.name),
         "iat": revoked_s,
         "aud": receiver.audience,
-        "txn": _hash("txn", kind, cause_id),
+        "txn": cause_txn(rev),
         "sub_id": sub_id,
         "events": {
             SESSION_REVOKED: {
                 "initiating_entity": "policy",
                 "reason_admin": {"en": reason},
                 "event_timestamp": revoked_s,
+            }
+        },
+    }
+
+
+def _cause_of(rev: dict[str, Any]) -> tuple[str, str]:
+    cause = rev.get("cause") or {}
+    return str(cause.get("kind", "")), cause.get("event_id") or rev["revocation_id"]
+
+
+def cause_txn(rev: dict[str, Any]) -> str:
+    """The ``txn`` of every SET a revocation's cause gives (one signal, one ``txn``)."""
+    return _hash("txn", *_cause_of(rev))
+
+
+def credential_change_claims(
+    rev: dict[str, Any], receiver: Receiver, issuer: str
+) -> dict[str, Any] | None:
+    """The CAEP credential-change SET claims for the signal that caused ``rev``, or None when
+    the cause is not a credential-change signal or lacks ``credential_type``/``change_type``
+    (both REQUIRED by CAEP 1.0, so no SET can be made without them)."""
+    cause = rev.get("cause") or {}
+    credential_type = cause.get("credential_type")
+    change_type = cause.get("change_type")
+    if cause.get("signal_type") != "credential-change" or not credential_type or not change_type:
+        return None
+    kind, cause_id = _cause_of(rev)
+    _, subject_id = str(rev["subject"]).split(":", 1)
+    # Every claim depends on the cause alone, never on which of its revocations is handled
+    # first, so a repeat (after a restart) is the same SET and receivers drop it as a duplicate.
+    happened_s = int(rev.get("cause_event_time") or rev["revoked_at"]) // 1000
+    return {
+        "iss": issuer,
+        "jti": _hash("jti-credential-change", kind, cause_id, receiver.name),
+        "iat": happened_s,
+        "aud": receiver.audience,
+        "txn": cause_txn(rev),
+        "sub_id": {"format": "iss_sub", "iss": issuer, "sub": subject_id},
+        "events": {
+            CREDENTIAL_CHANGE: {
+                "credential_type": credential_type,
+                "change_type": change_type,
+                "initiating_entity": "policy",
+                "reason_admin": {
+                    "en": f"Vigil revoked grants of {rev['subject']} after credential change "
+                    f"{cause_id} ({credential_type} {change_type})"
+                },
+                "event_timestamp": happened_s,
             }
         },
     }
@@ -116,6 +172,7 @@ class RevocationTransmitter:
         self._consumer: AIOKafkaConsumer | None = None
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
+        self._credential_sent: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     # -- HTTP: discovery and keys ----------------------------------------------------------
 
@@ -201,15 +258,12 @@ class RevocationTransmitter:
                 await asyncio.sleep(1.0)
 
     async def handle(self, value: bytes | None, headers: list[Any]) -> None:
-        """Every receiver's SET for one revocation record: published, then delivered."""
+        """Every receiver's SETs for one revocation record: published, then delivered."""
         if not value:
             return
         try:
             _, rev = decode_any(value, headers, self.registry_url)
-            sets = [
-                (r, self.keys.sign(revocation_claims(rev, r, self.config.our_issuer)))
-                for r in self.config.receivers
-            ]
+            sets = self._sets(rev)
         except Exception as exc:  # our own output, unreadable: say so, never crash the loop
             metrics.SSF_OUTBOUND.labels("-", "unreadable").inc()
             log.error("SSF transmitter: revocation record unreadable: %r", exc)
@@ -219,15 +273,45 @@ class RevocationTransmitter:
             await self._producer.send(
                 self.outbound_topic,
                 orjson.dumps(
-                    {"receiver": r.name, "revocation_id": rev["revocation_id"], "set": t.decode()}
+                    {
+                        "receiver": r.name,
+                        "revocation_id": rev["revocation_id"],
+                        "event": event,
+                        "set": t.decode(),
+                    }
                 ),
                 key=str(rev["subject"]).encode(),
                 headers=[("content-type", b"application/json")],
             )
-            for r, t in sets
+            for r, event, t in sets
         ]
         await asyncio.gather(*futures)
-        await asyncio.gather(*(self.deliver(r, t) for r, t in sets))
+        await asyncio.gather(*(self.deliver(r, t) for r, _, t in sets))
+        for r, event, _ in sets:  # delivered or dead-lettered: done for this cause
+            if event == "credential-change":
+                self._remember_credential_sent((cause_txn(rev), r.name))
+
+    def _sets(self, rev: dict[str, Any]) -> list[tuple[Receiver, str, bytes]]:
+        """(receiver, event name, signed SET): session-revoked for every receiver, and the
+        cause's credential-change SET for each receiver that has not had it yet."""
+        issuer = self.config.our_issuer
+        txn = cause_txn(rev)
+        out = []
+        for r in self.config.receivers:
+            out.append((r, "session-revoked", self.keys.sign(revocation_claims(rev, r, issuer))))
+            if (txn, r.name) in self._credential_sent:
+                continue
+            claims = credential_change_claims(rev, r, issuer)
+            if claims is not None:
+                out.append((r, "credential-change", self.keys.sign(claims)))
+        return out
+
+    def _remember_credential_sent(self, pair: tuple[str, str]) -> None:
+        sent = self._credential_sent
+        sent[pair] = None
+        sent.move_to_end(pair)
+        while len(sent) > CREDENTIAL_SENT_MEMORY:
+            sent.popitem(last=False)
 
     async def deliver(self, receiver: Receiver, token: bytes) -> bool:
         """Push with retries and exponential backoff; dead-letter after the last try or on a

@@ -55,7 +55,7 @@ def decision() -> dict[str, Any]:
         "decision_id": "d-0a1b2c",
         "grant_id": "g-1",
         "subject": "user:alice",
-        "cause": {"kind": "signal", "event_id": "e-1"},
+        "cause": {"kind": "signal", "event_id": "e-1", "signal_type": "device-compliance-change"},
         "effect": "EFFECT_DENY",
         "actions": [
             {
@@ -95,7 +95,13 @@ def revocation() -> dict[str, Any]:
         "session_id": "s-1",
         "device_id": "D1",
         "decision_id": "d-0a1b2c",
-        "cause": {"kind": "signal", "event_id": "e-1"},
+        "cause": {
+            "kind": "signal",
+            "event_id": "e-1",
+            "signal_type": "credential-change",
+            "credential_type": "password",
+            "change_type": "update",
+        },
         "denied_actions": ["read"],
         "policy": "resource.document.vdefault",
         "rule": "read-needs-compliant-device",

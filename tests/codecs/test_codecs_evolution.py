@@ -63,9 +63,10 @@ def test_old_decision_gets_defaults(decision: dict[str, Any], registry: FakeRegi
     v1_id = registry.register("authz.decisions-value", DECISION_V1_TEXT)
     old = {k: v for k, v in decision.items() if k not in ("eval_duration_seconds", "errors")}
     old["request"] = json.dumps(old["request"])
+    old["cause"] = {"kind": "signal", "event_id": "e-1"}  # v1: no signal_type, ...
     data = _frame(v1_id, _write(DECISION_V1, old))
     out = InputDecoder("Decision", registry_url=registry.url).decode(data)
-    assert out == {**decision, "eval_duration_seconds": 0.0, "errors": []}
+    assert out == {**decision, "cause": old["cause"], "eval_duration_seconds": 0.0, "errors": []}
 
 
 def test_old_and_new_writers_mixed_on_one_topic(
@@ -101,6 +102,7 @@ def test_new_decision_read_by_old_reader(decision: dict[str, Any]) -> None:
     data = OutputEncoder("Decision").encode(decision)
     old = schemaless_reader(io.BytesIO(data), SCHEMAS["Decision"].parsed, DECISION_V1)
     assert "errors" not in old and old["decision_id"] == decision["decision_id"]
+    assert old["cause"] == {"kind": "signal", "event_id": "e-1"}  # new cause fields skipped
 
 
 def test_new_union_branch_is_not_forward_compatible(signal: dict[str, Any]) -> None:

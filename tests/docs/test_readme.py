@@ -102,7 +102,11 @@ def test_readme_runs_as_written(tmp_path: Path) -> None:
     assert any(r.get("ready") is True for r in records)  # vigil health --wait
     revocations = [r for r in records if "revocation_id" in r]
     assert [(r["grant_id"], r["rule"], r["cause"]) for r in revocations] == [
-        ("g1", "write-needs-compliant-device", {"kind": "signal", "event_id": "e2"})
+        (
+            "g1",
+            "write-needs-compliant-device",
+            {"kind": "signal", "event_id": "e2", "signal_type": "device-compliance-change"},
+        )
     ]
     decisions = {r["cause"]["kind"]: r["effect"] for r in records if "effect" in r}
     assert decisions == {"grant-issued": "EFFECT_ALLOW", "signal": "EFFECT_DENY"}

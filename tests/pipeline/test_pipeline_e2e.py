@@ -88,7 +88,11 @@ async def test_device_non_compliance_revokes_exactly_the_bound_grants_that_need_
     revocations = of(await worker.read("revocations"), user)
     assert [r["grant_id"] for r in revocations] == [f"{user}-g1"]
     rev = revocations[0]
-    assert rev["cause"] == {"kind": "signal", "event_id": "e-bad"}
+    assert rev["cause"] == {
+        "kind": "signal",
+        "event_id": "e-bad",
+        "signal_type": "device-compliance-change",
+    }
     assert rev["denied_actions"] == ["write"]
     assert rev["rule"] == "write-needs-compliant-device"
     assert rev["device_id"] == "D1"

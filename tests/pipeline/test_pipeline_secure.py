@@ -164,7 +164,11 @@ async def test_worker_produce_tail_and_policy_push_over_mtls_and_scram(
         assert tail.returncode == 0, tail.stderr + worker.log()
         (revocation,) = [json.loads(line) for line in tail.stdout.splitlines() if line.strip()]
         assert revocation["grant_id"] == f"{user}-g1"
-        assert revocation["cause"] == {"kind": "signal", "event_id": "bad"}
+        assert revocation["cause"] == {
+            "kind": "signal",
+            "event_id": "bad",
+            "signal_type": "device-compliance-change",
+        }
 
         # faust's own clients: the heartbeat goes out and comes back through vigil.workers
         deadline = time.monotonic() + 30
