@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeRegistry
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.schema import to_parsing_canonical_form
 
 from streams.codecs import SCHEMAS, DecodeError, InputDecoder, OutputEncoder
 from streams.codecs.schemas import runtime_schema
+from tests.schema_registry import FakeRegistry
 
 DATA = Path(__file__).parent / "data"
 SIGNAL_V1_TEXT = (DATA / "Signal.v1.avsc").read_text()
