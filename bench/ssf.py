@@ -40,6 +40,7 @@ from joserfc.jwk import ECKey
 
 from streams.kafka.admin import ensure_topics
 from streams.kafka.broker import EmbeddedBroker, free_port
+from streams.kafka.security import PLAINTEXT
 from streams.ssf.config import SsfConfig
 from streams.ssf.events import CAEP, RISC
 from streams.ssf.mapping import NoLocator, signals_for
@@ -217,7 +218,9 @@ async def _latency(
     key: ECKey,
     n: int,
 ) -> dict[str, float]:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", **PLAINTEXT.client_kwargs()
+    )
     await producer.start()
     now_ms = int(time.time() * 1000) - 60_000
     for i in range(n):
@@ -235,7 +238,10 @@ async def _latency(
     await producer.stop()
     await asyncio.sleep(3)  # the grants are applied
     consumer = AIOKafkaConsumer(
-        topics["revocations"], bootstrap_servers=bootstrap, fetch_max_wait_ms=5
+        topics["revocations"],
+        bootstrap_servers=bootstrap,
+        fetch_max_wait_ms=5,
+        **PLAINTEXT.client_kwargs(),
     )
     await consumer.start()
     samples = []

@@ -29,6 +29,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 
 from streams.kafka.group import commit_start
+from streams.kafka.security import PLAINTEXT, KafkaSecurity
 from streams.web.revocations import RevocationFilter, decode_revocation
 
 log = logging.getLogger(__name__)
@@ -174,8 +175,9 @@ class _Assigned(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class KafkaRevocationListener:
-    """``security`` keyword arguments (``security_protocol``, ``ssl_context``, ``sasl_*``) go
-    to the aiokafka consumer unchanged."""
+    """``security``: how to reach the brokers, as every Vigil client does (TLS, SASL); an
+    application builds it from the same ``VIGIL_KAFKA_*`` settings with
+    ``KafkaSecurity.from_settings(Settings())`` (docs/security.md)."""
 
     def __init__(
         self,
@@ -190,7 +192,7 @@ class KafkaRevocationListener:
         grant_id: Iterable[str] = (),
         from_beginning: bool = False,
         registry_url: str | None = None,
-        **security: Any,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         self.on_revocation = on_revocation
         self.filter = RevocationFilter.of(principal, principal_type, session_id, grant_id)
@@ -205,7 +207,7 @@ class KafkaRevocationListener:
             fetch_max_wait_ms=100,
             session_timeout_ms=6000,
             heartbeat_interval_ms=1000,
-            **security,
+            **security.client_kwargs(),
         )
         self._stopping = asyncio.Event()
 
