@@ -316,7 +316,7 @@ class Simulator:
         """Inputs the pipeline must dead-letter: bad JSON, an unknown type, a bad attribute."""
         first = next(iter(self.subjects.values()))
         bad_json = b'{"event_id": "broken", "type": "device-compliance-change", "subject": {'
-        unknown = self.signal(first, "token-claims-change", {"claims": {"role": "admin"}}, now_ms)
+        unknown = self.signal(first, "impossible-travel", {"speed_kmh": 9000}, now_ms)
         bad_level = self.signal(first, "risk-level-change", {"current_level": "EXTREME"}, now_ms)
         return [
             Outgoing(self.topics.device, first.key, bad_json, "malformed"),

@@ -252,7 +252,7 @@ def test_bad_input_throughout_is_dead_lettered_with_every_reason(pipeline: Pipel
         "belongs on the device topic",
         "expected a JSON object, got array",
         "invalid JSON",
-        "unsupported signal type 'token-claims-change'",
+        "unsupported signal type 'impossible-travel'",
         "attributes.current_level",
     ):
         assert any(expected in r for r in reasons), (expected, reasons)
