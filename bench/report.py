@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from bench import memory, restore
+
 START = "<!-- bench:results:start (written by `make bench`; edits here are overwritten) -->"
 END = "<!-- bench:results:end -->"
 TARGET_RATE = 20_000
@@ -143,6 +145,7 @@ def markdown(res: dict[str, Any]) -> str:
             "|---|---:|",
         ]
         lines += [f"| `{f['function']}` | {f['pct']} |" for f in prof.get("streams_total", [])]
+    lines += memory.markdown(res) + restore.markdown(res)
     lines += [
         "",
         "Reading against the targets (≥ 20k signals/s per worker process, ≥ 1.0× Quix; "

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from bench import report
+from bench import memory, report, restore
 from bench.events import GRANTS_PER_SUBJECT, PARTITIONS, World
 from bench.kafka import baseline_consume, baseline_produce, produce_batched, producer
 from bench.latency import paced_run
@@ -347,6 +347,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             await run_vigil(broker.bootstrap, plan, args, results, tmp)
         if "d" in args.only:
             await run_quix(broker.bootstrap, plan, results, tmp)
+        if "g" in args.only:
+            await memory.run_memory(broker.bootstrap, plan, results, tmp)
+        if "h" in args.only:
+            await restore.run_restore(broker.bootstrap, plan, results, tmp)
     results["elapsed_s"] = round(time.perf_counter() - started, 1)
     results["machine"]["loadavg_end"] = Path("/proc/loadavg").read_text().strip()
     return results
@@ -360,7 +364,9 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="py-spy the worker during (b)")
     parser.add_argument("--subjects", type=int, default=0, help="override the subject count")
     parser.add_argument(
-        "--only", default="abd", help="parts to run: a (baselines), b (vigil, incl. c), d (quix)"
+        "--only",
+        default="abdgh",
+        help="parts to run: a (baselines), b (vigil, incl. c), d (quix), g (memory), h (restore)",
     )
     parser.add_argument(
         "--ref",
