@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from bench import check_api, report, ssf
+from bench import check_api, memory, report, restore, ssf
 from bench.events import GRANTS_PER_SUBJECT, PARTITIONS, World
 from bench.kafka import baseline_consume, baseline_produce, produce_batched, producer
 from bench.latency import paced_run
@@ -365,6 +365,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 f"(f) {r['push_accepted_per_s']:,} SETs/s accepted; SET -> revocation p50 "
                 f"{lat['p50']} ms, p99 {lat['p99']} ms"
             )
+        if "g" in args.only:
+            await memory.run_memory(broker.bootstrap, plan, results, tmp)
+        if "h" in args.only:
+            await restore.run_restore(broker.bootstrap, plan, results, tmp)
     results["elapsed_s"] = round(time.perf_counter() - started, 1)
     results["machine"]["loadavg_end"] = Path("/proc/loadavg").read_text().strip()
     return results
@@ -379,9 +383,9 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=0, help="override the subject count")
     parser.add_argument(
         "--only",
-        default="abdef",
+        default="abdefgh",
         help="parts to run: a (baselines), b (vigil, incl. c), d (quix), e (check API vs Cerbos), "
-        "f (Shared Signals)",
+        "f (Shared Signals), g (memory), h (restore)",
     )
     parser.add_argument(
         "--ref",

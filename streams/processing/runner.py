@@ -64,6 +64,9 @@ from streams.state.subject import count_active_grants
 
 log = logging.getLogger(__name__)
 
+#: Changelog records restored per RocksDB write (bounds the memory a restore holds; see _restore).
+RESTORE_WRITE_RECORDS = 10_000
+
 
 class RunnerConfig:
     """Kafka client tuning for the hot path (see PLATFORM-NOTES: fetch wait is latency)."""
@@ -773,10 +776,17 @@ class PipelineRunner:
         restored = 0
 
         def apply(record: Any) -> None:
+            # Written to RocksDB every RESTORE_WRITE_RECORDS records with the changelog position
+            # reached, so memory stays bounded by one chunk (not by the whole state) and a restore
+            # that stops half-way resumes from there.
             nonlocal restored
             if record.key is not None and record.value is not None:
                 pending[record.key] = record.value  # changelog keys are store keys
                 restored += 1
+                if len(pending) >= RESTORE_WRITE_RECORDS:
+                    pending[CHANGELOG_OFFSET] = str(record.offset + 1).encode()
+                    store.write(pending)
+                    pending.clear()
 
         def progress(behind: dict[TopicPartition, int]) -> None:
             metrics.RESTORE_REMAINING.set(sum(behind.values()))
