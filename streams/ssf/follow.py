@@ -12,90 +12,25 @@ followed (so every worker sees what the others wrote):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
-from streams.kafka.quirks import read_to_end
+from streams.kafka.follow import TopicFollower
 from streams.kafka.security import PLAINTEXT, KafkaSecurity
 from streams.state.store import GRANT_PREFIX
 
 log = logging.getLogger(__name__)
 
 
-class _Follower:
-    """Reads every partition of ``topic`` from the beginning; ``_apply`` each record."""
-
-    def __init__(self, *, bootstrap: str, topic: str, security: KafkaSecurity = PLAINTEXT) -> None:
-        self.bootstrap = bootstrap
-        self.topic = topic
-        self.security = security
-        self.ready = asyncio.Event()
-        self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    def _apply(self, record: Any) -> None:
-        raise NotImplementedError
-
-    async def start(self, timeout: float = 30.0) -> None:
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=10,
-            **self.security.client_kwargs(),
-        )
-        await self._consumer.start()
-        deadline = time.monotonic() + timeout
-        found = self._consumer.partitions_for_topic(self.topic)
-        while not found:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"topic {self.topic} has no partitions")
-            await self._consumer.force_metadata_update()
-            found = self._consumer.partitions_for_topic(self.topic)
-            if not found:
-                await asyncio.sleep(0.2)
-        tps = [TopicPartition(self.topic, p) for p in sorted(found)]
-        await read_to_end(self._consumer, tps, self._apply)
-        self.ready.set()
-        self._task = asyncio.create_task(self._follow())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
-
-    async def _follow(self) -> None:
-        assert self._consumer is not None
-        while True:
-            try:
-                batch = await self._consumer.getmany(timeout_ms=1000, max_records=5000)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a broker hiccup: the consumer reconnects by itself
-                log.warning("%s: fetch failed (%s); retrying", self.topic, exc)
-                await asyncio.sleep(0.5)
-                continue
-            for records in batch.values():
-                for record in records:
-                    try:
-                        self._apply(record)
-                    except Exception:  # one unreadable record must not stop following
-                        log.exception("%s: record at %d unreadable", self.topic, record.offset)
-
-
 def ledger_key(iss: str, jti: str) -> bytes:
     return orjson.dumps([iss, jti])
 
 
-class JtiLedger(_Follower):
+class JtiLedger(TopicFollower):
     def __init__(self, *, bootstrap: str, topic: str, security: KafkaSecurity = PLAINTEXT) -> None:
         super().__init__(bootstrap=bootstrap, topic=topic, security=security)
         self._digests: dict[bytes, str] = {}
@@ -134,7 +69,7 @@ class JtiLedger(_Follower):
         self._digests[key] = digest
 
 
-class GrantLocator(_Follower):
+class GrantLocator(TopicFollower):
     def __init__(self, *, bootstrap: str, topic: str, security: KafkaSecurity = PLAINTEXT) -> None:
         super().__init__(bootstrap=bootstrap, topic=topic, security=security)
         # subject -> (grant ids, session ids, device ids) of its active grants, and the reverse

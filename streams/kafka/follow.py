@@ -1,0 +1,108 @@
+"""A per-worker view of a whole topic: every partition, read without a consumer group to its end
+(then ``ready``) and followed from there, one record at a time. The signal replica of the check
+API and the Shared Signals lookup tables are built on it; each worker keeps its own copy, so any
+worker can answer for any subject."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streams.kafka.quirks import read_to_end
+from streams.kafka.security import PLAINTEXT, KafkaSecurity
+
+log = logging.getLogger(__name__)
+
+
+class TopicFollower:
+    """Subclasses implement ``_apply(record)``; ``following`` is False while catching up."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        topic: str,
+        security: KafkaSecurity = PLAINTEXT,
+        fetch_max_wait_ms: int = 10,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.security = security
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.ready = asyncio.Event()  # set once every partition was read to its end
+        self.following = False
+        self.partitions = 0
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def _apply(self, record: Any) -> None:
+        raise NotImplementedError
+
+    def _applied_batch(self, records: int) -> None:
+        """After each followed fetch (e.g. to set a gauge once per batch, not per record)."""
+
+    async def start(self, timeout: float = 30.0) -> None:
+        """Assign every partition (waiting up to ``timeout`` for the topic to have some), read
+        them to their end, set ``ready`` and keep following in the background."""
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
+            **self.security.client_kwargs(),
+        )
+        await self._consumer.start()
+        deadline = time.monotonic() + timeout
+        found = self._consumer.partitions_for_topic(self.topic)
+        while not found:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topic {self.topic} has no partitions")
+            await self._consumer.force_metadata_update()
+            found = self._consumer.partitions_for_topic(self.topic)
+            if not found:
+                await asyncio.sleep(0.2)
+        self.partitions = len(found)
+        tps = [TopicPartition(self.topic, p) for p in sorted(found)]
+        await read_to_end(self._consumer, tps, self._apply_safely)
+        self.following = True
+        self.ready.set()
+        self._task = asyncio.create_task(self._follow())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    def _apply_safely(self, record: Any) -> None:
+        try:
+            self._apply(record)
+        except Exception:  # one unreadable record must not stop the view
+            log.exception("%s: record at offset %d unreadable", self.topic, record.offset)
+
+    async def _follow(self) -> None:
+        assert self._consumer is not None
+        consumer = self._consumer
+        while True:
+            try:
+                batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a broker hiccup: the consumer reconnects by itself
+                log.warning("%s: fetch failed (%s); retrying", self.topic, exc)
+                await asyncio.sleep(0.5)
+                continue
+            count = 0
+            for records in batch.values():
+                for record in records:
+                    self._apply_safely(record)
+                count += len(records)
+            if count:
+                self._applied_batch(count)
