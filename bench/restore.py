@@ -27,6 +27,7 @@ from bench import memory
 from bench.events import PARTITIONS
 from bench.worker import Worker, topic_names
 from streams.kafka.quirks import read_to_end
+from streams.kafka.security import PLAINTEXT
 
 TARGET_SECONDS = 60.0  # issue 10: ≤ 60 s to restore 1M subjects
 FULL_STATE_SUBJECTS = 1_100_000  # (g)'s full plan: 1M signal-only + 100k subjects with grants
@@ -43,6 +44,7 @@ async def changelog_size(bootstrap: str, topic: str) -> dict[str, int]:
         enable_auto_commit=False,
         fetch_max_wait_ms=100,
         max_partition_fetch_bytes=4 * 1024 * 1024,
+        **PLAINTEXT.client_kwargs(),
     )
     await consumer.start()
     totals = {"records": 0, "bytes": 0}
