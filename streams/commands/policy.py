@@ -242,15 +242,22 @@ def _has_signals(body: Any) -> bool:
     return isinstance(attr, dict) and "signals" in attr
 
 
+def request_options(func: F) -> F:
+    """``--now`` and ``--unverified-jwt``: how ``eval`` and ``plan`` read every request."""
+    func = click.option(
+        "--unverified-jwt",
+        is_flag=True,
+        help="Accept auxData.jwt.token and use its claims WITHOUT verifying it (testing only).",
+    )(func)
+    return click.option(
+        "--now", metavar="RFC3339", help="Fix now() for every request (default: the clock)."
+    )(func)
+
+
 @policy.command("eval")
 @click.argument("directory", type=_DIR, required=False)
 @engine_options
-@click.option("--now", metavar="RFC3339", help="Fix now() for every request (default: the clock).")
-@click.option(
-    "--unverified-jwt",
-    is_flag=True,
-    help="Accept auxData.jwt.token and use its claims WITHOUT verifying it (testing only).",
-)
+@request_options
 def eval_cmd(directory: Path | None, now: str | None, unverified_jwt: bool, **engine: Any) -> None:
     """Answer CheckResources requests: one JSON request per stdin line, one response per line.
 
@@ -312,12 +319,7 @@ def _serve_lines(
 @policy.command("plan")
 @click.argument("directory", type=_DIR, required=False)
 @engine_options
-@click.option("--now", metavar="RFC3339", help="Fix now() for every request (default: the clock).")
-@click.option(
-    "--unverified-jwt",
-    is_flag=True,
-    help="Accept auxData.jwt.token and use its claims WITHOUT verifying it (testing only).",
-)
+@request_options
 def plan_cmd(directory: Path | None, now: str | None, unverified_jwt: bool, **engine: Any) -> None:
     """Answer PlanResources requests: one JSON request per stdin line, one response per line.
 
