@@ -370,6 +370,27 @@ class _Partial:
                 raise PlanUnsupported(f"a non-boolean operand of {fn}")
         return ("call", fn, None, [left, right])
 
+    def _bad_qualifier(self, key: Expr) -> Any:
+        """cel-go resolves the computed keys of an attribute rooted at `R` or `request` before
+        matching it against the unknown resource (attribute_patterns.go
+        matchesUnknownPatterns): a key that fails, or whose value is not a string, int, uint,
+        bool or double ("invalid qualifier type"), makes the whole attribute an error, although
+        it reads the unknown resource. The error, when not the condition's value, is kept in
+        the residual as written (refused beside unknown parts, by `_logical`)."""
+        if self.unknown(key):
+            return None
+        value = self.evaluate(key)
+        t = value.type()
+        if t in _QUALIFIER_TYPES:
+            return None
+        if _is_literal(key):
+            # a literal key (or a variable that is one: Cerbos inlines variables) fails when
+            # the stock planner builds its program: an error for the whole plan there; Vigil
+            # writes constants the same way (`dyn(null)`), not told apart
+            raise PlanUnsupported("an index into the resource by a literal that is not a key")
+        reason = str(value.value()) if t == cel.Type.ERROR else "invalid qualifier type"
+        return ("error", reason, False)
+
     def _call(self, e: Expr) -> Any:
         c = e.call_expr
         fn = c.function
@@ -391,6 +412,10 @@ class _Partial:
             return ("call", fn, None, [cond, *branches])
         if fn in ("_&&_", "_||_"):
             return self._logical(fn, self.residual(args[0]), self.residual(args[1]))
+        if fn == "_[_]" and len(args) == 2 and _attribute_root(args[0]) in ("R", "request"):
+            bad = self._bad_qualifier(args[1])
+            if bad is not None:
+                return bad
         if fn == "!_":
             inner = self.residual(args[0])
             if inner[0] == "const" and isinstance(inner[1], bool):
@@ -402,6 +427,38 @@ class _Partial:
         operands = [self.residual(a) for a in args]
         found = _first_error([target, *operands] if target is not None else operands)
         return found or ("call", fn, target, operands)
+
+
+_QUALIFIER_TYPES = (cel.Type.STRING, cel.Type.INT, cel.Type.UINT, cel.Type.BOOL, cel.Type.DOUBLE)
+
+
+def _attribute_root(e: Expr) -> str | None:
+    """The identifier a cel-go attribute (`a.b[k].c`: field selections and indexes on an
+    identifier) starts from; None when `e` is not such a chain."""
+    while True:
+        kind = e.WhichOneof("expr_kind")
+        if kind == "ident_expr":
+            return e.ident_expr.name
+        if kind == "select_expr" and not e.select_expr.test_only:
+            e = e.select_expr.operand
+        elif (
+            kind == "call_expr"
+            and e.call_expr.function == "_[_]"
+            and not e.call_expr.HasField("target")
+            and len(e.call_expr.args) == 2
+        ):
+            e = e.call_expr.args[0]
+        else:
+            return None
+
+
+def _is_literal(e: Expr) -> bool:
+    """A literal, or `dyn(<literal>)`: how Vigil's inlining writes a constant, or a variable
+    that is a literal."""
+    if e.WhichOneof("expr_kind") == "call_expr" and e.call_expr.function == "dyn":
+        args = e.call_expr.args
+        return len(args) == 1 and _is_literal(args[0])
+    return e.WhichOneof("expr_kind") == "const_expr"
 
 
 def _call_expr(fn: str, args: list[Expr], target: Expr | None = None) -> Expr:
@@ -848,14 +905,14 @@ def _merge_with_and(filters: list[dict[str, Any]]) -> dict[str, Any]:
         return filters[0]
     if any(f["kind"] == "KIND_ALWAYS_DENIED" for f in filters):
         return {"kind": "KIND_ALWAYS_DENIED"}
-    conds = [f["condition"] for f in filters if f["kind"] == "KIND_CONDITIONAL"]
+    # planner.MergeWithAnd: the conditions by their debug rendering (one per rendering, the
+    # last), in its order, AND-ed as they are (not normalised again)
+    conds = {_debug(f["condition"]): f["condition"] for f in filters if "condition" in f}
     if not conds:
         return {"kind": "KIND_ALWAYS_ALLOWED"}
     if len(conds) == 1:
-        return {"kind": "KIND_CONDITIONAL", "condition": conds[0]}
-    # measured: the stock PDP orders them by their debug rendering
-    conds.sort(key=_debug)
-    return {"kind": "KIND_CONDITIONAL", "condition": _normalise(_expr("and", conds))}
+        return {"kind": "KIND_CONDITIONAL", "condition": next(iter(conds.values()))}
+    return {"kind": "KIND_CONDITIONAL", "condition": _expr("and", [conds[k] for k in sorted(conds)])}
 
 
 # -- the rule walk (planner.go EvaluateRuleTableQueryPlan) ---------------------------------------
