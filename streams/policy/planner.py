@@ -337,6 +337,12 @@ class _Partial:
             return items
         if items[0] != "list":
             raise PlanUnsupported("a macro over a known value that is not a list")
+        if not items[1]:  # no iteration: the body is never evaluated, the result is known
+            if fn in ("_||_", "_&&_"):
+                return ("const", fn == "_&&_")
+            if fn == "_?_:_" and c.accu_init.WhichOneof("expr_kind") == "const_expr":
+                return ("const", False)  # exists_one
+            return ("list", [])  # filter, map
         if fn == "_?_:_" and c.accu_init.WhichOneof("expr_kind") == "const_expr":
             inner = _Partial(
                 self.env,
