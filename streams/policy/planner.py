@@ -430,7 +430,7 @@ class _Partial:
         parts = _chain(e) or []
         if parts[:1] == ["R"]:
             return len(parts) >= 3 and parts[1] == "attr"
-        return parts[:2] == ["request", "resource"]
+        return len(parts) >= 4 and parts[:3] == ["request", "resource", "attr"]
 
     def _call(self, e: Expr) -> Any:
         c = e.call_expr
@@ -449,6 +449,9 @@ class _Partial:
                 return self.residual(args[1] if cond[1] else args[2])
             if cond[0] == "const":
                 return ("error", "a conditional over a value that is not a boolean", False)
+            if _bool_of(_normalise(_operand(cond))) is not None:
+                # measured: `R.attr.x in [] ? a : b` is `b` as written; not reproduced
+                raise PlanUnsupported("a conditional whose condition the normalisation decides")
             # cel-go evaluates neither branch of a conditional over an unknown: its residual
             # keeps both as written (known parts not folded)
             return ("call", fn, None, [cond, _raw(args[1]), _raw(args[2])])
@@ -1178,6 +1181,7 @@ class Planner:
         self._roles = roles
         self._level = levels[0][1] if levels else None
         self._runtime: Expr | None = None
+        self._plan_derived_roles(levels, roles, partial)
         plans = [self._action(levels, roles, action, kind, partial) for action in actions]
         filters = [to_filter(p.to_ast()) for p in plans]
         scopes = {a: p.scope for a, p in zip(actions, plans, strict=True)}
@@ -1230,6 +1234,22 @@ class Planner:
         if len(nodes) == 1:
             return nodes[0]
         return _lo("or" if cond.op == "any" else "and", nodes)
+
+    def _plan_derived_roles(
+        self, levels: Sequence[tuple[str, Any, Any]], roles: list[str], partial: _Partial
+    ) -> None:
+        """The stock planner plans the condition of every derived role of a level whose
+        parent roles include one of the principal's (or `*`), whether a row uses it or not,
+        and fails the whole plan when that fails (measured: a macro body over the resource
+        reading a missing principal attribute). Planned here too, so that such a plan is
+        refused rather than answered."""
+        principal_roles = set(roles) | {"*"}
+        for _scope, rpol, _ppol in levels:
+            if rpol is None:
+                continue
+            for dr in rpol.derived_roles.values():
+                if dr.parent_roles & principal_roles:
+                    self._condition(dr.condition, partial)
 
     def _runtime_list(self, partial: _Partial) -> Expr:
         """planner.go mkDerivedRolesList: `runtime.effectiveDerivedRoles` as the expression
