@@ -192,14 +192,25 @@ class _Partial:
 
     def _has_given(self, e: Expr) -> bool:
         """Whether `e` is `has(R.attr.k)` for an attribute `k` given in the request. The stock
-        planner wraps given attributes in an identity call before evaluating, which makes this
-        presence test an error (measured: it acts as an error beside constants, and vanishes
-        beside unknown parts)."""
+        planner declares each given attribute as a variable named `R.attr.k`, and cel-go's
+        presence test on a name that is a variable answers the variable's value (measured:
+        `has(R.attr.public)` is `R.attr.public`); see `_has_given_value`."""
         if e.WhichOneof("expr_kind") != "select_expr" or not e.select_expr.test_only:
             return False
         if e.select_expr.field not in self.known_attrs:
             return False
         return _chain(e.select_expr.operand) in (["R", "attr"], ["request", "resource", "attr"])
+
+    def _has_given_value(self, e: Expr) -> Any:
+        """`has(R.attr.k)` of a given attribute: its value when a boolean; any other value
+        acts as an error (measured: beside constants, and vanishing beside unknown parts)."""
+        read = Expr()
+        read.CopyFrom(e)
+        read.select_expr.test_only = False
+        value = self.evaluate(read).value()
+        if isinstance(value, bool):
+            return ("const", value)
+        return ("error", "has() on a given resource attribute", True)
 
     def evaluate(self, e: Expr) -> Any:
         """The value of a known subexpression, by the checks' CEL runtime (a `cel.Value`)."""
@@ -243,7 +254,7 @@ class _Partial:
             return ("ident", e.ident_expr.name)
         if kind == "select_expr":
             if self._has_given(e):
-                return ("error", "has() on a given resource attribute", True)
+                return self._has_given_value(e)
             s = e.select_expr
             operand = self.residual(s.operand)
             if operand[0] == "error":
@@ -326,6 +337,12 @@ class _Partial:
             return items
         if items[0] != "list":
             raise PlanUnsupported("a macro over a known value that is not a list")
+        if not items[1]:  # no iteration: the body is never evaluated, the result is known
+            if fn in ("_||_", "_&&_"):
+                return ("const", fn == "_&&_")
+            if fn == "_?_:_" and c.accu_init.WhichOneof("expr_kind") == "const_expr":
+                return ("const", False)  # exists_one
+            return ("list", [])  # filter, map
         if fn == "_?_:_" and c.accu_init.WhichOneof("expr_kind") == "const_expr":
             inner = _Partial(
                 self.env,
@@ -370,6 +387,51 @@ class _Partial:
                 raise PlanUnsupported(f"a non-boolean operand of {fn}")
         return ("call", fn, None, [left, right])
 
+    def _index(self, target: Expr, key: Expr) -> Any:
+        """`target[key]` where `target` is a cel-go attribute rooted at `R` or `request` and
+        `key` is known but not a literal, as cel-go's partial attributes treat it
+        (attribute_patterns.go matchesUnknownPatterns): the key is resolved before the
+        attribute is matched against the unknown resource. A key that fails, or whose value
+        is not a string, int, uint, bool or double ("invalid qualifier type"), makes the
+        attribute an error although it reads the unknown resource; a key that is itself an
+        attribute (`P.attr.dept`) is resolved without its value being recorded, so the
+        residual keeps it as written. None: the key is an ordinary known subexpression."""
+        if key.WhichOneof("expr_kind") == "const_expr":
+            if key.const_expr.WhichOneof("constant_kind") in ("null_value", "bytes_value"):
+                # cel-go refuses to build the program: the stock PDP fails the whole plan
+                raise PlanUnsupported("an index into the resource by a literal that is not a key")
+            return None
+        if self.unknown(key):
+            return None
+        value = self.evaluate(key)
+        bare = _strip_dyn(key)
+        literal = bare.WhichOneof("expr_kind") == "const_expr"
+        if literal:
+            # Vigil inlines a constant as `dyn(<literal>)`: the stock planner keeps `C.name`
+            # (an attribute) there, but inlines a variable that is a literal as that literal
+            # (and fails the whole plan on a literal that is not a key); not told apart
+            raise PlanUnsupported("an index into the resource by a constant or literal variable")
+        t = value.type()
+        if t not in _QUALIFIER_TYPES:
+            reason = str(value.value()) if t == cel.Type.ERROR else "invalid qualifier type"
+            return ("error", reason, False)
+        if _attribute_root(bare) is None or self._given_attribute(bare):
+            return None  # evaluated by the stock planner (recorded, pruned to its value)
+        if not _plain_keys(bare):
+            raise PlanUnsupported("a computed index inside the key of an index into the resource")
+        operand = self.residual(target)
+        if operand[0] == "error":
+            return operand
+        return ("call", "_[_]", None, [operand, _raw(bare)])
+
+    def _given_attribute(self, e: Expr) -> bool:
+        """Whether the attribute `e` reads a resource attribute given in the request (the
+        stock planner wraps those in an identity call: a computed key, pruned to its value)."""
+        parts = _chain(e) or []
+        if parts[:1] == ["R"]:
+            return len(parts) >= 3 and parts[1] == "attr"
+        return len(parts) >= 4 and parts[:3] == ["request", "resource", "attr"]
+
     def _call(self, e: Expr) -> Any:
         c = e.call_expr
         fn = c.function
@@ -385,12 +447,20 @@ class _Partial:
                 return cond
             if cond[0] == "const" and isinstance(cond[1], bool):
                 return self.residual(args[1] if cond[1] else args[2])
-            branches = [self.residual(args[1]), self.residual(args[2])]
-            if _first_error(branches):
-                raise PlanUnsupported("an erroring branch of a conditional over the resource")
-            return ("call", fn, None, [cond, *branches])
+            if cond[0] == "const":
+                return ("error", "a conditional over a value that is not a boolean", False)
+            if _bool_of(_normalise(_operand(cond))) is not None:
+                # measured: `R.attr.x in [] ? a : b` is `b` as written; not reproduced
+                raise PlanUnsupported("a conditional whose condition the normalisation decides")
+            # cel-go evaluates neither branch of a conditional over an unknown: its residual
+            # keeps both as written (known parts not folded)
+            return ("call", fn, None, [cond, _raw(args[1]), _raw(args[2])])
         if fn in ("_&&_", "_||_"):
             return self._logical(fn, self.residual(args[0]), self.residual(args[1]))
+        if fn == "_[_]" and len(args) == 2 and _attribute_root(args[0]) in ("R", "request"):
+            indexed = self._index(args[0], args[1])
+            if indexed is not None:
+                return indexed
         if fn == "!_":
             inner = self.residual(args[0])
             if inner[0] == "const" and isinstance(inner[1], bool):
@@ -402,6 +472,108 @@ class _Partial:
         operands = [self.residual(a) for a in args]
         found = _first_error([target, *operands] if target is not None else operands)
         return found or ("call", fn, target, operands)
+
+
+_QUALIFIER_TYPES = (cel.Type.STRING, cel.Type.INT, cel.Type.UINT, cel.Type.BOOL, cel.Type.DOUBLE)
+
+
+def _attribute_root(e: Expr) -> str | None:
+    """The identifier a cel-go attribute (`a.b[k].c`: field selections and indexes on an
+    identifier) starts from; None when `e` is not such a chain."""
+    while True:
+        kind = e.WhichOneof("expr_kind")
+        if kind == "ident_expr":
+            return e.ident_expr.name
+        if kind == "select_expr" and not e.select_expr.test_only:
+            e = e.select_expr.operand
+        elif (
+            kind == "call_expr"
+            and e.call_expr.function == "_[_]"
+            and not e.call_expr.HasField("target")
+            and len(e.call_expr.args) == 2
+        ):
+            e = e.call_expr.args[0]
+        else:
+            return None
+
+
+def _strip_dyn(e: Expr) -> Expr:
+    """`e` without the `dyn(...)` Vigil's inlining wraps variables and constants in (the stock
+    planner inlines a variable's expression as it is)."""
+    while (
+        e.WhichOneof("expr_kind") == "call_expr"
+        and e.call_expr.function == "dyn"
+        and not e.call_expr.HasField("target")
+        and len(e.call_expr.args) == 1
+    ):
+        e = e.call_expr.args[0]
+    return e
+
+
+def _raw(e: Expr) -> Any:
+    """A subexpression cel-go does not evaluate, as a residual expression as written. Vigil's
+    rewrites are undone (`dyn(...)` of inlining, presence guards); a constant (inlined as
+    `dyn(<literal>)`, which the stock planner prints by its name) and macros (whose bodies the
+    stock planner plans again) are refused."""
+    kind = e.WhichOneof("expr_kind")
+    if kind == "const_expr":
+        c = e.const_expr
+        which = c.WhichOneof("constant_kind")
+        if which == "null_value":
+            return ("const", None)
+        if which in _CONSTANT_KINDS:
+            return ("const", getattr(c, which))
+        raise PlanUnsupported(f"a {which} literal in a conditional's branch")
+    if kind == "ident_expr":
+        return ("ident", e.ident_expr.name)
+    if kind == "select_expr":
+        sel = e.select_expr
+        return ("select", _raw(sel.operand), sel.field, sel.test_only)
+    if kind == "list_expr":
+        return ("list", [_raw(x) for x in e.list_expr.elements])
+    if kind == "struct_expr" and not e.struct_expr.message_name:
+        entries = []
+        for x in e.struct_expr.entries:
+            if not x.HasField("map_key"):
+                raise PlanUnsupported("message field in a condition")
+            entries.append((_raw(x.map_key), _raw(x.value)))
+        return ("map", entries)
+    if kind == "call_expr":
+        c = e.call_expr
+        args = list(c.args)
+        if c.function == "dyn" and len(args) == 1 and not c.HasField("target"):
+            inner = _strip_dyn(args[0])
+            if inner.WhichOneof("expr_kind") in ("const_expr", "list_expr", "struct_expr"):
+                raise PlanUnsupported("a constant in a conditional's branch (printed by its name)")
+            return _raw(inner)
+        if c.function == "_?_:_":
+            guarded = _has_guard(args)
+            if guarded is not None:
+                return _raw(guarded)
+        target = _raw(c.target) if c.HasField("target") else None
+        return ("call", c.function, target, [_raw(a) for a in args])
+    raise PlanUnsupported(f"a {kind} in a conditional's branch")
+
+
+_CONSTANT_KINDS = ("bool_value", "int64_value", "uint64_value", "double_value", "string_value")
+
+
+def _plain_keys(e: Expr) -> bool:
+    """Whether every index in the attribute `e` is by a literal or by another such attribute
+    (cel-go then records no value inside it: its residual is `e` as written)."""
+    while True:
+        kind = e.WhichOneof("expr_kind")
+        if kind == "select_expr":
+            e = e.select_expr.operand
+        elif kind == "call_expr":
+            key = e.call_expr.args[1]
+            if key.WhichOneof("expr_kind") != "const_expr" and not (
+                _attribute_root(key) is not None and _plain_keys(key)
+            ):
+                return False
+            e = e.call_expr.args[0]
+        else:
+            return True
 
 
 def _call_expr(fn: str, args: list[Expr], target: Expr | None = None) -> Expr:
@@ -848,14 +1020,17 @@ def _merge_with_and(filters: list[dict[str, Any]]) -> dict[str, Any]:
         return filters[0]
     if any(f["kind"] == "KIND_ALWAYS_DENIED" for f in filters):
         return {"kind": "KIND_ALWAYS_DENIED"}
-    conds = [f["condition"] for f in filters if f["kind"] == "KIND_CONDITIONAL"]
+    # planner.MergeWithAnd: the conditions by their debug rendering (one per rendering, the
+    # last), in its order, AND-ed as they are (not normalised again)
+    conds = {_debug(f["condition"]): f["condition"] for f in filters if "condition" in f}
     if not conds:
         return {"kind": "KIND_ALWAYS_ALLOWED"}
     if len(conds) == 1:
-        return {"kind": "KIND_CONDITIONAL", "condition": conds[0]}
-    # measured: the stock PDP orders them by their debug rendering
-    conds.sort(key=_debug)
-    return {"kind": "KIND_CONDITIONAL", "condition": _normalise(_expr("and", conds))}
+        return {"kind": "KIND_CONDITIONAL", "condition": next(iter(conds.values()))}
+    return {
+        "kind": "KIND_CONDITIONAL",
+        "condition": _expr("and", [conds[k] for k in sorted(conds)]),
+    }
 
 
 # -- the rule walk (planner.go EvaluateRuleTableQueryPlan) ---------------------------------------
@@ -1006,6 +1181,7 @@ class Planner:
         self._roles = roles
         self._level = levels[0][1] if levels else None
         self._runtime: Expr | None = None
+        self._plan_derived_roles(levels, roles, partial)
         plans = [self._action(levels, roles, action, kind, partial) for action in actions]
         filters = [to_filter(p.to_ast()) for p in plans]
         scopes = {a: p.scope for a, p in zip(actions, plans, strict=True)}
@@ -1059,6 +1235,22 @@ class Planner:
             return nodes[0]
         return _lo("or" if cond.op == "any" else "and", nodes)
 
+    def _plan_derived_roles(
+        self, levels: Sequence[tuple[str, Any, Any]], roles: list[str], partial: _Partial
+    ) -> None:
+        """The stock planner plans the condition of every derived role of a level whose
+        parent roles include one of the principal's (or `*`), whether a row uses it or not,
+        and fails the whole plan when that fails (measured: a macro body over the resource
+        reading a missing principal attribute). Planned here too, so that such a plan is
+        refused rather than answered."""
+        principal_roles = set(roles) | {"*"}
+        for _scope, rpol, _ppol in levels:
+            if rpol is None:
+                continue
+            for dr in rpol.derived_roles.values():
+                if dr.parent_roles & principal_roles:
+                    self._condition(dr.condition, partial)
+
     def _runtime_list(self, partial: _Partial) -> Expr:
         """planner.go mkDerivedRolesList: `runtime.effectiveDerivedRoles` as the expression
         `(c1 ? ["r1"] : []) + ((c2 ? ["r2"] : []) + ...)` over the derived roles of the level
@@ -1103,7 +1295,7 @@ class Planner:
 
     def _row(self, rule: Rule, dr: DerivedRole | None, partial: _Partial) -> Node:
         node = self._condition(rule.condition, partial)
-        if dr is not None:
+        if dr is not None and dr.condition is not None:  # no condition: none in the row
             dr_node = self._condition(dr.condition, partial)
             node = dr_node if rule.condition is None else _lo("and", [node, dr_node])
         return node
