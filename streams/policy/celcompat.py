@@ -18,6 +18,13 @@ on the text the compiler is about to compile, using the one tokenizer (`celtoken
   and `m.transformMapEntry(k, v, [f,] e)` → `m.transformList(k, v, [f,] e).@entries()`
   (the real names are `PAIRS_FN`/`ENTRIES_FN`, which no policy may use). A key produced twice
   by `transformMapEntry` is an error, as in cel-go.
+- **`x in m` with a map `m` and a key that no map can hold** (`null`, a list, a map): `false`
+  in cel-go, `no such overload` in cel-cpp, which flips a decision under `!`/`none`. Each
+  `A in B` whose `B` is not a list literal and whose `A` is not a string or number literal
+  becomes `(type(B) == map && type(A) in [null_type, list, map] ? false : A in B)` (errors in
+  `A` or `B` stay errors). Where the left operand cannot be told from the tokens alone (another
+  relational operator before it: `a < b in m`), the text is left as it is. The query planner
+  reads the guard back as the plain `A in B` (planner.py).
 """
 
 from __future__ import annotations
@@ -64,7 +71,7 @@ def compile_source(env: Any, src: str, *, attempts: int = 16) -> tuple[Any, str]
     name = reserved_name(src)
     if name is not None:
         raise RuntimeError(f"ERROR: <input>: undeclared reference to '{name}'")
-    src = rewrite_transform_map(src)
+    src = guard_in_map(rewrite_transform_map(src))
     for _ in range(attempts):
         try:
             return env.compile(src), src
@@ -255,3 +262,124 @@ MAP_BUILDERS: tuple[tuple[str, Callable[[list[Any]], dict[Any, Any]]], ...] = (
     (PAIRS_FN, pairs_to_map),
     (ENTRIES_FN, entries_to_map),
 )
+
+
+# -- `in` on a map with a key no map can hold ------------------------------------------------
+
+#: Left-operand starts that make the guard needless (a literal key of a map-key type).
+_LITERAL_KEYS = frozenset({"str", "num"})
+#: Relational operators (same precedence as `in`, left-associative) seen as single characters.
+_RELATIONAL = frozenset("<>=")
+
+
+def guard_in_map(src: str) -> str:
+    """`src` with each `A in B` guarded as the module doc says; `src` unchanged if it has none."""
+    toks = scan(src)
+    if not any(t == ("id", "in") for t in toks):
+        return src
+    return _guard_in(toks)
+
+
+def _guard_in(toks: list[Token]) -> str:
+    """One left-to-right pass over the tokens; a guard replaces its tokens' text (an operand
+    that holds an earlier guarded `in` is rebuilt from its tokens, guarded recursively)."""
+    pieces = [text for _, text in toks]
+    i = 0
+    while i < len(toks):
+        if toks[i] == ("id", "in"):
+            rep = _guard_one(toks, i)
+            if rep is not None:
+                start, end, text = rep
+                pieces[start:end] = [text] + [""] * (end - start - 1)
+                i = end
+                continue
+        i += 1
+    return "".join(pieces)
+
+
+def _guard_one(toks: list[Token], op: int) -> tuple[int, int, str] | None:
+    """(first token, token after the end, replacement) for the `in` at `op`, or None."""
+    start = _operand_start(toks, op)
+    if start is None:
+        return None
+    before = start - 1
+    while before >= 0 and toks[before][0] in TRIVIA:
+        before -= 1
+    if before >= 0 and (toks[before][1] in _RELATIONAL or toks[before] == ("id", "in")):
+        return None  # `a < b in m` is `(a < b) in m`: not told apart here
+    first_right = op + 1
+    while first_right < len(toks) and toks[first_right][0] in TRIVIA:
+        first_right += 1
+    end = _operand_end(toks, first_right)
+    if end is None or end == first_right:
+        return None
+    if toks[first_right] == ("op", "["):
+        closing = _matching(toks, first_right)
+        if closing is not None and closing == _last_significant(toks, first_right, end):
+            return None  # a list literal: never a map
+    left_last = _last_significant(toks, start, op)
+    if left_last == start and toks[start][0] in _LITERAL_KEYS:
+        return None  # "k" in m, 1 in m: a key every map type can be asked for
+    a = _guard_text(toks[start : left_last + 1])
+    b = _guard_text(toks[first_right:end])
+    guarded = f"(type({b}) == map && type({a}) in [null_type, list, map] ? false : {a} in {b})"
+    return start, end, guarded
+
+
+def _guard_text(toks: list[Token]) -> str:
+    text = "".join(t for _, t in toks).strip()
+    return guard_in_map(text)
+
+
+def _last_significant(toks: list[Token], start: int, stop: int) -> int:
+    """Index of the last non-trivia token in `toks[start:stop]` (`start` if none)."""
+    i = stop - 1
+    while i > start and toks[i][0] in TRIVIA:
+        i -= 1
+    return i
+
+
+def _matching(toks: list[Token], i: int) -> int | None:
+    depth = 0
+    for j in range(i, len(toks)):
+        kind, text = toks[j]
+        if kind != "op":
+            continue
+        if text in _OPEN:
+            depth += 1
+        elif text in _CLOSE:
+            depth -= 1
+            if depth == 0:
+                return j
+    return None
+
+
+def _not_equal(toks: list[Token], j: int) -> bool:
+    return toks[j] == ("op", "!") and j + 1 < len(toks) and toks[j + 1] == ("op", "=")
+
+
+def _operand_end(toks: list[Token], i: int) -> int | None:
+    """Index after the right operand of an `in` starting at `i`: up to the next operator of
+    equal or lower precedence, or an unmatched closing bracket, at depth 0."""
+    depth = 0
+    n = len(toks)
+    j = i
+    while j < n:
+        kind, text = toks[j]
+        if kind == "op":
+            if text in _OPEN:
+                depth += 1
+            elif text in _CLOSE:
+                if depth == 0:
+                    break
+                depth -= 1
+            elif depth == 0 and (text in _BOUNDARY or _not_equal(toks, j)):
+                break
+        elif kind == "id" and text == "in" and depth == 0:
+            break
+        j += 1
+    if depth != 0:
+        return None
+    while j > i and toks[j - 1][0] in TRIVIA:
+        j -= 1
+    return j

@@ -432,6 +432,17 @@ class _Partial:
             return len(parts) >= 3 and parts[1] == "attr"
         return len(parts) >= 4 and parts[:3] == ["request", "resource", "attr"]
 
+    def _in_guard(self, args: Sequence[Expr]) -> Any:
+        """Known operands: the guard decides (cel-go's answer); otherwise the plain `A in B`,
+        the expression Cerbos's planner sees."""
+        try:
+            cond = self.residual(args[0])
+        except PlanUnsupported:
+            cond = None
+        if cond is not None and cond[0] == "const" and isinstance(cond[1], bool):
+            return self.residual(args[1] if cond[1] else args[2])
+        return self.residual(args[2])
+
     def _call(self, e: Expr) -> Any:
         c = e.call_expr
         fn = c.function
@@ -442,6 +453,8 @@ class _Partial:
             guarded = _has_guard(args)
             if guarded is not None:
                 return self.residual(guarded)
+            if _is_in_guard(args):
+                return self._in_guard(args)
             cond = self.residual(args[0])
             if cond[0] == "error":
                 return cond
@@ -761,6 +774,24 @@ def _any_expr(msg: Any, pred: Any) -> bool:
             elif _any_expr(item, pred):
                 return True
     return False
+
+
+def _is_in_guard(args: Sequence[Expr]) -> bool:
+    """Vigil's `(type(B) == map && type(A) in [null_type, list, map] ? false : A in B)`
+    (celcompat.py `guard_in_map`)."""
+    if len(args) != 3:
+        return False
+    no, plain = args[1], args[2]
+    if (
+        no.WhichOneof("expr_kind") != "const_expr"
+        or no.const_expr.WhichOneof("constant_kind") != "bool_value"
+        or no.const_expr.bool_value
+    ):
+        return False
+    if plain.WhichOneof("expr_kind") != "call_expr" or plain.call_expr.function != "@in":
+        return False
+    c = args[0]
+    return c.WhichOneof("expr_kind") == "call_expr" and c.call_expr.function == "_&&_"
 
 
 def _has_guard(args: Sequence[Expr]) -> Expr | None:
