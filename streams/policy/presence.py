@@ -7,6 +7,12 @@ counts as false, which flips a decision. So the compiler rewrites every `has(x.f
 error in `x` itself (a missing key) is still an error, as in cel-go. Operands that are always maps in Vigil
 (`R.attr`, `P`, `request.resource`, ...) are left alone. `has(V.x)`, inlined as
 `has(dyn(<expression>))`, tests the expression (a field selection) as before the `dyn()`.
+
+The principal and the resource are protobuf messages in Cerbos, so `has()` on their fields is
+proto3 presence: false for an empty string, list or map (`has(P.scope)` without a scope,
+`has(R.attr)` with no attributes). Vigil's request maps hold every field, so these become
+`P.scope != ""` and `size(R.attr) > 0` (`PROTO_FIELDS`); `runtime` is not a message in Cerbos
+(`has(runtime.effectiveDerivedRoles)` is true with no derived roles) and stays as it is.
 """
 
 from __future__ import annotations
@@ -32,6 +38,16 @@ ALWAYS_MAPS = frozenset(
 )
 
 _OPEN = {"(": ")", "[": "]", "{": "}"}
+
+_PRINCIPAL_FIELDS = {"id": "", "roles": "[]", "attr": "{}", "scope": "", "policyVersion": ""}
+_RESOURCE_FIELDS = {"kind": "", "id": "", "attr": "{}", "scope": "", "policyVersion": ""}
+#: Fields of Cerbos' request messages, by operand: "" for a string, else a list or map.
+PROTO_FIELDS = {
+    "P": _PRINCIPAL_FIELDS,
+    "request.principal": _PRINCIPAL_FIELDS,
+    "R": _RESOURCE_FIELDS,
+    "request.resource": _RESOURCE_FIELDS,
+}
 
 
 def guard_has(src: str) -> str:
@@ -119,6 +135,11 @@ def _guard_call(toks: list[Token], i: int) -> tuple[str, int] | None:
         return None
     operand = guard_has(operand)
     name = toks[field][1]
+    empty = PROTO_FIELDS.get(operand, {}).get(name)
+    if empty == "":
+        return f'({operand}.{name} != "")', close + 1
+    if empty is not None:
+        return f"(size({operand}.{name}) > 0)", close + 1
     if operand in ALWAYS_MAPS:
         return f"has({operand}.{name})", close + 1
     return f"(type({operand}) in [map, list] ? has({operand}.{name}) : false)", close + 1

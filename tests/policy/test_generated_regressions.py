@@ -1023,3 +1023,55 @@ def test_role_policy_rules_sharing_a_cerbos_cache_key(tmp_path: Path) -> None:
     )
     assert res.allowed("read") and not res.allowed("write")
     assert res.actions["write"].policy == "role.r.vdefault/acme"
+
+
+#: `has()` on the fields of Cerbos' protobuf messages (`request.principal`, `request.resource`,
+#: `runtime`): proto3 presence, false for an empty string, list or map.
+PROTO_PRESENCE = [
+    "has(P.id)",
+    "has(P.roles)",
+    "has(P.attr)",
+    "has(P.scope)",
+    "has(P.policyVersion)",
+    "has(R.kind)",
+    "has(R.id)",
+    "has(R.attr)",
+    "has(R.scope)",
+    "has(R.policyVersion)",
+    "has(request.principal.scope)",
+    "has(request.resource.attr)",
+    "has(runtime.effectiveDerivedRoles)",
+]
+
+
+def test_presence_of_request_message_fields_is_proto3_presence(tmp_path: Path) -> None:
+    """`has(P.scope)` is false in Cerbos when the principal has no scope (proto3 presence of a
+    message field), true in Vigil before it read these as proto fields (every key is there)."""
+    outputs = "\n".join(
+        f"""
+            - actions: ["a{n}"]
+              roles: ["*"]
+              effect: EFFECT_ALLOW
+              condition:
+                match:
+                  expr: '{expr}'"""
+        for n, expr in enumerate(PROTO_PRESENCE)
+    )
+    policy = f"""
+        apiVersion: api.cerbos.dev/v1
+        resourcePolicy:
+          resource: doc
+          version: default
+          rules:{outputs}
+    """
+    actions = [f"a{n}" for n in range(len(PROTO_PRESENCE))]
+    full = _request(actions, ["user"], attr={"k": 1}, policyVersion="default")
+    full["principal"] = {
+        "id": "u",
+        "roles": ["user"],
+        "attr": {"a": 1},
+        "scope": "acme",
+        "policyVersion": "default",
+    }
+    requests = [_request(actions, ["user"]), _request(actions, ["user"], attr={"k": 1}), full]
+    assert _differences(tmp_path, {"doc.yaml": textwrap.dedent(policy)}, requests) == []
