@@ -46,29 +46,45 @@ class TopicFollower:
     def _applied_batch(self, records: int) -> None:
         """After each followed fetch (e.g. to set a gauge once per batch, not per record)."""
 
-    async def start(self, timeout: float = 30.0) -> None:
-        """Assign every partition (waiting up to ``timeout`` for the topic to have some), read
-        them to their end, set ``ready`` and keep following in the background."""
-        self._consumer = AIOKafkaConsumer(
+    def _new_consumer(self, fetch_max_wait_ms: int | None = None) -> AIOKafkaConsumer:
+        """A group-less consumer of this topic's cluster (also for one-off reads back)."""
+        return AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=self.fetch_max_wait_ms,
+            fetch_max_wait_ms=fetch_max_wait_ms or self.fetch_max_wait_ms,
             **self.security.client_kwargs(),
         )
-        await self._consumer.start()
+
+    async def _start_offsets(
+        self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]
+    ) -> dict[TopicPartition, int] | None:
+        """Where catching up begins per partition; None: at the beginning."""
+        return None
+
+    def _caught_up(self, positions: dict[TopicPartition, int]) -> None:
+        """Called once every partition was read to its end (``positions``: next offsets)."""
+
+    async def start(self, timeout: float = 30.0) -> None:
+        """Assign every partition (waiting up to ``timeout`` for the topic to have some), read
+        them to their end, set ``ready`` and keep following in the background."""
+        consumer = self._consumer = self._new_consumer()
+        await consumer.start()
         deadline = time.monotonic() + timeout
-        found = self._consumer.partitions_for_topic(self.topic)
+        found = consumer.partitions_for_topic(self.topic)
         while not found:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"topic {self.topic} has no partitions")
-            await self._consumer.force_metadata_update()
-            found = self._consumer.partitions_for_topic(self.topic)
+            await consumer.force_metadata_update()
+            found = consumer.partitions_for_topic(self.topic)
             if not found:
                 await asyncio.sleep(0.2)
         self.partitions = len(found)
         tps = [TopicPartition(self.topic, p) for p in sorted(found)]
-        await read_to_end(self._consumer, tps, self._apply_safely)
+        consumer.assign(tps)
+        start = await self._start_offsets(consumer, tps)
+        positions = await read_to_end(consumer, tps, self._apply_safely, start=start)
+        self._caught_up(positions)
         self.following = True
         self.ready.set()
         self._task = asyncio.create_task(self._follow())

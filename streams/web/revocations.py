@@ -18,9 +18,7 @@ aborted and counted), never waited for; the feed's loop never blocks on a client
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -31,7 +29,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from streams import metrics
 from streams.codecs import DecodeError, decode_any
-from streams.kafka.quirks import end_offsets, read_to_end
+from streams.kafka.follow import TopicFollower
+from streams.kafka.quirks import end_offsets
 from streams.kafka.security import PLAINTEXT, KafkaSecurity
 
 log = logging.getLogger(__name__)
@@ -137,7 +136,10 @@ class Subscriber:
     closed: bool = field(default=False)
 
 
-class RevocationFeed:
+class RevocationFeed(TopicFollower):
+    """The last ``history`` revocations of every partition in memory, then the topic as it
+    grows, for the SSE streams of this worker."""
+
     def __init__(
         self,
         *,
@@ -148,64 +150,38 @@ class RevocationFeed:
         security: KafkaSecurity = PLAINTEXT,
         fetch_max_wait_ms: int = 10,
     ) -> None:
-        self.bootstrap = bootstrap
-        self.topic = topic
+        super().__init__(
+            bootstrap=bootstrap,
+            topic=topic,
+            security=security,
+            fetch_max_wait_ms=fetch_max_wait_ms,
+        )
         self.history = history
         self.registry_url = registry_url
-        self.security = security
-        self.fetch_max_wait_ms = fetch_max_wait_ms
-        self.ready = asyncio.Event()
         self.positions: Cursor = {}  # next offset the feed will read, per partition
         self.floors: Cursor = {}  # history is complete from here on, per partition
         self._history: dict[int, deque[RevocationEvent]] = {}
         self._subscribers: set[Subscriber] = set()
-        self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
 
-    def _client(self, fetch_max_wait_ms: int) -> AIOKafkaConsumer:
-        return AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=fetch_max_wait_ms,
-            **self.security.client_kwargs(),
-        )
-
-    async def start(self, timeout: float = 30.0) -> None:
-        """Read the last ``history`` revocations of every partition, then follow the topic."""
-        consumer = self._consumer = self._client(self.fetch_max_wait_ms)
-        await consumer.start()
-        deadline = time.monotonic() + timeout
-        found = consumer.partitions_for_topic(self.topic)
-        while not found:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"revocations topic {self.topic} has no partitions")
-            await consumer.force_metadata_update()
-            found = consumer.partitions_for_topic(self.topic)
-            if not found:
-                await asyncio.sleep(0.2)
-        tps = [TopicPartition(self.topic, p) for p in sorted(found)]
-        consumer.assign(tps)
+    async def _start_offsets(
+        self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        """Only the last ``history`` records of each partition are read at start."""
         ends = await end_offsets(consumer, tps)
         begins = await consumer.beginning_offsets(tps)
         start = {tp: max(begins[tp], ends[tp] - self.history) for tp in tps}
         for tp in tps:
             self.floors[tp.partition] = self.positions[tp.partition] = start[tp]
             self._history[tp.partition] = deque()
-        after = await read_to_end(consumer, tps, self._apply, start=start)
-        for tp, position in after.items():
+        return start
+
+    def _caught_up(self, positions: dict[TopicPartition, int]) -> None:
+        for tp, position in positions.items():
             self.positions[tp.partition] = max(self.positions[tp.partition], position)
-        self.ready.set()
-        self._task = asyncio.create_task(self._follow())
 
     async def stop(self) -> None:
         self.close_streams()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
+        await super().stop()
 
     def close_streams(self) -> None:
         """Tell every stream to end (the worker stops)."""
@@ -254,7 +230,7 @@ class RevocationFeed:
     ) -> AsyncIterator[RevocationEvent]:
         """Revocations of ``partition`` in ``[from, to)`` for each gap, read from Kafka (older
         than this worker's history; records removed by retention are gone)."""
-        consumer = self._client(100)
+        consumer = self._new_consumer(100)
         await consumer.start()
         try:
             tps = {TopicPartition(self.topic, p): gap for p, gap in gaps.items()}
@@ -307,19 +283,3 @@ class RevocationFeed:
                 sub.dropped = True
                 metrics.REVOCATION_STREAM_SLOW.inc()
                 sub.abort()
-
-    async def _follow(self) -> None:
-        assert self._consumer is not None
-        consumer = self._consumer
-        while True:
-            try:
-                batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a broker hiccup: the consumer reconnects by itself
-                log.warning("revocation feed: fetch failed (%s); retrying", exc)
-                await asyncio.sleep(0.5)
-                continue
-            for records in batch.values():
-                for record in records:
-                    self._apply(record)
