@@ -25,9 +25,8 @@ from streams.commands.common import (
     load_settings,
     start_client,
 )
+from streams.kafka.acked import JSON_HEADERS
 from streams.settings import Settings
-
-JSON_HEADERS = [("content-type", b"application/json")]
 
 
 def derive_key(record: Mapping[str, Any]) -> str | None:

@@ -31,12 +31,12 @@ from aiokafka import AIOKafkaProducer
 from streams.defaults import resolve_policies, resolve_risk_model
 from streams.demo.simulator import Outgoing, SimTopics, Simulator
 from streams.demo.view import DemoStats, LiveView
+from streams.kafka.acked import JSON_HEADERS
 from streams.kafka.admin import ensure_topics
 from streams.kafka.broker import EmbeddedBroker, free_port
 from streams.kafka.security import PLAINTEXT, KafkaSecurity
 from streams.settings import Settings
 
-JSON_HEADERS = [("content-type", b"application/json")]
 #: One deliberately bad input this often, so dead letters (with reasons) show throughout.
 MALFORMED_EVERY_S = 5.0
 #: Producer tick: the rate is honoured on average over ticks of this length.

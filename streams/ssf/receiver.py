@@ -13,10 +13,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-from aiokafka import AIOKafkaProducer
-
 from streams import metrics
+from streams.kafka.acked import AckedJsonProducer
 from streams.kafka.security import PLAINTEXT, KafkaSecurity
 from streams.ssf.config import Transmitter
 from streams.ssf.follow import JtiLedger
@@ -24,7 +22,6 @@ from streams.ssf.mapping import Locator, SignalOut, signals_for
 from streams.ssf.verify import INVALID_REQUEST, SetRejected, SetVerifier, VerifiedSet
 
 log = logging.getLogger(__name__)
-JSON_HEADERS = [("content-type", b"application/json")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +31,7 @@ class Accepted:
     signals: int = 0
 
 
-class SignalWriter:
+class SignalWriter(AckedJsonProducer):
     """Writes signals as JSON (accepted on every signal topic) and waits for the acks."""
 
     def __init__(
@@ -45,42 +42,11 @@ class SignalWriter:
         security: KafkaSecurity = PLAINTEXT,
         timeout_s: float = 5.0,
     ) -> None:
-        self.bootstrap = bootstrap
+        super().__init__(bootstrap=bootstrap, security=security, timeout_s=timeout_s)
         self.topics = topics  # role -> topic
-        self.security = security
-        self.timeout_s = timeout_s
-        self._producer: AIOKafkaProducer | None = None
-
-    async def start(self) -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap,
-            acks="all",
-            linger_ms=0,
-            **self.security.client_kwargs(),
-        )
-        await self._producer.start()
-
-    async def stop(self) -> None:
-        if self._producer is not None:
-            await self._producer.stop()
 
     async def write(self, signals: list[SignalOut]) -> None:
-        assert self._producer is not None
-        producer = self._producer
-
-        async def send_all() -> None:
-            futures = [
-                await producer.send(
-                    self.topics[s.role],
-                    orjson.dumps(s.value),
-                    key=s.key.encode(),
-                    headers=JSON_HEADERS,
-                )
-                for s in signals
-            ]
-            await asyncio.gather(*futures)
-
-        await asyncio.wait_for(send_all(), timeout=self.timeout_s)
+        await self.send_all((self.topics[s.role], s.key.encode(), s.value) for s in signals)
 
 
 class SetReceiver:

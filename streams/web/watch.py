@@ -9,18 +9,13 @@ must not assume the grant is watched.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-import orjson
-from aiokafka import AIOKafkaProducer
-
+from streams.kafka.acked import AckedJsonProducer
 from streams.kafka.security import PLAINTEXT, KafkaSecurity
 
-JSON_HEADERS = [("content-type", b"application/json")]
 
-
-class GrantPublisher:
+class GrantPublisher(AckedJsonProducer):
     def __init__(
         self,
         *,
@@ -29,36 +24,10 @@ class GrantPublisher:
         security: KafkaSecurity = PLAINTEXT,
         timeout_s: float = 5.0,
     ) -> None:
-        self.bootstrap = bootstrap
+        super().__init__(bootstrap=bootstrap, security=security, timeout_s=timeout_s)
         self.topic = topic
-        self.security = security
-        self.timeout_s = timeout_s
-        self._producer: AIOKafkaProducer | None = None
-
-    async def start(self) -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap,
-            acks="all",
-            linger_ms=0,
-            **self.security.client_kwargs(),
-        )
-        await self._producer.start()
-
-    async def stop(self) -> None:
-        if self._producer is not None:
-            await self._producer.stop()
 
     async def publish(self, subject: str, grants: list[dict[str, Any]]) -> None:
         """Send the grant events and wait for their acknowledgement; raises on failure."""
-        assert self._producer is not None
-        producer = self._producer
         key = subject.encode()
-
-        async def send_all() -> None:
-            futures = [
-                await producer.send(self.topic, orjson.dumps(grant), key=key, headers=JSON_HEADERS)
-                for grant in grants
-            ]
-            await asyncio.gather(*futures)
-
-        await asyncio.wait_for(send_all(), timeout=self.timeout_s)
+        await self.send_all((self.topic, key, grant) for grant in grants)
