@@ -40,6 +40,13 @@ def broker_option(func: F) -> F:
     return option(func)
 
 
+def setting_option(flag: str, **kwargs: Any) -> Callable[[F], F]:
+    """A worker setting as a flag: ``--web-port`` reads ``VIGIL_WEB_PORT`` too (shown in
+    ``--help``); unset, the ``Settings`` default applies."""
+    envvar = "VIGIL_" + flag.removeprefix("--").upper().replace("-", "_")
+    return click.option(flag, envvar=envvar, show_envvar=True, default=None, **kwargs)
+
+
 def load_settings(broker: str | None = None, **overrides: Any) -> Settings:
     """``Settings`` from the environment, with command-line values on top.
 

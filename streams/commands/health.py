@@ -15,7 +15,7 @@ import urllib.request
 
 import click
 
-from streams.commands.common import err, load_settings
+from streams.commands.common import err, load_settings, setting_option
 
 POLL_SECONDS = 0.25
 
@@ -33,12 +33,9 @@ def probe(url: str, timeout: float) -> tuple[bool, str]:
 
 
 @click.command("health")
-@click.option(
+@setting_option(
     "--web-port",
     type=int,
-    envvar="VIGIL_WEB_PORT",
-    show_envvar=True,
-    default=None,
     help="The worker's HTTP port (default 6066).",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="The worker's host.")

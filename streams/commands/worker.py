@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from streams.commands.common import broker_option, err, load_settings
+from streams.commands.common import broker_option, err, load_settings, setting_option
 from streams.commands.policy import engine_options
 
 #: How long a starting worker waits for its Kafka broker (started alongside it, e.g. in a script).
@@ -45,92 +45,59 @@ def wait_for_kafka(broker: str, timeout: float = BROKER_WAIT_SECONDS) -> None:
 
 @click.command("worker")
 @broker_option
-@click.option(
+@setting_option(
     "--policies",
     type=click.Path(path_type=Path, file_okay=False),
-    envvar="VIGIL_POLICIES",
-    show_envvar=True,
-    default=None,
     help="Cerbos policy directory (default: ./policies, else the checkout's policies/).",
 )
-@click.option(
+@setting_option(
     "--risk-model",
     type=click.Path(path_type=Path, dir_okay=False),
-    envvar="VIGIL_RISK_MODEL",
-    show_envvar=True,
-    default=None,
     help="Risk model YAML (default: ./risk/model.yaml, else the checkout's; a file given here "
     "must exist).",
 )
-@click.option(
+@setting_option(
     "--data-dir",
     type=click.Path(path_type=Path, file_okay=False),
-    envvar="VIGIL_DATA_DIR",
-    show_envvar=True,
-    default=None,
     help="Local state directory (RocksDB); ':memory:' keeps state in memory only.",
 )
-@click.option(
+@setting_option(
     "--web-port",
     type=int,
-    envvar="VIGIL_WEB_PORT",
-    show_envvar=True,
-    default=None,
     help="HTTP port for /metrics, /healthz, /_cerbos/health (default 6066).",
 )
-@click.option(
+@setting_option(
     "--web-host",
-    envvar="VIGIL_WEB_HOST",
-    show_envvar=True,
-    default=None,
     help="Address the worker's HTTP listener (/metrics, /healthz) binds to (default 127.0.0.1; "
     "0.0.0.0 for a remote Prometheus or Kubernetes probes).",
 )
-@click.option(
+@setting_option(
     "--bundle-public-keys",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    envvar="VIGIL_BUNDLE_PUBLIC_KEYS",
-    show_envvar=True,
-    default=None,
     help="Ed25519 public keys; accept only policy bundles signed by one of them.",
 )
-@click.option(
+@setting_option(
     "--api-port",
     type=int,
-    envvar="VIGIL_API_PORT",
-    show_envvar=True,
-    default=None,
     help="Port of the Cerbos-compatible check API (default 3592; 0 turns it off).",
 )
-@click.option(
+@setting_option(
     "--api-host",
-    envvar="VIGIL_API_HOST",
-    show_envvar=True,
-    default=None,
     help="Address the check API binds to (default 127.0.0.1).",
 )
-@click.option(
+@setting_option(
     "--api-tokens",
     type=click.Path(path_type=Path, dir_okay=False),
-    envvar="VIGIL_API_TOKENS",
-    show_envvar=True,
-    default=None,
     help="YAML file of bearer tokens for the check API (docs/check-api.md); unset: no auth.",
 )
-@click.option(
+@setting_option(
     "--webhooks",
     type=click.Path(path_type=Path, dir_okay=False),
-    envvar="VIGIL_WEBHOOKS",
-    show_envvar=True,
-    default=None,
     help="YAML file of webhook targets that receive revocations (docs/check-api.md).",
 )
-@click.option(
+@setting_option(
     "--ssf-config",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    envvar="VIGIL_SSF_CONFIG",
-    show_envvar=True,
-    default=None,
     help="Shared Signals YAML: transmitters whose SETs we accept (docs/shared-signals.md).",
 )
 @engine_options
