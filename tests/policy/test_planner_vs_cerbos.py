@@ -70,23 +70,30 @@ def corpus_requests() -> list[dict[str, Any]]:
 
 
 def _flat(op: Any) -> Any:
-    """An operand with nested `or`s flattened and their operands sorted."""
+    """An operand with nested `or`s and `and`s flattened, their operands sorted and repeated
+    ones dropped (x and x is x). The stock PDP joins the filters of several actions with `and`
+    and drops the second only when it is written in the same order as the first, which the
+    Go map order of its rule table decides (measured: the same plan gives `(and F F')` or `F`
+    from one process to the next)."""
     if not isinstance(op, dict) or "expression" not in op:
         return op
     e = op["expression"]
     name = e["operator"]
     items = [_flat(o) for o in e.get("operands", [])]
-    if name == "or":
+    if name in ("or", "and"):
         flat: list[Any] = []
         for item in items:
             inner = item.get("expression", {}) if isinstance(item, dict) else {}
             flat.extend(inner["operands"] if inner.get("operator") == name else [item])
-        items = sorted(flat, key=lambda o: json.dumps(o, sort_keys=True))
+        unique = {json.dumps(o, sort_keys=True): o for o in flat}
+        items = [unique[key] for key in sorted(unique)]
+        if len(items) == 1:
+            return items[0]
     return {"expression": {"operator": name, "operands": items}}
 
 
 def _unordered(response: dict[str, Any]) -> Any:
-    """The response with the order of `or` operands ignored. The stock PDP itself orders
+    """The response with the order of `or` and `and` operands, and repeated ones, ignored. The stock PDP itself orders
     the rows of a rule that binds one role through several derived roles differently from one
     process to the next (Go map order when it builds its rule table; measured), so for those
     plans only the set of OR-ed rows is the contract. `meta.filterDebug` renders that order:
