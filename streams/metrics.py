@@ -227,6 +227,12 @@ CHECK_SPOOFED_ATTRIBUTES = Counter(
     "Reserved principal attributes (signals, grant) sent by a caller and discarded",
     ["attribute"],
 )
+CHECK_AUX_DATA_REJECTED = Counter(
+    "vigil_check_aux_data_rejected_total",
+    "Check and plan requests refused for their auxData.jwt token (400 invalid auxData), by "
+    "reason: key_set, malformed, signature, expired, not_yet_valid",
+    ["reason"],
+)
 CHECK_AUDIT_DROPPED = Counter(
     "vigil_check_audit_dropped_total",
     "Check decisions not published because the audit queue was full",

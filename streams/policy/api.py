@@ -13,7 +13,6 @@ engine options) are used through feature detection, so the module works with eit
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as dt
 import inspect
 import json
@@ -22,8 +21,9 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from .auxdata import NO_KEY_SETS, AuxDataRejected, AuxDataVerifier
 from .engine import PolicyEngine
 from .globs import sanitized_name
 
@@ -196,19 +196,23 @@ def _entry(i: int, raw: Any, problems: list[str]) -> tuple[dict[str, Any], list[
     return resource, actions
 
 
-def _jwt_claims(token: str) -> dict[str, Any]:
-    """The claims of a JWT, *not verified* (only with `unverified_jwt=True`)."""
-    try:
-        payload = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (IndexError, ValueError, binascii.Error) as exc:
-        raise RequestError("invalid auxData") from exc
-    if not isinstance(claims, dict):
-        raise RequestError("invalid auxData")
-    return claims
+class AuxJwt(NamedTuple):
+    """``auxData.jwt`` of a request, not verified yet (`verified_aux_data` does that)."""
+
+    token: str
+    key_set_id: str
 
 
-def _aux_data(raw: Any, unverified_jwt: bool) -> dict[str, Any] | None:
+class InvalidAuxData(RequestError):
+    """Cerbos' ``invalid auxData`` (HTTP 400, code 3) with the reason; ``reason`` is a bounded
+    label for metrics (`streams.policy.auxdata`)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"invalid auxData: {detail}")
+        self.reason = reason
+
+
+def _aux_data(raw: Any, problems: list[str]) -> AuxJwt | None:
     if raw is None:
         return None
     if not isinstance(raw, dict):
@@ -221,12 +225,25 @@ def _aux_data(raw: Any, unverified_jwt: bool) -> dict[str, Any] | None:
         raise RequestError("invalid value for message field auxData.jwt: expected an object")
     _unknown(jwt, _JWT_FIELDS, "auxData.jwt")
     token = _string(jwt, "token", "auxData.jwt.")
+    key_set_id = _string(jwt, "keySetId", "auxData.jwt.")
     if not token:
+        problems.append("aux_data.jwt.token: value is required")  # Cerbos' own wording
         return None
-    if not unverified_jwt:
-        # Cerbos verifies the token against configured key sets; Vigil has none to verify with.
-        raise RequestError("invalid auxData: JWT verification is not supported")
-    return {"jwt": _jwt_claims(token)}
+    return AuxJwt(token, key_set_id)
+
+
+def verified_aux_data(
+    jwt: AuxJwt | None, verifier: AuxDataVerifier, now: dt.datetime | None = None
+) -> dict[str, Any] | None:
+    """The engine's ``aux_data`` (``{"jwt": claims}``) for a parsed request, the token
+    verified by ``verifier`` as the stock PDP's ``auxData.jwt`` configuration would; raises
+    `InvalidAuxData`. ``now``: the evaluation time the token's time claims are checked at."""
+    if jwt is None:
+        return None
+    try:
+        return verifier.aux_data(jwt.token, jwt.key_set_id, now)
+    except AuxDataRejected as exc:
+        raise InvalidAuxData(exc.reason, str(exc)) from None
 
 
 def request_annotations(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -242,12 +259,10 @@ def request_annotations(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def parse_request(
-    body: Any, *, unverified_jwt: bool = False
-) -> tuple[
-    str, dict[str, Any], list[tuple[dict[str, Any], list[str]]], dict[str, Any] | None, bool
-]:
+    body: Any,
+) -> tuple[str, dict[str, Any], list[tuple[dict[str, Any], list[str]]], AuxJwt | None, bool]:
     """Validate a CheckResources request: (requestId, principal, [(resource, actions)],
-    auxData for the engine, includeMeta). Raises `RequestError` like Cerbos would."""
+    auxData.jwt not yet verified, includeMeta). Raises `RequestError` like Cerbos would."""
     if isinstance(body, str | bytes | bytearray):
         try:
             body = json.loads(body)
@@ -270,7 +285,7 @@ def parse_request(
     entries = [_entry(i, e, problems) for i, e in enumerate(raw_entries or [])]
     if not entries:
         problems.append("resources: value is required")
-    aux = _aux_data(body.get("auxData"), unverified_jwt)
+    aux = _aux_data(body.get("auxData"), problems)
     request_annotations(body)
     if problems:
         raise _fail(problems)
@@ -292,10 +307,11 @@ _PLAN_FIELDS = frozenset(
 _PLAN_RESOURCE_FIELDS = frozenset({"kind", "attr", "policyVersion", "scope"})
 
 
-def parse_plan_request(body: Any, *, unverified_jwt: bool = False) -> dict[str, Any]:
+def parse_plan_request(body: Any) -> dict[str, Any]:
     """Validate a PlanResources request like Cerbos: `{"requestId", "action" | "actions",
-    "principal", "resource" (kind, attr, policyVersion, scope; no id), "aux", "includeMeta"}`
-    with the principal in `parse_request`'s shape. Raises `RequestError`."""
+    "principal", "resource" (kind, attr, policyVersion, scope; no id), "jwt" (`AuxJwt`, not
+    verified yet), "includeMeta"}` with the principal in `parse_request`'s shape. Raises
+    `RequestError`."""
     if not isinstance(body, dict):
         raise RequestError("request must be a JSON object")
     _unknown(body, _PLAN_FIELDS, "request")
@@ -326,7 +342,7 @@ def parse_plan_request(body: Any, *, unverified_jwt: bool = False) -> dict[str, 
         }
         if not resource["kind"]:
             problems.append("resource.kind: value is required")
-    aux = _aux_data(body.get("auxData"), unverified_jwt)
+    jwt = _aux_data(body.get("auxData"), problems)
     request_annotations(body)
     if problems:
         raise _fail(problems)
@@ -336,7 +352,7 @@ def parse_plan_request(body: Any, *, unverified_jwt: bool = False) -> dict[str, 
         "actions": actions or [action],
         "principal": principal,
         "resource": resource,
-        "aux": aux,
+        "jwt": jwt,
         "include_meta": include_meta,
     }
 
@@ -464,17 +480,18 @@ def check_resources(
     *,
     now: dt.datetime | None = None,
     call_id: str | None = None,
-    unverified_jwt: bool = False,
+    aux_data: AuxDataVerifier = NO_KEY_SETS,
 ) -> dict[str, Any]:
     """Answer one CheckResources request (parsed JSON, or JSON text) like the Cerbos PDP.
 
     Results keep the request's resource order. `now` pins `now()` for the whole request (one
-    Cerbos request also evaluates with one timestamp). Raises `RequestError` for an invalid
-    request (the caller renders `err.body()`)."""
-    request_id, principal, entries, aux, include_meta = parse_request(
-        body, unverified_jwt=unverified_jwt
-    )
+    Cerbos request also evaluates with one timestamp), and is the time an ``auxData.jwt`` token
+    is checked at; ``aux_data`` verifies the token (default: none accepted, as a PDP without an
+    ``auxData`` configuration). Raises `RequestError` for an invalid request (the caller
+    renders `err.body()`)."""
+    request_id, principal, entries, jwt, include_meta = parse_request(body)
     when = now if now is not None else dt.datetime.now(dt.UTC)
+    aux = verified_aux_data(jwt, aux_data, when)
     results = []
     for resource, actions in entries:
         result = engine.check(principal, resource, actions, aux_data=aux, now=when)
@@ -514,6 +531,8 @@ def parse_time(value: str | dt.datetime | dt.date) -> dt.datetime:
 
 __all__ = [
     "ENGINE_OPTIONS",
+    "AuxJwt",
+    "InvalidAuxData",
     "RequestError",
     "UnsupportedOption",
     "build_engine",
@@ -529,4 +548,5 @@ __all__ = [
     "response_json",
     "result_json",
     "to_json_value",
+    "verified_aux_data",
 ]

@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from streams.kafka.security import KafkaSecurity
+from streams.policy.auxdata import NO_KEY_SETS, AuxDataVerifier
 from streams.processing.check import Limits, LiveChecker
 from streams.processing.pipeline import Pipeline
 from streams.settings import Settings
@@ -63,6 +64,9 @@ class CheckApiService:
             pipeline.risk,
             self.signal_state,
             Limits(settings.api_max_resources_per_request, settings.api_max_actions_per_resource),
+            AuxDataVerifier.from_file(settings.aux_data_config)
+            if settings.aux_data_config is not None
+            else NO_KEY_SETS,
         )
         self.feed = RevocationFeed(
             bootstrap=settings.bootstrap_servers,

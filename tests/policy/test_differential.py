@@ -56,8 +56,10 @@ def _server(
     globals_: dict[str, Any],
     engine_conf: dict[str, Any] | None = None,
     args: Sequence[str] = (),
+    aux_data: dict[str, Any] | None = None,
 ) -> Iterator[str]:
-    """A stock PDP serving ``policy_dir``; ``args`` go to ``cerbos server`` (``--log-level``)."""
+    """A stock PDP serving ``policy_dir``; ``args`` go to ``cerbos server`` (``--log-level``);
+    ``aux_data`` is its ``auxData`` configuration block (JWT key sets)."""
     port = _free_port()
     conf = tmp / "cerbos.json"  # JSON is valid YAML
     conf.write_text(
@@ -70,6 +72,7 @@ def _server(
                 "storage": {"driver": "disk", "disk": {"directory": str(policy_dir)}},
                 "engine": {"globals": globals_, **(engine_conf or {})},
                 "audit": {"enabled": False},
+                **({"auxData": aux_data} if aux_data is not None else {}),
             }
         )
     )
