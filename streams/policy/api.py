@@ -197,10 +197,17 @@ def _entry(i: int, raw: Any, problems: list[str]) -> tuple[dict[str, Any], list[
 
 
 class AuxJwt(NamedTuple):
-    """``auxData.jwt`` of a request, not verified yet (`verified_aux_data` does that)."""
+    """One JWT of a request's ``auxData``, not verified yet (`verified_aux_data` does that)."""
 
     token: str
     key_set_id: str
+
+
+class AuxRequest(NamedTuple):
+    """A request's ``auxData``: ``jwt`` (one token) or ``jwts`` (named tokens), not verified."""
+
+    jwt: AuxJwt | None
+    jwts: dict[str, AuxJwt]
 
 
 class InvalidAuxData(RequestError):
@@ -212,36 +219,63 @@ class InvalidAuxData(RequestError):
         self.reason = reason
 
 
-def _aux_data(raw: Any, problems: list[str]) -> AuxJwt | None:
-    if raw is None:
-        return None
+def _one_jwt(raw: Any, where: str, problems: list[str]) -> AuxJwt | None:
+    """``{"token", "keySetId"}``; ``where`` is Cerbos' field path (``aux_data.jwt``)."""
     if not isinstance(raw, dict):
-        raise RequestError("invalid value for message field auxData: expected an object")
-    _unknown(raw, frozenset({"jwt"}), "auxData")
-    jwt = raw.get("jwt")
-    if jwt is None:
-        return None
-    if not isinstance(jwt, dict):
-        raise RequestError("invalid value for message field auxData.jwt: expected an object")
-    _unknown(jwt, _JWT_FIELDS, "auxData.jwt")
-    token = _string(jwt, "token", "auxData.jwt.")
-    key_set_id = _string(jwt, "keySetId", "auxData.jwt.")
+        raise RequestError(f"invalid value for message field {where}: expected an object")
+    _unknown(raw, _JWT_FIELDS, where)
+    token = _string(raw, "token", f"{where}.")
+    key_set_id = _string(raw, "keySetId", f"{where}.")
     if not token:
-        problems.append("aux_data.jwt.token: value is required")  # Cerbos' own wording
+        problems.append(f"{where}.token: value is required")  # Cerbos' own wording
         return None
     return AuxJwt(token, key_set_id)
 
 
+def _aux_data(raw: Any, problems: list[str]) -> AuxRequest | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise RequestError("invalid value for message field auxData: expected an object")
+    _unknown(raw, frozenset({"jwt", "jwts"}), "auxData")
+    jwt, jwts = raw.get("jwt"), raw.get("jwts")
+    if jwts is not None and not isinstance(jwts, dict):
+        raise RequestError("invalid value for map field auxData.jwts: expected an object")
+    if jwt is not None and jwts:
+        problems.append("aux_data: Only one of the jwt or jwts fields must be set")
+    single = _one_jwt(jwt, "aux_data.jwt", problems) if jwt is not None else None
+    named: dict[str, AuxJwt] = {}
+    for name, entry in sorted((jwts or {}).items()):
+        where = f"aux_data.jwts[{json.dumps(name)}]"
+        if not name:
+            problems.append(f"{where}: must be at least 1 characters")
+            continue
+        one = _one_jwt(entry, where, problems)
+        if one is not None:
+            named[name] = one
+    if single is None and not named:
+        return None
+    return AuxRequest(single, named)
+
+
 def verified_aux_data(
-    jwt: AuxJwt | None, verifier: AuxDataVerifier, now: dt.datetime | None = None
+    aux: AuxRequest | None, verifier: AuxDataVerifier, now: dt.datetime | None = None
 ) -> dict[str, Any] | None:
-    """The engine's ``aux_data`` (``{"jwt": claims}``) for a parsed request, the token
-    verified by ``verifier`` as the stock PDP's ``auxData.jwt`` configuration would; raises
-    `InvalidAuxData`. ``now``: the evaluation time the token's time claims are checked at."""
-    if jwt is None:
+    """The engine's ``aux_data`` for a parsed request, as the stock PDP builds it:
+    ``{"jwt": claims}``, or ``{"jwts": {name: {"claims": claims}}}`` for named tokens. Every
+    token is verified by ``verifier`` (the ``auxData.jwt`` configuration); one refused token
+    refuses the request (`InvalidAuxData`). ``now``: the time the time claims are checked at."""
+    if aux is None:
         return None
     try:
-        return verifier.aux_data(jwt.token, jwt.key_set_id, now)
+        if aux.jwt is not None:
+            return {"jwt": verifier.claims(aux.jwt.token, aux.jwt.key_set_id, now)}
+        return {
+            "jwts": {
+                name: {"claims": verifier.claims(jwt.token, jwt.key_set_id, now)}
+                for name, jwt in aux.jwts.items()
+            }
+        }
     except AuxDataRejected as exc:
         raise InvalidAuxData(exc.reason, str(exc)) from None
 
@@ -260,9 +294,9 @@ def request_annotations(body: Mapping[str, Any]) -> dict[str, Any]:
 
 def parse_request(
     body: Any,
-) -> tuple[str, dict[str, Any], list[tuple[dict[str, Any], list[str]]], AuxJwt | None, bool]:
+) -> tuple[str, dict[str, Any], list[tuple[dict[str, Any], list[str]]], AuxRequest | None, bool]:
     """Validate a CheckResources request: (requestId, principal, [(resource, actions)],
-    auxData.jwt not yet verified, includeMeta). Raises `RequestError` like Cerbos would."""
+    auxData not yet verified, includeMeta). Raises `RequestError` like Cerbos would."""
     if isinstance(body, str | bytes | bytearray):
         try:
             body = json.loads(body)
@@ -309,8 +343,8 @@ _PLAN_RESOURCE_FIELDS = frozenset({"kind", "attr", "policyVersion", "scope"})
 
 def parse_plan_request(body: Any) -> dict[str, Any]:
     """Validate a PlanResources request like Cerbos: `{"requestId", "action" | "actions",
-    "principal", "resource" (kind, attr, policyVersion, scope; no id), "jwt" (`AuxJwt`, not
-    verified yet), "includeMeta"}` with the principal in `parse_request`'s shape. Raises
+    "principal", "resource" (kind, attr, policyVersion, scope; no id), "aux" (`AuxRequest`,
+    not verified yet), "includeMeta"}` with the principal in `parse_request`'s shape. Raises
     `RequestError`."""
     if not isinstance(body, dict):
         raise RequestError("request must be a JSON object")
@@ -342,7 +376,7 @@ def parse_plan_request(body: Any) -> dict[str, Any]:
         }
         if not resource["kind"]:
             problems.append("resource.kind: value is required")
-    jwt = _aux_data(body.get("auxData"), problems)
+    aux = _aux_data(body.get("auxData"), problems)
     request_annotations(body)
     if problems:
         raise _fail(problems)
@@ -352,7 +386,7 @@ def parse_plan_request(body: Any) -> dict[str, Any]:
         "actions": actions or [action],
         "principal": principal,
         "resource": resource,
-        "jwt": jwt,
+        "aux": aux,
         "include_meta": include_meta,
     }
 
@@ -489,9 +523,9 @@ def check_resources(
     is checked at; ``aux_data`` verifies the token (default: none accepted, as a PDP without an
     ``auxData`` configuration). Raises `RequestError` for an invalid request (the caller
     renders `err.body()`)."""
-    request_id, principal, entries, jwt, include_meta = parse_request(body)
+    request_id, principal, entries, raw_aux, include_meta = parse_request(body)
     when = now if now is not None else dt.datetime.now(dt.UTC)
-    aux = verified_aux_data(jwt, aux_data, when)
+    aux = verified_aux_data(raw_aux, aux_data, when)
     results = []
     for resource, actions in entries:
         result = engine.check(principal, resource, actions, aux_data=aux, now=when)
@@ -532,6 +566,7 @@ def parse_time(value: str | dt.datetime | dt.date) -> dt.datetime:
 __all__ = [
     "ENGINE_OPTIONS",
     "AuxJwt",
+    "AuxRequest",
     "InvalidAuxData",
     "RequestError",
     "UnsupportedOption",

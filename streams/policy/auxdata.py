@@ -2,8 +2,10 @@
 
 The stock Cerbos PDP reads ``auxData.jwt.token`` (and ``keySetId``) from a check or plan
 request, verifies the token against the key sets of its ``auxData.jwt`` configuration, and
-exposes the claims as ``request.auxData.jwt``. This module does the same, measured against the
-stock PDP 0.55 (tests/policy_tools/test_auxdata_vs_cerbos.py):
+exposes the claims as ``request.auxData.jwt`` (named tokens, ``auxData.jwts``, as
+``request.auxData.jwts.<name>.claims``; `streams.policy.api.verified_aux_data`). This module
+verifies one token as the PDP does, measured against the stock PDP 0.55
+(tests/policy_tools/test_auxdata_vs_cerbos.py):
 
 * key set: ``keySetId`` names one; without it the only configured key set is used, and with
   none or several the token is refused;
@@ -363,11 +365,9 @@ class AuxDataVerifier:
     def key_set_ids(self) -> list[str]:
         return sorted(self._key_sets)
 
-    def aux_data(
-        self, token: str, key_set_id: str, now: dt.datetime | None = None
-    ) -> dict[str, Any]:
-        """``{"jwt": claims}`` for the engine, or `AuxDataRejected`. ``now``: the evaluation
-        time (default: the clock) that ``exp``/``nbf``/``iat`` are checked against."""
+    def claims(self, token: str, key_set_id: str, now: dt.datetime | None = None) -> dict[str, Any]:
+        """The token's claims as policies see them, or `AuxDataRejected`. ``now``: the
+        evaluation time (default: the clock) that ``exp``/``nbf``/``iat`` are checked at."""
         keys = None if self.disable_verification else self._select(key_set_id)
         header, claims = _decode(token)
         if keys is not None:
@@ -376,7 +376,7 @@ class AuxDataVerifier:
             except (JoseError, ValueError, TypeError) as exc:
                 raise AuxDataRejected("malformed", f"failed to parse JWT: {exc}") from None
             self._verify(compact, header, keys)
-        return {"jwt": self._claims(claims, now or dt.datetime.now(dt.UTC))}
+        return self._claims(claims, now or dt.datetime.now(dt.UTC))
 
     def _select(self, key_set_id: str) -> _Keys:
         if not key_set_id:

@@ -1499,11 +1499,11 @@ def plan_resources(
     aux_data: AuxDataVerifier = NO_KEY_SETS,
 ) -> dict[str, Any]:
     """A PlanResources request body -> the Cerbos response, the principal as sent (what
-    ``vigil policy plan`` answers); ``aux_data`` verifies an ``auxData.jwt`` token as in
+    ``vigil policy plan`` answers); ``aux_data`` verifies ``auxData`` tokens as in
     `api.check_resources`. Raises `RequestError` (code 12 for a refused plan)."""
 
     req = parse_plan_request(body)
-    aux = verified_aux_data(req["jwt"], aux_data, now)
+    aux = verified_aux_data(req["aux"], aux_data, now)
     plural = bool(isinstance(body, dict) and body.get("actions"))
     try:
         return plan_response(

@@ -33,7 +33,7 @@ from streams import metrics
 from streams.models.grant import RESERVED_PRINCIPAL_ATTRS
 from streams.policy import PolicyEngine
 from streams.policy.api import (
-    AuxJwt,
+    AuxRequest,
     InvalidAuxData,
     RequestError,
     parse_plan_request,
@@ -162,7 +162,7 @@ class LiveChecker:
 
     def check(self, body: Any, call_id: str, now_ms: int | None = None) -> CheckOutcome:
         """Raises `RequestError` (the Cerbos error body) for a request Cerbos would refuse."""
-        request_id, principal, entries, jwt, include_meta = parse_request(body)
+        request_id, principal, entries, raw_aux, include_meta = parse_request(body)
         if len(entries) > self.limits.max_resources:
             raise RequestError(
                 f"number of resources in batch ({len(entries)}) exceeds configured limit "
@@ -170,7 +170,7 @@ class LiveChecker:
             )
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         when = dt.datetime.fromtimestamp(now_ms / 1000, tz=dt.UTC)
-        aux = self._verified(jwt, when)  # Cerbos: after the resource limit, before actions'
+        aux = self._verified(raw_aux, when)  # Cerbos: after the resource limit, before actions'
         for _, actions in entries:
             if len(actions) > self.limits.max_actions:
                 raise RequestError(
@@ -254,10 +254,10 @@ class LiveChecker:
         outcome.response = response_json(request_id, results, call_id)
         return outcome
 
-    def _verified(self, jwt: AuxJwt | None, when: dt.datetime) -> dict[str, Any] | None:
+    def _verified(self, aux: AuxRequest | None, when: dt.datetime) -> dict[str, Any] | None:
         """The request's verified ``auxData`` (claims), refusals counted by reason."""
         try:
-            return verified_aux_data(jwt, self.aux_data, when)
+            return verified_aux_data(aux, self.aux_data, when)
         except InvalidAuxData as exc:
             metrics.CHECK_AUX_DATA_REJECTED.labels(exc.reason).inc()
             raise
@@ -286,7 +286,7 @@ class LiveChecker:
         req = parse_plan_request(body)
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         when = dt.datetime.fromtimestamp(now_ms / 1000, tz=dt.UTC)
-        aux = self._verified(req["jwt"], when)  # Cerbos extracts auxData first
+        aux = self._verified(req["aux"], when)  # Cerbos extracts auxData first
         actions: list[str] = req["actions"]
         if len(actions) > self.limits.max_actions:
             raise RequestError(

@@ -14,7 +14,8 @@ import yaml
 from joserfc import jws
 from joserfc.jwk import ECKey, RSAKey
 
-#: Rule ``read`` echoes the claims the policy saw as an output; ``own`` needs ``sub == P.id``.
+#: Rule ``read`` echoes the claims the policy saw as an output (``named``: those of named
+#: tokens, ``auxData.jwts``); ``own`` needs ``sub == P.id`` and the ``vip`` group.
 POLICY = """\
 apiVersion: api.cerbos.dev/v1
 resourcePolicy:
@@ -33,6 +34,12 @@ resourcePolicy:
       condition:
         match:
           expr: request.auxData.jwt.sub == P.id && "vip" in request.auxData.jwt.groups
+    - actions: [named]
+      effect: EFFECT_ALLOW
+      roles: ["*"]
+      output:
+        when:
+          ruleActivated: request.auxData.jwts
 """
 
 SKEW_SECONDS = 60  # wide margins around it: a slow machine must not flip a case

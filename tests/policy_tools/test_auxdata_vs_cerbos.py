@@ -241,6 +241,38 @@ def test_requests_without_a_token(setup: tuple[Path, Keys, PolicyEngine]) -> Non
             _same(name, _ours(engine, verifier, body), post_check(url, body))
 
 
+def test_named_tokens_and_sdk_shapes(setup: tuple[Path, Keys, PolicyEngine]) -> None:
+    """``auxData.jwts`` (named tokens, each verified) and the Python SDK's request shape
+    (``"keySetId": null``, ``"jwts": null``)."""
+    root, keys, engine = setup
+    aux = keys.aux_data()
+    verifier = AuxDataVerifier.from_file(write_config(root / "named.yaml", aux))
+    good = {"token": sign(keys.ec, claims()), "keySetId": "ec"}
+    rsa = {"token": sign(keys.rsa, claims(sub="bob"), "RS256", "r1"), "keySetId": "rsa"}
+    bad = {"token": sign(keys.other, claims()), "keySetId": "ec"}
+    shapes: dict[str, Any] = {
+        "two named tokens": {"jwts": {"idp": good, "partner": rsa}},
+        "one named token refused": {"jwts": {"idp": good, "partner": bad}},
+        "named token without keySetId": {"jwts": {"idp": {"token": good["token"]}}},
+        "named token without token": {"jwts": {"idp": {"keySetId": "ec"}}},
+        "empty name": {"jwts": {"": good}},
+        "jwt and jwts": {"jwt": good, "jwts": {"idp": good}},
+        "jwt null, jwts": {"jwt": None, "jwts": {"idp": good}},
+        "sdk: jwts null": {"jwt": good, "jwts": None},
+        "sdk: keySetId null": {"jwt": {"token": good["token"], "keySetId": None}, "jwts": None},
+        "jwts empty": {"jwt": good, "jwts": {}},
+    }
+    tmp = root / "pdp-named"
+    tmp.mkdir()
+    with _server(cerbos_binary(), engine_dir(root), tmp, {}, aux_data=aux) as url:
+        for name, aux_data in shapes.items():
+            body = {**check_request(None, actions=("read", "own", "named")), "auxData": aux_data}
+            theirs = post_check(url, body)
+            _same(name, _ours(engine, verifier, body), theirs)
+            if name == "two named tokens":
+                assert theirs[0] == 200, theirs
+
+
 def test_plan_with_a_token_matches_stock_cerbos(setup: tuple[Path, Keys, PolicyEngine]) -> None:
     root, keys, engine = setup
     aux = keys.aux_data()

@@ -182,7 +182,7 @@ def test_durations_and_relative_key_files(tmp_path: Path) -> None:
     )
     verifier = AuxDataVerifier.from_file(tmp_path / "aux.yaml")
     assert verifier.acceptable_time_skew == 90
-    assert verifier.aux_data(sign(keys.ec, claims()), "")["jwt"]["sub"] == "alice"
+    assert verifier.claims(sign(keys.ec, claims()), "")["sub"] == "alice"
 
 
 def test_worker_checker_uses_the_configured_key_sets(tmp_path: Path) -> None:
@@ -198,3 +198,37 @@ def test_worker_checker_uses_the_configured_key_sets(tmp_path: Path) -> None:
         assert isinstance(service.api, CheckApiService)
         assert set(ids) <= set(service.api.checker.aux_data.key_set_ids)
         assert bool(service.api.checker.aux_data.key_set_ids) == bool(ids)
+
+
+async def test_python_sdk_sends_tokens(tmp_path: Path) -> None:
+    """The Cerbos Python SDK, unchanged (``AuxData(jwt=JWT(...))``: it also sends
+    ``"jwts": null`` and ``"keySetId": null``), against the check API."""
+    import asyncio
+
+    from cerbos.sdk.client import CerbosClient
+    from cerbos.sdk.model import JWT, AuxData, Principal, Resource, ResourceList
+
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "doc.yaml").write_text(POLICY)
+    keys = make_keys(tmp_path / "keys")
+    only_ec = {"jwt": {"keySets": keys.aux_data()["jwt"]["keySets"][:1]}}
+    verifier = AuxDataVerifier.from_file(write_config(tmp_path / "aux.yaml", only_ec))
+    engine = PolicyEngine.from_directory(policies)
+    checker = LiveChecker(lambda: engine, RISK, {}.get, Limits(), verifier)
+    alice, doc = Principal("alice", roles={"user"}), Resource("d1", "doc")
+
+    def ask(url: str, token: str) -> Any:
+        with CerbosClient(url, timeout_secs=5) as cerbos:
+            return cerbos.check_resources(
+                alice, ResourceList().add(doc, {"own"}), aux_data=AuxData(jwt=JWT(token))
+            )
+
+    async with served(CheckApi(checker, ready=lambda: True)) as url:
+        resp = await asyncio.to_thread(ask, url, sign(keys.ec, claims()))
+        assert resp.get_resource("d1").is_allowed("own")
+        resp = await asyncio.to_thread(ask, url, sign(keys.ec, claims(groups=["staff"])))
+        assert not resp.get_resource("d1").is_allowed("own")
+        resp = await asyncio.to_thread(ask, url, sign(keys.other, claims()))
+        assert resp.status_code == 400
+        assert resp.status_msg.message.startswith("invalid auxData: ")
