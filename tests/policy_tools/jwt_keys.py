@@ -62,6 +62,8 @@ class Keys:
         (self.dir / "ec.jwks").write_text(json.dumps({"keys": [ec_public]}))
         (self.dir / "single.jwk").write_text(json.dumps(ec_public))
         (self.dir / "noalg.jwks").write_text(json.dumps({"keys": [no_alg]}))
+        stranger = {**self.other.as_dict(private=False), "kid": "k1", "alg": "ES384"}
+        (self.dir / "dupkid.jwks").write_text(json.dumps({"keys": [stranger, ec_public]}))
         (self.dir / "ec.pem").write_bytes(self.ec.as_pem(private=False))
         rsa_data = base64.b64encode(json.dumps({"keys": [rsa_public]}).encode()).decode()
         d = str(self.dir)
@@ -79,6 +81,7 @@ class Keys:
                         "insecure": {"optionalAlg": True, "optionalKid": True},
                     },
                     {"id": "noalg", "local": {"file": f"{d}/noalg.jwks"}},
+                    {"id": "dupkid", "local": {"file": f"{d}/dupkid.jwks"}},
                     {
                         "id": "noalg-insecure",
                         "local": {"file": f"{d}/noalg.jwks"},

@@ -73,6 +73,8 @@ CASES: dict[str, Case] = {
     "PEM insecure, wrong key": lambda k: (sign(k.other, claims(), kid=None), "pem-insecure"),
     "key without alg": lambda k: (sign(k.ec, claims()), "noalg"),
     "key without alg, optionalAlg": lambda k: (sign(k.ec, claims()), "noalg-insecure"),
+    "second key with the kid": lambda k: (sign(k.ec, claims()), "dupkid"),
+    "first key with the kid": lambda k: (sign(k.other, claims()), "dupkid"),
     "alg none": lambda k: (unsigned(claims()), "ec"),
     "no alg at all": lambda k: (unsigned(claims(), header={}), "ec"),
     "unknown alg": lambda k: (unsigned(claims(), header={"alg": "XX999"}), "ec"),
@@ -201,6 +203,7 @@ def test_several_key_sets_match_stock_cerbos(setup: tuple[Path, Keys, PolicyEngi
         "PEM, optionalKid and optionalAlg",
         "PEM insecure, token with a kid",
         "key without alg, optionalAlg",
+        "first key with the kid",  # only the first key with the token's kid is tried
     }
 
 
