@@ -387,7 +387,7 @@ class AuxDataVerifier:
 
     @staticmethod
     def _verify(compact: Any, header: dict[str, Any], keys: _Keys) -> None:
-        alg = header.get("alg")
+        alg = str(header["alg"])  # a known algorithm: checked by _decode
         candidates: tuple[Any, ...] = keys.keys
         if keys.require_kid:
             kid = header.get("kid")
