@@ -233,6 +233,11 @@ CHECK_AUX_DATA_REJECTED = Counter(
     "reason: key_set, malformed, signature, expired, not_yet_valid",
     ["reason"],
 )
+AUX_DATA_JWKS_FETCHES = Counter(
+    "vigil_aux_data_jwks_fetches_total",
+    "Fetches of remote auxData.jwt key sets (JWKS URLs), by outcome (ok, error)",
+    ["outcome"],
+)
 CHECK_AUDIT_DROPPED = Counter(
     "vigil_check_audit_dropped_total",
     "Check decisions not published because the audit queue was full",

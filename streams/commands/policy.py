@@ -29,7 +29,13 @@ from streams.policy.api import (
     new_call_id,
     parse_time,
 )
-from streams.policy.auxdata import NO_KEY_SETS, UNVERIFIED, AuxDataConfigError, AuxDataVerifier
+from streams.policy.auxdata import (
+    NO_KEY_SETS,
+    UNVERIFIED,
+    AuxDataConfigError,
+    AuxDataVerifier,
+    fetch_remote_key_sets,
+)
 from streams.policy.engine import PolicyEngine
 from streams.policy.loader import load_directory
 from streams.policy.model import PolicyCompileError
@@ -274,9 +280,12 @@ def _aux_data_verifier(config: Path | None, unverified_jwt: bool) -> AuxDataVeri
     if config is None:
         return NO_KEY_SETS
     try:
-        return AuxDataVerifier.from_file(config)
+        verifier = AuxDataVerifier.from_file(config)
     except AuxDataConfigError as exc:
         raise click.BadParameter(str(exc), param_hint="--aux-data-config") from None
+    for problem in fetch_remote_key_sets(verifier):  # fetched once: a run is short
+        click.echo(f"warning: --aux-data-config: {problem}; its tokens are refused", err=True)
+    return verifier
 
 
 @policy.command("eval")

@@ -65,6 +65,13 @@ _DURATION_UNITS = {
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.+?-----END \1-----", re.S)
 
 
+#: Refresh interval of a remote key set without ``refreshInterval`` (the stock PDP's JOSE
+#: library refreshes at most every 15 minutes by default), and the shortest one allowed.
+DEFAULT_REFRESH_SECONDS = 15 * 60.0
+MIN_REFRESH_SECONDS = 1.0
+MAX_JWKS_BYTES = 512 * 1024
+
+
 class AuxDataConfigError(ValueError):
     """The auxData configuration file is not exactly valid (with the file and the problem)."""
 
@@ -107,7 +114,7 @@ class _Local(_Strict):
 
 
 class _Remote(_Strict):
-    url: str
+    url: str = Field(min_length=1)
     refreshInterval: str = ""  # noqa: N815 (Cerbos' field name)
 
 
@@ -124,14 +131,18 @@ class _KeySet(_Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> _KeySet:
+        if (self.local is None) == (self.remote is None):
+            raise ValueError(f"keyset {self.id!r}: exactly one of `local` or `remote` is needed")
         if self.remote is not None:
-            raise ValueError(
-                f"keyset {self.id!r}: remote key sets are not supported by Vigil; download the "
-                "JWKS and use local.file"
-            )
-        if self.local is None:
-            raise ValueError(f"keyset {self.id!r}: should have `local` defined")
-        if bool(self.local.file) == bool(self.local.data):
+            if not self.remote.url.startswith(("http://", "https://")):
+                raise ValueError(f"keyset {self.id!r}: remote URL must be http(s)")
+            if self.remote.refreshInterval:
+                refresh = parse_go_duration(self.remote.refreshInterval)
+                if refresh < MIN_REFRESH_SECONDS:
+                    raise ValueError(
+                        f"keyset {self.id!r}: refreshInterval below {MIN_REFRESH_SECONDS:g}s"
+                    )
+        elif self.local is not None and bool(self.local.file) == bool(self.local.data):
             raise ValueError(
                 f"keyset {self.id!r}: exactly one of 'local.data' or 'local.file' must be defined"
             )
@@ -177,13 +188,44 @@ class _File(_Strict):
 # -- key sets ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Keys:
-    """One configured key set with the stock PDP's key-selection options."""
+    """One configured key set with the stock PDP's key-selection options. A remote one
+    (``url``) starts empty; `RemoteKeySet.install` swaps its keys in whole."""
 
     keys: tuple[Any, ...]
     require_kid: bool
     infer_alg: bool
+    url: str = ""
+    refresh_seconds: float = DEFAULT_REFRESH_SECONDS
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteKeySet:
+    """A key set fetched from a JWKS URL (Cerbos ``remote``). Whoever runs the verifier fetches
+    it (`streams.web.aux_keys` in a worker, `fetch_remote_key_sets` in the policy tools) and
+    calls `install`; until then, and while fetches fail, its tokens are refused."""
+
+    id: str
+    url: str
+    refresh_seconds: float
+    _keys: _Keys
+
+    def install(self, body: bytes) -> int:
+        """Replace the keys with those of a fetched JWKS; raises ``ValueError`` (the keys we
+        had stay) for a body that is not one. Returns the number of keys."""
+        if len(body) > MAX_JWKS_BYTES:
+            raise ValueError(f"JWKS larger than {MAX_JWKS_BYTES} bytes")
+        try:
+            keys = tuple(_import_jwk_data(body))
+        except (JoseError, TypeError) as exc:
+            raise ValueError(str(exc)) from None
+        self._keys.keys = keys
+        return len(keys)
+
+    @property
+    def loaded(self) -> bool:
+        return bool(self._keys.keys)
 
 
 def _import_pem(data: bytes) -> list[Any]:
@@ -226,6 +268,15 @@ def _import_jwk_data(data: bytes) -> list[Any]:
 
 
 def _load_key_set(ks: _KeySet, base: Path) -> _Keys:
+    if ks.remote is not None:
+        refresh = ks.remote.refreshInterval
+        return _Keys(
+            keys=(),
+            require_kid=not ks.insecure.optionalKid,
+            infer_alg=ks.insecure.optionalAlg,
+            url=ks.remote.url,
+            refresh_seconds=parse_go_duration(refresh) if refresh else DEFAULT_REFRESH_SECONDS,
+        )
     local = ks.local
     assert local is not None  # checked by _KeySet
     if local.data:
@@ -360,6 +411,14 @@ class AuxDataVerifier:
     def key_set_ids(self) -> list[str]:
         return sorted(self._key_sets)
 
+    def remote_key_sets(self) -> list[RemoteKeySet]:
+        """The key sets fetched from a URL, for the code that fetches them."""
+        return [
+            RemoteKeySet(ks_id, keys.url, keys.refresh_seconds, keys)
+            for ks_id, keys in sorted(self._key_sets.items())
+            if keys.url
+        ]
+
     def claims(self, token: str, key_set_id: str, now: dt.datetime | None = None) -> dict[str, Any]:
         """The token's claims as policies see them, or `AuxDataRejected`. ``now``: the
         evaluation time (default: the clock) that ``exp``/``nbf``/``iat`` are checked at."""
@@ -379,10 +438,14 @@ class AuxDataVerifier:
                 raise AuxDataRejected(
                     "key_set", "cannot determine keyset to use for validating the JWT"
                 )
-            return next(iter(self._key_sets.values()))
-        keys = self._key_sets.get(key_set_id)
-        if keys is None:
-            raise AuxDataRejected("key_set", f"keyset not found: {key_set_id}")
+            key_set_id, keys = next(iter(self._key_sets.items()))
+        else:
+            found = self._key_sets.get(key_set_id)
+            if found is None:
+                raise AuxDataRejected("key_set", f"keyset not found: {key_set_id}")
+            keys = found
+        if keys.url and not keys.keys:
+            raise AuxDataRejected("key_set", f"keyset {key_set_id}: JWKS not fetched yet")
         return keys
 
     @staticmethod
@@ -441,6 +504,21 @@ class AuxDataVerifier:
         return out
 
 
+def fetch_remote_key_sets(verifier: AuxDataVerifier, timeout: float = 10.0) -> list[str]:
+    """Fetch every remote key set once, now (``vigil policy eval|plan``); returns a problem
+    per key set that could not be fetched (its tokens are then refused)."""
+    import urllib.request
+
+    problems = []
+    for remote in verifier.remote_key_sets():
+        try:
+            with urllib.request.urlopen(remote.url, timeout=timeout) as resp:  # noqa: S310
+                remote.install(resp.read(MAX_JWKS_BYTES + 1))
+        except (OSError, ValueError) as exc:
+            problems.append(f"keyset {remote.id!r}: JWKS {remote.url} not loaded: {exc}")
+    return problems
+
+
 #: The stock PDP without an ``auxData`` configuration: verification on, no key sets, so every
 #: token is refused.
 NO_KEY_SETS = AuxDataVerifier()
@@ -449,7 +527,10 @@ NO_KEY_SETS = AuxDataVerifier()
 UNVERIFIED = AuxDataVerifier(disable_verification=True)
 
 __all__ = [
+    "DEFAULT_REFRESH_SECONDS",
     "NO_KEY_SETS",
+    "RemoteKeySet",
+    "fetch_remote_key_sets",
     "UNVERIFIED",
     "AuxDataConfigError",
     "AuxDataRejected",

@@ -165,3 +165,58 @@ def plan_request(token: str, key_set_id: str = "") -> dict[str, Any]:
         "auxData": {"jwt": jwt},
         "includeMeta": True,
     }
+
+
+class JwksServer:
+    """A JWKS served over HTTP by aiohttp on a free port, in a thread of its own (so that
+    synchronous tests and the stock PDP can fetch it); ``body`` can be changed (rotation) and
+    ``status`` set to make fetches fail."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = body
+        self.status = 200
+        self.url = ""
+        self._loop: Any = None
+        self._runner: Any = None
+
+    async def _serve(self, request: Any) -> Any:
+        from aiohttp import web
+
+        return web.json_response(self.body, status=self.status)
+
+    def __enter__(self) -> JwksServer:
+        import asyncio
+        import threading
+
+        from aiohttp import web
+
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            app = web.Application()
+            app.router.add_get("/keys.jwks", self._serve)
+            self._runner = web.AppRunner(app, access_log=None)
+            loop.run_until_complete(self._runner.setup())
+            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            loop.run_until_complete(site.start())
+            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self.url = f"http://127.0.0.1:{port}/keys.jwks"
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._runner.cleanup())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        ready.wait(30)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(30)
+
+
+def jwks(key: Any, kid: str = "k1", alg: str = "ES384") -> dict[str, Any]:
+    return {"keys": [{**key.as_dict(private=False), "kid": kid, "alg": alg}]}

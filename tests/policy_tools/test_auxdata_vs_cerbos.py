@@ -20,7 +20,7 @@ import pytest
 
 from streams.policy import PolicyEngine
 from streams.policy.api import RequestError, check_resources
-from streams.policy.auxdata import AuxDataVerifier
+from streams.policy.auxdata import AuxDataVerifier, fetch_remote_key_sets
 from streams.policy.planner import plan_resources
 from tests.external_tools import cerbos_binary
 from tests.policy.test_differential import _server
@@ -28,9 +28,11 @@ from tests.policy_tools.helpers import post_check, strip_response, vigil
 from tests.policy_tools.jwt_keys import (
     POLICY,
     SKEW_SECONDS,
+    JwksServer,
     Keys,
     check_request,
     claims,
+    jwks,
     make_keys,
     plan_request,
     sign,
@@ -274,6 +276,37 @@ def test_named_tokens_and_sdk_shapes(setup: tuple[Path, Keys, PolicyEngine]) -> 
             _same(name, _ours(engine, verifier, body), theirs)
             if name == "two named tokens":
                 assert theirs[0] == 200, theirs
+
+
+def test_remote_key_set_matches_stock_cerbos(setup: tuple[Path, Keys, PolicyEngine]) -> None:
+    """A key set fetched from a JWKS URL (Cerbos ``remote``), served by a local aiohttp
+    server to both; Vigil's policy tools fetch it once at start."""
+    root, keys, engine = setup
+    with JwksServer(jwks(keys.ec)) as server:
+        aux = {"jwt": {"keySets": [{"id": "idp", "remote": {"url": server.url}}]}}
+        verifier = AuxDataVerifier.from_file(write_config(root / "remote.yaml", aux))
+        assert fetch_remote_key_sets(verifier) == []
+        tmp = root / "pdp-remote"
+        tmp.mkdir()
+        with _server(cerbos_binary(), engine_dir(root), tmp, {}, aux_data=aux) as url:
+            cases = {
+                "valid": check_request(sign(keys.ec, claims())),
+                "named key set": check_request(sign(keys.ec, claims()), "idp"),
+                "wrong key": check_request(sign(keys.other, claims())),
+                "unknown kid": check_request(sign(keys.ec, claims(), kid="k9")),
+                "expired": check_request(sign(keys.ec, claims(exp=_ago(3600)))),
+            }
+            for name, body in cases.items():
+                theirs = post_check(url, body)
+                _same(name, _ours(engine, verifier, body), theirs)
+            assert post_check(url, cases["valid"])[0] == 200
+    # a JWKS that cannot be fetched: said once, and its tokens are refused
+    unreachable = {"jwt": {"keySets": [{"id": "idp", "remote": {"url": server.url}}]}}
+    verifier = AuxDataVerifier.from_file(write_config(root / "gone.yaml", unreachable))
+    (problem,) = fetch_remote_key_sets(verifier, timeout=5)
+    assert "idp" in problem and server.url in problem
+    status, body = _ours(engine, verifier, cases["valid"])
+    assert (status, body["code"]) == (400, 3) and "not fetched" in body["message"]
 
 
 def test_plan_with_a_token_matches_stock_cerbos(setup: tuple[Path, Keys, PolicyEngine]) -> None:

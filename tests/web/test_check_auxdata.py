@@ -5,12 +5,14 @@ claims (not the token), and a bad configuration file stops ``vigil worker`` at s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +23,15 @@ from streams import metrics
 from streams.app import PipelineService, build_pipeline
 from streams.kafka.security import PLAINTEXT
 from streams.policy import PolicyEngine
-from streams.policy.auxdata import AuxDataConfigError, AuxDataVerifier, parse_go_duration
+from streams.policy.auxdata import (
+    AuxDataConfigError,
+    AuxDataRejected,
+    AuxDataVerifier,
+    parse_go_duration,
+)
 from streams.processing.check import Limits, LiveChecker
 from streams.settings import Settings
+from streams.web.aux_keys import RemoteKeyRefresher
 from streams.web.check_api import CheckApi
 from streams.web.service import CheckApiService
 from tests.external_tools import cerbos_binary
@@ -31,8 +39,10 @@ from tests.policy.test_differential import _server
 from tests.policy_tools.helpers import post_check, strip_response
 from tests.policy_tools.jwt_keys import (
     POLICY,
+    JwksServer,
     check_request,
     claims,
+    jwks,
     make_keys,
     plan_request,
     sign,
@@ -149,8 +159,18 @@ def test_bad_aux_data_config_stops_the_worker(tmp_path: Path) -> None:
         ("auxData:\n  jwt:\n    keySet: []\n", "keySet"),
         ("jwt:\n  keySets: []\n", "auxData"),
         (
-            "auxData:\n  jwt:\n    keySets:\n      - id: a\n        remote: {url: 'http://x/'}\n",
-            "remote key sets are not supported",
+            "auxData:\n  jwt:\n    keySets:\n      - id: a\n        remote: {url: 'ftp://x/'}\n",
+            "must be http(s)",
+        ),
+        (
+            "auxData:\n  jwt:\n    keySets:\n      - id: a\n        remote: {url: 'http://x/'}\n"
+            "        local: {file: a.jwks}\n",
+            "exactly one of `local` or `remote`",
+        ),
+        (
+            "auxData:\n  jwt:\n    keySets:\n      - id: a\n"
+            "        remote: {url: 'http://x/', refreshInterval: 10ms}\n",
+            "refreshInterval below",
         ),
         (
             "auxData:\n  jwt:\n    keySets:\n      - id: a\n        local: {file: a, data: b}\n",
@@ -203,8 +223,6 @@ def test_worker_checker_uses_the_configured_key_sets(tmp_path: Path) -> None:
 async def test_python_sdk_sends_tokens(tmp_path: Path) -> None:
     """The Cerbos Python SDK, unchanged (``AuxData(jwt=JWT(...))``: it also sends
     ``"jwts": null`` and ``"keySetId": null``), against the check API."""
-    import asyncio
-
     from cerbos.sdk.client import CerbosClient
     from cerbos.sdk.model import JWT, AuxData, Principal, Resource, ResourceList
 
@@ -232,3 +250,55 @@ async def test_python_sdk_sends_tokens(tmp_path: Path) -> None:
         resp = await asyncio.to_thread(ask, url, sign(keys.other, claims()))
         assert resp.status_code == 400
         assert resp.status_msg.message.startswith("invalid auxData: ")
+
+
+async def _until(condition: Callable[[], bool], what: str, deadline_s: float = 60.0) -> None:
+    """Wait for a condition the worker reaches on its own (no timing is asserted)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline_s
+    while not condition():
+        assert loop.time() < end, f"never happened: {what}"
+        await asyncio.sleep(0.05)
+
+
+async def test_remote_key_sets_are_fetched_and_refreshed(tmp_path: Path) -> None:
+    """A worker's remote key set: refused until fetched, then used; a rotated JWKS replaces the
+    keys at the next refresh; a failing fetch keeps the keys it had and is counted."""
+    keys = make_keys(tmp_path / "keys")
+
+    def accepts(key: Any) -> bool:
+        try:
+            verifier.claims(sign(key, claims()), "")
+            return True
+        except AuxDataRejected:
+            return False
+
+    with JwksServer(jwks(keys.ec)) as server:
+        aux = {"jwt": {"keySets": [{"id": "idp", "remote": {"url": server.url}}]}}
+        aux["jwt"]["keySets"][0]["remote"]["refreshInterval"] = "1s"
+        verifier = AuxDataVerifier.from_file(write_config(tmp_path / "aux.yaml", aux))
+        with pytest.raises(AuxDataRejected, match="not fetched yet"):
+            verifier.claims(sign(keys.ec, claims()), "")
+        refresher = RemoteKeyRefresher(verifier)
+        await refresher.start()
+        try:
+            await _until(lambda: accepts(keys.ec), "the JWKS is fetched")
+            server.body = jwks(keys.other)  # the IdP rotates its key
+            await _until(lambda: accepts(keys.other), "the rotated JWKS is fetched")
+            assert not accepts(keys.ec)
+            errors = metrics.AUX_DATA_JWKS_FETCHES.labels("error")._value.get()
+            server.status = 500
+            await _until(
+                lambda: metrics.AUX_DATA_JWKS_FETCHES.labels("error")._value.get() > errors,
+                "a failed fetch is counted",
+            )
+            assert accepts(keys.other)  # the keys it had stay
+        finally:
+            await refresher.stop()
+    # a worker with remote key sets runs the refresher with its check API
+    settings = Settings(
+        aux_data_config=tmp_path / "aux.yaml", data_dir=Path(":memory:"), policies=ROOT / "policies"
+    )
+    service = PipelineService(settings, build_pipeline(settings), PLAINTEXT)
+    assert isinstance(service.api, CheckApiService)
+    assert [r.id for r in service.api.aux_keys.remotes] == ["idp"]
