@@ -9,10 +9,10 @@ verifies one token as the PDP does, measured against the stock PDP 0.55
 
 * key set: ``keySetId`` names one; without it the only configured key set is used, and with
   none or several the token is refused;
-* key: the token's ``kid`` selects the key (required unless the key set has
-  ``insecure.optionalKid``, then every key is tried); the key's ``alg`` must equal the token's
-  (a key without ``alg`` is usable only with ``insecure.optionalAlg``, which infers the
-  algorithms from the key type); ``alg: none`` never verifies;
+* key: the token's ``kid`` selects the first key with that ``kid`` (required unless the key
+  set has ``insecure.optionalKid``, then every key is tried); the key's ``alg`` must equal the
+  token's (a key without ``alg`` is usable only with ``insecure.optionalAlg``: any algorithm
+  of its key type); ``alg: none`` never verifies;
 * claims: ``exp``, ``nbf`` and ``iat`` are checked against the evaluation time with
   ``acceptableTimeSkew`` (also when ``disableVerification`` skips the signature); ``iss``,
   ``sub``, ``jti`` must be strings and ``aud`` a string or a list of strings;
@@ -21,8 +21,10 @@ verifies one token as the PDP does, measured against the stock PDP 0.55
 
 A refused token is an `AuxDataRejected` with a message and a short, bounded ``reason`` label
 (`streams.policy.api` turns it into Cerbos' ``invalid auxData`` error: HTTP 400, gRPC code 3). The
-configuration file is validated whole at startup: a key set that cannot be read stops the
-worker instead of failing every request later (the stock PDP only logs it).
+configuration file is validated whole at startup: a local key set that cannot be read stops
+the worker instead of failing every request later (the stock PDP only logs it). Remote key
+sets (``remote.url``) are fetched by whoever runs the verifier (`RemoteKeySet`); their tokens
+are refused until then.
 """
 
 from __future__ import annotations
@@ -65,8 +67,8 @@ _DURATION_UNITS = {
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.+?-----END \1-----", re.S)
 
 
-#: Refresh interval of a remote key set without ``refreshInterval`` (the stock PDP's JOSE
-#: library refreshes at most every 15 minutes by default), and the shortest one allowed.
+#: Refresh interval of a remote key set without ``refreshInterval`` (Vigil's choice), and the
+#: shortest one allowed.
 DEFAULT_REFRESH_SECONDS = 15 * 60.0
 MIN_REFRESH_SECONDS = 1.0
 MAX_JWKS_BYTES = 512 * 1024

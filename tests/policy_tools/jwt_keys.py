@@ -65,6 +65,7 @@ class Keys:
         stranger = {**self.other.as_dict(private=False), "kid": "k1", "alg": "ES384"}
         (self.dir / "dupkid.jwks").write_text(json.dumps({"keys": [stranger, ec_public]}))
         (self.dir / "ec.pem").write_bytes(self.ec.as_pem(private=False))
+        (self.dir / "rsa-cert.pem").write_bytes(_certificate(self.rsa))
         rsa_data = base64.b64encode(json.dumps({"keys": [rsa_public]}).encode()).decode()
         d = str(self.dir)
         return {
@@ -80,6 +81,11 @@ class Keys:
                         "local": {"file": f"{d}/ec.pem", "pem": True},
                         "insecure": {"optionalAlg": True, "optionalKid": True},
                     },
+                    {
+                        "id": "certificate",
+                        "local": {"file": f"{d}/rsa-cert.pem", "pem": True},
+                        "insecure": {"optionalAlg": True, "optionalKid": True},
+                    },
                     {"id": "noalg", "local": {"file": f"{d}/noalg.jwks"}},
                     {"id": "dupkid", "local": {"file": f"{d}/dupkid.jwks"}},
                     {
@@ -90,6 +96,30 @@ class Keys:
                 ],
             }
         }
+
+
+def _certificate(key: RSAKey) -> bytes:
+    """A self-signed PEM certificate of ``key`` (a PEM key set may hold certificates)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import NameOID
+
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "idp.example")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key)
+        .serial_number(1)
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .sign(key.private_key, hashes.SHA256())
+    )
+    return cert.public_bytes(Encoding.PEM)
 
 
 def make_keys(directory: Path) -> Keys:

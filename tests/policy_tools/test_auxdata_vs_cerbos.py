@@ -73,6 +73,8 @@ CASES: dict[str, Case] = {
     "PEM, optionalKid and optionalAlg": lambda k: (sign(k.ec, claims(), kid=None), "pem-insecure"),
     "PEM insecure, token with a kid": lambda k: (sign(k.ec, claims()), "pem-insecure"),
     "PEM insecure, wrong key": lambda k: (sign(k.other, claims(), kid=None), "pem-insecure"),
+    "PEM certificate": lambda k: (sign(k.rsa, claims(), "RS256", None), "certificate"),
+    "PEM certificate, PS256": lambda k: (sign(k.rsa, claims(), "PS256", None), "certificate"),
     "key without alg": lambda k: (sign(k.ec, claims()), "noalg"),
     "key without alg, optionalAlg": lambda k: (sign(k.ec, claims()), "noalg-insecure"),
     "second key with the kid": lambda k: (sign(k.ec, claims()), "dupkid"),
@@ -206,6 +208,8 @@ def test_several_key_sets_match_stock_cerbos(setup: tuple[Path, Keys, PolicyEngi
         "PEM insecure, token with a kid",
         "key without alg, optionalAlg",
         "first key with the kid",  # only the first key with the token's kid is tried
+        "PEM certificate",
+        "PEM certificate, PS256",  # optionalAlg: any algorithm of the key's type
     }
 
 
