@@ -6,6 +6,7 @@ claims (not the token), and a bad configuration file stops ``vigil worker`` at s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -18,15 +19,20 @@ from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from joserfc.jwk import ECKey
 
 from streams import metrics
 from streams.app import PipelineService, build_pipeline
 from streams.kafka.security import PLAINTEXT
 from streams.policy import PolicyEngine
 from streams.policy.auxdata import (
+    UNVERIFIED,
     AuxDataConfigError,
     AuxDataRejected,
     AuxDataVerifier,
+    _Keys,
     parse_go_duration,
 )
 from streams.processing.check import Limits, LiveChecker
@@ -302,3 +308,57 @@ async def test_remote_key_sets_are_fetched_and_refreshed(tmp_path: Path) -> None
     service = PipelineService(settings, build_pipeline(settings), PLAINTEXT)
     assert isinstance(service.api, CheckApiService)
     assert [r.id for r in service.api.aux_keys.remotes] == ["idp"]
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_TIME = st.integers(min_value=-(2**70), max_value=2**70) | st.floats() | st.text(max_size=25)
+_CLAIMS = st.fixed_dictionaries(
+    {},
+    optional={
+        "exp": _TIME,
+        "nbf": _TIME,
+        "iat": _TIME,
+        "aud": _JSON,
+        "sub": _JSON,
+        "iss": _JSON,
+        "jti": _JSON,
+        "x": _JSON,
+    },
+)
+
+
+def _part(value: Any) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    token=st.text(max_size=40)
+    | st.builds(
+        lambda h, c, sig: f"{_part(h)}.{_part(c)}.{sig}",
+        st.fixed_dictionaries(
+            {"alg": st.sampled_from(["ES384", "none", "RS256", "x"])}, optional={"kid": _JSON}
+        ),
+        _CLAIMS,
+        st.text(alphabet="abcXYZ-_", max_size=6),
+    ),
+    key_set=st.sampled_from(["", "ec", "nope"]),
+)
+def test_no_token_crashes_the_verifier(token: str, key_set: str) -> None:
+    """Whatever the token: its claims, or `AuxDataRejected` (a 400), never another error."""
+    for verifier in (FUZZ_VERIFIER, UNVERIFIED):
+        with contextlib.suppress(AuxDataRejected):
+            verifier.claims(token, key_set)
+
+
+FUZZ_VERIFIER = AuxDataVerifier(
+    {"ec": _Keys(keys=(ECKey.generate_key("P-256"),), require_kid=False, infer_alg=True)}
+)
