@@ -69,11 +69,18 @@ GAP_HEADERS = ["GAP", "SUBJECT", "DETAIL"]
 
 def render_table(inv: Inventory) -> list[str]:
     out = _table(ACTION_HEADERS, _action_rows(inv, "\n"))
-    out += ["", *_table(POLICY_HEADERS, [[p.file, p.kind, p.name, p.owner or "(none)"] for p in inv.policies])]
+    out += [
+        "",
+        *_table(
+            POLICY_HEADERS, [[p.file, p.kind, p.name, p.owner or "(none)"] for p in inv.policies]
+        ),
+    ]
     gaps = [[g.kind, g.subject, g.detail] for g in inv.gaps]
     out += ["", *(_table(GAP_HEADERS, gaps) if gaps else ["No gaps found."])]
     if not inv.live:
-        out.append("(live gaps not checked: run with --grants to read the grants, checks and signals)")
+        out.append(
+            "(live gaps not checked: run with --grants to read the grants, checks and signals)"
+        )
     return out
 
 
@@ -89,11 +96,16 @@ def _md_table(headers: list[str], rows: list[list[str]]) -> list[str]:
 
 def render_markdown(inv: Inventory) -> list[str]:
     out = [f"# Capability inventory ({inv.digest})", "", "## Actions", ""]
-    rows = [[f"`{c}`" if i == 4 and c != "-" else c for i, c in enumerate(r)] for r in _action_rows(inv, ", ")]
+    rows = [
+        [f"`{c}`" if i == 4 and c != "-" else c for i, c in enumerate(r)]
+        for r in _action_rows(inv, ", ")
+    ]
     rows = [[r[0], r[1], r[2], r[3], r[4].replace(", ", "`, `"), r[5]] for r in rows]
     out += _md_table(ACTION_HEADERS, rows)
     out += ["", "## Policies", ""]
-    out += _md_table(POLICY_HEADERS, [[p.file, p.kind, p.name, p.owner or "(none)"] for p in inv.policies])
+    out += _md_table(
+        POLICY_HEADERS, [[p.file, p.kind, p.name, p.owner or "(none)"] for p in inv.policies]
+    )
     out += ["", "## Gaps", ""]
     gaps = [[g.kind, g.subject, g.detail] for g in inv.gaps]
     out += _md_table(GAP_HEADERS, gaps) if gaps else ["No gaps found."]

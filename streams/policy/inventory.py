@@ -175,9 +175,15 @@ def _depth_bounds(src: str, deny: bool) -> list[int]:
     """Largest chain depths the comparisons of `delegation.depth` with a number allow: in an
     ALLOW rule `depth <= 2` allows 2; in a DENY rule `depth > 2` allows 2."""
     try:
-        toks = tokenize(src)
+        raw = tokenize(src)
     except Exception:
         return []
+    toks: list[tuple[str, str]] = []
+    for tok in raw:  # the tokenizer gives `<=` as `<`, `=`
+        if tok == ("op", "=") and toks and toks[-1] in (("op", c) for c in "<>=!"):
+            toks[-1] = ("op", toks[-1][1] + "=")
+        else:
+            toks.append(tok)
     texts = [t for _, t in toks]
     bounds: list[int] = []
     for i in range(len(toks)):
@@ -231,6 +237,7 @@ def _entry(policy: ResourcePolicy, action: str, owner: str) -> ActionEntry:
             roles.update(rule.roles)
             roles.update(f"derived:{dr.name}" for dr in rule.derived_roles)
         for cond in _conditions(rule):
+            bounds += _depth_bounds(cond.source, deny=rule.effect != EFFECT_ALLOW)
             paths = read_paths(cond.source)
             if paths is None:
                 unresolved = True
@@ -239,7 +246,6 @@ def _entry(policy: ResourcePolicy, action: str, owner: str) -> ActionEntry:
                 name = _attribute(p)
                 (signals if name.split(".")[0] in RESERVED else attributes).add(name)
             signals.update(_member_paths(cond.source))
-            bounds += _depth_bounds(cond.source, deny=rule.effect != EFFECT_ALLOW)
     # `has(P.attr.delegation.initiator)` next to `P.attr.delegation.initiator.signals...`:
     # report the specific reads, the bare prefix only when nothing under it is read.
     specific = sorted(
@@ -285,7 +291,9 @@ def build_inventory(directory: str | Path, live: LiveState | None = None) -> Inv
         entry = PolicyEntry(file, kind, _document_name(kind, doc.get(kind)), _owner(doc))
         entries.append(entry)
         if not entry.owner:
-            gaps.append(Gap("no-owner", file, f"{kind} {entry.name} has no metadata.annotations.owner"))
+            gaps.append(
+                Gap("no-owner", file, f"{kind} {entry.name} has no metadata.annotations.owner")
+            )
     actions = [
         _entry(pol, action, _owner(documents.get(pol.file, {})))
         for pol in sorted(policies, key=lambda p: p.key)
@@ -357,19 +365,19 @@ def live_gaps(
             )
     limits: dict[str, int] = {}
     for entry in actions:
-        if entry.max_delegation_depth is not None:
-            limit = limits.get(entry.kind, entry.max_delegation_depth)
-            limits[entry.kind] = min(entry.max_delegation_depth, limit)
+        bound = entry.max_delegation_depth
+        if bound is not None:
+            limits[entry.kind] = min(bound, limits.get(entry.kind, bound))
     for grant in live.grants:
-        limit = limits.get(grant.kind)
+        allowed = limits.get(grant.kind)
         depth = len(grant.on_behalf_of)
-        if limit is not None and depth > limit:
+        if allowed is not None and depth > allowed:
             chain = " -> ".join([*grant.on_behalf_of, grant.subject])
             gaps.append(
                 Gap(
                     "delegation-too-deep",
                     f"grant {grant.grant_id}",
-                    f"depth {depth} > {limit} allowed for {grant.kind}: {chain}",
+                    f"depth {depth} > {allowed} allowed for {grant.kind}: {chain}",
                 )
             )
     return gaps
