@@ -1,7 +1,7 @@
 """``vigil inventory``: what the policies cover, who owns it, which signals gate it, and the gaps.
 
 The inventory itself is `streams.policy.inventory` (from the compiled bundle); ``--grants``
-adds the live state read from Kafka by `streams.state.live`. This module only renders it: a
+adds the live state read from Kafka by `streams.processing.live_state`. This module only renders it: a
 table (default), JSON (``-o json``) or Markdown (``-o markdown``).
 """
 
@@ -141,7 +141,7 @@ def render_markdown(inv: Inventory) -> list[str]:
     type=click.FloatRange(min=0.1),
     default=30.0,
     show_default=True,
-    help="With --grants: seconds to wait for each topic to exist.",
+    help="With --grants: seconds to wait for the decisions topic to exist.",
 )
 @broker_option
 def command(
@@ -153,7 +153,7 @@ def command(
     directory = policy_directory(directory)
     live: LiveState | None = None
     if grants:
-        from streams.state.live import read_live_state
+        from streams.processing.live_state import read_live_state
 
         settings = load_settings(broker)
         try:

@@ -1,5 +1,5 @@
 """What the running pipeline has seen, in the shape `vigil inventory --grants` compares with
-the policies: read from Kafka by `streams.state.live`, judged by `streams.policy.inventory`."""
+the policies: read from Kafka by `streams.processing.live_state`, judged by `streams.policy.inventory`."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ variable (`P.attr.delegation.chain.all(m, m.signals.risk.level ...)`) are report
 `unresolved` rather than guessed.
 
 Gaps found from the bundle alone: policy documents without an owner. With a `LiveState` (the
-worker's state changelog and the check decisions, read by `streams.state.live`): actions seen in
+worker's state changelog and the check decisions, read by `streams.processing.live_state`): actions seen in
 active grants or checks that no policy can allow, signals the policies read that no producer has
 sent (no subject holds that signal dimension), and delegated grants whose chain is deeper than
 the policies of their kind allow (the smallest bound some condition puts on `delegation.depth`).

@@ -1,12 +1,13 @@
 """What the running pipeline holds, read from Kafka for `vigil inventory --grants`.
 
-* The state changelog (``vigil.state-changelog``) is the workers' RocksDB state, partition by
-  partition, keyed by store key: the newest ``g:<subject>`` value holds the subject's active
-  grants, the newest ``s:<subject>`` value its signal dimensions. Reading it to its end with the
-  shared topic follower gives every partition's state without touching a worker or joining its
-  consumer group, whichever worker owns which partition (and with no worker running at all).
+* The state changelog (``vigil.state-changelog``) is the workers' RocksDB state, keyed by store
+  key: the newest ``g:<subject>`` value holds the subject's active grants, the newest
+  ``s:<subject>`` value its signal dimensions. It is read to its true end by the same
+  `read_changelog` as ``vigil policy push --dry-run``: every partition, whichever worker owns
+  it (or none), without joining the workers' consumer group.
 * The decisions topic (``authz.decisions``) holds one Decision per checked action (cause
-  ``check``): the resource kinds and actions callers have asked about.
+  ``check``): the resource kinds and actions callers have asked about. It is read to its end
+  with the shared topic follower.
 
 `signal_attributes_of` maps a signal dimension to the ``signals.*`` attributes it sets (the
 inverse of `streams.state.subject`'s snapshots): an attribute no subject has a dimension for
@@ -16,6 +17,7 @@ was never sent by a producer, and every subject reads its safe default there.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -23,7 +25,8 @@ import orjson
 from streams.kafka.follow import TopicFollower
 from streams.kafka.security import PLAINTEXT, KafkaSecurity
 from streams.models.live_state import GrantSeen, LiveState
-from streams.state.store import GRANT_PREFIX, SIGNAL_PREFIX
+from streams.processing.dryrun import read_changelog
+from streams.state.store import GRANT_PREFIX, SIGNAL_PREFIX, PartitionStore
 
 _RISK = ("signals.risk.level", "signals.risk.score")  # the risk model reads these dimensions too
 _DIMENSIONS: dict[str, tuple[str, ...]] = {
@@ -62,22 +65,6 @@ def signal_attributes_of(dimension: str) -> tuple[str, ...]:
     return ()
 
 
-class _NewestValues(TopicFollower):
-    """Every key's newest value (a tombstone removes the key)."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.values: dict[bytes, bytes] = {}
-
-    def _apply(self, record: Any) -> None:
-        if record.key is None:
-            return
-        if record.value is None:
-            self.values.pop(record.key, None)
-        else:
-            self.values[record.key] = record.value
-
-
 class _CheckedActions(TopicFollower):
     """(resource kind, action) -> number of check decisions."""
 
@@ -112,12 +99,14 @@ async def _read(follower: TopicFollower, timeout: float) -> None:
             await follower.stop()
 
 
-def state_from_changelog(values: dict[bytes, bytes]) -> LiveState:
-    """Active grants and the signal attributes producers have set, from store values."""
+def state_from_stores(stores: Iterable[PartitionStore]) -> LiveState:
+    """Active grants and the signal attributes producers have set, from the state stores."""
     live = LiveState()
     sent: set[str] = set()
     subjects: set[bytes] = set()
-    for key, raw in values.items():
+    for key, raw in (
+        kv for s in stores for p in (GRANT_PREFIX, SIGNAL_PREFIX) for kv in s.items(p)
+    ):
         if key.startswith(GRANT_PREFIX):
             subject = key[len(GRANT_PREFIX) :].decode("utf-8", "replace")
             for grant_id, grant in sorted((orjson.loads(raw).get("grants") or {}).items()):
@@ -148,10 +137,10 @@ async def read_live_state(
     security: KafkaSecurity = PLAINTEXT,
     timeout: float = 30.0,
 ) -> LiveState:
-    """Read the state changelog (and, unless None, the decisions topic) to their ends."""
-    state = _NewestValues(bootstrap=bootstrap, topic=changelog_topic, security=security)
-    await _read(state, timeout)
-    live = state_from_changelog(state.values)
+    """Read the state changelog (and, unless None, the decisions topic, waiting up to `timeout`
+    seconds for it to exist) to their ends."""
+    stores = await read_changelog(bootstrap, changelog_topic, security=security)
+    live = state_from_stores(stores.values())
     if decisions_topic:
         checks = _CheckedActions(
             registry_url, bootstrap=bootstrap, topic=decisions_topic, security=security
