@@ -42,7 +42,7 @@ def test_project_policy_suites_pass() -> None:
     assert (
         "VigilDocumentAndToolSuite" in proc.stdout and "VigilDelegatedMailboxSuite" in proc.stdout
     )
-    assert " 0 failed" in proc.stdout and "71 passed" in proc.stdout
+    assert " 0 failed" in proc.stdout and "122 passed" in proc.stdout
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
@@ -125,7 +125,7 @@ def test_compile_summary_then_tests() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Compiled 4 policy file(s)" in proc.stdout
     assert "digest sha256:" in proc.stdout
-    assert "71 passed" in proc.stdout
+    assert "122 passed" in proc.stdout
     skipped = vigil("policy", "compile", "--skip-tests", "policies")
     assert skipped.returncode == 0 and "passed" not in skipped.stdout
 
