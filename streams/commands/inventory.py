@@ -1,8 +1,8 @@
 """``vigil inventory``: what the policies cover, who owns it, which signals gate it, and the gaps.
 
 The inventory itself is `streams.policy.inventory` (from the compiled bundle); ``--grants``
-adds the live state read from Kafka by `streams.processing.live_state`. This module only renders it: a
-table (default), JSON (``-o json``) or Markdown (``-o markdown``).
+adds the live state read from Kafka by `streams.processing.live_state`. This module only
+renders it: a table (default), JSON (``-o json``) or Markdown (``-o markdown``).
 """
 
 from __future__ import annotations
@@ -77,11 +77,18 @@ def render_table(inv: Inventory) -> list[str]:
     ]
     gaps = [[g.kind, g.subject, g.detail] for g in inv.gaps]
     out += ["", *(_table(GAP_HEADERS, gaps) if gaps else ["No gaps found."])]
-    if not inv.live:
-        out.append(
-            "(live gaps not checked: run with --grants to read the grants, checks and signals)"
-        )
+    out += ["", _live_note(inv)]
     return out
+
+
+def _live_note(inv: Inventory) -> str:
+    if inv.live_counts is None:
+        return "Live gaps not checked: run with --grants to read the grants, checks and signals."
+    c = inv.live_counts
+    return (
+        f"Live state read: {c['grants']} active grant(s), signal state of {c['subjects']} "
+        f"subject(s), {c['checks']} check decision(s)."
+    )
 
 
 def _md(cell: str) -> str:
@@ -109,8 +116,7 @@ def render_markdown(inv: Inventory) -> list[str]:
     out += ["", "## Gaps", ""]
     gaps = [[g.kind, g.subject, g.detail] for g in inv.gaps]
     out += _md_table(GAP_HEADERS, gaps) if gaps else ["No gaps found."]
-    if not inv.live:
-        out += ["", "Live gaps not checked (run with `--grants`)."]
+    out += ["", _live_note(inv)]
     return out
 
 

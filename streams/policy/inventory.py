@@ -98,11 +98,14 @@ class Inventory:
     policies: list[PolicyEntry]
     gaps: list[Gap]
     live: bool = False
+    #: with a live state: how much of it was read (`grants`, `subjects`, `checks`)
+    live_counts: dict[str, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "digest": self.digest,
             "live": self.live,
+            "live_counts": self.live_counts,
             "actions": [asdict(a) for a in self.actions],
             "policies": [asdict(p) for p in self.policies],
             "gaps": [asdict(g) for g in self.gaps],
@@ -302,6 +305,11 @@ def build_inventory(directory: str | Path, live: LiveState | None = None) -> Inv
     inventory = Inventory(digest, actions, entries, gaps)
     if live is not None:
         inventory.live = True
+        inventory.live_counts = {
+            "grants": len(live.grants),
+            "subjects": live.subjects,
+            "checks": sum(live.checks.values()),
+        }
         inventory.gaps += live_gaps(policies, actions, live)
     return inventory
 

@@ -131,6 +131,8 @@ async def test_inventory_reads_grants_checks_and_signals_from_kafka(
     assert proc.returncode == 0, proc.stderr
     inv = json.loads(proc.stdout)
     assert inv["live"] is True
+    # this worker's topics hold exactly what the test sent: 4 grants, 1 user's signals, 1 check
+    assert inv["live_counts"] == {"grants": 4, "subjects": 1, "checks": 1}
     gaps = {(g["kind"], g["subject"]): g["detail"] for g in inv["gaps"]}
     assert gaps[("delegation-too-deep", f"grant {user}-deep")].startswith(
         "depth 3 > 2 allowed for mailbox:"

@@ -79,7 +79,7 @@ def test_project_policies_list_every_action_with_owner_and_gating_signals() -> N
     assert "delegation.initiator.roles" in _entry(inv, "mailbox", "send")["signals"]  # type: ignore[operator]
     assert "delegation.initiator.roles" not in triage["signals"]  # type: ignore[operator]
     assert _entry(inv, "document", "read")["max_delegation_depth"] is None
-    assert inv["gaps"] == [] and inv["live"] is False
+    assert inv["gaps"] == [] and inv["live"] is False and inv["live_counts"] is None
 
 
 def test_table_and_markdown_outputs() -> None:
@@ -179,6 +179,7 @@ def test_live_gaps_from_grants_checks_and_signals() -> None:
         ),
     )
     inv = build_inventory(POLICIES, live)
+    assert inv.live_counts == {"grants": 3, "subjects": 0, "checks": 8}
     gaps = {(g.kind, g.subject): g.detail for g in inv.gaps}
     assert gaps[("no-policy", "document:archive")].startswith(
         "no rule of resource.document.vdefault allows 'archive'; seen in grant g-archive"
