@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from streams.policy import PolicyEngine
 from streams.policy.loader import load_directory
@@ -183,11 +184,16 @@ def test_default_bundle_matches_stock_cerbos(tmp_path: Path) -> None:
         {"kind": "document", "id": "d2", "attr": {"owner": "carol"}},
         {"kind": "document", "id": "d3", "attr": {}},
         {"kind": "tool", "id": "t1", "attr": {}},
+        {"kind": "mailbox", "id": "m1", "attr": {}},
         {"kind": "unknown", "id": "u1", "attr": {}},
     ]
     actions = ["read", "write", "delete", "share", "invoke", "admin", "admin:reset", "zzz"]
+    actions += ["send", "triage"]
+    # the delegated principals of the mailbox suite (delegation chains, credential changes)
+    suite = yaml.safe_load((POLICIES / "tests" / "mailbox_test.yaml").read_text())
+    principals = [*_default_principals(), *suite["principals"].values()]
     with _server(binary, bundle, tmp_path, {}) as url:
-        n = _compare(engine, url, _default_principals(), resources, actions)
+        n = _compare(engine, url, principals, resources, actions)
     assert n > 1000
 
 
