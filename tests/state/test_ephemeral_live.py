@@ -62,6 +62,10 @@ def expired_total() -> float:
     return REGISTRY.get_sample_value("vigil_grants_expired_total") or 0
 
 
+def validation_letters() -> float:
+    return REGISTRY.get_sample_value("vigil_deadletters_total", {"error": "validation"}) or 0
+
+
 async def test_a_burst_of_workload_grants_expires_back_to_the_baseline(
     broker: str, tmp_path: Path
 ) -> None:
@@ -143,6 +147,7 @@ async def test_workload_ids_that_are_no_spiffe_id_are_dead_lettered(
     }
     await harness.produce("grants", records)
     await harness.produce("risk", [signal])
+    before = validation_letters()
     runner = runner_for(harness, tmp_path / "state", retention_seconds=0)
     await runner.start()
     task = asyncio.create_task(runner.run())
@@ -154,6 +159,7 @@ async def test_workload_ids_that_are_no_spiffe_id_are_dead_lettered(
         task.cancel()
     letters = [d for d in await harness.read("deadletter") if d["error"] == "validation"]
     assert len(letters) == len(bad) + 1
+    assert validation_letters() - before == len(bad) + 1
     reasons = " | ".join(d["reason"] for d in letters)
     for why in bad.values():
         assert why in reasons, (why, reasons)
