@@ -247,7 +247,8 @@ SCOPES = Path(__file__).parent / "bundles" / "planner_scopes"
 def scoped_requests() -> list[dict[str, Any]]:
     """Every action of the scoped bundle (and two together), for principals with roles of
     resource rules, derived roles, a custom role of a role policy, and principal policies at
-    three scopes, on resources at every level of the scope chains (and below, and beside)."""
+    three scopes, on resources at every level of the scope chains (and below, and beside),
+    and on a kind the role policy does not name."""
     principals: list[dict[str, Any]] = [
         {"id": "alice", "roles": ["user"], "attr": {"department": "hr", "teams": ["t1"]}},
         {"id": "mia", "roles": ["manager", "user"], "attr": {"department": "", "teams": []}},
@@ -260,17 +261,21 @@ def scoped_requests() -> list[dict[str, Any]]:
         {"id": "bob", "roles": ["user"], "attr": attr, "scope": scope}
         for scope in ("", "acme", "acme.hr", "acme.hr.uk")
     ]
+    principals.append({"id": "bob", "roles": ["user"], "attr": attr, "policyVersion": "v2"})
     scopes = ["", "acme", "acme.hr", "acme.hr.uk", "acme.sales", "acme.ops", "acme.nope"]
     scopes += ["acme.hr.uk.x", "other"]
-    attrs: list[dict[str, Any] | None] = [None, {"owner": "bob", "public": False, "locked": True}]
-    actions = [[a] for a in ("view", "edit", "delete", "archive", "share", "print")]
+    attrs: list[dict[str, Any] | None] = [None, {"owner": "bob", "locked": True, "nums": []}]
+    actions = [[a] for a in ("view", "edit", "delete", "archive", "share", "print", "count")]
     actions.append(["view", "share"])
+    targets = [(kind, acts) for kind in ("doc", "memo") for acts in actions]
     out = []
     for i, principal in enumerate(principals):
         for j, scope in enumerate(scopes):
             for k, attr in enumerate(attrs):
-                for m, acts in enumerate(actions):
-                    resource: dict[str, Any] = {"kind": "doc", "scope": scope}
+                for m, (kind, acts) in enumerate(targets):
+                    if kind == "memo" and (m % 2 or scope not in ("", "acme.ops")):
+                        continue
+                    resource: dict[str, Any] = {"kind": kind, "scope": scope}
                     if attr is not None:
                         resource["attr"] = attr
                     req: dict[str, Any] = {"requestId": f"s{i}-{j}-{k}-{m}"}
