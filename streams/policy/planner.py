@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import decimal
 import json
 import threading
 import weakref
@@ -830,7 +831,18 @@ def _literal(v: Any) -> Any:
         return ("map", [(_literal(k), _literal(x)) for k, x in v.items()])
     if isinstance(v, dt.datetime):
         return ("call", "timestamp", None, [("const", _rfc3339(v))])
+    if isinstance(v, dt.timedelta):
+        return ("call", "duration", None, [("const", _go_seconds(v))])
     raise PlanUnsupported(f"a {type(v).__name__} value in a condition over the resource")
+
+
+def _go_seconds(d: dt.timedelta) -> str:
+    """A duration as cel-go converts it to a string (seconds, Go's shortest decimal form with
+    no exponent, then `s`: `86400s`, `1.5s`), which its pruning writes back as `duration(…)`."""
+    text = format(decimal.Decimal(repr(d.total_seconds())), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text + "s"
 
 
 def _rfc3339(t: dt.datetime) -> str:
@@ -1116,6 +1128,7 @@ class Planner:
         #: (None: none, as for principal-policy rows and scopes without a resource policy)
         self._level: ResourcePolicy | None = None
         self._runtime: dict[str, Expr] = {}
+        self._in_derived_role = False  # planning the derived roles of the list itself
 
     def _expr(self, source: str) -> Expr:
         e = self._parsed.get(source)
@@ -1235,34 +1248,40 @@ class Planner:
         macro body over the resource reading a missing principal attribute). Planned here
         too, so that such a plan is refused rather than answered."""
         principal_roles = self._all_roles | {"*"}
-        for rpol in levels:
-            if rpol is None:
-                continue
-            self._level = rpol
-            for dr in rpol.derived_roles.values():
-                if dr.parent_roles & principal_roles:
-                    self._condition(dr.condition, partial)
+        self._in_derived_role = True
+        try:
+            for rpol in levels:
+                if rpol is None:
+                    continue
+                self._level = rpol
+                for dr in rpol.derived_roles.values():
+                    if dr.parent_roles & principal_roles:
+                        self._condition(dr.condition, partial)
+        finally:
+            self._in_derived_role = False
 
     def _runtime_list(self, partial: _Partial) -> Expr:
         """planner.go mkDerivedRolesList: `runtime.effectiveDerivedRoles` as the expression
         `(c1 ? ["r1"] : []) + ((c2 ? ["r2"] : []) + ...)` over the derived roles of the
         scope's resource policy whose parent roles include one of the principal's, by name,
         each `ci` the planned derived-role condition (an empty list for principal-policy
-        rows and for a scope without a resource policy of the kind)."""
+        rows and for a scope without a resource policy of the kind). A derived role's own
+        condition is planned with the list still empty, as the stock planner builds it."""
         level = self._level
-        if level is None:
+        if level is None or self._in_derived_role:
             return _list_expr([])
         cached = self._runtime.get(level.scope)
         if cached is not None:
             return cached
         found = []
+        principal_roles = self._all_roles | {"*"}
         for name, dr in sorted(level.derived_roles.items()):
-            if "*" in dr.parent_roles:
-                raise PlanUnsupported("runtime.effectiveDerivedRoles with a `*` parent role")
-            if dr.parent_roles & self._all_roles:
-                if dr.condition is not None and dr.condition.uses_runtime:
-                    raise PlanUnsupported("a derived role that reads runtime.effectiveDerivedRoles")
-                node = self._condition(dr.condition, partial)
+            if dr.parent_roles & principal_roles:
+                self._in_derived_role = True
+                try:
+                    node = self._condition(dr.condition, partial)
+                finally:
+                    self._in_derived_role = False
                 if _const_bool(node) is None:
                     # measured on the stock PDP 0.55: a derived-role condition that depends on
                     # the resource comes out wrong in this list (its compared values replaced

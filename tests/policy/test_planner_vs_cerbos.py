@@ -185,7 +185,7 @@ def regression_requests() -> list[dict[str, Any]]:
         {"kind": "reg", "attr": {"public": "yes", "tags": []}},
     ]
     actions: list[list[str]] = [
-        [a] for a in ("index", "dup1", "has", "nomatch", "ternary", "one")
+        [a] for a in ("index", "dup1", "has", "nomatch", "ternary", "one", "duration")
     ] + [["dup1", "dup2"], ["dup1", "ternary"]]
     out = []
     for i, principal in enumerate(principals):
@@ -248,7 +248,8 @@ def scoped_requests() -> list[dict[str, Any]]:
     """Every action of the scoped bundle (and two together), for principals with roles of
     resource rules, derived roles, a custom role of a role policy, and principal policies at
     three scopes, on resources at every level of the scope chains (and below, and beside),
-    and on a kind the role policy does not name."""
+    on a kind the role policy does not name, and on one whose rules read
+    `runtime.effectiveDerivedRoles`."""
     principals: list[dict[str, Any]] = [
         {"id": "alice", "roles": ["user"], "attr": {"department": "hr", "teams": ["t1"]}},
         {"id": "mia", "roles": ["manager", "user"], "attr": {"department": "", "teams": []}},
@@ -267,13 +268,15 @@ def scoped_requests() -> list[dict[str, Any]]:
     attrs: list[dict[str, Any] | None] = [None, {"owner": "bob", "locked": True, "nums": []}]
     actions = [[a] for a in ("view", "edit", "delete", "archive", "share", "print", "count")]
     actions.append(["view", "share"])
-    targets = [(kind, acts) for kind in ("doc", "memo") for acts in actions]
+    targets = [(kind, acts) for kind in ("doc", "memo", "note") for acts in actions]
     out = []
     for i, principal in enumerate(principals):
         for j, scope in enumerate(scopes):
             for k, attr in enumerate(attrs):
                 for m, (kind, acts) in enumerate(targets):
                     if kind == "memo" and (m % 2 or scope not in ("", "acme.ops")):
+                        continue
+                    if kind == "note" and (scope or k):
                         continue
                     resource: dict[str, Any] = {"kind": kind, "scope": scope}
                     if attr is not None:
