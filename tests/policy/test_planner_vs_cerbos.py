@@ -148,7 +148,8 @@ def test_planner_matches_stock_cerbos(tmp_path: Path) -> None:
     with _server(binary, bundle, tmp_path, GLOBALS) as pdp:
         answered, mismatches = compare(engine, pdp, plans)
     assert not mismatches, f"{len(mismatches)} mismatches:\n" + "\n".join(mismatches[:5])
-    assert answered > len(plans) // 2, f"only {answered} of {len(plans)} plans answered"
+    # measured: 647 of 650 answered (435 before scopes and principal policies were planned)
+    assert answered >= len(plans) * 0.95, f"only {answered} of {len(plans)} plans answered"
 
 
 def test_planner_matches_stock_cerbos_on_expression_corpus(tmp_path: Path) -> None:
@@ -162,7 +163,8 @@ def test_planner_matches_stock_cerbos_on_expression_corpus(tmp_path: Path) -> No
     with _server(binary, CORPUS, tmp_path, GLOBALS) as pdp:
         answered, mismatches = compare(engine, pdp, plans)
     assert not mismatches, f"{len(mismatches)} mismatches:\n" + "\n".join(mismatches[:5])
-    assert answered > len(plans) * 0.9, f"only {answered} of {len(plans)} plans answered"
+    # measured: 1037 of 1100 answered
+    assert answered > len(plans) * 0.93, f"only {answered} of {len(plans)} plans answered"
 
 
 REGRESSIONS = Path(__file__).parent / "bundles" / "planner_regressions"
