@@ -316,3 +316,23 @@ def test_planner_matches_stock_cerbos_with_lenient_scope_search(tmp_path: Path) 
         answered, mismatches = compare(engine, pdp, plans)
     assert not mismatches, f"{len(mismatches)} mismatches:\n" + "\n".join(mismatches[:5])
     assert answered == len(plans), f"only {answered} of {len(plans)} plans answered"
+
+
+def test_planner_refuses_negated_has_of_a_given_non_boolean(tmp_path: Path) -> None:
+    """`!has(R.attr.public) && R.attr.n > 1` with `public` given: as a boolean both answer,
+    alike; as a string the stock planner keeps `(not "yes")` beside the unknown part (measured
+    on generated seed 120), which Vigil does not reproduce: refused."""
+    binary = cerbos_binary()
+    engine = build_engine(REGRESSIONS, globals_={})
+    principal = {"id": "u1", "roles": ["user"]}
+    plans: list[dict[str, Any]] = [
+        {"principal": principal, "resource": {"kind": "reg", "attr": {"public": value}}}
+        for value in (True, False, "yes")
+    ]
+    for n, plan in enumerate(plans):
+        plan.update(requestId=f"nothas-{n}", action="nothas", includeMeta=True)
+    with _server(binary, REGRESSIONS, tmp_path, {}) as pdp:
+        answered, mismatches = compare(engine, pdp, plans)
+        status, theirs = _post(pdp, plans[2], "application/json", path=PLAN)
+    assert answered == 2 and not mismatches, mismatches
+    assert status == 200 and "not" in json.dumps(theirs["filter"]), theirs
