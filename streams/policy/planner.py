@@ -972,6 +972,8 @@ def _expand_abbrev(name: str) -> str:
         return "request.resource" + name[1:]
     if name == "P" or name.startswith("P."):
         return "request.principal" + name[1:]
+    if name == "G" or name.startswith("G."):  # measured: a branch kept as written (seed 144)
+        return "globals" + name[1:]
     return name
 
 

@@ -187,7 +187,7 @@ def regression_requests() -> list[dict[str, Any]]:
         {"kind": "reg", "attr": {"public": "yes", "tags": []}},
     ]
     actions: list[list[str]] = [
-        [a] for a in ("index", "dup1", "has", "nomatch", "ternary", "one", "duration")
+        [a] for a in ("index", "dup1", "has", "nomatch", "ternary", "one", "duration", "gbranch")
     ] + [["dup1", "dup2"], ["dup1", "ternary"]]
     out = []
     for i, principal in enumerate(principals):
