@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import decimal
 import json
 import threading
 import weakref
@@ -39,7 +40,7 @@ from .api import RequestError, parse_plan_request, to_json_value, verified_aux_d
 from .auxdata import NO_KEY_SETS, AuxDataVerifier
 from .compiler import OVERRIDE_PARENT, REQUIRE_PARENTAL_CONSENT
 from .engine import PolicyEngine, _Check, lookup_scope
-from .model import Condition, DerivedRole, PrincipalPolicy, ResourcePolicy, Rule
+from .model import Condition, DerivedRole, ResourcePolicy, Rule
 
 Operand = dict[str, Any]  # {"expression": {...}} | {"variable": str} | {"value": Any}
 
@@ -84,7 +85,9 @@ def _lo(op: str, nodes: list[Node]) -> Node:
     return ("lo", op, nodes)
 
 
-def _const_bool(node: Node) -> bool | None:
+def _const_bool(node: Node | None) -> bool | None:
+    if node is None:
+        return None
     if node[0] == "expr" and node[1][0] == "const" and isinstance(node[1][1], bool):
         return bool(node[1][1])
     return None
@@ -480,12 +483,23 @@ class _Partial:
             if inner[0] == "const" and isinstance(inner[1], bool):
                 return ("const", not inner[1])
             if inner[0] == "error":
-                return inner
+                # `!` of has() on a given non-boolean: measured (generated seed 120), cel-go
+                # keeps `(not [0.5, 4])` as written beside an unknown, not reproduced: from
+                # here on an error that is refused beside an unknown (false on its own)
+                return ("error", inner[1], False)
             return ("call", fn, None, [inner])
         target = self.residual(c.target) if c.HasField("target") else None
         operands = [self.residual(a) for a in args]
         found = _first_error([target, *operands] if target is not None else operands)
-        return found or ("call", fn, target, operands)
+        if found is not None:
+            return found
+        call = ("call", fn, target, operands)
+        if (target is None or _is_constant(target)) and all(_is_constant(o) for o in operands):
+            # every unknown part simplified away (a macro over an empty known list, `x ||
+            # true`): cel-go evaluates the call on the values, so it is a value too (measured:
+            # `size(R.attr.nums.filter(...)) == -1` with `nums` given as [] is `false`)
+            return self.fold(_residual_expr(call))
+        return call
 
 
 _QUALIFIER_TYPES = (cel.Type.STRING, cel.Type.INT, cel.Type.UINT, cel.Type.BOOL, cel.Type.DOUBLE)
@@ -746,7 +760,9 @@ def _first_error(items: Sequence[Any]) -> Any:
                     f"that does ({item[1]}); the stock planner's answer then depends on Go map "
                     "order"
                 )
-            return item
+            # has() on a given non-boolean is only measured beside && and ||: inside a call
+            # it is an error that is refused beside an unknown (false on its own)
+            return ("error", item[1], False)
         if item[0] not in ("const", "list", "map") or not _is_constant(item):
             unknown = True
     return None
@@ -821,7 +837,18 @@ def _literal(v: Any) -> Any:
         return ("map", [(_literal(k), _literal(x)) for k, x in v.items()])
     if isinstance(v, dt.datetime):
         return ("call", "timestamp", None, [("const", _rfc3339(v))])
+    if isinstance(v, dt.timedelta):
+        return ("call", "duration", None, [("const", _go_seconds(v))])
     raise PlanUnsupported(f"a {type(v).__name__} value in a condition over the resource")
+
+
+def _go_seconds(d: dt.timedelta) -> str:
+    """A duration as cel-go converts it to a string (seconds, Go's shortest decimal form with
+    no exponent, then `s`: `86400s`, `1.5s`), which its pruning writes back as `duration(…)`."""
+    text = format(decimal.Decimal(repr(d.total_seconds())), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text + "s"
 
 
 def _rfc3339(t: dt.datetime) -> str:
@@ -946,6 +973,8 @@ def _expand_abbrev(name: str) -> str:
         return "request.resource" + name[1:]
     if name == "P" or name.startswith("P."):
         return "request.principal" + name[1:]
+    if name == "G" or name.startswith("G."):  # measured: a branch kept as written (seed 144)
+        return "globals" + name[1:]
     return name
 
 
@@ -1102,9 +1131,12 @@ class Planner:
         self._unknown_roots: dict[tuple[str, frozenset[str]], bool] = {}
         self._lock = threading.Lock()  # the per-call fields below
         # per plan() call, under _lock
-        self._roles: list[str] = []
+        self._all_roles: frozenset[str] = frozenset()
+        #: the resource policy whose derived roles `runtime.effectiveDerivedRoles` lists now
+        #: (None: none, as for principal-policy rows and scopes without a resource policy)
         self._level: ResourcePolicy | None = None
-        self._principal_rows = False
+        self._runtime: dict[str, Expr] = {}
+        self._in_derived_role = False  # planning the derived roles of the list itself
 
     def _expr(self, source: str) -> Expr:
         e = self._parsed.get(source)
@@ -1114,69 +1146,10 @@ class Planner:
             e = self._parsed[source] = _parse(self.engine._env, source)
         return e
 
-    def _refuse_unsupported(self, principal: Mapping[str, Any]) -> None:
+    def _refuse_unsupported(self) -> None:
         eng = self.engine
         if eng._schemas is not None and eng._schemas.active:
             raise PlanUnsupported("schema validation in plans")
-        if eng._lenient:
-            raise PlanUnsupported("lenient scope search in plans")
-        if eng._roles:
-            raise PlanUnsupported("role policies in plans")
-
-    def _declared_perms(self, scope: str) -> str:
-        """The scope permissions the stock planner applies at `scope`: none at the root (the
-        only level `_levels` lets through; see there)."""
-        if scope:
-            raise PlanUnsupported(f"scoped resource policies (scope {scope!r})")
-        return ""
-
-    def _any_scope(self, principal: Mapping[str, Any], scope: str) -> bool:
-        """Whether the principal's or the resource's scope chain has any level (measured: the
-        stock PDP leaves `matchedScopes` out exactly when both are empty)."""
-        eng = self.engine
-        pscope = lookup_scope(principal.get("scope"))
-        return bool(
-            eng._scopes(scope, eng._resource_scopes) or eng._scopes(pscope, eng._principal_scopes)
-        )
-
-    def _levels(
-        self, principal: Mapping[str, Any], kind: str, version: str, scope: str
-    ) -> list[tuple[str, ResourcePolicy | None, PrincipalPolicy | None]]:
-        """The scope walk: (scope, resource policy there, principal policy there), from the
-        request's scope up to the root (Cerbos's GetAllScopes, per policy type)."""
-        eng = self.engine
-        rscopes = eng._scopes(scope, eng._resource_scopes)
-        pid = principal.get("id", "")
-        pversion = principal.get("policyVersion") or eng._default_version
-        pscopes = eng._scopes(lookup_scope(principal.get("scope")), eng._principal_scopes)
-        owned = [s for s in pscopes if (pid, pversion, s) in eng._principals]
-        if pversion != version:
-            owned = []  # measured: the planner takes rows of the resource's version only
-        if not rscopes:
-            # a resource scope no policy uses: measured, the stock planner still applies the
-            # principal's root policy when no ancestor scope is used either; otherwise its
-            # walk is not reproduced
-            parts = scope.split(".")
-            if any(".".join(parts[:n]) in eng._resource_scopes for n in range(1, len(parts))):
-                raise PlanUnsupported(f"resource scope {scope!r} has no policies of its own")
-            if owned == [""] and pscopes == [""]:
-                return [("", None, eng._principals[(pid, pversion, "")])]
-            if owned:
-                raise PlanUnsupported("principal policies with scoped requests")
-            return []
-        if rscopes != [""]:
-            # measured: the stock planner's scope walk (which scopes' rows it combines, and
-            # which scope it reports) does not follow the documented scopePermissions
-            # semantics that checks use; not reproduced yet
-            raise PlanUnsupported(f"scoped resource policies (scope {scope!r})")
-        if owned:
-            if pscopes != [""] or rscopes != [""]:
-                # Cerbos walks a combination of both scope chains (CombineScopes), which
-                # Vigil does not reproduce for scoped principal or resource requests
-                raise PlanUnsupported("principal policies with scoped requests")
-            pp = eng._principals[(pid, pversion, "")]
-            return [("", eng._policies.get((kind, version, "")), pp)]
-        return [(s, eng._policies.get((kind, version, s)), None) for s in rscopes]
 
     def plan(
         self,
@@ -1203,22 +1176,29 @@ class Planner:
         kind = resource["kind"]
         version = resource.get("policyVersion") or eng._default_version
         scope = lookup_scope(resource.get("scope"))
-        self._refuse_unsupported(principal)
-        levels = self._levels(principal, kind, version, scope)
+        self._refuse_unsupported()
+        # Cerbos's GetAllScopes per policy type (lenient scope search included): the request's
+        # scope if a policy of the type uses it, then every used ancestor up to the root
+        rscopes = eng._scopes(scope, eng._resource_scopes)
+        pscopes = eng._scopes(lookup_scope(principal.get("scope")), eng._principal_scopes)
+        if not rscopes and not pscopes:
+            # the stock PDP's early answer: no rows are planned, no matched scopes reported
+            return {"kind": "KIND_ALWAYS_DENIED"}, {}, True
         attrs = resource.get("attr") or {}
         probe = {"kind": kind, "id": "", "attr": attrs, "scope": scope, "policyVersion": ""}
         roles = list(principal.get("roles") or ())
         st = _Check(eng, principal, probe, aux_data, kind, version, scope, roles, now, None)
         partial = _Partial(eng._env, st.activation(None, True), frozenset(attrs), self._programs)
-        self._roles = roles
-        self._level = levels[0][1] if levels else None
-        self._runtime: Expr | None = None
-        self._plan_derived_roles(levels, roles, partial)
-        plans = [self._action(levels, roles, action, kind, partial) for action in actions]
+        # role policies of the request's resource scope add their parent roles (AddParentRoles)
+        parents_of = {r: eng._with_parents(scope, [r]) for r in roles}
+        self._all_roles = frozenset(eng._with_parents(scope, roles))
+        self._runtime = {}
+        levels = [eng._policies.get((kind, version, s)) for s in rscopes]
+        self._plan_derived_roles(levels, partial)
+        walk = _Walk(kind, version, principal.get("id", ""), rscopes, pscopes, roles, parents_of)
+        plans = [self._action(walk, action, partial) for action in actions]
         filters = [to_filter(p.to_ast()) for p in plans]
         scopes = {a: p.scope for a, p in zip(actions, plans, strict=True)}
-        if not self._any_scope(principal, scope):
-            scopes = {}  # the stock PDP's early "no candidate rows" answer has none
         merged = _merge_with_and(filters)
         if "condition" in merged:
             _omit_empty(merged["condition"])
@@ -1268,41 +1248,48 @@ class Planner:
         return _lo("or" if cond.op == "any" else "and", nodes)
 
     def _plan_derived_roles(
-        self, levels: Sequence[tuple[str, Any, Any]], roles: list[str], partial: _Partial
+        self, levels: Sequence[ResourcePolicy | None], partial: _Partial
     ) -> None:
         """The stock planner plans the condition of every derived role of a level whose
-        parent roles include one of the principal's (or `*`), whether a row uses it or not,
-        and fails the whole plan when that fails (measured: a macro body over the resource
-        reading a missing principal attribute). Planned here too, so that such a plan is
-        refused rather than answered."""
-        principal_roles = set(roles) | {"*"}
-        for _scope, rpol, _ppol in levels:
-            if rpol is None:
-                continue
-            for dr in rpol.derived_roles.values():
-                if dr.parent_roles & principal_roles:
-                    self._condition(dr.condition, partial)
+        parent roles include one of the principal's (with their parent roles, or `*`),
+        whether a row uses it or not, and fails the whole plan when that fails (measured: a
+        macro body over the resource reading a missing principal attribute). Planned here
+        too, so that such a plan is refused rather than answered."""
+        principal_roles = self._all_roles | {"*"}
+        self._in_derived_role = True
+        try:
+            for rpol in levels:
+                if rpol is None:
+                    continue
+                self._level = rpol
+                for dr in rpol.derived_roles.values():
+                    if dr.parent_roles & principal_roles:
+                        self._condition(dr.condition, partial)
+        finally:
+            self._in_derived_role = False
 
     def _runtime_list(self, partial: _Partial) -> Expr:
         """planner.go mkDerivedRolesList: `runtime.effectiveDerivedRoles` as the expression
-        `(c1 ? ["r1"] : []) + ((c2 ? ["r2"] : []) + ...)` over the derived roles of the level
-        whose parent roles include one of the principal's, by name, each `ci` the planned
-        derived-role condition."""
-        if self._principal_rows:
-            return _list_expr([])  # principal policy rows see no derived roles
-        if self._level is None:
-            raise PlanUnsupported("runtime.effectiveDerivedRoles outside a resource policy")
-        if self._runtime is not None:
-            return self._runtime
-        roles = set(self._roles)
+        `(c1 ? ["r1"] : []) + ((c2 ? ["r2"] : []) + ...)` over the derived roles of the
+        scope's resource policy whose parent roles include one of the principal's, by name,
+        each `ci` the planned derived-role condition (an empty list for principal-policy
+        rows and for a scope without a resource policy of the kind). A derived role's own
+        condition is planned with the list still empty, as the stock planner builds it."""
+        level = self._level
+        if level is None or self._in_derived_role:
+            return _list_expr([])
+        cached = self._runtime.get(level.scope)
+        if cached is not None:
+            return cached
         found = []
-        for name, dr in sorted(self._level.derived_roles.items()):
-            if "*" in dr.parent_roles:
-                raise PlanUnsupported("runtime.effectiveDerivedRoles with a `*` parent role")
-            if dr.parent_roles & roles:
-                if dr.condition is not None and dr.condition.uses_runtime:
-                    raise PlanUnsupported("a derived role that reads runtime.effectiveDerivedRoles")
-                node = self._condition(dr.condition, partial)
+        principal_roles = self._all_roles | {"*"}
+        for name, dr in sorted(level.derived_roles.items()):
+            if dr.parent_roles & principal_roles:
+                self._in_derived_role = True
+                try:
+                    node = self._condition(dr.condition, partial)
+                finally:
+                    self._in_derived_role = False
                 if _const_bool(node) is None:
                     # measured on the stock PDP 0.55: a derived-role condition that depends on
                     # the resource comes out wrong in this list (its compared values replaced
@@ -1322,58 +1309,119 @@ class Planner:
             out = elements[-1]
             for element in reversed(elements[:-1]):
                 out = _call_expr("_+_", [element, out])
-        self._runtime = out
+        self._runtime[level.scope] = out
         return out
 
     def _row(self, rule: Rule, dr: DerivedRole | None, partial: _Partial) -> Node:
+        """One rule-table row: the rule's condition (`none` of it for a conditional ALLOW of
+        a REQUIRE_PARENTAL_CONSENT_FOR_ALLOWS scope, which the rule table turns into a DENY),
+        AND-ed with its derived role's condition, if any."""
         node = self._condition(rule.condition, partial)
+        if rule.negated:
+            node = _none(node)
         if dr is not None and dr.condition is not None:  # no condition: none in the row
             dr_node = self._condition(dr.condition, partial)
             node = dr_node if rule.condition is None else _lo("and", [node, dr_node])
         return node
 
-    def _action(
+    def _role_policy_rows(
         self,
-        levels: Sequence[tuple[str, Any, Any]],
-        roles: list[str],
+        walk: _Walk,
+        scope: str,
+        level: ResourcePolicy | None,
         action: str,
-        kind: str,
+        roles: list[str],
         partial: _Partial,
-    ) -> ActionPlan:
-        """One action, as the 0.55 rule-table planner: resource policies, then principal
-        policies. Per role, the rows of every scope from the request's up to the root are
-        OR-ed (the matched scope is the last OVERRIDE_PARENT scope with a row); a
-        constant-true DENY of a role makes that role's ALLOW false; an unconditional ALLOW of
-        a role decides; then NOT(deny) AND allow."""
+    ) -> list[Node]:
+        """The DENY rows the rule table makes of the role policies of `scope` for `roles` (a
+        principal role and its parent roles), applied, as in checks, only when the scope has a
+        row for the kind and one of these roles (`PolicyEngine._scope_binds_roles`): a role
+        whose role policy does not allow the action is denied unconditionally; a conditional
+        allow becomes a DENY on `none` of its condition; an unconditional one adds nothing."""
+        eng = self.engine
+        out: list[Node] = []
+        binds: bool | None = None
+        for r in roles:
+            rp = eng._roles.get((r, walk.version, scope))
+            if rp is None:
+                continue
+            if binds is None:
+                binds = eng._scope_binds_roles(level, walk.kind, walk.version, scope, roles)
+            if not binds:
+                break
+            matched = [
+                rr
+                for rr in rp.rules
+                if rr.resource_matchers[0](walk.kind) and any(m(action) for m in rr.action_matchers)
+            ]
+            if not matched:
+                out.append(TRUE)
+                continue
+            for rr in matched:
+                if rr.condition is not None:
+                    out.append(_none(self._condition(rr.condition, partial)))
+        return out
+
+    def _action(self, walk: _Walk, action: str, partial: _Partial) -> ActionPlan:
+        """One action, as the 0.55 rule-table planner (ruletable/plan.go): resource policies,
+        then principal policies. Per role, every scope of the chain from the request's up to
+        the root is visited: its ALLOW rows OR-ed into the role's allow (AND-ed instead when the
+        scope before had an ALLOW and REQUIRE_PARENTAL_CONSENT_FOR_ALLOWS; such an allow with
+        no ALLOW above it is dropped), its DENY rows (role-policy ones apart) OR-ed; the
+        matched scope is the last OVERRIDE_PARENT scope with a row. A constant-true DENY of a
+        role makes that role's ALLOW false; an unconditional ALLOW of a role decides; a
+        role-policy DENY narrows that role's ALLOW; then NOT(deny) AND allow."""
+        eng = self.engine
         result = ActionPlan([], [], "")
         root: Node | None = None
         has_allow = False
         for pt in ("resource", "principal"):
+            scopes = walk.rscopes if pt == "resource" else walk.pscopes
             type_allow: Node | None = None
             type_deny: Node | None = None
-            for i, role in enumerate(roles):
+            for i, role in enumerate(walk.roles):
                 if i > 0 and pt == "principal":
                     break  # principal rows are role agnostic
+                parents = walk.parents_of[role]
                 role_allow: Node | None = None
                 role_deny: Node | None = None
+                role_rp_deny: Node | None = None
                 pending = False
-                for scope, rpol, ppol in levels:
+                child_allow: Node | None = None  # ALLOWs of OVERRIDE_PARENT scopes so far
+                for scope in scopes:
+                    if _const_bool(child_allow) is True:
+                        break  # no parent scope can change an unconditional ALLOW below it
                     scope_allow: Node | None = None
                     scope_deny: Node | None = None
+                    scope_rp_deny: Node | None = None
                     rows: Sequence[tuple[Rule, DerivedRole | None]] = ()
-                    if pt == "resource" and rpol is not None:
-                        rows = rpol.bindings(action, role)
-                    elif pt == "principal" and ppol is not None:
-                        rows = [(r, None) for r in ppol.bindings(kind, action)]
-                    self._principal_rows = pt == "principal"
+                    if pt == "resource":
+                        level = eng._policies.get((walk.kind, walk.version, scope))
+                        self._level = level
+                        for node in self._role_policy_rows(
+                            walk, scope, level, action, parents, partial
+                        ):
+                            if _const_bool(node) is not False:
+                                scope_rp_deny = _add(scope_rp_deny, node, "or")
+                        if level is not None:
+                            rows = eng._multi_bindings(level, action, parents)
+                    else:
+                        self._level = None
+                        # measured: principal rows are those of the resource's policy version
+                        ppol = eng._principals.get((walk.pid, walk.version, scope))
+                        if ppol is not None:
+                            rows = [(r, None) for r in ppol.bindings(walk.kind, action)]
                     for rule, dr in rows:
                         node = self._row(rule, dr, partial)
-                        if rule.effect == "EFFECT_ALLOW":
+                        if rule.effect == "EFFECT_ALLOW" and not rule.negated:
                             scope_allow = _add(scope_allow, node, "or")
                         elif _const_bool(node) is not False:  # a DENY that never applies
                             scope_deny = _add(scope_deny, node, "or")
+                    scope_deny = _gate(child_allow, scope_deny)
+                    scope_rp_deny = _gate(child_allow, scope_rp_deny)
                     role_deny = _add(role_deny, scope_deny, "or")
-                    perms = self._declared_perms(scope)
+                    role_rp_deny = _add(role_rp_deny, scope_rp_deny, "or")
+                    perms = eng._scope_perms.get(scope)
                     if scope_allow is not None:
                         if role_allow is None:
                             role_allow = scope_allow
@@ -1384,19 +1432,28 @@ class Planner:
                             role_allow = _mk(("lo", "or", [role_allow, scope_allow]))
                         if perms == REQUIRE_PARENTAL_CONSENT:
                             pending = True
-                    if (scope_deny is not None or scope_allow is not None) and (
-                        perms == OVERRIDE_PARENT
-                    ):
-                        result.scope = scope  # the walk goes on (0.55 has no break here)
+                    if (
+                        scope_deny is not None
+                        or scope_rp_deny is not None
+                        or scope_allow is not None
+                    ) and perms == OVERRIDE_PARENT:
+                        result.scope = scope  # the walk goes on
+                    if scope_allow is not None and perms == OVERRIDE_PARENT:
+                        child_allow = _add(child_allow, scope_allow, "or")
                 if pending:
                     role_allow = None
-                if role_deny is not None and _const_bool(role_deny) is True:
-                    role_allow, role_deny = FALSE, None
+                if _const_bool(role_deny) is True or _const_bool(role_rp_deny) is True:
+                    role_allow, role_deny, role_rp_deny = FALSE, None, None
                 elif (
-                    role_allow is not None and role_deny is None and _const_bool(role_allow) is True
+                    role_allow is not None
+                    and role_deny is None
+                    and role_rp_deny is None
+                    and _const_bool(role_allow) is True
                 ):
                     type_allow, type_deny = role_allow, None
                     break
+                if role_rp_deny is not None and role_allow is not None:
+                    role_allow = _mk(("lo", "and", [role_allow, _invert(role_rp_deny)]))
                 type_allow = _add(type_allow, role_allow, "or")
                 type_deny = _add(type_deny, role_deny, "or")
             if type_allow is not None:
@@ -1412,6 +1469,39 @@ class Planner:
             else:
                 result.deny = [FALSE]
         return result
+
+
+@dataclass(frozen=True)
+class _Walk:
+    """What one plan request walks: the kind and version, the principal id, both scope
+    chains, the principal's roles and each role with its parent roles."""
+
+    kind: str
+    version: str
+    pid: str
+    rscopes: list[str]
+    pscopes: list[str]
+    roles: list[str]
+    parents_of: dict[str, list[str]]
+
+
+def _gate(child_allow: Node | None, deny: Node | None) -> Node | None:
+    """plan.go gateByChildOverrideAllow: a parent scope's DENY applies only where no ALLOW of
+    an OVERRIDE_PARENT scope below it does."""
+    if deny is None or child_allow is None:
+        return deny
+    inv = _invert(child_allow)
+    if _const_bool(deny) is True:
+        return inv
+    return _mk(("lo", "and", [inv, deny]))
+
+
+def _none(node: Node) -> Node:
+    """evaluateCondition of `none: [c]` given c's node."""
+    b = _const_bool(node)
+    if b is not None:
+        return FALSE if b else TRUE
+    return _invert(node)
 
 
 def _key(node: Node) -> str:

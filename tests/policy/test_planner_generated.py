@@ -1,7 +1,7 @@
 """Generated differential for query plans: the seeded stores of `tests.policy.gen.store`
-(resource and principal policies, scopes with scopePermissions, derived roles, variables,
-constants, globals, conditions over attributes of every JSON type), PlanResources requests
-derived from the generated check requests (each resource planned without attributes and with
+(resource, principal and role policies, scopes with scopePermissions, derived roles,
+variables, constants, globals, conditions over attributes of every JSON type), PlanResources
+requests derived from the generated check requests (each resource planned without attributes and with
 the ones generated), answered by the stock Cerbos PDP 0.55 and by Vigil's planner: every plan
 Vigil answers must equal the PDP's, and most must be answered."""
 
@@ -53,15 +53,17 @@ def plan_requests(check_requests: list[dict[str, Any]], seed: int) -> list[dict[
 def test_generated_plans_match_stock_cerbos(seed: int, tmp_path: Path) -> None:
     os.environ.setdefault("CERBOS_NO_TELEMETRY", "1")
     binary = cerbos_binary()
-    # the planner refuses role policies (501, docs/check-api.md): plan stores without them
-    store = generate_store(seed, Features(outputs=False, role_policies=False))
+    store = generate_store(seed, Features(outputs=False))
     root = store.write(tmp_path / "store")
     engine = build_engine(root, globals_=store.globals_)
     plans = plan_requests(generate_requests(store, PLANS_PER_STORE // 2, seed), seed)
     with _server(binary, root, tmp_path, store.globals_) as pdp:
         answered, mismatches = compare(engine, pdp, plans)
     assert not mismatches, f"{len(mismatches)} mismatches:\n" + "\n".join(mismatches[:3])
-    assert answered >= len(plans) // 3, f"only {answered} of {len(plans)} plans answered"
+    # measured (python -m tests.policy.gen.plan_runner): 94% of the plans of seeds 1-45 and
+    # 96% of seeds 100-160 answered, at least 79% on each of seeds 1-10 (was 1/3 before
+    # scopes, principal and role policies were planned)
+    assert answered >= len(plans) * 3 // 4, f"only {answered} of {len(plans)} plans answered"
 
 
 def test_plan_requests_are_deterministic() -> None:

@@ -148,7 +148,8 @@ def test_planner_matches_stock_cerbos(tmp_path: Path) -> None:
     with _server(binary, bundle, tmp_path, GLOBALS) as pdp:
         answered, mismatches = compare(engine, pdp, plans)
     assert not mismatches, f"{len(mismatches)} mismatches:\n" + "\n".join(mismatches[:5])
-    assert answered > len(plans) // 2, f"only {answered} of {len(plans)} plans answered"
+    # measured: 647 of 650 answered (435 before scopes and principal policies were planned)
+    assert answered >= len(plans) * 0.95, f"only {answered} of {len(plans)} plans answered"
 
 
 def test_planner_matches_stock_cerbos_on_expression_corpus(tmp_path: Path) -> None:
@@ -162,7 +163,8 @@ def test_planner_matches_stock_cerbos_on_expression_corpus(tmp_path: Path) -> No
     with _server(binary, CORPUS, tmp_path, GLOBALS) as pdp:
         answered, mismatches = compare(engine, pdp, plans)
     assert not mismatches, f"{len(mismatches)} mismatches:\n" + "\n".join(mismatches[:5])
-    assert answered > len(plans) * 0.9, f"only {answered} of {len(plans)} plans answered"
+    # measured: 1037 of 1100 answered
+    assert answered > len(plans) * 0.93, f"only {answered} of {len(plans)} plans answered"
 
 
 REGRESSIONS = Path(__file__).parent / "bundles" / "planner_regressions"
@@ -185,7 +187,7 @@ def regression_requests() -> list[dict[str, Any]]:
         {"kind": "reg", "attr": {"public": "yes", "tags": []}},
     ]
     actions: list[list[str]] = [
-        [a] for a in ("index", "dup1", "has", "nomatch", "ternary", "one")
+        [a] for a in ("index", "dup1", "has", "nomatch", "ternary", "one", "duration", "gbranch")
     ] + [["dup1", "dup2"], ["dup1", "ternary"]]
     out = []
     for i, principal in enumerate(principals):
@@ -239,3 +241,98 @@ def test_planner_refuses_what_the_stock_planner_fails(tmp_path: Path) -> None:
         plan["principal"]["attr"] = {"dept": "x"}
         answered, mismatches = compare(engine, pdp, [plan])
     assert answered == 1 and not mismatches, mismatches
+
+
+SCOPES = Path(__file__).parent / "bundles" / "planner_scopes"
+
+
+def scoped_requests() -> list[dict[str, Any]]:
+    """Every action of the scoped bundle (and two together), for principals with roles of
+    resource rules, derived roles, a custom role of a role policy, and principal policies at
+    three scopes, on resources at every level of the scope chains (and below, and beside),
+    on a kind the role policy does not name, and on one whose rules read
+    `runtime.effectiveDerivedRoles`."""
+    principals: list[dict[str, Any]] = [
+        {"id": "alice", "roles": ["user"], "attr": {"department": "hr", "teams": ["t1"]}},
+        {"id": "mia", "roles": ["manager", "user"], "attr": {"department": "", "teams": []}},
+        {"id": "root", "roles": ["admin"]},
+        {"id": "cid", "roles": ["contractor"], "attr": {"department": "ops", "teams": []}},
+        {"id": "cmu", "roles": ["contractor", "manager"], "attr": {"teams": ["t2"]}},
+    ]
+    attr = {"department": "hr", "teams": ["t1", "t2"], "clearance": 5}
+    principals += [
+        {"id": "bob", "roles": ["user"], "attr": attr, "scope": scope}
+        for scope in ("", "acme", "acme.hr", "acme.hr.uk")
+    ]
+    principals.append({"id": "bob", "roles": ["user"], "attr": attr, "policyVersion": "v2"})
+    scopes = ["", "acme", "acme.hr", "acme.hr.uk", "acme.sales", "acme.ops", "acme.nope"]
+    scopes += ["acme.hr.uk.x", "other"]
+    attrs: list[dict[str, Any] | None] = [None, {"owner": "bob", "locked": True, "nums": []}]
+    actions = [[a] for a in ("view", "edit", "delete", "archive", "share", "print", "count")]
+    actions.append(["view", "share"])
+    targets = [(kind, acts) for kind in ("doc", "memo", "note") for acts in actions]
+    out = []
+    for i, principal in enumerate(principals):
+        for j, scope in enumerate(scopes):
+            for k, attr in enumerate(attrs):
+                for m, (kind, acts) in enumerate(targets):
+                    if kind == "memo" and (m % 2 or scope not in ("", "acme.ops")):
+                        continue
+                    if kind == "note" and (scope or k):
+                        continue
+                    resource: dict[str, Any] = {"kind": kind, "scope": scope}
+                    if attr is not None:
+                        resource["attr"] = attr
+                    req: dict[str, Any] = {"requestId": f"s{i}-{j}-{k}-{m}"}
+                    req.update(principal=principal, resource=resource, includeMeta=True)
+                    if len(acts) == 1:
+                        req["action"] = acts[0]
+                    else:
+                        req["actions"] = acts
+                    out.append(req)
+    return out
+
+
+def test_planner_matches_stock_cerbos_on_scopes(tmp_path: Path) -> None:
+    """Scoped resource policies (OVERRIDE_PARENT and REQUIRE_PARENTAL_CONSENT_FOR_ALLOWS
+    levels), scoped principal policies, and a role policy's custom role: every plan is
+    answered and equal to the stock PDP's."""
+    binary = cerbos_binary()
+    engine = build_engine(SCOPES, globals_={})
+    plans = scoped_requests()
+    with _server(binary, SCOPES, tmp_path, {}) as pdp:
+        answered, mismatches = compare(engine, pdp, plans)
+    assert not mismatches, f"{len(mismatches)} mismatches:\n" + "\n".join(mismatches[:5])
+    assert answered == len(plans), f"only {answered} of {len(plans)} plans answered"
+
+
+def test_planner_matches_stock_cerbos_with_lenient_scope_search(tmp_path: Path) -> None:
+    """The same bundle and plans with lenient scope search (`engine.lenientScopeSearch`):
+    a scope no policy uses is planned at its nearest used ancestor."""
+    binary = cerbos_binary()
+    engine = build_engine(SCOPES, globals_={}, lenient_scope_search=True)
+    plans = scoped_requests()
+    with _server(binary, SCOPES, tmp_path, {}, {"lenientScopeSearch": True}) as pdp:
+        answered, mismatches = compare(engine, pdp, plans)
+    assert not mismatches, f"{len(mismatches)} mismatches:\n" + "\n".join(mismatches[:5])
+    assert answered == len(plans), f"only {answered} of {len(plans)} plans answered"
+
+
+def test_planner_refuses_negated_has_of_a_given_non_boolean(tmp_path: Path) -> None:
+    """`!has(R.attr.public) && R.attr.n > 1` with `public` given: as a boolean both answer,
+    alike; as a string the stock planner keeps `(not "yes")` beside the unknown part (measured
+    on generated seed 120), which Vigil does not reproduce: refused."""
+    binary = cerbos_binary()
+    engine = build_engine(REGRESSIONS, globals_={})
+    principal = {"id": "u1", "roles": ["user"]}
+    plans: list[dict[str, Any]] = [
+        {"principal": principal, "resource": {"kind": "reg", "attr": {"public": value}}}
+        for value in (True, False, "yes")
+    ]
+    for n, plan in enumerate(plans):
+        plan.update(requestId=f"nothas-{n}", action="nothas", includeMeta=True)
+    with _server(binary, REGRESSIONS, tmp_path, {}) as pdp:
+        answered, mismatches = compare(engine, pdp, plans)
+        status, theirs = _post(pdp, plans[2], "application/json", path=PLAN)
+    assert answered == 2 and not mismatches, mismatches
+    assert status == 200 and "not" in json.dumps(theirs["filter"]), theirs
