@@ -715,8 +715,8 @@ def test_has_on_a_scalar_is_false(tmp_path: Path) -> None:
 
 
 def test_has_on_an_inlined_variable(tmp_path: Path) -> None:
-    """`has(V.x)` (inlined as `has(dyn(<expression>))`) tests the variable's field selection,
-    with the same answers as Cerbos' `V` map where the selection's parent exists."""
+    """`has(V.nf)` of a variable that is a field selection: true where the selection
+    evaluates, as in Cerbos' `V` map."""
     policy = """
         apiVersion: api.cerbos.dev/v1
         resourcePolicy:
@@ -737,12 +737,146 @@ def test_has_on_an_inlined_variable(tmp_path: Path) -> None:
     """
     values = (2, "s", True, None, {}, {"f": 1})
     requests = [_request(["read"], ["user"], attr={"n": n}) for n in values]
+    requests.append(_request(["read"], ["user"], attr={}))
     assert _differences(tmp_path, {"doc.yaml": policy}, requests) == []
     engine = build_engine(tmp_path / "store")
     res = engine.check(
         {"id": "u", "roles": ["u"]}, {"kind": "doc", "id": "r", "attr": {"n": {"f": 1}}}, ["read"]
     )
     assert res.allowed("read")
+
+
+#: Variables that evaluate or fail, read through has(), conditions and outputs.
+FAILING_VARIABLES = """
+    apiVersion: api.cerbos.dev/v1
+    resourcePolicy:
+      resource: doc
+      version: default
+      constants:
+        local:
+          k: 1
+      variables:
+        local:
+          bad: R.attr.missing.x
+          good: R.attr.a
+          chain: V.bad || true
+          chain2: V.bad + 1
+          sel: R.attr.m
+          nul: R.attr.n
+          lst: "[R.attr.missing]"
+          usesbad: "has(variables.bad) ? 1 : 2"
+      rules:
+        - name: r1
+          actions: [a1]
+          roles: ["*"]
+          effect: EFFECT_ALLOW
+          condition:
+            match:
+              expr: has(V.bad)
+          output:
+            when:
+              ruleActivated: V.bad
+              conditionNotMet: V.bad
+        - name: r2
+          actions: [a2]
+          roles: ["*"]
+          effect: EFFECT_ALLOW
+          condition:
+            match:
+              expr: "!has( V . bad ) // a comment"
+          output:
+            when:
+              ruleActivated: V.chain2
+              conditionNotMet: "[V.good, V.chain2]"
+        - name: r3
+          actions: [a3]
+          roles: ["*"]
+          effect: EFFECT_ALLOW
+          condition:
+            match:
+              expr: has(variables.good) && has(V.chain) && !has(V.chain2)
+          output:
+            when:
+              ruleActivated: "{'a': V.chain, 'b': has(V.sel), 'c': V.usesbad}"
+        - name: r4
+          actions: [a4]
+          roles: ["*"]
+          effect: EFFECT_ALLOW
+          condition:
+            match:
+              expr: has(V.sel.k)
+          output:
+            when:
+              ruleActivated: V.sel.k
+              conditionNotMet: V.sel.k
+        - name: r5
+          actions: [a5]
+          roles: ["*"]
+          effect: EFFECT_ALLOW
+          condition:
+            match:
+              expr: has(V.nul) && !has(V.lst)
+          output:
+            when:
+              ruleActivated: "[V.nul, has(V.lst)]"
+              conditionNotMet: V.lst
+        - name: r6
+          actions: [a6]
+          roles: ["*"]
+          effect: EFFECT_ALLOW
+          condition:
+            match:
+              none:
+                of:
+                  - expr: has(V.bad)
+                  - expr: "!has(C.k)"
+          output:
+            when:
+              ruleActivated: "has(constants.k) && has(V.bad) == false"
+"""
+
+
+def test_has_of_a_variable_is_whether_it_evaluates(tmp_path: Path) -> None:
+    """Cerbos evaluates a policy's variables up front and leaves a failing one out of `V`:
+    `has(V.x)` is whether `x` evaluates (also when `x` is no field selection, where Vigil's
+    inlining was a compile error), and an output reading a failing variable fails with
+    `undefined field '<name>'` (streams/policy/substitute.py)."""
+    attrs = ({"a": 1, "m": {"k": 2}, "n": None}, {"a": 1, "missing": {"x": 5}, "m": {}})
+    actions = [f"a{i}" for i in range(1, 7)]
+    requests = [_request(actions, ["user"], attr=attr) for attr in attrs]
+    assert _differences(tmp_path, {"doc.yaml": FAILING_VARIABLES}, requests) == []
+    engine = build_engine(tmp_path / "store")
+    res = engine.check(
+        {"id": "u", "roles": ["user"]}, requests[0]["resources"][0]["resource"], actions
+    )
+    assert [res.allowed(a) for a in actions] == [False, True, True, True, True, True]
+    # output error texts are not compared by `_differences`; these are the stock PDP's
+    assert [(o.action, o.val, o.error) for o in res.outputs] == [
+        ("a1", None, "undefined field 'bad'"),
+        ("a2", None, "undefined field 'chain2'"),
+        ("a3", {"a": True, "b": True, "c": 2}, None),
+        ("a4", 2, None),
+        ("a5", [None, False], None),
+        ("a6", True, None),
+    ]
+    res = engine.check(
+        {"id": "u", "roles": ["user"]}, requests[1]["resources"][0]["resource"], actions
+    )
+    assert [(o.action, o.error) for o in res.outputs if o.error] == [
+        ("a2", "undefined field 'chain2'"),
+        ("a4", "no such key: k"),
+    ]
+
+
+def test_undefined_field_function_is_reserved(tmp_path: Path) -> None:
+    """The function failing outputs call for a missing variable does not exist for policies."""
+    from streams.policy import PolicyCompileError
+
+    (tmp_path / "doc.yaml").write_text(
+        FAILING_VARIABLES.replace("V.bad + 1", 'vigil_internal_undefined_field("x")')
+    )
+    with pytest.raises(PolicyCompileError, match="undeclared reference"):
+        build_engine(tmp_path)
 
 
 def test_double_ordered_against_int_compiles(tmp_path: Path) -> None:
@@ -1075,3 +1209,125 @@ def test_presence_of_request_message_fields_is_proto3_presence(tmp_path: Path) -
     }
     requests = [_request(actions, ["user"]), _request(actions, ["user"], attr={"k": 1}), full]
     assert _differences(tmp_path, {"doc.yaml": textwrap.dedent(policy)}, requests) == []
+
+
+_OVERRIDE = "SCOPE_PERMISSIONS_OVERRIDE_PARENT"
+_CONSENT = "SCOPE_PERMISSIONS_REQUIRE_PARENTAL_CONSENT_FOR_ALLOWS"
+
+
+def _res(kind: str, scope: str = "", perms: str | None = None) -> str:
+    head = f"resourcePolicy:\n  resource: {kind}\n  version: default\n"
+    head += f"  scope: {scope}\n" if scope else ""
+    head += f"  scopePermissions: {perms}\n" if perms else ""
+    rule = "    - actions: [read]\n      roles: [user]\n      effect: EFFECT_ALLOW\n"
+    return f"apiVersion: api.cerbos.dev/v1\n{head}  rules:\n{rule}"
+
+
+def _prin(scope: str = "", perms: str | None = None) -> str:
+    head = "principalPolicy:\n  principal: alice\n  version: default\n"
+    head += f"  scope: {scope}\n" if scope else ""
+    head += f"  scopePermissions: {perms}\n" if perms else ""
+    rule = "    - resource: doc\n      actions:\n        - action: read\n          effect: EFFECT_ALLOW\n"
+    return f"apiVersion: api.cerbos.dev/v1\n{head}  rules:\n{rule}"
+
+
+def _role(scope: str) -> str:
+    return (
+        "apiVersion: api.cerbos.dev/v1\nrolePolicy:\n  role: boss\n"
+        f"  scope: {scope}\n  rules:\n    - resource: doc\n      allowActions: [read]\n"
+    )
+
+
+_DERIVED = (
+    "apiVersion: api.cerbos.dev/v1\nderivedRoles:\n  name: dr\n  definitions:\n"
+    "    - name: owner\n      parentRoles: [user]\n"
+)
+_ROOTS = [_res("doc"), _res("img"), _res("pdf")]
+
+#: Stores (files in the stock PDP's walk order) and whether `cerbos compile` 0.55 refuses them
+#: with "policies sharing scope ... have conflicting scopePermissions".
+SCOPE_PERMISSION_STORES = {
+    "role and two resource policies setting it": (
+        [*_ROOTS, _res("doc", "acme", _CONSENT), _res("img", "acme", _CONSENT), _role("acme")],
+        True,
+    ),
+    "role and two resource policies, override": (
+        [*_ROOTS, _res("doc", "acme", _OVERRIDE), _res("img", "acme", _OVERRIDE), _role("acme")],
+        True,
+    ),
+    "role and two resource policies leaving it unset": (
+        [*_ROOTS, _res("doc", "acme"), _res("img", "acme"), _role("acme")],
+        False,
+    ),
+    "role and one resource policy setting it": (
+        [*_ROOTS, _res("doc", "acme", _CONSENT), _role("acme")],
+        False,
+    ),
+    "two resource policies disagreeing (the first is not recorded)": (
+        [*_ROOTS, _res("doc", "acme", _OVERRIDE), _res("img", "acme", _CONSENT)],
+        False,
+    ),
+    "unset and explicit override after the first": (
+        [
+            *_ROOTS,
+            _res("doc", "acme", _CONSENT),
+            _res("img", "acme"),
+            _res("pdf", "acme", _OVERRIDE),
+        ],
+        True,
+    ),
+    "the same value after the first": (
+        [
+            *_ROOTS,
+            _res("doc", "acme", _OVERRIDE),
+            _res("img", "acme", _CONSENT),
+            _res("pdf", "acme", _CONSENT),
+        ],
+        False,
+    ),
+    "principal policy in a role policy's scope": (
+        [
+            _res("doc"),
+            _prin(),
+            _res("doc", "acme", _CONSENT),
+            _prin("acme", _OVERRIDE),
+            _role("acme"),
+        ],
+        True,
+    ),
+    "principal policy leaving it unset in a role policy's scope": (
+        [_res("doc"), _prin(), _prin("acme"), _role("acme")],
+        False,
+    ),
+    "root policy setting it beside derived roles": (
+        [_DERIVED, _res("doc", "", _CONSENT), _res("img")],
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(SCOPE_PERMISSION_STORES))
+def test_conflicting_scope_permissions_refused_as_by_cerbos(tmp_path: Path, name: str) -> None:
+    """Vigil refuses exactly the stores `cerbos compile` refuses for conflicting
+    scopePermissions (its index build: streams/policy/compiler.py
+    `_check_shared_scope_permissions`), and accepts the others."""
+    import subprocess
+
+    from streams.policy import PolicyCompileError
+
+    files, refused = SCOPE_PERMISSION_STORES[name]
+    for i, text in enumerate(files):
+        (tmp_path / f"p{i}.yaml").write_text(text)
+    proc = subprocess.run(
+        [str(cerbos_binary()), "compile", "--skip-tests", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (proc.returncode != 0) is refused, proc.stdout + proc.stderr
+    assert ("have conflicting scopePermissions" in proc.stdout) is refused
+    if refused:
+        with pytest.raises(PolicyCompileError, match="have conflicting scopePermissions"):
+            build_engine(tmp_path)
+    else:
+        build_engine(tmp_path)
