@@ -1331,3 +1331,47 @@ def test_conflicting_scope_permissions_refused_as_by_cerbos(tmp_path: Path, name
             build_engine(tmp_path)
     else:
         build_engine(tmp_path)
+
+
+def test_plan_of_has_variable_reading_the_resource_is_refused(tmp_path: Path) -> None:
+    """`has(V.x)` is planned when `x` reads only the principal (evaluated, as in checks), and
+    refused when `x` reads the resource (the stock planner's residual is not reproduced)."""
+    from streams.policy.api import RequestError
+    from streams.policy.planner import UNIMPLEMENTED, plan_resources
+
+    policy = """
+        apiVersion: api.cerbos.dev/v1
+        resourcePolicy:
+          resource: doc
+          version: default
+          variables:
+            local:
+              mine: P.attr.dept.name
+              theirs: R.attr.dept.name
+          rules:
+            - actions: ["read"]
+              roles: ["*"]
+              effect: EFFECT_ALLOW
+              condition:
+                match:
+                  expr: has(V.mine)
+            - actions: ["write"]
+              roles: ["*"]
+              effect: EFFECT_ALLOW
+              condition:
+                match:
+                  expr: has(V.theirs)
+    """
+    (tmp_path / "doc.yaml").write_text(textwrap.dedent(policy))
+    engine = build_engine(tmp_path)
+    base = {"resource": {"kind": "doc"}, "includeMeta": False}
+    for attr, kind in (
+        ({"dept": {"name": "x"}}, "KIND_ALWAYS_ALLOWED"),
+        ({}, "KIND_ALWAYS_DENIED"),
+    ):
+        plan = {**base, "action": "read", "principal": {"id": "u", "roles": ["u"], "attr": attr}}
+        assert plan_resources(engine, plan)["filter"]["kind"] == kind
+    plan = {**base, "action": "write", "principal": {"id": "u", "roles": ["u"]}}
+    with pytest.raises(RequestError) as info:
+        plan_resources(engine, plan)
+    assert info.value.code == UNIMPLEMENTED
