@@ -662,6 +662,63 @@ def test_derived_role_row_cached_as_not_met(
     assert _differences(tmp_path, DERIVED_ROLE_ROW_CACHE, [req], len(roles) > 1) == []
 
 
+OVERLAPPING_PATTERNS = {
+    "dr.yaml": """
+        apiVersion: api.cerbos.dev/v1
+        derivedRoles:
+          name: drs
+          definitions:
+            - name: dno
+              parentRoles: [a, b]
+              condition:
+                match:
+                  expr: R.attr.never == true
+    """,
+    "doc.yaml": """
+        apiVersion: api.cerbos.dev/v1
+        resourcePolicy:
+          resource: doc
+          version: default
+          importDerivedRoles: [drs]
+          rules:
+            - name: r1
+              actions: ["x*", "*"]
+              effect: EFFECT_ALLOW
+              derivedRoles: [dno]
+              output:
+                when:
+                  ruleActivated: '"act"'
+                  conditionNotMet: '"nm"'
+    """,
+}
+
+
+@pytest.mark.parametrize(
+    ("roles", "actions", "counts"),
+    [
+        (["a", "b"], ["xy"], {"xy": 3}),
+        (["a"], ["xy"], {"xy": 1}),
+        (["a", "b"], ["xy", "xz", "q"], {"xy": 3, "xz": 4, "q": 2}),
+    ],
+)
+def test_derived_role_row_cache_ignores_pattern_and_role(
+    tmp_path: Path, roles: list[str], actions: list[str], counts: dict[str, int]
+) -> None:
+    """Cerbos' "condition not met" cache of a derived-role rule row is keyed without the
+    action pattern and the role: of the rows a rule has for an action (patterns x parent
+    roles), only the very first visit finds it empty, and every later row gives the
+    conditionNotMet output (seed 3015: three copies where Vigil gave two)."""
+    req = _request(actions, roles, attr={"never": False})
+    assert _differences(tmp_path, OVERLAPPING_PATTERNS, [req], len(roles) > 1) == []
+    res = build_engine(tmp_path / "store").check(
+        req["principal"], req["resources"][0]["resource"], actions
+    )
+    found: dict[str, int] = {}
+    for o in res.outputs:
+        found[o.action] = found.get(o.action, 0) + 1
+    assert found == counts
+
+
 def test_non_key_value_in_a_map_is_false(tmp_path: Path) -> None:
     """cel-go answers `x in m` false when `m` is a map and `x` is null, a list or a map;
     cel-cpp fails with `no such overload` (make diff-cerbos, seed 4027: a derived role
@@ -1375,3 +1432,102 @@ def test_plan_of_has_variable_reading_the_resource_is_refused(tmp_path: Path) ->
     with pytest.raises(RequestError) as info:
         plan_resources(engine, plan)
     assert info.value.code == UNIMPLEMENTED
+
+
+#: Conditions with regular-expression literals, and whether `cerbos compile` 0.55 refuses them
+#: (cel-go compiles the constant pattern of a member `matches` when it builds the program).
+REGEX_LITERALS = {
+    'R.attr.s.matches("[")': True,
+    'R.attr.s.matches("a{1001}") && R.attr.s.matches("a")': True,
+    '[1].exists(x, string(x).matches("("))': True,
+    'R.attr.s.matches("^a+$")': False,
+    'matches(R.attr.s, "[")': False,
+    '"[".matches(R.attr.s)': False,
+}
+
+
+def _cerbos_compile_refuses(store: Path) -> str | None:
+    """`cerbos compile`'s report when it refuses `store`, None when it accepts it."""
+    import subprocess
+
+    proc = subprocess.run(
+        [str(cerbos_binary()), "compile", "--skip-tests", str(store)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return proc.stdout + proc.stderr if proc.returncode != 0 else None
+
+
+def _condition_store(root: Path, expr: str) -> Path:
+    (root / "doc.yaml").write_text(
+        textwrap.dedent(
+            f"""
+            apiVersion: api.cerbos.dev/v1
+            resourcePolicy:
+              resource: doc
+              version: default
+              rules:
+                - actions: ["read"]
+                  roles: ["*"]
+                  effect: EFFECT_ALLOW
+                  condition:
+                    match:
+                      expr: '{expr}'
+            """
+        )
+    )
+    return root
+
+
+@pytest.mark.parametrize("expr", list(REGEX_LITERALS))
+def test_invalid_regex_literal_refused_as_by_cerbos(tmp_path: Path, expr: str) -> None:
+    """A member `matches` with an invalid literal pattern is a compile error in both
+    (`invalid matches argument`); the global form and computed patterns are not checked."""
+    from streams.policy import PolicyCompileError
+
+    refused = REGEX_LITERALS[expr]
+    report = _cerbos_compile_refuses(_condition_store(tmp_path, expr))
+    assert (report is not None) is refused, report
+    assert report is None or "invalid matches argument" in report
+    if refused:
+        with pytest.raises(PolicyCompileError, match="invalid matches argument"):
+            build_engine(tmp_path)
+    else:
+        build_engine(tmp_path)
+
+
+#: Conditions using transformMap/transformMapEntry results, and whether `cerbos compile` 0.55
+#: refuses them: cel-go types the result as map(K, type of the body).
+TRANSFORM_MAP_TYPES = {
+    '{"a": 1.0}.transformMap(k, v, v * 2.0)["a"] + 1 > 0': True,
+    '{"a": 1.0}.transformMap(k, v, v * 2.0)["a"] + 1.0 > 0.0': False,
+    '{"a": 1.0}.transformMap(k, v, v * 2.0) == {"a": 2.0}': False,
+    "[1, 2].transformMap(i, v, v + 1)[0] + 1.0 > 0.0": True,
+    "[1, 2].transformMap(i, v, v + 1)[0] + 1 > 0": False,
+    '{"a": 1.0}.transformMap(k, v, v)[1] > 0.0': True,
+    '{"a": 1.0}.transformMap(k, v, v)["a"] < 1': False,
+    'R.attr.m.transformMap(k, v, v)["a"] + 1 > 0': False,
+    '{"a": 1.0}.transformMapEntry(k, v, {k: v})["a"] + 1 > 0': True,
+    '{"a": 1.0}.transformMapEntry(k, v, {k: v})["a"] + 1.0 > 0.0': False,
+    '{"a": 1.0}.transformMap(k, v, v > 0.0, v * 2.0)["a"] + 1 > 0': True,
+    '[1, 2].transformMap(i, v, v + 1).exists(k, k == "x")': True,
+    "[1, 2].transformMap(i, v, v + 1).exists(k, k == 1)": False,
+}
+
+
+@pytest.mark.parametrize("expr", list(TRANSFORM_MAP_TYPES))
+def test_transform_map_result_typed_as_by_cerbos(tmp_path: Path, expr: str) -> None:
+    """Vigil runs transformMap through a map(dyn, dyn) function (celcompat.py), and checks
+    the source once more with the result typed as cel-go types it, so both refuse the same
+    misuses at compile time."""
+    from streams.policy import PolicyCompileError
+
+    refused = TRANSFORM_MAP_TYPES[expr]
+    report = _cerbos_compile_refuses(_condition_store(tmp_path, expr))
+    assert (report is not None) is refused, report
+    if refused:
+        with pytest.raises(PolicyCompileError, match="no matching overload"):
+            build_engine(tmp_path)
+    else:
+        build_engine(tmp_path)
