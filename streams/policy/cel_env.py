@@ -17,6 +17,7 @@ from cel_expr_python import cel
 from cel_expr_python.ext import ext_bindings, ext_encoders, ext_math, ext_strings
 
 from .celcompat import ENTRIES_FN, PAIRS_FN, entries_to_map, pairs_to_map
+from .substitute import UNDEFINED_FIELD_FN
 
 VARIABLES = ("request", "P", "R", "G", "globals", "runtime")
 TIME_FUNCTIONS = ("now", "timeSince")
@@ -108,6 +109,11 @@ SPIFFE_MATCHER = cel.Type.Map(cel.Type.INT, cel.Type.List(cel.Type.STRING))
 
 class CelFunctionError(ValueError):
     """Raised by a custom function: evaluates to a CEL error."""
+
+
+def undefined_field(name: str) -> Any:
+    """A variable that failed to evaluate, read by an output: Cerbos leaves it out of `V`."""
+    raise CelFunctionError(f"undefined field '{name}'")
 
 
 def _as_hierarchy(v: Any) -> list[str]:
@@ -535,6 +541,17 @@ def cerbos_extension() -> cel.CelExtension:
     decls.append(
         cel.FunctionDecl(
             ENTRIES_FN, [cel.Overload(ENTRIES_FN, any_map, [entries], True, entries_to_map)]
+        )
+    )
+    # an output's reference to a variable that failed (substitute.py)
+    decls.append(
+        cel.FunctionDecl(
+            UNDEFINED_FIELD_FN,
+            [
+                cel.Overload(
+                    UNDEFINED_FIELD_FN, cel.Type.DYN, [cel.Type.STRING], False, undefined_field
+                )
+            ],
         )
     )
     return cel.CelExtension("cerbos", decls)

@@ -17,7 +17,10 @@ on the text the compiler is about to compile, using the one tokenizer (`celtoken
   `m.transformMap(k, v, [f,] e)` → `m.transformList(k, v, [f,] [dyn(k), dyn(e)]).@pairs()`
   and `m.transformMapEntry(k, v, [f,] e)` → `m.transformList(k, v, [f,] e).@entries()`
   (the real names are `PAIRS_FN`/`ENTRIES_FN`, which no policy may use). A key produced twice
-  by `transformMapEntry` is an error, as in cel-go.
+  by `transformMapEntry` is an error, as in cel-go. The result is typed `map(dyn, dyn)` there,
+  so the source is also checked (never run) with each call rewritten into an expression of
+  cel-go's static type for it, `m.transformList(k, v, [f,] {k: e})[0]` (`map(K, type of e)`),
+  and refused where that does not check, as Cerbos refuses it.
 - **`x in m` with a map `m` and a key that no map can hold** (`null`, a list, a map): `false`
   in cel-go, `no such overload` in cel-cpp, which flips a decision under `!`/`none`. Each
   `A in B` whose `B` is not a list literal and whose `A` is not a string or number literal
@@ -29,9 +32,14 @@ on the text the compiler is about to compile, using the one tokenizer (`celtoken
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
+
+from cel_expr_python import cel
+from google.api.expr.v1alpha1 import syntax_pb2
+from google.protobuf import any_pb2
 
 from .celtokens import TRIVIA, Token, scan
 
@@ -71,7 +79,20 @@ def compile_source(env: Any, src: str, *, attempts: int = 16) -> tuple[Any, str]
     name = reserved_name(src)
     if name is not None:
         raise RuntimeError(f"ERROR: <input>: undeclared reference to '{name}'")
-    src = guard_in_map(rewrite_transform_map(src))
+    program, compiled = _compile_ordering_mixed_numbers(
+        env, guard_in_map(rewrite_transform_map(src)), attempts
+    )
+    if compiled != src and any(k == "id" and t in _MACROS for k, t in scan(src)):
+        # the program types transformMap results as map(dyn, dyn); check the source once
+        # more with them typed as cel-go types them (see the module doc)
+        _compile_ordering_mixed_numbers(
+            env, guard_in_map(rewrite_transform_map(src, probe=True)), attempts
+        )
+    check_regex_literals(env, compiled)
+    return program, compiled
+
+
+def _compile_ordering_mixed_numbers(env: Any, src: str, attempts: int) -> tuple[Any, str]:
     for _ in range(attempts):
         try:
             return env.compile(src), src
@@ -81,6 +102,60 @@ def compile_source(env: Any, src: str, *, attempts: int = 16) -> tuple[Any, str]
                 raise
             src = fixed
     return env.compile(src), src
+
+
+# -- regular-expression literals -------------------------------------------------------------
+
+
+def check_regex_literals(env: Any, src: str) -> None:
+    """Raise `RuntimeError` for a `x.matches("<literal>")` whose pattern does not compile, as
+    cel-go does when Cerbos builds the program (its regex optimisation compiles the constant
+    pattern of the member form, not of the global `matches(x, p)`; `cerbos compile` reports
+    `invalid matches argument`). The pattern is compiled by cel-cpp's RE2, whose syntax is Go's
+    regexp syntax up to details (cel-cpp accepts `\\C`)."""
+    if not any(kind == "id" and text == "matches" for kind, text in scan(src)):
+        return
+    parsed = any_pb2.Any.FromString(env.compile(src, disable_check=True).serialize())
+    for pattern in _member_matches_literals(syntax_pb2.ParsedExpr.FromString(parsed.value).expr):
+        value = env.compile(f'"".matches({json.dumps(pattern)})').eval()
+        if value.type() == cel.Type.ERROR:
+            message = _STATUS_PREFIX.sub("", str(value.value()), count=1)
+            raise RuntimeError(f"ERROR: <input>: invalid matches argument ({message})")
+
+
+_STATUS_PREFIX = re.compile(r"^[A-Z_]+: ")
+
+
+def _member_matches_literals(e: Any) -> Iterator[str]:
+    """The string literals `e` passes as the pattern of a member `matches` call."""
+    kind = e.WhichOneof("expr_kind")
+    if kind == "select_expr":
+        yield from _member_matches_literals(e.select_expr.operand)
+    elif kind == "call_expr":
+        c = e.call_expr
+        if c.function == "matches" and c.HasField("target") and len(c.args) == 1:
+            arg = c.args[0]
+            if (
+                arg.WhichOneof("expr_kind") == "const_expr"
+                and arg.const_expr.WhichOneof("constant_kind") == "string_value"
+            ):
+                yield arg.const_expr.string_value
+        if c.HasField("target"):
+            yield from _member_matches_literals(c.target)
+        for a in c.args:
+            yield from _member_matches_literals(a)
+    elif kind == "list_expr":
+        for el in e.list_expr.elements:
+            yield from _member_matches_literals(el)
+    elif kind == "struct_expr":
+        for entry in e.struct_expr.entries:
+            if entry.HasField("map_key"):
+                yield from _member_matches_literals(entry.map_key)
+            yield from _member_matches_literals(entry.value)
+    elif kind == "comprehension_expr":
+        x = e.comprehension_expr
+        for part in (x.iter_range, x.accu_init, x.loop_condition, x.loop_step, x.result):
+            yield from _member_matches_literals(part)
 
 
 def order_mixed_numbers(src: str, error: str) -> str | None:
@@ -159,13 +234,13 @@ def _operand_start(toks: list[Token], op: int) -> int | None:
 # -- transformMap / transformMapEntry --------------------------------------------------------
 
 
-def rewrite_transform_map(src: str) -> str:
+def rewrite_transform_map(src: str, *, probe: bool = False) -> str:
     """`src` with every `.transformMap(...)`/`.transformMapEntry(...)` call rewritten (see the
     module doc); text that does not have that shape (a parse error to come) is left as is."""
     toks = scan(src)
     if not any(kind == "id" and text in _MACROS for kind, text in toks):
         return src
-    return _rewrite(toks)
+    return _rewrite(toks, probe)
 
 
 def _next(toks: list[Token], i: int) -> int:
@@ -203,7 +278,7 @@ def _call_arguments(toks: list[Token], p: int) -> tuple[list[str], int] | None:
     return None
 
 
-def _rewrite(toks: list[Token]) -> str:
+def _rewrite(toks: list[Token], probe: bool) -> str:
     out: list[str] = []
     i, n = 0, len(toks)
     while i < n:
@@ -220,8 +295,8 @@ def _rewrite(toks: list[Token]) -> str:
             ):
                 call = _call_arguments(toks, p)
                 if call is not None and len(call[0]) in (3, 4):
-                    args = [rewrite_transform_map(a).strip() for a in call[0]]
-                    out.append(_transform(toks[m][1], args))
+                    args = [rewrite_transform_map(a, probe=probe).strip() for a in call[0]]
+                    out.append(_transform(toks[m][1], args, probe))
                     i = call[1] + 1
                     continue
         out.append(text)
@@ -229,10 +304,14 @@ def _rewrite(toks: list[Token]) -> str:
     return "".join(out)
 
 
-def _transform(macro: str, args: list[str]) -> str:
+def _transform(macro: str, args: list[str], probe: bool) -> str:
     k, v, *rest = args
     body = rest[-1]
     head = ", ".join([k, v, *rest[:-1]])
+    if probe:  # cel-go's static type of the result, for checking only: map(K, type of body)
+        if macro == "transformMap":
+            return f".transformList({head}, {{{k}: {body}\n}})[0]"
+        return f".transformList({head}, {body}\n)[0]"
     if macro == "transformMap":
         return f".transformList({head}, [dyn({k}), dyn({body})\n]).{PAIRS_FN}()"
     return f".transformList({head}, {body}\n).{ENTRIES_FN}()"

@@ -48,6 +48,8 @@ _KNOWN_KINDS: tuple[str, ...] = ()
 OVERRIDE_PARENT = "SCOPE_PERMISSIONS_OVERRIDE_PARENT"
 REQUIRE_PARENTAL_CONSENT = "SCOPE_PERMISSIONS_REQUIRE_PARENTAL_CONSENT_FOR_ALLOWS"
 _SCOPE_PERMISSIONS = (OVERRIDE_PARENT, REQUIRE_PARENTAL_CONSENT)
+#: Policy kinds with a `scope` field.
+_SCOPED_KINDS = ("resourcePolicy", "principalPolicy", "rolePolicy")
 
 
 def _key(kind: str, name: str, version: str, scope: str) -> str:
@@ -431,7 +433,7 @@ class Compiler:
                 self._issue(file, path, "must be a non-empty CEL expression string")
                 continue
             try:
-                progs[k], text = compile_source(self._env, inliner.expand(src))
+                progs[k], text = compile_source(self._env, inliner.expand(src, output=True))
                 expanded.append(text)
             except SubstitutionError as exc:
                 self._issue(file, path, str(exc))
@@ -759,6 +761,48 @@ def _index(
     return out
 
 
+_UNSPECIFIED_PERMISSIONS = "SCOPE_PERMISSIONS_UNSPECIFIED"
+_PERMISSION_NUMBERS = (_UNSPECIFIED_PERMISSIONS, OVERRIDE_PARENT, REQUIRE_PARENTAL_CONSENT)
+
+
+def _check_shared_scope_permissions(c: Compiler, docs: list[tuple[LoadedFile, str]]) -> None:
+    """Refuse the stores Cerbos 0.55 refuses with "policies sharing scope S have conflicting
+    scopePermissions", exactly as its index build decides it (internal/storage/index, addPolicy):
+    policies are visited in the order of its directory walk (path components in byte order);
+    per scope string (every policy kind; derived roles and exports are in scope ""), the
+    first policy visited is not recorded, and each later one adds its `scopePermissions` as
+    written (unspecified and `SCOPE_PERMISSIONS_OVERRIDE_PARENT` are different values; role
+    policies, derived roles and exports have none, i.e. unspecified); two different values
+    recorded make a conflict. So a role policy sharing its scope with two resource policies
+    that set a value conflicts, while two resource policies of one scope disagreeing do not
+    when only the first visited sets it. Reported at the policy that completed the conflict."""
+    recorded: dict[str, set[str]] = {}
+    conflicting: set[str] = set()
+    for lf, kind in sorted(docs, key=lambda d: d[0].rel_path.split("/")):
+        body = lf.document[kind]
+        scope = str(body.get("scope") or "") if kind in _SCOPED_KINDS else ""
+        perms: Any = None
+        if kind in ("resourcePolicy", "principalPolicy"):
+            perms = body.get("scopePermissions")
+        if isinstance(perms, int) and 0 <= perms < len(_PERMISSION_NUMBERS):
+            perms = _PERMISSION_NUMBERS[perms]
+        seen = recorded.get(scope)
+        if seen is None:
+            recorded[scope] = set()
+            continue
+        if scope in conflicting:
+            continue
+        seen.add(str(perms or _UNSPECIFIED_PERMISSIONS))
+        if len(seen) > 1:
+            conflicting.add(scope)
+            field = {"rolePolicy": ".scope"}.get(kind, ".scopePermissions")
+            c._issue(
+                lf.rel_path,
+                kind + (field if kind in _SCOPED_KINDS else ""),
+                f"policies sharing scope {scope} have conflicting scopePermissions",
+            )
+
+
 def compile_files(env: cel.Env, files: list[LoadedFile]) -> CompiledBundle:
     """Compile exported variables/constants first, then derived roles, then the policies that
     import them. Documents with `disabled: true` are skipped."""
@@ -777,6 +821,7 @@ def compile_files(env: cel.Env, files: list[LoadedFile]) -> CompiledBundle:
         if lf.document.get("disabled") is True:
             continue
         by_kind[kinds[0]].append(lf)
+    _check_shared_scope_permissions(c, [(lf, k) for k, lfs in by_kind.items() for lf in lfs])
     for kind in ("exportVariables", "exportConstants"):
         for lf in by_kind[kind]:
             c.export(lf, kind)

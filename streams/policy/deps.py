@@ -19,6 +19,7 @@ on exactly what their arguments and receivers read; a global call of an unknown 
 from __future__ import annotations
 
 from .celtokens import significant
+from .substitute import NOT_STRICTLY_FALSE, UNDEFINED_FIELD_FN
 
 Path = tuple[str, ...]
 
@@ -64,6 +65,8 @@ GLOBAL_FUNCTIONS = frozenset(
         "dyn",
         "type",
         "matches",
+        NOT_STRICTLY_FALSE,  # has(V.x): substitute.evaluates
+        UNDEFINED_FIELD_FN,
         # Cerbos
         "now",
         "timeSince",

@@ -1359,6 +1359,12 @@ class PolicyEngine:
                         strict.note(dr.uid, policy, rule.name, scope)
                     if not dr_sat:
                         st.dr_failed.add(row)
+                        # Cerbos' cache key has neither the action pattern nor the role: of
+                        # this visit's rows only the first finds the cache empty.
+                        later = _rows(rule, dr, action, parent_roles) - 1
+                        if later and rule.output_not_met is not None:
+                            out = self._output(st, rule.output_not_met, level, rule, action)
+                            outputs.extend([out] * later)
                         continue
                 cond = rule.condition
                 sat = True

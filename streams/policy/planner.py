@@ -41,6 +41,7 @@ from .auxdata import NO_KEY_SETS, AuxDataVerifier
 from .compiler import OVERRIDE_PARENT, REQUIRE_PARENTAL_CONSENT
 from .engine import PolicyEngine, _Check, lookup_scope
 from .model import Condition, DerivedRole, ResourcePolicy, Rule
+from .substitute import NOT_STRICTLY_FALSE
 
 Operand = dict[str, Any]  # {"expression": {...}} | {"variable": str} | {"value": Any}
 
@@ -453,6 +454,8 @@ class _Partial:
         args = list(c.args)
         if fn == "dyn" and len(args) == 1 and not c.HasField("target"):
             return self.residual(args[0])  # Vigil's inlining wraps variables in dyn()
+        if fn == NOT_STRICTLY_FALSE:  # `has(V.x)` of a variable that reads the resource
+            raise PlanUnsupported("has() of a variable that reads the resource")
         if fn == "_?_:_":
             guarded = _has_guard(args)
             if guarded is not None:

@@ -657,9 +657,67 @@ def test_derived_role_row_cached_as_not_met(
     the row (another action). Found by the generator with outputs on derived-role rules
     (seeds 3003-3026); decisions are not affected."""
     req = _request(actions, roles, attr=attr)
-    # With two roles matching one action, the stock PDP orders that action's outputs
-    # differently from run to run (seen in CI): compare them as a multiset per action there.
-    assert _differences(tmp_path, DERIVED_ROLE_ROW_CACHE, [req], len(roles) > 1) == []
+    # The rule binds each role through two derived roles: the stock PDP visits those rows in
+    # Go map order, so one action's outputs come in an order that changes between PDP starts
+    # (seen in CI with two roles, and here with one): compare them as a multiset per action.
+    assert _differences(tmp_path, DERIVED_ROLE_ROW_CACHE, [req], True) == []
+
+
+OVERLAPPING_PATTERNS = {
+    "dr.yaml": """
+        apiVersion: api.cerbos.dev/v1
+        derivedRoles:
+          name: drs
+          definitions:
+            - name: dno
+              parentRoles: [a, b]
+              condition:
+                match:
+                  expr: R.attr.never == true
+    """,
+    "doc.yaml": """
+        apiVersion: api.cerbos.dev/v1
+        resourcePolicy:
+          resource: doc
+          version: default
+          importDerivedRoles: [drs]
+          rules:
+            - name: r1
+              actions: ["x*", "*"]
+              effect: EFFECT_ALLOW
+              derivedRoles: [dno]
+              output:
+                when:
+                  ruleActivated: '"act"'
+                  conditionNotMet: '"nm"'
+    """,
+}
+
+
+@pytest.mark.parametrize(
+    ("roles", "actions", "counts"),
+    [
+        (["a", "b"], ["xy"], {"xy": 3}),
+        (["a"], ["xy"], {"xy": 1}),
+        (["a", "b"], ["xy", "xz", "q"], {"xy": 3, "xz": 4, "q": 2}),
+    ],
+)
+def test_derived_role_row_cache_ignores_pattern_and_role(
+    tmp_path: Path, roles: list[str], actions: list[str], counts: dict[str, int]
+) -> None:
+    """Cerbos' "condition not met" cache of a derived-role rule row is keyed without the
+    action pattern and the role: of the rows a rule has for an action (patterns x parent
+    roles), only the very first visit finds it empty, and every later row gives the
+    conditionNotMet output (seed 3015: three copies where Vigil gave two)."""
+    req = _request(actions, roles, attr={"never": False})
+    assert _differences(tmp_path, OVERLAPPING_PATTERNS, [req], len(roles) > 1) == []
+    res = build_engine(tmp_path / "store").check(
+        req["principal"], req["resources"][0]["resource"], actions
+    )
+    found: dict[str, int] = {}
+    for o in res.outputs:
+        found[o.action] = found.get(o.action, 0) + 1
+    assert found == counts
 
 
 def test_non_key_value_in_a_map_is_false(tmp_path: Path) -> None:
@@ -715,8 +773,8 @@ def test_has_on_a_scalar_is_false(tmp_path: Path) -> None:
 
 
 def test_has_on_an_inlined_variable(tmp_path: Path) -> None:
-    """`has(V.x)` (inlined as `has(dyn(<expression>))`) tests the variable's field selection,
-    with the same answers as Cerbos' `V` map where the selection's parent exists."""
+    """`has(V.nf)` of a variable that is a field selection: true where the selection
+    evaluates, as in Cerbos' `V` map."""
     policy = """
         apiVersion: api.cerbos.dev/v1
         resourcePolicy:
@@ -737,12 +795,146 @@ def test_has_on_an_inlined_variable(tmp_path: Path) -> None:
     """
     values = (2, "s", True, None, {}, {"f": 1})
     requests = [_request(["read"], ["user"], attr={"n": n}) for n in values]
+    requests.append(_request(["read"], ["user"], attr={}))
     assert _differences(tmp_path, {"doc.yaml": policy}, requests) == []
     engine = build_engine(tmp_path / "store")
     res = engine.check(
         {"id": "u", "roles": ["u"]}, {"kind": "doc", "id": "r", "attr": {"n": {"f": 1}}}, ["read"]
     )
     assert res.allowed("read")
+
+
+#: Variables that evaluate or fail, read through has(), conditions and outputs.
+FAILING_VARIABLES = """
+    apiVersion: api.cerbos.dev/v1
+    resourcePolicy:
+      resource: doc
+      version: default
+      constants:
+        local:
+          k: 1
+      variables:
+        local:
+          bad: R.attr.missing.x
+          good: R.attr.a
+          chain: V.bad || true
+          chain2: V.bad + 1
+          sel: R.attr.m
+          nul: R.attr.n
+          lst: "[R.attr.missing]"
+          usesbad: "has(variables.bad) ? 1 : 2"
+      rules:
+        - name: r1
+          actions: [a1]
+          roles: ["*"]
+          effect: EFFECT_ALLOW
+          condition:
+            match:
+              expr: has(V.bad)
+          output:
+            when:
+              ruleActivated: V.bad
+              conditionNotMet: V.bad
+        - name: r2
+          actions: [a2]
+          roles: ["*"]
+          effect: EFFECT_ALLOW
+          condition:
+            match:
+              expr: "!has( V . bad ) // a comment"
+          output:
+            when:
+              ruleActivated: V.chain2
+              conditionNotMet: "[V.good, V.chain2]"
+        - name: r3
+          actions: [a3]
+          roles: ["*"]
+          effect: EFFECT_ALLOW
+          condition:
+            match:
+              expr: has(variables.good) && has(V.chain) && !has(V.chain2)
+          output:
+            when:
+              ruleActivated: "{'a': V.chain, 'b': has(V.sel), 'c': V.usesbad}"
+        - name: r4
+          actions: [a4]
+          roles: ["*"]
+          effect: EFFECT_ALLOW
+          condition:
+            match:
+              expr: has(V.sel.k)
+          output:
+            when:
+              ruleActivated: V.sel.k
+              conditionNotMet: V.sel.k
+        - name: r5
+          actions: [a5]
+          roles: ["*"]
+          effect: EFFECT_ALLOW
+          condition:
+            match:
+              expr: has(V.nul) && !has(V.lst)
+          output:
+            when:
+              ruleActivated: "[V.nul, has(V.lst)]"
+              conditionNotMet: V.lst
+        - name: r6
+          actions: [a6]
+          roles: ["*"]
+          effect: EFFECT_ALLOW
+          condition:
+            match:
+              none:
+                of:
+                  - expr: has(V.bad)
+                  - expr: "!has(C.k)"
+          output:
+            when:
+              ruleActivated: "has(constants.k) && has(V.bad) == false"
+"""
+
+
+def test_has_of_a_variable_is_whether_it_evaluates(tmp_path: Path) -> None:
+    """Cerbos evaluates a policy's variables up front and leaves a failing one out of `V`:
+    `has(V.x)` is whether `x` evaluates (also when `x` is no field selection, where Vigil's
+    inlining was a compile error), and an output reading a failing variable fails with
+    `undefined field '<name>'` (streams/policy/substitute.py)."""
+    attrs = ({"a": 1, "m": {"k": 2}, "n": None}, {"a": 1, "missing": {"x": 5}, "m": {}})
+    actions = [f"a{i}" for i in range(1, 7)]
+    requests = [_request(actions, ["user"], attr=attr) for attr in attrs]
+    assert _differences(tmp_path, {"doc.yaml": FAILING_VARIABLES}, requests) == []
+    engine = build_engine(tmp_path / "store")
+    res = engine.check(
+        {"id": "u", "roles": ["user"]}, requests[0]["resources"][0]["resource"], actions
+    )
+    assert [res.allowed(a) for a in actions] == [False, True, True, True, True, True]
+    # output error texts are not compared by `_differences`; these are the stock PDP's
+    assert [(o.action, o.val, o.error) for o in res.outputs] == [
+        ("a1", None, "undefined field 'bad'"),
+        ("a2", None, "undefined field 'chain2'"),
+        ("a3", {"a": True, "b": True, "c": 2}, None),
+        ("a4", 2, None),
+        ("a5", [None, False], None),
+        ("a6", True, None),
+    ]
+    res = engine.check(
+        {"id": "u", "roles": ["user"]}, requests[1]["resources"][0]["resource"], actions
+    )
+    assert [(o.action, o.error) for o in res.outputs if o.error] == [
+        ("a2", "undefined field 'chain2'"),
+        ("a4", "no such key: k"),
+    ]
+
+
+def test_undefined_field_function_is_reserved(tmp_path: Path) -> None:
+    """The function failing outputs call for a missing variable does not exist for policies."""
+    from streams.policy import PolicyCompileError
+
+    (tmp_path / "doc.yaml").write_text(
+        FAILING_VARIABLES.replace("V.bad + 1", 'vigil_internal_undefined_field("x")')
+    )
+    with pytest.raises(PolicyCompileError, match="undeclared reference"):
+        build_engine(tmp_path)
 
 
 def test_double_ordered_against_int_compiles(tmp_path: Path) -> None:
@@ -1075,3 +1267,268 @@ def test_presence_of_request_message_fields_is_proto3_presence(tmp_path: Path) -
     }
     requests = [_request(actions, ["user"]), _request(actions, ["user"], attr={"k": 1}), full]
     assert _differences(tmp_path, {"doc.yaml": textwrap.dedent(policy)}, requests) == []
+
+
+_OVERRIDE = "SCOPE_PERMISSIONS_OVERRIDE_PARENT"
+_CONSENT = "SCOPE_PERMISSIONS_REQUIRE_PARENTAL_CONSENT_FOR_ALLOWS"
+
+
+def _res(kind: str, scope: str = "", perms: str | None = None) -> str:
+    head = f"resourcePolicy:\n  resource: {kind}\n  version: default\n"
+    head += f"  scope: {scope}\n" if scope else ""
+    head += f"  scopePermissions: {perms}\n" if perms else ""
+    rule = "    - actions: [read]\n      roles: [user]\n      effect: EFFECT_ALLOW\n"
+    return f"apiVersion: api.cerbos.dev/v1\n{head}  rules:\n{rule}"
+
+
+def _prin(scope: str = "", perms: str | None = None) -> str:
+    head = "principalPolicy:\n  principal: alice\n  version: default\n"
+    head += f"  scope: {scope}\n" if scope else ""
+    head += f"  scopePermissions: {perms}\n" if perms else ""
+    rule = "    - resource: doc\n      actions:\n        - action: read\n          effect: EFFECT_ALLOW\n"
+    return f"apiVersion: api.cerbos.dev/v1\n{head}  rules:\n{rule}"
+
+
+def _role(scope: str) -> str:
+    return (
+        "apiVersion: api.cerbos.dev/v1\nrolePolicy:\n  role: boss\n"
+        f"  scope: {scope}\n  rules:\n    - resource: doc\n      allowActions: [read]\n"
+    )
+
+
+_DERIVED = (
+    "apiVersion: api.cerbos.dev/v1\nderivedRoles:\n  name: dr\n  definitions:\n"
+    "    - name: owner\n      parentRoles: [user]\n"
+)
+_ROOTS = [_res("doc"), _res("img"), _res("pdf")]
+
+#: Stores (files in the stock PDP's walk order) and whether `cerbos compile` 0.55 refuses them
+#: with "policies sharing scope ... have conflicting scopePermissions".
+SCOPE_PERMISSION_STORES = {
+    "role and two resource policies setting it": (
+        [*_ROOTS, _res("doc", "acme", _CONSENT), _res("img", "acme", _CONSENT), _role("acme")],
+        True,
+    ),
+    "role and two resource policies, override": (
+        [*_ROOTS, _res("doc", "acme", _OVERRIDE), _res("img", "acme", _OVERRIDE), _role("acme")],
+        True,
+    ),
+    "role and two resource policies leaving it unset": (
+        [*_ROOTS, _res("doc", "acme"), _res("img", "acme"), _role("acme")],
+        False,
+    ),
+    "role and one resource policy setting it": (
+        [*_ROOTS, _res("doc", "acme", _CONSENT), _role("acme")],
+        False,
+    ),
+    "two resource policies disagreeing (the first is not recorded)": (
+        [*_ROOTS, _res("doc", "acme", _OVERRIDE), _res("img", "acme", _CONSENT)],
+        False,
+    ),
+    "unset and explicit override after the first": (
+        [
+            *_ROOTS,
+            _res("doc", "acme", _CONSENT),
+            _res("img", "acme"),
+            _res("pdf", "acme", _OVERRIDE),
+        ],
+        True,
+    ),
+    "the same value after the first": (
+        [
+            *_ROOTS,
+            _res("doc", "acme", _OVERRIDE),
+            _res("img", "acme", _CONSENT),
+            _res("pdf", "acme", _CONSENT),
+        ],
+        False,
+    ),
+    "principal policy in a role policy's scope": (
+        [
+            _res("doc"),
+            _prin(),
+            _res("doc", "acme", _CONSENT),
+            _prin("acme", _OVERRIDE),
+            _role("acme"),
+        ],
+        True,
+    ),
+    "principal policy leaving it unset in a role policy's scope": (
+        [_res("doc"), _prin(), _prin("acme"), _role("acme")],
+        False,
+    ),
+    "root policy setting it beside derived roles": (
+        [_DERIVED, _res("doc", "", _CONSENT), _res("img")],
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(SCOPE_PERMISSION_STORES))
+def test_conflicting_scope_permissions_refused_as_by_cerbos(tmp_path: Path, name: str) -> None:
+    """Vigil refuses exactly the stores `cerbos compile` refuses for conflicting
+    scopePermissions (its index build: streams/policy/compiler.py
+    `_check_shared_scope_permissions`), and accepts the others."""
+    import subprocess
+
+    from streams.policy import PolicyCompileError
+
+    files, refused = SCOPE_PERMISSION_STORES[name]
+    for i, text in enumerate(files):
+        (tmp_path / f"p{i}.yaml").write_text(text)
+    proc = subprocess.run(
+        [str(cerbos_binary()), "compile", "--skip-tests", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (proc.returncode != 0) is refused, proc.stdout + proc.stderr
+    assert ("have conflicting scopePermissions" in proc.stdout) is refused
+    if refused:
+        with pytest.raises(PolicyCompileError, match="have conflicting scopePermissions"):
+            build_engine(tmp_path)
+    else:
+        build_engine(tmp_path)
+
+
+def test_plan_of_has_variable_reading_the_resource_is_refused(tmp_path: Path) -> None:
+    """`has(V.x)` is planned when `x` reads only the principal (evaluated, as in checks), and
+    refused when `x` reads the resource (the stock planner's residual is not reproduced)."""
+    from streams.policy.api import RequestError
+    from streams.policy.planner import UNIMPLEMENTED, plan_resources
+
+    policy = """
+        apiVersion: api.cerbos.dev/v1
+        resourcePolicy:
+          resource: doc
+          version: default
+          variables:
+            local:
+              mine: P.attr.dept.name
+              theirs: R.attr.dept.name
+          rules:
+            - actions: ["read"]
+              roles: ["*"]
+              effect: EFFECT_ALLOW
+              condition:
+                match:
+                  expr: has(V.mine)
+            - actions: ["write"]
+              roles: ["*"]
+              effect: EFFECT_ALLOW
+              condition:
+                match:
+                  expr: has(V.theirs)
+    """
+    (tmp_path / "doc.yaml").write_text(textwrap.dedent(policy))
+    engine = build_engine(tmp_path)
+    base = {"resource": {"kind": "doc"}, "includeMeta": False}
+    for attr, kind in (
+        ({"dept": {"name": "x"}}, "KIND_ALWAYS_ALLOWED"),
+        ({}, "KIND_ALWAYS_DENIED"),
+    ):
+        plan = {**base, "action": "read", "principal": {"id": "u", "roles": ["u"], "attr": attr}}
+        assert plan_resources(engine, plan)["filter"]["kind"] == kind
+    plan = {**base, "action": "write", "principal": {"id": "u", "roles": ["u"]}}
+    with pytest.raises(RequestError) as info:
+        plan_resources(engine, plan)
+    assert info.value.code == UNIMPLEMENTED
+
+
+#: Conditions with regular-expression literals, and whether `cerbos compile` 0.55 refuses them
+#: (cel-go compiles the constant pattern of a member `matches` when it builds the program).
+REGEX_LITERALS = {
+    'R.attr.s.matches("[")': True,
+    'R.attr.s.matches("a{1001}") && R.attr.s.matches("a")': True,
+    '[1].exists(x, string(x).matches("("))': True,
+    'R.attr.s.matches("^a+$")': False,
+    'matches(R.attr.s, "[")': False,
+    '"[".matches(R.attr.s)': False,
+}
+
+
+def _cerbos_compile_refuses(store: Path) -> str | None:
+    """`cerbos compile`'s report when it refuses `store`, None when it accepts it."""
+    import subprocess
+
+    proc = subprocess.run(
+        [str(cerbos_binary()), "compile", "--skip-tests", str(store)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return proc.stdout + proc.stderr if proc.returncode != 0 else None
+
+
+def _condition_store(root: Path, expr: str) -> Path:
+    (root / "doc.yaml").write_text(
+        textwrap.dedent(
+            f"""
+            apiVersion: api.cerbos.dev/v1
+            resourcePolicy:
+              resource: doc
+              version: default
+              rules:
+                - actions: ["read"]
+                  roles: ["*"]
+                  effect: EFFECT_ALLOW
+                  condition:
+                    match:
+                      expr: '{expr}'
+            """
+        )
+    )
+    return root
+
+
+@pytest.mark.parametrize("expr", list(REGEX_LITERALS))
+def test_invalid_regex_literal_refused_as_by_cerbos(tmp_path: Path, expr: str) -> None:
+    """A member `matches` with an invalid literal pattern is a compile error in both
+    (`invalid matches argument`); the global form and computed patterns are not checked."""
+    from streams.policy import PolicyCompileError
+
+    refused = REGEX_LITERALS[expr]
+    report = _cerbos_compile_refuses(_condition_store(tmp_path, expr))
+    assert (report is not None) is refused, report
+    assert report is None or "invalid matches argument" in report
+    if refused:
+        with pytest.raises(PolicyCompileError, match="invalid matches argument"):
+            build_engine(tmp_path)
+    else:
+        build_engine(tmp_path)
+
+
+#: Conditions using transformMap/transformMapEntry results, and whether `cerbos compile` 0.55
+#: refuses them: cel-go types the result as map(K, type of the body).
+TRANSFORM_MAP_TYPES = {
+    '{"a": 1.0}.transformMap(k, v, v * 2.0)["a"] + 1 > 0': True,
+    '{"a": 1.0}.transformMap(k, v, v * 2.0)["a"] + 1.0 > 0.0': False,
+    '{"a": 1.0}.transformMap(k, v, v * 2.0) == {"a": 2.0}': False,
+    "[1, 2].transformMap(i, v, v + 1)[0] + 1.0 > 0.0": True,
+    "[1, 2].transformMap(i, v, v + 1)[0] + 1 > 0": False,
+    '{"a": 1.0}.transformMap(k, v, v)[1] > 0.0': True,
+    '{"a": 1.0}.transformMap(k, v, v)["a"] < 1': False,
+    'R.attr.m.transformMap(k, v, v)["a"] + 1 > 0': False,
+    '{"a": 1.0}.transformMapEntry(k, v, {k: v})["a"] + 1 > 0': True,
+    '{"a": 1.0}.transformMapEntry(k, v, {k: v})["a"] + 1.0 > 0.0': False,
+    '{"a": 1.0}.transformMap(k, v, v > 0.0, v * 2.0)["a"] + 1 > 0': True,
+    '[1, 2].transformMap(i, v, v + 1).exists(k, k == "x")': True,
+    "[1, 2].transformMap(i, v, v + 1).exists(k, k == 1)": False,
+}
+
+
+@pytest.mark.parametrize("expr", list(TRANSFORM_MAP_TYPES))
+def test_transform_map_result_typed_as_by_cerbos(tmp_path: Path, expr: str) -> None:
+    """Vigil runs transformMap through a map(dyn, dyn) function (celcompat.py), and checks
+    the source once more with the result typed as cel-go types it, so both refuse the same
+    misuses at compile time."""
+    from streams.policy import PolicyCompileError
+
+    refused = TRANSFORM_MAP_TYPES[expr]
+    report = _cerbos_compile_refuses(_condition_store(tmp_path, expr))
+    assert (report is not None) is refused, report
+    if refused:
+        with pytest.raises(PolicyCompileError, match="no matching overload"):
+            build_engine(tmp_path)
+    else:
+        build_engine(tmp_path)

@@ -202,13 +202,9 @@ class _Builder:
         return sets
 
     def rule_actions(self) -> list[str]:
-        """1-3 action patterns of which no two match one action: stock Cerbos evaluates a
-        rule's output once per matching pattern, Vigil once (docs/policies.md)."""
-        out: list[str] = []
-        for action in self.sample(RULE_ACTIONS, 1, 3):
-            if not any(_overlap(action, a) for a in out):
-                out.append(action)
-        return out
+        """1-3 action patterns, possibly overlapping (`share:*` and `*`): a rule's output is
+        evaluated once per matching pattern (docs/policies.md)."""
+        return self.sample(RULE_ACTIONS, 1, 3)
 
     def resource_rule(
         self, gen: Gen, roles: list[str], derived: list[str], i: int
@@ -225,9 +221,12 @@ class _Builder:
             rule["condition"] = self.condition(gen)
         if self.rng.random() < 0.5:
             rule["name"] = f"rule_{i}"
-        # outputs of derived-role rules: stock Cerbos evaluates them once per (derived role,
-        # parent role) row, Vigil once per role (docs/policies.md), so not generated
-        if self.f.outputs and "derivedRoles" not in rule and self.rng.random() < 0.3:
+        # A rule binding a role through several derived roles (or through roles and a derived
+        # role) has rows whose order the stock PDP takes from a Go map: the order of their
+        # outputs (activated for one, conditionNotMet for another) changes between PDP starts
+        # (seed 7). Outputs only where that order cannot show.
+        single = "roles" not in rule and len(rule.get("derivedRoles", [])) == 1
+        if self.f.outputs and ("derivedRoles" not in rule or single) and self.rng.random() < 0.3:
             rule["output"] = self.output(gen)
         return rule
 
@@ -323,16 +322,6 @@ class _Builder:
                 "rules": rules,
             }
         }
-
-
-def _overlap(a: str, b: str) -> bool:
-    """Whether two action patterns (`*`, `share:*`, `read`) match some action in common."""
-    if "*" in (a, b):
-        return True
-    pa, pb = a.removesuffix("*"), b.removesuffix("*")
-    return (
-        pa.startswith(pb) if b.endswith("*") else pb.startswith(pa) if a.endswith("*") else a == b
-    )
 
 
 def _closed(scopes: list[str]) -> list[str]:
