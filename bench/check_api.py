@@ -67,6 +67,9 @@ class CheckPlan:
     seconds: float = 3.0  # counted seconds of each load run
     rounds: int = 3  # runs per system and phase, alternating Vigil and Cerbos; medians reported
     signal_rate: int = 1_000  # signals/s drained by the worker during the last phase (0: skip)
+    # open-loop rate; 0: half of Vigil's saturation (the target's). A fixed rate compares CPU
+    # per check and latency across runs (A/B of two versions) at the same offered load.
+    latency_rate: float = 0.0
     # The PDP logs two lines per request at "info" (its default); audit is off in its config.
     # "warn" measures it without that log, i.e. at its best.
     cerbos_log_level: str = "warn"
@@ -396,7 +399,7 @@ async def run_check_api(
                 return median_run(runs["vigil"]), median_run(runs["cerbos"])
 
             vigil_sat, cerbos_sat = await alternate(f"closed loop ({plan.connections} conn.)")
-            rate = max(1.0, vigil_sat["rate"] / 2)
+            rate = plan.latency_rate or max(1.0, vigil_sat["rate"] / 2)
             vigil_lat, cerbos_lat = await alternate(f"open loop {rate:,.0f}/s", rate)
             out.update(
                 vigil_saturation=vigil_sat,
@@ -466,6 +469,7 @@ def markdown(res: dict[str, Any]) -> list[str]:
     )
     sl = c.get("vigil_latency_signal_load")
     ratio = vs["rate"] / cs["rate"] if cs["rate"] else 0.0
+    how = "fixed rate" if c["plan"].get("latency_rate") else "half Vigil's saturation"
     lines = [
         "",
         f"(e) Check API, `POST /api/check/resources`: one `vigil worker` process vs the stock Cerbos "
@@ -485,8 +489,7 @@ def markdown(res: dict[str, Any]) -> list[str]:
         "|---|---:|---:|---:|---:|---:|---:|---:|",
         f"| closed loop, {vs['connections']} connections (saturation) | {_row(vs)} | {_row(cs)} | "
         f"**{ratio:.2f}×** |",
-        f"| open loop at {c['latency_rate']:,.0f}/s (half Vigil's saturation) | {_row(vl)} | "
-        f"{_row(cl)} | |",
+        f"| open loop at {c['latency_rate']:,.0f}/s ({how}) | {_row(vl)} | {_row(cl)} | |",
     ]
     if sl:
         lines.append(
@@ -545,6 +548,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", type=int, default=None)
     parser.add_argument("--signal-rate", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="open-loop rate in requests/s (default: half of Vigil's measured saturation)",
+    )
     parser.add_argument("--cerbos-log-level", default=None, help="the PDP's --log-level (warn)")
     parser.add_argument(
         "--profile",
@@ -567,6 +576,7 @@ def main(argv: list[str] | None = None) -> None:
             ("signal_rate", args.signal_rate),
             ("cerbos_log_level", args.cerbos_log_level),
             ("rounds", args.rounds),
+            ("latency_rate", args.rate),
         )
         if v is not None
     }

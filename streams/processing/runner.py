@@ -66,6 +66,9 @@ log = logging.getLogger(__name__)
 
 #: Changelog records restored per RocksDB write (bounds the memory a restore holds; see _restore).
 RESTORE_WRITE_RECORDS = 10_000
+#: Subjects the background sweep handles between two yields to the event loop: the check API
+#: runs on the same loop, and a check waits for at most one chunk (docs/performance.md).
+SWEEP_CHUNK = 25
 
 
 class RunnerConfig:
@@ -402,13 +405,21 @@ class PipelineRunner:
         the clock is evaluated again, even when its subject sends nothing (``Pipeline.sweep``;
         events expire grants earlier); then, with a state retention, the signal states, whose
         device and session entries no grant named for the retention are pruned
-        (``Pipeline.prune``)."""
+        (``Pipeline.prune``). The budget gathers to at least 100 subjects, then goes in chunks
+        of at most ``SWEEP_CHUNK`` with the event loop free between them (checks wait for one
+        chunk, not for the whole budget)."""
         now = time.monotonic()
         rate = self.config.expiry_sweep_rate
         self._sweep_budget = min(float(rate), self._sweep_budget + (now - self._sweep_at) * rate)
         self._sweep_at = now
-        if self._sweep_budget < 100 or not self.stores:
-            return  # sweep in chunks of at least 100 subjects
+        if self._sweep_budget < 100:
+            return  # sweep in budgets of at least 100 subjects
+        while self._sweep_budget >= 1 and self.stores and not self._stopping.is_set():
+            await self._expiry_chunk(min(int(self._sweep_budget), SWEEP_CHUNK))
+            await asyncio.sleep(0)
+
+    async def _expiry_chunk(self, limit: int) -> None:
+        """One chunk of the sweep: up to ``limit`` subjects of one partition."""
         partitions = sorted(self.stores)
         partition = partitions[self._sweep_turn % len(partitions)]
         store = self.stores[partition]
@@ -416,7 +427,7 @@ class PipelineRunner:
         pruning = last is not None and last.startswith(SIGNAL_PREFIX)
         prefix = SIGNAL_PREFIX if pruning else GRANT_PREFIX
         after = None if last == SIGNAL_PREFIX else last
-        keys = store.keys_after(prefix, after, int(self._sweep_budget))
+        keys = store.keys_after(prefix, after, limit)
         self._sweep_budget -= max(len(keys), 1)
         if not keys:
             if not pruning and self.pipeline.state_retention_ms > 0:
@@ -509,14 +520,17 @@ class PipelineRunner:
             )
 
     async def _process(self) -> None:
-        """Apply what the merges release, one batch per partition number, then bound buffers."""
+        """Apply what the merges release, one batch per partition number (the event loop is
+        free between them), then bound buffers."""
         started = time.perf_counter()
         consumer = self.consumer
         assert consumer is not None
         now_ms = int(time.time() * 1000)
         results: dict[int, BatchResult] = {}
         count = 0
-        for partition, merger in self._mergers.items():
+        for n, (partition, merger) in enumerate(list(self._mergers.items())):
+            if n:
+                await asyncio.sleep(0)  # checks run between partitions' batches
             gave_up = merger.gave_up
             records = merger.take(
                 _unfetched(consumer, partition), self._poll_clock, self.config.max_batch
