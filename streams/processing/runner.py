@@ -69,6 +69,8 @@ RESTORE_WRITE_RECORDS = 10_000
 #: Subjects the background sweep handles between two yields to the event loop: the check API
 #: runs on the same loop, and a check waits for at most one chunk (docs/performance.md).
 SWEEP_CHUNK = 25
+#: Chunks per sweep step with a yield after each; the rest of a larger budget goes in one piece.
+SWEEP_YIELDS = 4
 
 
 class RunnerConfig:
@@ -405,18 +407,24 @@ class PipelineRunner:
         the clock is evaluated again, even when its subject sends nothing (``Pipeline.sweep``;
         events expire grants earlier); then, with a state retention, the signal states, whose
         device and session entries no grant named for the retention are pruned
-        (``Pipeline.prune``). The budget gathers to at least 100 subjects, then goes in chunks
-        of at most ``SWEEP_CHUNK`` with the event loop free between them (checks wait for one
-        chunk, not for the whole budget)."""
+        (``Pipeline.prune``). The budget gathers to at least 100 subjects; its first 100 go in
+        chunks of ``SWEEP_CHUNK`` with the event loop free between them (a check waits for one
+        chunk, not for the budget), the rest of a larger budget (the loop was slow: the worker
+        is overloaded) in one piece, so the sweep never adds more than a few loop turns to a
+        pipeline step and does not take the signals' share of an overloaded loop."""
         now = time.monotonic()
         rate = self.config.expiry_sweep_rate
         self._sweep_budget = min(float(rate), self._sweep_budget + (now - self._sweep_at) * rate)
         self._sweep_at = now
         if self._sweep_budget < 100:
             return  # sweep in budgets of at least 100 subjects
-        while self._sweep_budget >= 1 and self.stores and not self._stopping.is_set():
+        for _ in range(SWEEP_YIELDS):
+            if self._sweep_budget < 1 or not self.stores or self._stopping.is_set():
+                return
             await self._expiry_chunk(min(int(self._sweep_budget), SWEEP_CHUNK))
             await asyncio.sleep(0)
+        if self._sweep_budget >= 1 and self.stores:
+            await self._expiry_chunk(int(self._sweep_budget))
 
     async def _expiry_chunk(self, limit: int) -> None:
         """One chunk of the sweep: up to ``limit`` subjects of one partition."""
@@ -520,17 +528,14 @@ class PipelineRunner:
             )
 
     async def _process(self) -> None:
-        """Apply what the merges release, one batch per partition number (the event loop is
-        free between them), then bound buffers."""
+        """Apply what the merges release, one batch per partition number, then bound buffers."""
         started = time.perf_counter()
         consumer = self.consumer
         assert consumer is not None
         now_ms = int(time.time() * 1000)
         results: dict[int, BatchResult] = {}
         count = 0
-        for n, (partition, merger) in enumerate(list(self._mergers.items())):
-            if n:
-                await asyncio.sleep(0)  # checks run between partitions' batches
+        for partition, merger in self._mergers.items():
             gave_up = merger.gave_up
             records = merger.take(
                 _unfetched(consumer, partition), self._poll_clock, self.config.max_batch

@@ -104,8 +104,9 @@ class AuditPublisher:
             decision = await self._queue.get()
             produced += 1
             if produced % YIELD_EVERY == 0:
-                # queue.get() and send() return at once while records wait: without this the
-                # drain would hold the event loop (and the checks) for a whole backlog
+                # queue.get() and send() return at once while records wait (send waits only
+                # when the producer's batch is full): without this the drain could hold the
+                # event loop, and the checks, for a whole backlog
                 await asyncio.sleep(0)
             try:
                 value = self._encoder.encode(decision)

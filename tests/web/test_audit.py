@@ -36,12 +36,18 @@ async def test_the_drain_frees_the_event_loop_while_a_backlog_waits(
         decisions = checker({}).check(request(actions=("read", "write", "delete")), "c").decisions
         for _ in range(20):
             audit.offer(decisions)
-        sizes = [audit._queue.qsize()]
-        while sizes[-1]:
-            await asyncio.sleep(0)
-            sizes.append(audit._queue.qsize())
+        sizes = await drained_sizes(audit)
     finally:
         await audit.stop()
-    drops = [a - b for a, b in zip(sizes, sizes[1:], strict=False)]
     assert sizes[0] == 60
+    drops = [before - after for before, after in zip(sizes, sizes[1:], strict=False)]
     assert max(drops) <= YIELD_EVERY, sizes
+
+
+async def drained_sizes(audit: AuditPublisher) -> list[int]:
+    """The audit queue's length at each event-loop turn until it is empty."""
+    sizes = [audit._queue.qsize()]
+    while sizes[-1]:
+        await asyncio.sleep(0)
+        sizes.append(audit._queue.qsize())
+    return sizes
