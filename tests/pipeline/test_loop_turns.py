@@ -1,7 +1,8 @@
 """The check API runs on the worker's event loop between the pipeline's steps, so the background
 sweep frees the loop between chunks of ``SWEEP_CHUNK`` subjects (its first ``SWEEP_YIELDS``
-chunks of a step; the rest of a large budget goes in one piece, so an overloaded loop does not
-starve the signals). Seen by a task that counts loop turns (no timing involved)."""
+chunks of a step that applied no records; the rest of a large budget, and the sweep of a step
+that applied records, go in one piece, so an overloaded loop does not starve the signals). Seen
+by a task that counts loop turns (no timing involved)."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def settings(broker: str, topics: dict[str, str] | None = None) -> Settings:
     )
 
 
-async def sweep_step(budget: float) -> list[tuple[int, int]]:
+async def sweep_step(budget: float, yielding: bool = True) -> list[tuple[int, int]]:
     """One sweep step with ``budget`` over 1,000 grant states: (loop turn, subjects) per chunk."""
     conf = settings("127.0.0.1:1")  # no Kafka: nothing the sweep finds needs producing
     runner = PipelineRunner(
@@ -80,7 +81,7 @@ async def sweep_step(budget: float) -> list[tuple[int, int]]:
     runner.pipeline.sweep = counted  # type: ignore[method-assign]
     runner._sweep_budget, runner._sweep_at = budget, time.monotonic()  # one budget, due now
     async with Turns().running() as turns:
-        await runner._expiry_step()
+        await runner._expiry_step(yielding=yielding)
     return seen
 
 
@@ -98,3 +99,9 @@ async def test_a_large_budget_adds_only_a_few_loop_turns_to_a_step() -> None:
     assert sum(n for _, n in seen) == 500  # all of them, still in this step
     assert len(seen) == SWEEP_YIELDS + 1  # the first chunks apart, the rest in one piece
     assert [n for _, n in seen[:-1]] == [SWEEP_CHUNK] * SWEEP_YIELDS
+
+
+async def test_a_step_that_applied_signals_sweeps_in_one_piece() -> None:
+    # while signals flow, a yield would make the pipeline wait a round of queued checks
+    seen = await sweep_step(100.0, yielding=False)
+    assert [n for _, n in seen] == [100]
