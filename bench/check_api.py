@@ -54,6 +54,7 @@ from streams.state.subject import SignalState, apply_signal, new_signal_state, s
 
 PARTITIONS = 4
 TARGET_P99_MS = 5.0
+PROBE_DIR = Path(__file__).resolve().parent / "loop_probe"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,9 @@ class CheckPlan:
     seconds: float = 3.0  # counted seconds of each load run
     rounds: int = 3  # runs per system and phase, alternating Vigil and Cerbos; medians reported
     signal_rate: int = 1_000  # signals/s drained by the worker during the last phase (0: skip)
+    # open-loop rate; 0: half of Vigil's saturation (the target's). A fixed rate compares CPU
+    # per check and latency across runs (A/B of two versions) at the same offered load.
+    latency_rate: float = 0.0
     # The PDP logs two lines per request at "info" (its default); audit is off in its config.
     # "warn" measures it without that log, i.e. at its best.
     cerbos_log_level: str = "warn"
@@ -234,6 +238,7 @@ async def load(
         cmd += ["--rate", f"{rate:.0f}"]
     cpu = cpu_seconds(server_pid)
     broker_cpu = cpu_seconds(broker_pid) if broker_pid else 0.0
+    started = time.time()
     proc = await asyncio.create_subprocess_exec(
         *cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
@@ -242,6 +247,7 @@ async def load(
     if proc.returncode != 0:
         raise RuntimeError(f"load generator failed ({proc.returncode}): {err.decode()[-2000:]}")
     result = dict(orjson.loads(out))
+    result["window"] = [started, time.time()]  # wall clock, for the loop probe
     answered = max(1, result["requests_incl_warmup"])
     result["server_cpu_us_per_request"] = round(cpu / answered * 1e6)
     if broker_pid:
@@ -297,6 +303,85 @@ def _fmt_load(d: dict[str, Any]) -> str:
     return text
 
 
+# -- where the latency goes (``--loop-probe``) ---------------------------------------------------
+
+
+def _windows(out: dict[str, Any]) -> dict[str, list[list[float]]]:
+    """Wall-clock windows of the Vigil runs per phase, and of the PDP runs (worker idle)."""
+    phases: dict[str, list[list[float]]] = {}
+    for key, label in (
+        ("vigil_saturation", "Vigil closed loop"),
+        ("vigil_latency", "Vigil open loop"),
+        ("cerbos_latency", "PDP runs (worker idle)"),
+    ):
+        phases[label] = [r["window"] for r in out.get(key, {}).get("runs", []) if "window" in r]
+    signal = out.get("vigil_latency_signal_load")
+    if signal and "window" in signal:
+        phases["Vigil open loop + signals"] = [signal["window"]]
+    return phases
+
+
+def probe_summary(path: Path, out: dict[str, Any], pid: int) -> dict[str, Any]:
+    """Per phase, from the probe's lines (bench/loop_probe): how long the worker's event loop
+    was late and how much of that it was running (the rest: waiting for a CPU), its callbacks
+    over 2 ms of CPU by task, and its garbage collections."""
+    mine = f"{pid} "
+    lines = [
+        line[len(mine) :].split(" ", 3)
+        for line in path.read_text().splitlines()
+        if line.startswith(mine)
+    ]
+    summary: dict[str, Any] = {}
+    for phase, windows in _windows(out).items():
+        span = sum(b - a for a, b in windows)
+        if not span:
+            continue
+
+        def inside(t: str, windows: list[list[float]] = windows) -> bool:
+            return any(a <= float(t) < b for a, b in windows)
+
+        late = [(float(x[2]), float(x[3])) for x in lines if x[0] == "L" and inside(x[1])]
+        steps: dict[str, list[float]] = {}
+        gcs: dict[str, list[float]] = {}
+        for x in lines:
+            if x[0] == "C" and inside(x[1]):
+                steps.setdefault(x[3], []).append(float(x[2]))
+            elif x[0] == "G" and inside(x[1]):
+                gcs.setdefault(f"gen{x[3]}", []).append(float(x[2]))
+        summary[phase] = {
+            "seconds": round(span, 1),
+            "loop_late_s": round(sum(ms for ms, _ in late) / 1000, 2),
+            "running_while_late_s": round(sum(min(c, ms) for ms, c in late) / 1000, 2),
+            "steps_over_2ms_cpu": {
+                name: {"count": len(v), "max_ms": round(max(v), 1), "sum_ms": round(sum(v), 1)}
+                for name, v in sorted(steps.items(), key=lambda kv: -sum(kv[1]))
+            },
+            "gc": {
+                g: {"count": len(v), "max_ms": round(max(v), 2), "sum_ms": round(sum(v), 1)}
+                for g, v in sorted(gcs.items())
+            },
+        }
+    return summary
+
+
+def probe_lines(summary: dict[str, Any], top: int = 4) -> list[str]:
+    """The probe summary as text."""
+    lines = []
+    for phase, p in summary.items():
+        lines.append(
+            f"  {phase} ({p['seconds']} s): loop late {p['loop_late_s']} s, running "
+            f"{p['running_while_late_s']} s of it"
+        )
+        for name, st in list(p["steps_over_2ms_cpu"].items())[:top]:
+            lines.append(
+                f"    {st['count']:4d} steps > 2 ms CPU, max {st['max_ms']:6.1f} ms, "
+                f"sum {st['sum_ms']:7.1f} ms: {name}"
+            )
+        gcs = ", ".join(f"{g} {v['count']}× max {v['max_ms']} ms" for g, v in p["gc"].items())
+        lines.append(f"    GC (CPU): {gcs or 'none'}")
+    return lines
+
+
 # -- the run --------------------------------------------------------------------------------------
 
 
@@ -308,6 +393,7 @@ async def run_check_api(
     profile: Path | None = None,
     prefix: str = "bench.check.",
     source: Path | None = None,
+    loop_probe: Path | None = None,
 ) -> None:
     """Everything above on ``bootstrap`` (topics and group under ``prefix``); fills
     ``results["check_api"]``."""
@@ -323,7 +409,17 @@ async def run_check_api(
         PARTITIONS,
         compacted=[topics["changelog"]],
     )
-    worker = Worker(bootstrap, tmp / "check-worker", topics, group=f"{prefix}group", source=source)
+    probe_env = (
+        {"PYTHONPATH": str(PROBE_DIR), "VIGIL_LOOP_PROBE": str(loop_probe)} if loop_probe else {}
+    )
+    worker = Worker(
+        bootstrap,
+        tmp / "check-worker",
+        topics,
+        group=f"{prefix}group",
+        source=source,
+        env=probe_env,
+    )
     worker.start()
     try:
         took = await worker.wait_healthy()
@@ -396,7 +492,7 @@ async def run_check_api(
                 return median_run(runs["vigil"]), median_run(runs["cerbos"])
 
             vigil_sat, cerbos_sat = await alternate(f"closed loop ({plan.connections} conn.)")
-            rate = max(1.0, vigil_sat["rate"] / 2)
+            rate = plan.latency_rate or max(1.0, vigil_sat["rate"] / 2)
             vigil_lat, cerbos_lat = await alternate(f"open loop {rate:,.0f}/s", rate)
             out.update(
                 vigil_saturation=vigil_sat,
@@ -428,6 +524,8 @@ async def run_check_api(
                 f"Vigil open loop {rate:,.0f}/s with {plan.signal_rate}/s signals "
                 f"({consumed:.0f} of {sent} consumed by the end): {_fmt_load(loaded)}"
             )
+        if loop_probe is not None:
+            out["loop_probe"] = probe_summary(loop_probe, out, worker.pid)
         out["audit_dropped"] = await _metric(worker, "vigil_check_audit_dropped_total")
         out["gc_frozen_objects"] = await _metric(worker, "vigil_gc_frozen_objects")
     finally:
@@ -466,6 +564,7 @@ def markdown(res: dict[str, Any]) -> list[str]:
     )
     sl = c.get("vigil_latency_signal_load")
     ratio = vs["rate"] / cs["rate"] if cs["rate"] else 0.0
+    how = "fixed rate" if c["plan"].get("latency_rate") else "half Vigil's saturation"
     lines = [
         "",
         f"(e) Check API, `POST /api/check/resources`: one `vigil worker` process vs the stock Cerbos "
@@ -485,8 +584,7 @@ def markdown(res: dict[str, Any]) -> list[str]:
         "|---|---:|---:|---:|---:|---:|---:|---:|",
         f"| closed loop, {vs['connections']} connections (saturation) | {_row(vs)} | {_row(cs)} | "
         f"**{ratio:.2f}×** |",
-        f"| open loop at {c['latency_rate']:,.0f}/s (half Vigil's saturation) | {_row(vl)} | "
-        f"{_row(cl)} | |",
+        f"| open loop at {c['latency_rate']:,.0f}/s ({how}) | {_row(vl)} | {_row(cl)} | |",
     ]
     if sl:
         lines.append(
@@ -521,7 +619,9 @@ def markdown(res: dict[str, Any]) -> list[str]:
     return lines
 
 
-async def main_async(plan: CheckPlan, profile: Path | None = None, ref: str = "") -> dict[str, Any]:
+async def main_async(
+    plan: CheckPlan, profile: Path | None = None, ref: str = "", loop_probe: Path | None = None
+) -> dict[str, Any]:
     from streams.kafka.broker import EmbeddedBroker
 
     results: dict[str, Any] = {}
@@ -532,7 +632,9 @@ async def main_async(plan: CheckPlan, profile: Path | None = None, ref: str = ""
         tmp = Path(tmpdir)
         source = tmp / "source" if ref else None
         results["source"] = snapshot(ref, source) if source is not None else "working tree"
-        await run_check_api(broker.bootstrap, plan, results, tmp, profile, source=source)
+        await run_check_api(
+            broker.bootstrap, plan, results, tmp, profile, source=source, loop_probe=loop_probe
+        )
     return results
 
 
@@ -545,6 +647,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", type=int, default=None)
     parser.add_argument("--signal-rate", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="open-loop rate in requests/s (default: half of Vigil's measured saturation)",
+    )
     parser.add_argument("--cerbos-log-level", default=None, help="the PDP's --log-level (warn)")
     parser.add_argument(
         "--profile",
@@ -555,6 +663,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--ref", default="", help="run the worker from this git ref (see bench.run --ref)"
+    )
+    parser.add_argument(
+        "--loop-probe",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="record the worker's event-loop stalls, long callbacks and GC to FILE "
+        "(bench/loop_probe) and summarize them per phase",
     )
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
     args = parser.parse_args(argv)
@@ -567,16 +683,24 @@ def main(argv: list[str] | None = None) -> None:
             ("signal_rate", args.signal_rate),
             ("cerbos_log_level", args.cerbos_log_level),
             ("rounds", args.rounds),
+            ("latency_rate", args.rate),
         )
         if v is not None
     }
     plan = CheckPlan(**{**asdict(plan), **overrides})
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
-    results = asyncio.run(main_async(plan, args.profile, args.ref))
+    if args.loop_probe is not None:
+        args.loop_probe = args.loop_probe.resolve()
+        args.loop_probe.unlink(missing_ok=True)
+    results = asyncio.run(main_async(plan, args.profile, args.ref, args.loop_probe))
     if args.out is not None:
         args.out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     print("\n".join(markdown(results)))
+    probe = results.get("check_api", {}).get("loop_probe")
+    if probe:
+        print("\nworker event loop (bench/loop_probe):")
+        print("\n".join(probe_lines(probe)))
     prof = results.get("check_api", {}).get("profile")
     if prof:
         print(f"\nprofile: {prof['samples']} samples; own time:")

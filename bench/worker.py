@@ -89,8 +89,10 @@ class Worker:
         topics: dict[str, str],
         group: str,
         source: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.source = source  # a ``git archive`` of streams/ + policies/, or None = working tree
+        self.extra_env = env or {}  # e.g. the loop probe (bench/loop_probe)
         self.bootstrap = bootstrap
         self.data_dir = data_dir
         self.topics = topics
@@ -121,6 +123,12 @@ class Worker:
         else:  # the same console script, importing ``streams`` from the snapshot (cwd first)
             prog = [sys.executable, "-c", "from streams.cli import main; main()"]
             env["PYTHONPATH"] = str(root)
+        for name, value in self.extra_env.items():
+            env[name] = (
+                os.pathsep.join([env[name], value])
+                if name == "PYTHONPATH" and env.get(name)
+                else value
+            )
         cmd = [
             *prog,
             "worker",

@@ -18,6 +18,10 @@ from streams.kafka.security import PLAINTEXT, KafkaSecurity
 
 log = logging.getLogger(__name__)
 
+#: Records applied per step of the follow loop before the event loop is free again: the check
+#: API shares the loop, and a changelog burst must not hold it (docs/performance.md).
+FOLLOW_BATCH = 250
+
 
 class TopicFollower:
     """Subclasses implement ``_apply(record)``; ``following`` is False while catching up."""
@@ -108,7 +112,7 @@ class TopicFollower:
         consumer = self._consumer
         while True:
             try:
-                batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
+                batch = await consumer.getmany(timeout_ms=1000, max_records=FOLLOW_BATCH)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a broker hiccup: the consumer reconnects by itself
@@ -122,3 +126,5 @@ class TopicFollower:
                 count += len(records)
             if count:
                 self._applied_batch(count)
+                # getmany returns at once while records are buffered: free the loop between
+                await asyncio.sleep(0)

@@ -66,6 +66,11 @@ log = logging.getLogger(__name__)
 
 #: Changelog records restored per RocksDB write (bounds the memory a restore holds; see _restore).
 RESTORE_WRITE_RECORDS = 10_000
+#: Subjects the background sweep handles between two yields to the event loop: the check API
+#: runs on the same loop, and a check waits for at most one chunk (docs/performance.md).
+SWEEP_CHUNK = 25
+#: Chunks per sweep step with a yield after each; the rest of a larger budget goes in one piece.
+SWEEP_YIELDS = 4
 
 
 class RunnerConfig:
@@ -252,14 +257,13 @@ class PipelineRunner:
                 try:
                     if data and generation == self._generation:
                         self._buffer(data)
-                    if self._mergers:
-                        await self._process()
+                    applied = await self._process() if self._mergers else 0
                     self._maybe_switch_bundle()
                     if self.pending is not None and self.pending.state == "evaluating":
                         self._guard_step()
                     if self._scans:
                         await self._reevaluation_step()
-                    await self._expiry_step()
+                    await self._expiry_step(yielding=not applied)
                 except TRANSIENT_ERRORS as exc:  # an outage: same records again, after a pause
                     self._rewind()
                     self.pipeline.discard_metrics()
@@ -396,19 +400,34 @@ class PipelineRunner:
         self._scans = dict.fromkeys(self.stores)  # every owned grant, from the start
         metrics.REEVALUATION_PENDING_PARTITIONS.set(len(self._scans))
 
-    async def _expiry_step(self) -> None:
+    async def _expiry_step(self, yielding: bool = True) -> None:
         """Sweep the owned states round-robin at ``expiry_sweep_rate`` subjects/s: per
         partition, first the grant states, so a grant expires, and a grant whose policies read
         the clock is evaluated again, even when its subject sends nothing (``Pipeline.sweep``;
         events expire grants earlier); then, with a state retention, the signal states, whose
         device and session entries no grant named for the retention are pruned
-        (``Pipeline.prune``)."""
+        (``Pipeline.prune``). The budget gathers to at least 100 subjects. In a step that
+        applied no records (``yielding``), its first 100 go in chunks of ``SWEEP_CHUNK`` with
+        the event loop free between them (a check waits for one chunk, not for the budget);
+        the rest of a larger budget, and the whole budget in a step that applied records, go
+        in one piece: while signals flow, a yield would make the pipeline wait a whole round
+        of queued checks, and an overloaded loop would starve the signals."""
         now = time.monotonic()
         rate = self.config.expiry_sweep_rate
         self._sweep_budget = min(float(rate), self._sweep_budget + (now - self._sweep_at) * rate)
         self._sweep_at = now
-        if self._sweep_budget < 100 or not self.stores:
-            return  # sweep in chunks of at least 100 subjects
+        if self._sweep_budget < 100:
+            return  # sweep in budgets of at least 100 subjects
+        for _ in range(SWEEP_YIELDS if yielding else 0):
+            if self._sweep_budget < 1 or not self.stores or self._stopping.is_set():
+                return
+            await self._expiry_chunk(min(int(self._sweep_budget), SWEEP_CHUNK))
+            await asyncio.sleep(0)
+        if self._sweep_budget >= 1 and self.stores:
+            await self._expiry_chunk(int(self._sweep_budget))
+
+    async def _expiry_chunk(self, limit: int) -> None:
+        """One chunk of the sweep: up to ``limit`` subjects of one partition."""
         partitions = sorted(self.stores)
         partition = partitions[self._sweep_turn % len(partitions)]
         store = self.stores[partition]
@@ -416,7 +435,7 @@ class PipelineRunner:
         pruning = last is not None and last.startswith(SIGNAL_PREFIX)
         prefix = SIGNAL_PREFIX if pruning else GRANT_PREFIX
         after = None if last == SIGNAL_PREFIX else last
-        keys = store.keys_after(prefix, after, int(self._sweep_budget))
+        keys = store.keys_after(prefix, after, limit)
         self._sweep_budget -= max(len(keys), 1)
         if not keys:
             if not pruning and self.pipeline.state_retention_ms > 0:
@@ -508,8 +527,9 @@ class PipelineRunner:
                 ),
             )
 
-    async def _process(self) -> None:
-        """Apply what the merges release, one batch per partition number, then bound buffers."""
+    async def _process(self) -> int:
+        """Apply what the merges release, one batch per partition number, then bound buffers;
+        returns how many records were applied."""
         started = time.perf_counter()
         consumer = self.consumer
         assert consumer is not None
@@ -537,6 +557,7 @@ class PipelineRunner:
             metrics.BATCH_RECORDS.observe(count)
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         self._bound_buffers()
+        return count
 
     def _bound_buffers(self) -> None:
         """Pause fetching a partition whose buffer holds a full batch (it waits on another

@@ -23,6 +23,8 @@ from streams.kafka.security import PLAINTEXT, KafkaSecurity
 
 log = logging.getLogger(__name__)
 _WARN_EVERY_S = 10.0
+#: Records the drain encodes and hands to the producer between two yields to the event loop.
+YIELD_EVERY = 8
 
 
 class AuditPublisher:
@@ -97,8 +99,15 @@ class AuditPublisher:
         assert self._producer is not None
         producer = self._producer
         headers = self._encoder.headers
+        produced = 0
         while True:
             decision = await self._queue.get()
+            produced += 1
+            if produced % YIELD_EVERY == 0:
+                # queue.get() and send() return at once while records wait (send waits only
+                # when the producer's batch is full): without this the drain could hold the
+                # event loop, and the checks, for a whole backlog
+                await asyncio.sleep(0)
             try:
                 value = self._encoder.encode(decision)
                 future = await producer.send(
