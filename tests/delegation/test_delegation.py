@@ -194,9 +194,12 @@ def test_a_disabled_or_compromised_member_revokes_every_grant_under_it_in_one_pa
     c.send("signals.identity", bot, signal("x-1", bot, kind, LATER))
     c.settle()
     revoked = c.revoked()
-    # bot's own grant g1 is its policies' matter (the test policy does not read the holder's
-    # account); the grants made under bot end whatever the policies say
-    assert sorted(revoked) == ["g2", "g3"]
+    # bot's own grant g1 is its policies' matter (the risk model makes a disabled or compromised
+    # subject HIGH risk, which the test policy denies); the grants made under bot end whatever
+    # the policies say
+    assert sorted(revoked) == ["g1", "g2", "g3"]
+    assert revoked["g1"]["rule"] == "deny-high-risk"
+    assert "path" not in revoked["g1"]["cause"]
     rule = "member-disabled" if kind == "account-disabled" else "member-compromised"
     for gid in ("g2", "g3"):
         assert revoked[gid]["rule"] == f"vigil.delegation.{rule}"
