@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
+from streams.models.grant import validate_grant_event
 from streams.processing.pipeline import Pipeline
 from streams.state.replica import partition_of
 from tests.delegation.cluster import (
@@ -263,6 +264,8 @@ def test_grant_events_and_checks_cannot_supply_the_delegation_attribute(
     # depth 4 from the chain, whatever the producer claimed: the deep-chain rule denies
     assert list(c.revoked()) == ["g"]
     assert c.revoked()["g"]["rule"] == "deny-deep-chain"
+    # and the stored grant never holds what the producer sent under the reserved name
+    assert validate_grant_event(grant).grant["principal"]["attr"] == {"team": "x"}  # type: ignore[index]
 
 
 def test_bad_subscription_records_are_dead_lettered(pipeline: Pipeline) -> None:
