@@ -98,6 +98,19 @@ def test_the_member_replica_and_subscriptions_go_when_grants_end(
     assert c.state(bot)["members"] == {}
 
 
+def test_a_state_that_arrives_after_its_grant_ended_is_not_kept(
+    pipeline: Pipeline, subjects: Subjects
+) -> None:
+    alice, bot = subjects("user:alice", "agent:mail-bot")
+    c = Cluster(pipeline, PARTITIONS)
+    # issued and released in one batch: alice's answer to the subscription arrives afterwards
+    c.send("authz.grants", bot, issued("g1", bot, [alice]))
+    c.send("authz.grants", bot, {"op": "released", "grant_id": "g1", **_principal(bot)})
+    c.settle()
+    assert c.state(bot).get("members", {}) == {}
+    assert c.state(alice)["subscribers"] == {}
+
+
 def _principal(key: str) -> dict[str, object]:
     kind, ident = key.split(":", 1)
     return {"principal": {"id": ident, "type": kind, "roles": [kind]}}
