@@ -6,7 +6,8 @@ Four record kinds, each keyed by the subject whose partition applies it:
 * ``subscribe`` / ``unsubscribe`` (key: the chain *member*): the grant ``grant_id`` held by
   ``home`` depends on ``member`` (and, with ``parent_grant_id``, on that grant of the member);
 * ``state`` (key: ``home``): the member's policy-visible state (``signals`` in the shape of
-  ``request.principal.attr.signals`` without the grant-bound parts, and its ``roles``),
+  ``request.principal.attr.signals`` without the grant-bound parts, its ``roles`` and, for a
+  device subject, its own compliance ``device``),
   forwarded on subscribe and whenever it changes, with the ``cause`` of the change;
 * ``cascade`` (key: ``home``): the delegation grant ``grant_id`` was made under ended; the
   home revokes it, naming ``root_cause`` and ``path``.
@@ -69,6 +70,8 @@ class StateIn(_Strict):
     roles: Annotated[list[Name], Field(max_length=MAX_LIST_ITEMS)]
     signals: dict[str, Any]
     cause: ForwardCauseIn
+    # a device subject's own compliance: [event_time, status]; None for other subjects
+    device: tuple[int, Name] | None = None
 
     @field_validator("signals")
     @classmethod

@@ -90,9 +90,11 @@ def effective_request(
     subject: dict[str, Any],
     state: SignalState,
     delegation: dict[str, Any] | None = None,
+    device_replica: list[Any] | None = None,
 ) -> dict[str, Any]:
     """The request the policy sees: the grant's principal with live signals merged in, and its
-    delegation chain with each member's replicated state (``streams.state.delegation``)."""
+    delegation chain with each member's replicated state (``streams.state.delegation``);
+    ``device_replica`` is the state of the grant's device subject, when one was forwarded."""
     principal = grant["principal"]
     attr = dict(principal["attr"])
     attr["signals"] = signal_attributes(
@@ -102,6 +104,7 @@ def effective_request(
         grant.get("session_id"),
         grant["grant_id"],
         grant.get("issued_at"),
+        device_replica,
     )
     attr["grant"] = grant_attributes(grant)
     attr["delegation"] = delegation if delegation is not None else {"chain": [], "depth": 0}
@@ -119,13 +122,14 @@ def signal_attributes(
     session_id: str | None,
     grant_id: str | None = None,
     issued_at: int | None = None,
+    device_replica: list[Any] | None = None,
 ) -> dict[str, Any]:
     """``request.principal.attr.signals``: the one place it is built, for a grant's
     re-evaluation and for a check (``streams.processing.check``) alike, so a policy sees the
     same live state whichever way it is asked. ``subject`` is ``subject_snapshot(state, risk)``."""
     return {
         **subject,
-        "device": device_snapshot(state, device_id),
+        "device": device_snapshot(state, device_id, device_replica),
         "session": session_snapshot(state, session_id, grant_id, device_id, issued_at),
         "token": token_snapshot(state, grant_id),
     }
@@ -157,9 +161,10 @@ def evaluate_grant(
     memo: CheckMemo,
     previous_digest: str | None = None,
     delegation: dict[str, Any] | None = None,
+    device_replica: list[Any] | None = None,
 ) -> Evaluation:
     """Evaluate every action of a grant; DENY on any action means the grant no longer holds."""
-    request = effective_request(grant, subject, state, delegation)
+    request = effective_request(grant, subject, state, delegation, device_replica)
     started = time.perf_counter()
     # The memo's now() is the batch's clock, the same instant recorded as evaluated_at; it lets
     # grants of a batch share condition results whose inputs are equal.

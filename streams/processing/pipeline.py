@@ -401,7 +401,9 @@ class Pipeline:
                 cause = _signal_cause(item, rec.timestamp)
                 for grant in grants_seeing(grants, dim, visible):
                     self._evaluate(subject, grant, snapshot, cause, result, now_ms)
-                if visible and grants.get("subscribers"):
+                # a device subject's own compliance (dimension ``device:<id>`` of subject
+                # ``device:<id>``) matters to the grants bound to that device
+                if (visible or dim == subject.key) and grants.get("subscribers"):
                     forwarded = {
                         "kind": "signal",
                         "event_id": item.event_id,
@@ -536,11 +538,12 @@ class Pipeline:
         )
 
     def _subscribe(self, subject: _Subject, grant: dict[str, Any], result: BatchResult) -> None:
-        """A new grant with an ``on_behalf_of`` chain subscribes to each member's partition; the
-        last member also learns the ``parent_grant_id`` it was made under."""
-        members = delegation.dependencies(grant)
-        last = grant["on_behalf_of"][-1] if members else None
-        for member in members:
+        """A new grant subscribes to the partition of each member of its ``on_behalf_of``
+        chain and of its device subject; the last member also learns the ``parent_grant_id``
+        it was made under."""
+        chain = grant.get("on_behalf_of") or []
+        last = chain[-1] if chain else None
+        for member in delegation.dependencies(grant):
             self._subscription_out(
                 member,
                 {
@@ -587,6 +590,8 @@ class Pipeline:
     ) -> None:
         """Send this subject's policy-visible state to the partitions of the grants that
         depend on it (every subscriber's home, or ``homes``)."""
+        own_device = subject.signals["dims"].get(subject.key)  # a device subject's compliance
+        device = None if own_device is None else [own_device[0], own_device[2]["status"]]
         for home in delegation.homes(state) if homes is None else homes:
             record = {
                 "op": STATE,
@@ -595,6 +600,7 @@ class Pipeline:
                 "roles": state.get("roles") or [],
                 "signals": snapshot,
                 "cause": cause,
+                "device": device,
             }
             self._subscription_out(home, record, result)
 
@@ -706,8 +712,13 @@ class Pipeline:
         if not dependents:
             return  # the grants that subscribed ended since: nothing to keep
         members = state.setdefault("members", {})
-        new = {"roles": body["roles"], "signals": body["signals"]}
-        seen = members.get(member) or {"roles": [], "signals": self._no_signals}
+        device = body["device"]
+        new = {
+            "roles": body["roles"],
+            "signals": body["signals"],
+            "device": None if device is None else list(device),
+        }
+        seen = members.get(member) or {"roles": [], "signals": self._no_signals, "device": None}
         if members.get(member) != new:
             members[member] = new
             subject.grants_dirty = True
@@ -749,7 +760,8 @@ class Pipeline:
         cause = Cause("cascade", root, body["event_time"], root_cause=root, path=path)
         members = state.get("members") or {}
         chain = delegation.delegation_attributes(grant, members, self._no_signals)
-        request = effective_request(grant, snapshot, subject.signals, chain)
+        device = delegation.device_replica(grant, members)
+        request = effective_request(grant, snapshot, subject.signals, chain, device)
         ev = delegation_revocation(
             grant,
             subject.key,
@@ -847,12 +859,23 @@ class Pipeline:
                     if expires_at and expires_at <= now_ms:
                         continue
                     active += 1
+                    members = grants.get("members") or {}
                     chain = None
                     if grant.get("on_behalf_of"):
-                        members = grants.get("members") or {}
                         chain = delegation.delegation_attributes(grant, members, self._no_signals)
+                    device = delegation.device_replica(grant, members)
                     ev = evaluate_grant(
-                        engine, grant, key, snapshot, signals, cause, now_ms, memo, None, chain
+                        engine,
+                        grant,
+                        key,
+                        snapshot,
+                        signals,
+                        cause,
+                        now_ms,
+                        memo,
+                        None,
+                        chain,
+                        device,
                     )
                     if ev.revocation is not None:
                         revoked.append(_would_revoke(key, ev.decision))
@@ -1041,13 +1064,16 @@ class Pipeline:
         key = subject.key
         members: dict[str, Any] = {}
         chain = None
-        if grant.get("on_behalf_of"):
+        device = None
+        if grant.get("on_behalf_of") or grant.get("device_id"):
             members = subject.grants(now_ms).get("members") or {}
+            device = delegation.device_replica(grant, members)
+        if grant.get("on_behalf_of"):
             chain = delegation.delegation_attributes(grant, members, self._no_signals)
         broken = delegation.broken_member(grant, members) if members else None
         if broken is not None:
             # a disabled or compromised chain member ends the grant whatever the policies say
-            request = effective_request(grant, snapshot, subject.signals, chain)
+            request = effective_request(grant, snapshot, subject.signals, chain, device)
             rule = f"vigil.delegation.{broken[1]}"
             ev = delegation_revocation(grant, key, request, cause, rule, now_ms, self.engine.digest)
         else:
@@ -1062,6 +1088,7 @@ class Pipeline:
                 self._memo if memo is None else memo,
                 previous_digest,
                 chain,
+                device,
             )
         if grant.get("digest") != self.engine.digest:
             grant["digest"] = self.engine.digest  # which bundle last judged this grant

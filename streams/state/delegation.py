@@ -4,13 +4,16 @@ replica of the subjects this subject's grants depend on (docs/delegation.md).
 Two optional maps in the grant state (``streams.state.subject``), both JSON-able:
 
     "subscribers": {grant_id: [home_key, parent_grant_id | None]}   # member side
-    "members":     {member_key: {"roles": [...], "signals": {...}}} # home side (replica)
-    "roles":       [...]   # this subject's roles, from its newest issued grant (member side)
+    "members":     {member_key: {"roles": [...], "signals": {...},  # home side (replica)
+                                 "device": [event_time, status] | None}}
+    "roles":       [...]   # this subject's roles, from its last issued grant (member side)
 
-A member's ``signals`` is the subject-wide part of ``request.principal.attr.signals`` (risk,
-identity, network; ``subject_snapshot``); the grant-bound parts (device, session, token) belong
-to the holder's grant, so a member shows them empty. Roles are the principal roles of the
-member's newest issued grant: the last principal Vigil saw for that subject.
+A grant depends on the members of its ``on_behalf_of`` chain and on its device as a subject
+(``device:<device_id>``). A member's ``signals`` is the subject-wide part of
+``request.principal.attr.signals`` (risk, identity, network; ``subject_snapshot``); the
+grant-bound parts (device, session, token) belong to the holder's grant, so a member shows them
+empty. Roles are the principal roles of the member's last issued grant: the last principal Vigil
+saw for that subject. ``device`` is set for a device subject: its own compliance entry.
 """
 
 from __future__ import annotations
@@ -41,9 +44,27 @@ def chain_of(grant: dict[str, Any]) -> list[str]:
     return grant.get("on_behalf_of") or []
 
 
+def device_key(grant: dict[str, Any]) -> str | None:
+    """The grant's device as a subject (``device:<device_id>``), or None."""
+    device_id = grant.get("device_id")
+    return f"device:{device_id}" if device_id else None
+
+
 def dependencies(grant: dict[str, Any]) -> list[str]:
-    """The subjects a grant subscribes to: its chain members, each once, in chain order."""
-    return list(dict.fromkeys(chain_of(grant)))
+    """The subjects a grant subscribes to: its chain members, each once, in chain order, then
+    its device (signals whose subject is the device itself, docs/delegation.md)."""
+    deps = list(dict.fromkeys(chain_of(grant)))
+    device = device_key(grant)
+    if device is not None and device not in deps:
+        deps.append(device)
+    return deps
+
+
+def device_replica(grant: dict[str, Any], members: dict[str, Any]) -> list[Any] | None:
+    """``[event_time, status]`` the grant's device subject forwarded, or None."""
+    device = device_key(grant)
+    replica = members.get(device) if device is not None else None
+    return replica.get("device") if replica is not None else None
 
 
 def member_entry(
@@ -92,15 +113,18 @@ def broken_member(grant: dict[str, Any], members: dict[str, Any]) -> tuple[str, 
 
 
 def path_from(grant: dict[str, Any], holder_key: str, member_key: str) -> list[str]:
-    """Subject keys from ``member_key`` down the chain to the holder (cause ``path``)."""
+    """Subject keys from ``member_key`` down the chain to the holder (cause ``path``); for the
+    grant's device, the device and the holder."""
     chain = chain_of(grant)
-    start = chain.index(member_key) if member_key in chain else 0
-    return [*chain[start:], holder_key]
+    if member_key not in chain:
+        return [member_key, holder_key]
+    return [*chain[chain.index(member_key) :], holder_key]
 
 
 def dependents(state: GrantState, member_key: str) -> list[dict[str, Any]]:
-    """Active grants whose chain names ``member_key``."""
-    return [g for g in state["grants"].values() if member_key in chain_of(g)]
+    """Active grants that depend on ``member_key`` (their chain names it, or it is their
+    device)."""
+    return [g for g in state["grants"].values() if member_key in dependencies(g)]
 
 
 def subscribers(state: GrantState) -> dict[str, list[Any]]:
@@ -127,7 +151,7 @@ def forget_members(state: GrantState, grant: dict[str, Any]) -> bool:
     members = state.get("members")
     if not members:
         return False
-    named = {key for g in state["grants"].values() for key in chain_of(g)}
+    named = {key for g in state["grants"].values() for key in dependencies(g)}
     gone = [key for key in dependencies(grant) if key in members and key not in named]
     for key in gone:
         del members[key]

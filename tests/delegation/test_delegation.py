@@ -111,6 +111,108 @@ def test_a_state_that_arrives_after_its_grant_ended_is_not_kept(
     assert c.state(alice)["subscribers"] == {}
 
 
+def test_a_device_going_non_compliant_revokes_the_grants_of_every_user_on_it(
+    pipeline: Pipeline, subjects: Subjects
+) -> None:
+    """A signal whose subject is the device itself reaches every grant bound to that device,
+    whichever user holds it and on whichever partition."""
+    alice, bob, carol, device = subjects("user:alice", "user:bob", "user:carol", "device:D")
+    d = device.split(":", 1)[1]
+    c = Cluster(pipeline, PARTITIONS)
+    for user, dev in ((alice, d), (bob, d), (carol, "other")):
+        at = "2026-11-29T08:00:00Z"
+        c.send(
+            "signals.device",
+            user,
+            signal(
+                f"ok-{user}",
+                user,
+                "device-compliance-change",
+                at,
+                device_id=dev,
+                current_status="compliant",
+            ),
+        )
+    c.settle()
+    for gid, user, dev in (("g-a", alice, d), ("g-b", bob, d), ("g-c", carol, "other")):
+        c.send(
+            "authz.grants", user, {**issued(gid, user), "device_id": dev, "session_id": f"s-{gid}"}
+        )
+    c.settle()
+    assert c.revoked() == {}
+    c.send(
+        "signals.device",
+        device,
+        signal(
+            "nc-1",
+            device,
+            "device-compliance-change",
+            LATER,
+            device_id=d,
+            current_status="not-compliant",
+        ),
+    )
+    c.settle()
+    revoked = c.revoked()
+    assert sorted(revoked) == ["g-a", "g-b"]
+    for gid, user in (("g-a", alice), ("g-b", bob)):
+        assert revoked[gid]["rule"] == "deny-noncompliant-device"
+        assert revoked[gid]["session_id"] == f"s-{gid}"
+        assert revoked[gid]["cause"]["event_id"] == "nc-1"
+        assert revoked[gid]["cause"]["path"] == [device, user]
+    # an older device-subject event changes nothing: the newer entry wins either way
+    c.send(
+        "signals.device",
+        device,
+        signal(
+            "ok-old",
+            device,
+            "device-compliance-change",
+            "2026-11-29T07:00:00Z",
+            device_id=d,
+            current_status="compliant",
+        ),
+    )
+    c.settle()
+    assert sorted(c.revoked()) == ["g-a", "g-b"]
+
+
+def test_a_device_subject_older_than_the_users_own_entry_does_not_override_it(
+    pipeline: Pipeline, subjects: Subjects
+) -> None:
+    alice, device = subjects("user:alice", "device:D")
+    d = device.split(":", 1)[1]
+    c = Cluster(pipeline, PARTITIONS)
+    c.send(
+        "signals.device",
+        device,
+        signal(
+            "old",
+            device,
+            "device-compliance-change",
+            "2026-11-29T07:00:00Z",
+            device_id=d,
+            current_status="not-compliant",
+        ),
+    )
+    c.send(
+        "signals.device",
+        alice,
+        signal(
+            "new",
+            alice,
+            "device-compliance-change",
+            "2026-11-29T08:00:00Z",
+            device_id=d,
+            current_status="compliant",
+        ),
+    )
+    c.settle()
+    c.send("authz.grants", alice, {**issued("g", alice), "device_id": d})
+    c.settle()
+    assert c.revoked() == {}
+
+
 def _principal(key: str) -> dict[str, object]:
     kind, ident = key.split(":", 1)
     return {"principal": {"id": ident, "type": kind, "roles": [kind]}}

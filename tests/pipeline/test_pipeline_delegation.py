@@ -132,3 +132,69 @@ async def test_an_agents_own_risk_change_affects_only_its_own_grants(worker: Wor
     )
     await settle(worker)
     assert list(await revoked(worker)) == ["bot-for-alice"]
+
+
+async def test_a_device_going_non_compliant_revokes_the_sessions_of_every_user_on_it(
+    start_worker: Callable[..., Worker],
+) -> None:
+    """Project policies (documents: write needs a compliant device). One signal whose subject
+    is the device reaches the write grants of both users on it, on both partitions."""
+    worker = start_worker()
+    worker.extra_env["VIGIL_OUTPUT_FORMAT"] = "json"
+    await worker.start()
+    alice, bob, device = placed(["user:alice", "user:bob", "device:D"], [0, 1, 0])
+    d = device.split(":", 1)[1]
+    await worker.produce(
+        "device",
+        [
+            signal(
+                f"ok-{u}",
+                u,
+                "device-compliance-change",
+                "2026-11-29T08:00:00Z",
+                device_id=d,
+                current_status="compliant",
+            )
+            for u in (alice, bob)
+        ],
+    )
+    await settle(worker)
+    grants = []
+    for user in (alice, bob):
+        kind, ident = user.split(":", 1)
+        grants.append(
+            {
+                "op": "issued",
+                "grant_id": f"g-{ident}",
+                "principal": {"id": ident, "type": kind, "roles": ["employee"], "attr": {}},
+                "resource": {"kind": "document", "id": "doc-1", "attr": {"owner": "someone"}},
+                "actions": ["read", "write"],
+                "session_id": f"s-{ident}",
+                "device_id": d,
+                "issued_at": "2026-11-29T09:00:00Z",
+                "expires_at": "2099-01-01T00:00:00Z",
+            }
+        )
+    await worker.produce("grants", grants)
+    await settle(worker)
+    assert await revoked(worker) == {}
+    await worker.produce(
+        "device",
+        [
+            signal(
+                "nc-1",
+                device,
+                "device-compliance-change",
+                LATER,
+                device_id=d,
+                current_status="not-compliant",
+            )
+        ],
+    )
+    await settle(worker)
+    got = await revoked(worker)
+    assert sorted(got) == sorted(g["grant_id"] for g in grants)
+    for rev in got.values():
+        assert rev["rule"] == "write-needs-compliant-device"
+        assert rev["cause"]["event_id"] == "nc-1"
+        assert rev["session_id"] == f"s-{rev['subject'].split(':', 1)[1]}"
