@@ -185,6 +185,15 @@ def markdown(res: dict[str, Any]) -> str:
             + ("**met**" if ok else "**not met**")
             + "."
         )
+        cross = lat["revocation"].get("cross_subject")
+        if cross is not None:
+            same = lat["revocation"].get("same_subject", {})
+            lines.append(
+                f"- Cross-subject (a delegating user's signal → the agent's revocation, "
+                f"docs/delegation.md): p50 {cross.get('p50_ms')} ms, p99 {cross.get('p99_ms')} ms "
+                f"beside same-subject p50 {same.get('p50_ms')} ms, p99 {same.get('p99_ms')} ms "
+                "(both are in the p99 above)."
+            )
     if quix and "error" in quix:
         lines.append(f"- Quix Streams failed on this broker: `{quix['error']}`")
     return "\n".join(lines)
