@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from bench import check_api, memory, restore
+from bench import check_api, ephemeral, memory, restore
 
 START = "<!-- bench:results:start (written by `make bench`; edits here are overwritten) -->"
 END = "<!-- bench:results:end -->"
@@ -155,7 +155,7 @@ def markdown(res: dict[str, Any]) -> str:
         ]
         lines += [f"| `{f['function']}` | {f['pct']} |" for f in prof.get("streams_total", [])]
     lines += check_api.markdown(res)
-    lines += memory.markdown(res) + restore.markdown(res)
+    lines += memory.markdown(res) + restore.markdown(res) + ephemeral.markdown(res)
     lines += [
         "",
         "Reading against the targets (≥ 20k signals/s per worker process, ≥ 1.0× Quix; "

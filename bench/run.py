@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from bench import check_api, memory, report, restore, ssf
+from bench import check_api, ephemeral, memory, report, restore, ssf
 from bench.events import GRANTS_PER_SUBJECT, PARTITIONS, World
 from bench.kafka import baseline_consume, baseline_produce, produce_batched, producer
 from bench.latency import paced_run
@@ -396,6 +396,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             await memory.run_memory(broker.bootstrap, plan, results, tmp)
         if "h" in args.only:
             await restore.run_restore(broker.bootstrap, plan, results, tmp)
+        if "i" in args.only:
+            eph_plan = ephemeral.QUICK if args.quick else ephemeral.FULL
+            await ephemeral.run_ephemeral(broker.bootstrap, eph_plan, results, tmp)
     results["elapsed_s"] = round(time.perf_counter() - started, 1)
     results["machine"]["loadavg_end"] = Path("/proc/loadavg").read_text().strip()
     return results
@@ -410,9 +413,10 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=0, help="override the subject count")
     parser.add_argument(
         "--only",
-        default="abdefgh",
+        default="abdefghi",
         help="parts to run: a (baselines), b (vigil, incl. c), d (quix), e (check API vs Cerbos), "
-        "f (Shared Signals), g (memory), h (restore)",
+        "f (Shared Signals), g (memory), h (restore), i (ephemeral workloads: state size around "
+        "a burst of short-lived grants)",
     )
     parser.add_argument(
         "--ref",

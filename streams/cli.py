@@ -15,7 +15,17 @@ import sys
 import click
 
 #: Sub-command modules under ``streams.commands``, in help order.
-COMMAND_MODULES = ("broker", "produce", "tail", "worker", "health", "demo", "policy", "ssf")
+COMMAND_MODULES = (
+    "broker",
+    "produce",
+    "tail",
+    "worker",
+    "health",
+    "demo",
+    "policy",
+    "inventory",
+    "ssf",
+)
 
 
 def _unavailable(name: str, error: BaseException) -> click.Command:

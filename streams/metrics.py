@@ -234,6 +234,17 @@ CHECK_SPOOFED_ATTRIBUTES = Counter(
     "Reserved principal attributes (signals, grant, delegation) sent by a caller and discarded",
     ["attribute"],
 )
+CHECK_AUX_DATA_REJECTED = Counter(
+    "vigil_check_aux_data_rejected_total",
+    "Check and plan requests refused for their auxData.jwt token (400 invalid auxData), by "
+    "reason: key_set, malformed, signature, expired, not_yet_valid",
+    ["reason"],
+)
+AUX_DATA_JWKS_FETCHES = Counter(
+    "vigil_aux_data_jwks_fetches_total",
+    "Fetches of remote auxData.jwt key sets (JWKS URLs), by outcome (ok, error)",
+    ["outcome"],
+)
 CHECK_AUDIT_DROPPED = Counter(
     "vigil_check_audit_dropped_total",
     "Check decisions not published because the audit queue was full",

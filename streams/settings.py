@@ -349,6 +349,12 @@ class Settings(BaseSettings):
         default=None,
         description="YAML file of webhook targets for revocations (docs/check-api.md).",
     )
+    aux_data_config: Path | None = Field(
+        default=None,
+        description="YAML file with Cerbos' auxData block (JWT key sets that verify "
+        "auxData.jwt tokens of check and plan requests); unset: a request with a token is "
+        "refused, as by a Cerbos PDP without auxData configuration.",
+    )
     # -- Shared Signals (docs/shared-signals.md) ------------------------------------------
     ssf_config: Path | None = Field(
         default=None,

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import click
 import orjson
 
-from streams.commands.common import policy_directory
+from streams.commands.common import policy_directory, setting_option
 from streams.commands.policy_push import confirm, keygen, push, status
 from streams.policy.api import (
     RequestError,
@@ -28,6 +28,13 @@ from streams.policy.api import (
     check_resources,
     new_call_id,
     parse_time,
+)
+from streams.policy.auxdata import (
+    NO_KEY_SETS,
+    UNVERIFIED,
+    AuxDataConfigError,
+    AuxDataVerifier,
+    fetch_remote_key_sets,
 )
 from streams.policy.engine import PolicyEngine
 from streams.policy.loader import load_directory
@@ -243,22 +250,55 @@ def _has_signals(body: Any) -> bool:
 
 
 def request_options(func: F) -> F:
-    """``--now`` and ``--unverified-jwt``: how ``eval`` and ``plan`` read every request."""
+    """``--now``, ``--aux-data-config`` and ``--unverified-jwt``: how ``eval`` and ``plan``
+    read every request."""
     func = click.option(
         "--unverified-jwt",
         is_flag=True,
-        help="Accept auxData.jwt.token and use its claims WITHOUT verifying it (testing only).",
+        help="Read auxData.jwt tokens WITHOUT verifying their signature (Cerbos "
+        "auxData.jwt.disableVerification; testing only).",
+    )(func)
+    func = setting_option(
+        "--aux-data-config",
+        type=click.Path(path_type=Path, dir_okay=False, exists=True),
+        help="YAML file with Cerbos' auxData block: key sets that verify auxData.jwt tokens "
+        "(docs/configuration.md); unset: a request with a token is refused.",
     )(func)
     return click.option(
-        "--now", metavar="RFC3339", help="Fix now() for every request (default: the clock)."
+        "--now",
+        metavar="RFC3339",
+        help="Fix now() for every request, and the time tokens are checked at (default: the "
+        "clock).",
     )(func)
+
+
+def _aux_data_verifier(config: Path | None, unverified_jwt: bool) -> AuxDataVerifier:
+    if config is not None and unverified_jwt:
+        raise click.UsageError("--aux-data-config and --unverified-jwt exclude each other")
+    if unverified_jwt:
+        return UNVERIFIED
+    if config is None:
+        return NO_KEY_SETS
+    try:
+        verifier = AuxDataVerifier.from_file(config)
+    except AuxDataConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--aux-data-config") from None
+    for problem in fetch_remote_key_sets(verifier):  # fetched once: a run is short
+        click.echo(f"warning: --aux-data-config: {problem}; its tokens are refused", err=True)
+    return verifier
 
 
 @policy.command("eval")
 @click.argument("directory", type=_DIR, required=False)
 @engine_options
 @request_options
-def eval_cmd(directory: Path | None, now: str | None, unverified_jwt: bool, **engine: Any) -> None:
+def eval_cmd(
+    directory: Path | None,
+    now: str | None,
+    aux_data_config: Path | None,
+    unverified_jwt: bool,
+    **engine: Any,
+) -> None:
     """Answer CheckResources requests: one JSON request per stdin line, one response per line.
 
     Responses are the Cerbos PDP's /api/check/resources JSON. An invalid line gets
@@ -268,13 +308,14 @@ def eval_cmd(directory: Path | None, now: str | None, unverified_jwt: bool, **en
     A bare request carries no live signals: the policies then see an unknown device, network and
     risk, and default-deny whatever depends on them. Put the reserved attributes Vigil merges in
     (`principal.attr.signals`, see docs/policies.md) into the request to see what a worker sees."""
-    _serve_lines(directory, now, unverified_jwt, engine, check_resources)
+    aux_data = _aux_data_verifier(aux_data_config, unverified_jwt)
+    _serve_lines(directory, now, aux_data, engine, check_resources)
 
 
 def _serve_lines(
     directory: Path | None,
     now: str | None,
-    unverified_jwt: bool,
+    aux_data: AuxDataVerifier,
     engine: dict[str, Any],
     answer: Callable[..., dict[str, Any]],
 ) -> None:
@@ -300,7 +341,7 @@ def _serve_lines(
                 hinted = True
                 click.echo(NO_SIGNALS_HINT.format(line_no=line_no), err=True)
             try:
-                response = answer(eng, body, now=fixed, unverified_jwt=unverified_jwt)
+                response = answer(eng, body, now=fixed, aux_data=aux_data)
                 reply = orjson.dumps(response)
             except RequestError as exc:
                 reply, failed = _error_line(line_no, exc.code, exc.message), True
@@ -320,7 +361,13 @@ def _serve_lines(
 @click.argument("directory", type=_DIR, required=False)
 @engine_options
 @request_options
-def plan_cmd(directory: Path | None, now: str | None, unverified_jwt: bool, **engine: Any) -> None:
+def plan_cmd(
+    directory: Path | None,
+    now: str | None,
+    aux_data_config: Path | None,
+    unverified_jwt: bool,
+    **engine: Any,
+) -> None:
     """Answer PlanResources requests: one JSON request per stdin line, one response per line.
 
     The twin of `vigil policy eval`: responses are the Cerbos PDP's /api/plan/resources JSON
@@ -328,7 +375,8 @@ def plan_cmd(directory: Path | None, now: str | None, unverified_jwt: bool, **en
     plan Vigil's planner refuses (code 12, with the reason), gets `{"code", "message", "line"}`
     instead and processing continues; the exit code is then 1. As with eval, the live signals a
     worker folds in are not there unless the request carries `principal.attr.signals`."""
-    _serve_lines(directory, now, unverified_jwt, engine, _plan)
+    aux_data = _aux_data_verifier(aux_data_config, unverified_jwt)
+    _serve_lines(directory, now, aux_data, engine, _plan)
 
 
 def _plan(eng: PolicyEngine, body: Any, **kwargs: Any) -> dict[str, Any]:

@@ -96,6 +96,12 @@ def wait_for_kafka(broker: str, timeout: float = BROKER_WAIT_SECONDS) -> None:
     help="YAML file of webhook targets that receive revocations (docs/check-api.md).",
 )
 @setting_option(
+    "--aux-data-config",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="YAML file with Cerbos' auxData block: key sets that verify auxData.jwt tokens of "
+    "checks and plans (docs/configuration.md); unset: requests with a token are refused.",
+)
+@setting_option(
     "--ssf-config",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     help="Shared Signals YAML: transmitters whose SETs we accept (docs/shared-signals.md).",
@@ -119,6 +125,7 @@ def command(
     api_host: str | None,
     api_tokens: Path | None,
     webhooks: Path | None,
+    aux_data_config: Path | None,
     ssf_config: Path | None,
     loglevel: str,
     **engine: Any,
@@ -132,6 +139,7 @@ def command(
     from streams.kafka.security import KafkaSecurityError
     from streams.policy import PolicyCompileError
     from streams.policy.api import UnsupportedOption
+    from streams.policy.auxdata import AuxDataConfigError
     from streams.ssf.config import SsfConfigError
     from streams.ssf.signing import SigningKeyError
     from streams.web.tokens import TokenFileError
@@ -149,6 +157,7 @@ def command(
         api_host=api_host,
         api_tokens=api_tokens,
         webhooks=webhooks,
+        aux_data_config=aux_data_config,
         ssf_config=ssf_config,
         globals=engine["globals_"],
         default_policy_version=engine["default_policy_version"],
@@ -180,6 +189,8 @@ def command(
         raise click.UsageError(f"invalid check API or engine settings: {exc}") from None
     except WebhookFileError as exc:
         raise click.UsageError(f"--webhooks: {exc}") from None
+    except AuxDataConfigError as exc:
+        raise click.UsageError(f"--aux-data-config: {exc}") from None
     # Settings and files are checked (above) before waiting: a typo fails at once, not in 30 s.
     if settings.kafka_security_protocol == "PLAINTEXT":
         # a bare TCP probe of a TLS listener would look like a failed handshake in its logs

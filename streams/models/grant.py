@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from streams.models.limits import (
     MAX_ID_CHARS,
@@ -15,6 +15,7 @@ from streams.models.limits import (
     check_free_form,
 )
 from streams.models.signal import SignalInvalid, _errors_text
+from streams.models.spiffe import check_subject_id
 from streams.models.timeparse import to_epoch_ms
 
 Name = Annotated[str, Field(max_length=MAX_ID_CHARS)]
@@ -45,6 +46,11 @@ class PrincipalIn(BaseModel):
     attr: dict[str, Any] = Field(default_factory=dict)
 
     _attr = field_validator("attr")(_free_form)
+
+    @model_validator(mode="after")
+    def _workload_id(self) -> PrincipalIn:
+        check_subject_id(self.type, self.id)  # a workload is named by its SPIFFE ID
+        return self
 
 
 class ResourceIn(BaseModel):

@@ -12,7 +12,7 @@ import socket
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeGuard
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from streams.models.limits import (
     LATEST_TIME_MS,
@@ -22,6 +22,7 @@ from streams.models.limits import (
     MAX_SUBJECT_TYPE_CHARS,
     check_free_form,
 )
+from streams.models.spiffe import WORKLOAD_TYPE, check_subject_id, spiffe_id_problem
 from streams.models.timeparse import to_epoch_ms
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
@@ -181,6 +182,11 @@ class SubjectRef(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     type: str = Field(pattern=_NAME, max_length=MAX_SUBJECT_TYPE_CHARS)
     id: str = Field(min_length=1, max_length=MAX_SUBJECT_ID_CHARS)
+
+    @model_validator(mode="after")
+    def _workload_id(self) -> SubjectRef:
+        check_subject_id(self.type, self.id)  # a workload is named by its SPIFFE ID
+        return self
 
 
 class SignalEnvelope(BaseModel):
@@ -400,6 +406,7 @@ def _fast_signal(raw: Any) -> Signal | None:
         and _text(source, 1)
         and type(attrs) is dict
         and _SUBJECT_TYPE.match(subject["type"])
+        and (subject["type"] != WORKLOAD_TYPE or spiffe_id_problem(subject["id"]) is None)
     ):
         return None
     if type(event_time) is int and 1_000_000_000_000 <= event_time < LATEST_TIME_MS:

@@ -13,7 +13,6 @@ engine options) are used through feature detection, so the module works with eit
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as dt
 import inspect
 import json
@@ -22,8 +21,9 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from .auxdata import NO_KEY_SETS, AuxDataRejected, AuxDataVerifier
 from .engine import PolicyEngine
 from .globs import sanitized_name
 
@@ -196,37 +196,88 @@ def _entry(i: int, raw: Any, problems: list[str]) -> tuple[dict[str, Any], list[
     return resource, actions
 
 
-def _jwt_claims(token: str) -> dict[str, Any]:
-    """The claims of a JWT, *not verified* (only with `unverified_jwt=True`)."""
-    try:
-        payload = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (IndexError, ValueError, binascii.Error) as exc:
-        raise RequestError("invalid auxData") from exc
-    if not isinstance(claims, dict):
-        raise RequestError("invalid auxData")
-    return claims
+class AuxJwt(NamedTuple):
+    """One JWT of a request's ``auxData``, not verified yet (`verified_aux_data` does that)."""
+
+    token: str
+    key_set_id: str
 
 
-def _aux_data(raw: Any, unverified_jwt: bool) -> dict[str, Any] | None:
+class AuxRequest(NamedTuple):
+    """A request's ``auxData``: ``jwt`` (one token) or ``jwts`` (named tokens), not verified."""
+
+    jwt: AuxJwt | None
+    jwts: dict[str, AuxJwt]
+
+
+class InvalidAuxData(RequestError):
+    """Cerbos' ``invalid auxData`` (HTTP 400, code 3) with the reason; ``reason`` is a bounded
+    label for metrics (`streams.policy.auxdata`)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"invalid auxData: {detail}")
+        self.reason = reason
+
+
+def _one_jwt(raw: Any, where: str, problems: list[str]) -> AuxJwt | None:
+    """``{"token", "keySetId"}``; ``where`` is Cerbos' field path (``aux_data.jwt``)."""
+    if not isinstance(raw, dict):
+        raise RequestError(f"invalid value for message field {where}: expected an object")
+    _unknown(raw, _JWT_FIELDS, where)
+    token = _string(raw, "token", f"{where}.")
+    key_set_id = _string(raw, "keySetId", f"{where}.")
+    if not token:
+        problems.append(f"{where}.token: value is required")  # Cerbos' own wording
+        return None
+    return AuxJwt(token, key_set_id)
+
+
+def _aux_data(raw: Any, problems: list[str]) -> AuxRequest | None:
     if raw is None:
         return None
     if not isinstance(raw, dict):
         raise RequestError("invalid value for message field auxData: expected an object")
-    _unknown(raw, frozenset({"jwt"}), "auxData")
-    jwt = raw.get("jwt")
-    if jwt is None:
+    _unknown(raw, frozenset({"jwt", "jwts"}), "auxData")
+    jwt, jwts = raw.get("jwt"), raw.get("jwts")
+    if jwts is not None and not isinstance(jwts, dict):
+        raise RequestError("invalid value for map field auxData.jwts: expected an object")
+    if jwt is not None and jwts:
+        problems.append("aux_data: Only one of the jwt or jwts fields must be set")
+    single = _one_jwt(jwt, "aux_data.jwt", problems) if jwt is not None else None
+    named: dict[str, AuxJwt] = {}
+    for name, entry in sorted((jwts or {}).items()):
+        where = f"aux_data.jwts[{json.dumps(name)}]"
+        if not name:
+            problems.append(f"{where}: must be at least 1 characters")
+            continue
+        one = _one_jwt(entry, where, problems)
+        if one is not None:
+            named[name] = one
+    if single is None and not named:
         return None
-    if not isinstance(jwt, dict):
-        raise RequestError("invalid value for message field auxData.jwt: expected an object")
-    _unknown(jwt, _JWT_FIELDS, "auxData.jwt")
-    token = _string(jwt, "token", "auxData.jwt.")
-    if not token:
+    return AuxRequest(single, named)
+
+
+def verified_aux_data(
+    aux: AuxRequest | None, verifier: AuxDataVerifier, now: dt.datetime | None = None
+) -> dict[str, Any] | None:
+    """The engine's ``aux_data`` for a parsed request, as the stock PDP builds it:
+    ``{"jwt": claims}``, or ``{"jwts": {name: {"claims": claims}}}`` for named tokens. Every
+    token is verified by ``verifier`` (the ``auxData.jwt`` configuration); one refused token
+    refuses the request (`InvalidAuxData`). ``now``: the time the time claims are checked at."""
+    if aux is None:
         return None
-    if not unverified_jwt:
-        # Cerbos verifies the token against configured key sets; Vigil has none to verify with.
-        raise RequestError("invalid auxData: JWT verification is not supported")
-    return {"jwt": _jwt_claims(token)}
+    try:
+        if aux.jwt is not None:
+            return {"jwt": verifier.claims(aux.jwt.token, aux.jwt.key_set_id, now)}
+        return {
+            "jwts": {
+                name: {"claims": verifier.claims(jwt.token, jwt.key_set_id, now)}
+                for name, jwt in aux.jwts.items()
+            }
+        }
+    except AuxDataRejected as exc:
+        raise InvalidAuxData(exc.reason, str(exc)) from None
 
 
 def request_annotations(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -242,12 +293,10 @@ def request_annotations(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def parse_request(
-    body: Any, *, unverified_jwt: bool = False
-) -> tuple[
-    str, dict[str, Any], list[tuple[dict[str, Any], list[str]]], dict[str, Any] | None, bool
-]:
+    body: Any,
+) -> tuple[str, dict[str, Any], list[tuple[dict[str, Any], list[str]]], AuxRequest | None, bool]:
     """Validate a CheckResources request: (requestId, principal, [(resource, actions)],
-    auxData for the engine, includeMeta). Raises `RequestError` like Cerbos would."""
+    auxData not yet verified, includeMeta). Raises `RequestError` like Cerbos would."""
     if isinstance(body, str | bytes | bytearray):
         try:
             body = json.loads(body)
@@ -270,7 +319,7 @@ def parse_request(
     entries = [_entry(i, e, problems) for i, e in enumerate(raw_entries or [])]
     if not entries:
         problems.append("resources: value is required")
-    aux = _aux_data(body.get("auxData"), unverified_jwt)
+    aux = _aux_data(body.get("auxData"), problems)
     request_annotations(body)
     if problems:
         raise _fail(problems)
@@ -292,10 +341,11 @@ _PLAN_FIELDS = frozenset(
 _PLAN_RESOURCE_FIELDS = frozenset({"kind", "attr", "policyVersion", "scope"})
 
 
-def parse_plan_request(body: Any, *, unverified_jwt: bool = False) -> dict[str, Any]:
+def parse_plan_request(body: Any) -> dict[str, Any]:
     """Validate a PlanResources request like Cerbos: `{"requestId", "action" | "actions",
-    "principal", "resource" (kind, attr, policyVersion, scope; no id), "aux", "includeMeta"}`
-    with the principal in `parse_request`'s shape. Raises `RequestError`."""
+    "principal", "resource" (kind, attr, policyVersion, scope; no id), "aux" (`AuxRequest`,
+    not verified yet), "includeMeta"}` with the principal in `parse_request`'s shape. Raises
+    `RequestError`."""
     if not isinstance(body, dict):
         raise RequestError("request must be a JSON object")
     _unknown(body, _PLAN_FIELDS, "request")
@@ -326,7 +376,7 @@ def parse_plan_request(body: Any, *, unverified_jwt: bool = False) -> dict[str, 
         }
         if not resource["kind"]:
             problems.append("resource.kind: value is required")
-    aux = _aux_data(body.get("auxData"), unverified_jwt)
+    aux = _aux_data(body.get("auxData"), problems)
     request_annotations(body)
     if problems:
         raise _fail(problems)
@@ -464,17 +514,18 @@ def check_resources(
     *,
     now: dt.datetime | None = None,
     call_id: str | None = None,
-    unverified_jwt: bool = False,
+    aux_data: AuxDataVerifier = NO_KEY_SETS,
 ) -> dict[str, Any]:
     """Answer one CheckResources request (parsed JSON, or JSON text) like the Cerbos PDP.
 
     Results keep the request's resource order. `now` pins `now()` for the whole request (one
-    Cerbos request also evaluates with one timestamp). Raises `RequestError` for an invalid
-    request (the caller renders `err.body()`)."""
-    request_id, principal, entries, aux, include_meta = parse_request(
-        body, unverified_jwt=unverified_jwt
-    )
+    Cerbos request also evaluates with one timestamp), and is the time an ``auxData.jwt`` token
+    is checked at; ``aux_data`` verifies the token (default: none accepted, as a PDP without an
+    ``auxData`` configuration). Raises `RequestError` for an invalid request (the caller
+    renders `err.body()`)."""
+    request_id, principal, entries, raw_aux, include_meta = parse_request(body)
     when = now if now is not None else dt.datetime.now(dt.UTC)
+    aux = verified_aux_data(raw_aux, aux_data, when)
     results = []
     for resource, actions in entries:
         result = engine.check(principal, resource, actions, aux_data=aux, now=when)
@@ -514,6 +565,9 @@ def parse_time(value: str | dt.datetime | dt.date) -> dt.datetime:
 
 __all__ = [
     "ENGINE_OPTIONS",
+    "AuxJwt",
+    "AuxRequest",
+    "InvalidAuxData",
     "RequestError",
     "UnsupportedOption",
     "build_engine",
@@ -529,4 +583,5 @@ __all__ = [
     "response_json",
     "result_json",
     "to_json_value",
+    "verified_aux_data",
 ]

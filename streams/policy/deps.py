@@ -147,6 +147,18 @@ def _normalise(path: Path) -> Path | None:
 
 
 def _analyse(src: str) -> tuple[Path, ...]:
+    """Dependencies: the read paths without those a shorter read path already covers."""
+    paths = _read_paths(src)
+    # A path whose prefix is also a dependency adds nothing to the key.
+    ordered = sorted(paths, key=lambda p: (len(p), p))
+    kept: list[Path] = []
+    for p in ordered:
+        if not any(p[: len(k)] == k for k in kept):
+            kept.append(p)
+    return tuple(sorted(kept))
+
+
+def _read_paths(src: str) -> set[Path]:
     toks = tokenize(src)
     bound = _bound_names(toks)
     if bound & ROOTS:
@@ -194,13 +206,7 @@ def _analyse(src: str) -> tuple[Path, ...]:
         ):
             continue
         raise _Unresolvable(f"unknown identifier {text!r}")
-    # A path whose prefix is also a dependency adds nothing to the key.
-    ordered = sorted(paths, key=lambda p: (len(p), p))
-    kept: list[Path] = []
-    for p in ordered:
-        if not any(p[: len(k)] == k for k in kept):
-            kept.append(p)
-    return tuple(sorted(kept))
+    return paths
 
 
 CLOCK_FUNCTIONS = frozenset({"now", "timeSince"})
@@ -222,5 +228,15 @@ def dependencies(src: str) -> tuple[Path, ...] | None:
     """Attribute paths `src` reads, or None when it depends on the whole request."""
     try:
         return _analyse(src)
+    except _Unresolvable:
+        return None
+
+
+def read_paths(src: str) -> tuple[Path, ...] | None:
+    """Every attribute path `src` reads, also those under another path it reads (`has(P.attr.x)`
+    and `P.attr.x.y` give both), or None when it reads something not statically known. For
+    reports of what a condition looks at (`vigil inventory`); `dependencies` is the memo key."""
+    try:
+        return tuple(sorted(_read_paths(src)))
     except _Unresolvable:
         return None

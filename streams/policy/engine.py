@@ -375,6 +375,7 @@ class _Check:
         }
         aux = cel_env.to_cel_data(dict(self.aux_data)) if self.aux_data else {}
         aux.setdefault("jwt", {})
+        aux.setdefault("jwts", {})  # both proto maps: present, empty, when not sent (as Cerbos)
         g = self.engine._globals
         return {
             "request": {"principal": p, "resource": r, "auxData": aux, "aux_data": aux},

@@ -35,7 +35,8 @@ from google.api.expr.v1alpha1 import syntax_pb2
 from google.api.expr.v1alpha1.syntax_pb2 import Expr
 from google.protobuf import any_pb2
 
-from .api import RequestError, parse_plan_request, to_json_value
+from .api import RequestError, parse_plan_request, to_json_value, verified_aux_data
+from .auxdata import NO_KEY_SETS, AuxDataVerifier
 from .compiler import OVERRIDE_PARENT, REQUIRE_PARENTAL_CONSENT
 from .engine import PolicyEngine, _Check, lookup_scope
 from .model import Condition, DerivedRole, PrincipalPolicy, ResourcePolicy, Rule
@@ -1455,15 +1456,15 @@ def plan_response(
     call_id: str,
     *,
     plural: bool,
+    aux_data: Mapping[str, Any] | None,
     now: dt.datetime | None = None,
 ) -> dict[str, Any]:
     """The PlanResources response for a request parsed by `api.parse_plan_request`, with
-    `principal` as the policies see it. Raises `PlanUnsupported`."""
+    `principal` as the policies see it and ``aux_data`` its verified ``auxData``
+    (`api.verified_aux_data`). Raises `PlanUnsupported`."""
     resource = request["resource"]
     actions: list[str] = request["actions"]
-    flt, scopes, no_match = planner_for(engine).plan(
-        principal, resource, actions, request["aux"], now
-    )
+    flt, scopes, no_match = planner_for(engine).plan(principal, resource, actions, aux_data, now)
     out: dict[str, Any] = {}
     if request["request_id"]:
         out["requestId"] = request["request_id"]
@@ -1495,15 +1496,19 @@ def plan_resources(
     *,
     call_id: str = "",
     now: dt.datetime | None = None,
-    unverified_jwt: bool = False,
+    aux_data: AuxDataVerifier = NO_KEY_SETS,
 ) -> dict[str, Any]:
     """A PlanResources request body -> the Cerbos response, the principal as sent (what
-    ``vigil policy plan`` answers). Raises `RequestError` (code 12 for a refused plan)."""
+    ``vigil policy plan`` answers); ``aux_data`` verifies ``auxData`` tokens as in
+    `api.check_resources`. Raises `RequestError` (code 12 for a refused plan)."""
 
-    req = parse_plan_request(body, unverified_jwt=unverified_jwt)
+    req = parse_plan_request(body)
+    aux = verified_aux_data(req["aux"], aux_data, now)
     plural = bool(isinstance(body, dict) and body.get("actions"))
     try:
-        return plan_response(engine, req, req["principal"], call_id, plural=plural, now=now)
+        return plan_response(
+            engine, req, req["principal"], call_id, plural=plural, aux_data=aux, now=now
+        )
     except PlanUnsupported as exc:
         raise RequestError(f"cannot plan: {exc}", code=UNIMPLEMENTED) from None
 

@@ -12,6 +12,8 @@ Request parsing, evaluation and response shapes are `streams.policy.api`'s (the 
 * one Decision record per checked action (cause ``check``, ids derived from the call id), with
   the effective request, the bundle digest, the matched policy, rule and scope, and the time;
 * ``vigil.watch``: the allowed actions as grant events for ``authz.grants``;
+* ``auxData.jwt``: the token is verified with the worker's key sets (Cerbos ``auxData.jwt``
+  configuration, `streams.policy.auxdata`) and refusals are counted by reason;
 * PlanResources by the query planner (``plan``, `streams.policy.planner`).
 
 No I/O here: the signal state comes from a callable (the worker's store or replica), and the
@@ -33,13 +35,17 @@ from streams import metrics
 from streams.models.grant import RESERVED_PRINCIPAL_ATTRS
 from streams.policy import PolicyEngine
 from streams.policy.api import (
+    AuxRequest,
+    InvalidAuxData,
     RequestError,
     parse_plan_request,
     parse_request,
     request_annotations,
     response_json,
     result_json,
+    verified_aux_data,
 )
+from streams.policy.auxdata import NO_KEY_SETS, AuxDataVerifier
 from streams.policy.planner import PlanUnsupported, plan_response
 from streams.processing.evaluation import ALLOW, decision_id, signal_attributes
 from streams.state.risk import RiskModel
@@ -149,20 +155,25 @@ class LiveChecker:
         risk: RiskModel,
         signals: SignalLookup,
         limits: Limits = Limits(),
+        aux_data: AuxDataVerifier = NO_KEY_SETS,
     ) -> None:
         self._engine = engine  # the bundle the worker runs *now* (switches between calls)
         self.risk = risk
         self._signals = signals
         self.limits = limits
+        self.aux_data = aux_data  # Cerbos auxData.jwt: how request tokens are verified
 
     def check(self, body: Any, call_id: str, now_ms: int | None = None) -> CheckOutcome:
         """Raises `RequestError` (the Cerbos error body) for a request Cerbos would refuse."""
-        request_id, principal, entries, aux, include_meta = parse_request(body)
+        request_id, principal, entries, raw_aux, include_meta = parse_request(body)
         if len(entries) > self.limits.max_resources:
             raise RequestError(
                 f"number of resources in batch ({len(entries)}) exceeds configured limit "
                 f"({self.limits.max_resources})"
             )
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        when = dt.datetime.fromtimestamp(now_ms / 1000, tz=dt.UTC)
+        aux = self._verified(raw_aux, when)  # Cerbos: after the resource limit, before actions'
         for _, actions in entries:
             if len(actions) > self.limits.max_actions:
                 raise RequestError(
@@ -173,8 +184,6 @@ class LiveChecker:
         watch = _watch(annotations)
         subject, effective = self._live(principal, annotations)
         engine = self._engine()
-        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        when = dt.datetime.fromtimestamp(now_ms / 1000, tz=dt.UTC)
         # one memo per request: its resources share condition results on the principal (the
         # engine guarantees the same results as without; `now()` is fixed for the request)
         memo = engine.new_memo(now=when)
@@ -248,6 +257,14 @@ class LiveChecker:
         outcome.response = response_json(request_id, results, call_id)
         return outcome
 
+    def _verified(self, aux: AuxRequest | None, when: dt.datetime) -> dict[str, Any] | None:
+        """The request's verified ``auxData`` (claims), refusals counted by reason."""
+        try:
+            return verified_aux_data(aux, self.aux_data, when)
+        except InvalidAuxData as exc:
+            metrics.CHECK_AUX_DATA_REJECTED.labels(exc.reason).inc()
+            raise
+
     def _live(
         self, principal: dict[str, Any], annotations: Mapping[str, Any]
     ) -> tuple[str, dict[str, Any]]:
@@ -270,6 +287,9 @@ class LiveChecker:
         constants. A plan the planner cannot produce exactly as Cerbos would is refused with
         UNIMPLEMENTED (code 12) and the reason, never approximated. Raises `RequestError`."""
         req = parse_plan_request(body)
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        when = dt.datetime.fromtimestamp(now_ms / 1000, tz=dt.UTC)
+        aux = self._verified(req["aux"], when)  # Cerbos extracts auxData first
         actions: list[str] = req["actions"]
         if len(actions) > self.limits.max_actions:
             raise RequestError(
@@ -278,11 +298,11 @@ class LiveChecker:
             )
         engine = self._engine()
         _, effective = self._live(req["principal"], request_annotations(body))
-        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        when = dt.datetime.fromtimestamp(now_ms / 1000, tz=dt.UTC)
         plural = bool("actions" in body and body["actions"])
         try:
-            return plan_response(engine, req, effective, call_id, plural=plural, now=when)
+            return plan_response(
+                engine, req, effective, call_id, plural=plural, aux_data=aux, now=when
+            )
         except PlanUnsupported as exc:
             raise RequestError(f"cannot plan: {exc}", code=UNIMPLEMENTED) from None
 

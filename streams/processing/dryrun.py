@@ -77,7 +77,11 @@ async def read_changelog(
         latest: dict[int, dict[bytes, bytes]] = {p: {} for p in partitions}
 
         def apply(record: Any) -> None:
-            if record.key is not None and record.value is not None:
+            if record.key is None:
+                return
+            if record.value is None:  # a tombstone: the state was deleted
+                latest[record.partition].pop(record.key, None)
+            else:
                 latest[record.partition][record.key] = record.value
 
         await read_to_end(consumer, [TopicPartition(topic, p) for p in sorted(partitions)], apply)

@@ -57,8 +57,10 @@ from streams.state.subject import (
     GrantState,
     SignalState,
     apply_signal,
+    ephemeral,
     expire_grants,
     grant_scoped,
+    grant_state_empty,
     grants_seeing,
     named_entries,
     new_grant_state,
@@ -507,6 +509,8 @@ class Pipeline:
         result.active_grants_delta -= 1
         subject.grants_dirty = True
         keep_until = (grant.get("expires_at") or now_ms) + TOMBSTONE_RETENTION_MS
+        if ephemeral(grant):  # until it expires; then a replayed issuance is refused as expired
+            keep_until = grant["expires_at"]
         released[grant_id] = [grant["issued_at"], keep_until, rec.offset]
         cause = Cause("release", f"{grant_id}@{grant['issued_at']}", rec.timestamp)
         self._lifecycle_decision(subject, grant, cause, result, now_ms)
@@ -1001,8 +1005,9 @@ class Pipeline:
             self._tally.add(metrics.EXPIRED_GRANTS, len(expired))
             for grant in expired:
                 ev = expiry_outputs(grant, subject.key, now_ms, self.engine.digest)
-                keep_until = grant["expires_at"] + TOMBSTONE_RETENTION_MS
-                state["revoked"][grant["grant_id"]] = [grant["issued_at"], keep_until]
+                if not ephemeral(grant):  # a workload's grant leaves nothing (``ephemeral``)
+                    keep_until = grant["expires_at"] + TOMBSTONE_RETENTION_MS
+                    state["revoked"][grant["grant_id"]] = [grant["issued_at"], keep_until]
                 self._publish(subject.key, ev, "expiry", result)
                 gid = grant["grant_id"]
                 self._ended(subject, state, grant, gid, [gid], grant["expires_at"], result)
@@ -1200,14 +1205,16 @@ class _Subject:
         )
         return signals, grants
 
-    def collect(self, changed: dict[bytes, bytes]) -> None:
+    def collect(self, changed: dict[bytes, bytes | None]) -> None:
         """Add the changed parts to ``changed``: both or, if either cannot be encoded, none."""
         signals, grants = self.encode()
         key = self.key.encode()
         if signals is not None:
             changed[signal_key(key)] = signals
         if grants is not None:
-            changed[grant_key(key)] = grants
+            assert self._grants is not None
+            # an emptied grant state is deleted: ephemeral subjects leave no key behind
+            changed[grant_key(key)] = None if grant_state_empty(self._grants) else grants
 
     def savepoint(self) -> tuple[Any, ...]:
         """A deep copy of everything a record can change (slow path only)."""

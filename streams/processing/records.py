@@ -35,7 +35,8 @@ class BatchResult:
     """What one batch produced. Outputs go to Kafka before the changelog and state writes."""
 
     outputs: list[OutRecord] = field(default_factory=list)
-    changed_states: dict[bytes, bytes] = field(default_factory=dict)  # store key -> value
+    # store key -> value; None deletes the key (and is a tombstone in the changelog)
+    changed_states: dict[bytes, bytes | None] = field(default_factory=dict)
     next_offsets: dict[str, int] = field(default_factory=dict)  # input topic -> next offset
     signal_timestamps: list[int] = field(default_factory=list)  # for the latency histogram
     # (event_time, Kafka timestamp) in ms of the signal behind each revocation (latency metric)

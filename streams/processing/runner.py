@@ -786,7 +786,7 @@ class PipelineRunner:
         stored = store.get(CHANGELOG_OFFSET)
         start = int(stored) if stored is not None else 0
         tp = TopicPartition(self.config.changelog_topic, partition)
-        pending: dict[bytes, bytes] = {}
+        pending: dict[bytes, bytes | None] = {}
         restored = 0
 
         def apply(record: Any) -> None:
@@ -794,8 +794,9 @@ class PipelineRunner:
             # reached, so memory stays bounded by one chunk (not by the whole state) and a restore
             # that stops half-way resumes from there.
             nonlocal restored
-            if record.key is not None and record.value is not None:
-                pending[record.key] = record.value  # changelog keys are store keys
+            if record.key is not None:
+                # changelog keys are store keys; a tombstone (null value) deletes the key
+                pending[record.key] = record.value
                 restored += 1
                 if len(pending) >= RESTORE_WRITE_RECORDS:
                     pending[CHANGELOG_OFFSET] = str(record.offset + 1).encode()

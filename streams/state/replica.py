@@ -69,8 +69,11 @@ class SignalReplica(TopicFollower):
 
     def _apply(self, record: Any) -> None:
         key = record.key
-        if key is None or not key.startswith(SIGNAL_PREFIX) or record.value is None:
+        if key is None or not key.startswith(SIGNAL_PREFIX):
             return  # grant states: a check does not read them
+        if record.value is None:  # a tombstone: the subject's signal state was deleted
+            self._states.pop(key[len(SIGNAL_PREFIX) :], None)
+            return
         self._states[key[len(SIGNAL_PREFIX) :]] = record.value
         if self.following:
             metrics.SIGNAL_REPLICA_DELAY_SECONDS.observe(

@@ -2,12 +2,14 @@
 
 One store per input partition number, so a partition's state moves as a unit on rebalance and
 is rebuilt from the same-numbered changelog partition. A batch's state changes, input offsets and
-changelog offset are written in one atomic write, so they never disagree after a crash.
+changelog offset are written in one atomic write, so they never disagree after a crash. A value of
+None in a write deletes the key (the changelog carries it as a tombstone, a null value, which a
+compacted topic drops), so state that ends leaves no key behind.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, cast
 
@@ -34,7 +36,7 @@ def offset_key(topic: str) -> bytes:
 class PartitionStore(Protocol):
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]: ...
     def get(self, key: bytes) -> bytes | None: ...
-    def write(self, puts: dict[bytes, bytes]) -> None: ...
+    def write(self, puts: Mapping[bytes, bytes | None]) -> None: ...
     def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]: ...
     def keys_after(self, prefix: bytes, after: bytes | None, limit: int) -> list[bytes]: ...
     def close(self) -> None: ...
@@ -52,8 +54,12 @@ class MemoryStore:
     def get(self, key: bytes) -> bytes | None:
         return self._data.get(key)
 
-    def write(self, puts: dict[bytes, bytes]) -> None:
-        self._data.update(puts)
+    def write(self, puts: Mapping[bytes, bytes | None]) -> None:
+        for key, value in puts.items():
+            if value is None:
+                self._data.pop(key, None)
+            else:
+                self._data[key] = value
 
     def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         for key in sorted(self._data):
@@ -89,10 +95,13 @@ class RocksStore:
         value = self._db.get(key)
         return None if value is None else bytes(value)
 
-    def write(self, puts: dict[bytes, bytes]) -> None:
+    def write(self, puts: Mapping[bytes, bytes | None]) -> None:
         batch = WriteBatch(raw_mode=True)
         for key, value in puts.items():
-            batch.put(key, value)
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
         self._db.write(batch)
 
     def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:

@@ -38,6 +38,7 @@ from typing import Any
 import orjson
 
 from streams.models.signal import Signal
+from streams.models.spiffe import WORKLOAD_TYPE
 from streams.models.timeparse import to_rfc3339
 from streams.state.risk import RiskModel
 
@@ -287,6 +288,27 @@ def expire_grants(state: GrantState, now_ms: int) -> list[dict[str, Any]]:
     for grant in expired:
         del state["grants"][grant["grant_id"]]
     return expired
+
+
+def ephemeral(grant: dict[str, Any]) -> bool:
+    """A grant of a ``workload`` principal with an ``expires_at``: its id is bounded by its
+    lifetime, so its expiry leaves no tombstone and its release one kept only until
+    ``expires_at`` (an issuance replayed later is refused as already expired). Thousands of
+    such grants per second leave no state behind (docs/concepts.md "Ephemeral workloads")."""
+    return bool(grant.get("expires_at")) and grant["principal"]["type"] == WORKLOAD_TYPE
+
+
+def grant_state_empty(state: GrantState) -> bool:
+    """No active grant, no tombstone and no grant of another subject subscribed to this one
+    (docs/delegation.md): the state says nothing a new one would not, so its key is deleted (a
+    changelog tombstone) rather than kept forever. The subject's roles as a chain member go
+    with it."""
+    return (
+        not state["grants"]
+        and not state["revoked"]
+        and not state.get("released")
+        and not state.get("subscribers")
+    )
 
 
 def named_entries(state: GrantState) -> set[str]:

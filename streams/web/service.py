@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from streams.kafka.security import KafkaSecurity
+from streams.policy.auxdata import NO_KEY_SETS, AuxDataVerifier
 from streams.processing.check import Limits, LiveChecker
 from streams.processing.pipeline import Pipeline
 from streams.settings import Settings
@@ -19,6 +20,7 @@ from streams.ssf.service import SsfService
 from streams.state.replica import SignalReplica, partition_of
 from streams.state.store import signal_key
 from streams.web.audit import AuditPublisher
+from streams.web.aux_keys import RemoteKeyRefresher
 from streams.web.check_api import CheckApi, tls_context
 from streams.web.revocation_stream import RevocationStreams
 from streams.web.revocations import RevocationFeed
@@ -58,11 +60,18 @@ class CheckApiService:
         self.grants = GrantPublisher(
             bootstrap=settings.bootstrap_servers, topic=settings.topic_grants, security=security
         )
+        aux_data = (
+            AuxDataVerifier.from_file(settings.aux_data_config)
+            if settings.aux_data_config is not None
+            else NO_KEY_SETS
+        )
+        self.aux_keys = RemoteKeyRefresher(aux_data)  # remote auxData.jwt key sets, if any
         self.checker = LiveChecker(
             lambda: pipeline.engine,
             pipeline.risk,
             self.signal_state,
             Limits(settings.api_max_resources_per_request, settings.api_max_actions_per_resource),
+            aux_data,
         )
         self.feed = RevocationFeed(
             bootstrap=settings.bootstrap_servers,
@@ -110,6 +119,7 @@ class CheckApiService:
 
     async def start(self) -> None:
         s = self.settings
+        await self.aux_keys.start()
         await self.api.start(s.api_host, s.api_port, self.ssl)
         await self.audit.start()
         await self.grants.start()
@@ -124,6 +134,7 @@ class CheckApiService:
     async def stop(self) -> None:
         self.feed.close_streams()  # open streams end now, or the server waits for them
         await self.api.stop()
+        await self.aux_keys.stop()
         await self.feed.stop()
         if self.ssf is not None:
             await self.ssf.stop()

@@ -11,7 +11,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,6 @@ def test_demo_runs_revokes_and_stops_cleanly(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
     env["TMPDIR"] = str(tmp_path)  # the demo's temp dir lands here, so we can check it is gone
     env["PYTHONPATH"] = str(ROOT)
-    started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "streams.cli", "demo", "--duration", "20", "--rate", "100"],
         cwd=ROOT,
@@ -35,7 +33,6 @@ def test_demo_runs_revokes_and_stops_cleanly(tmp_path: Path) -> None:
         text=True,
         timeout=120,
     )
-    elapsed = time.monotonic() - started
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
     summary = re.search(r"^summary: .*$", proc.stdout, re.MULTILINE)
@@ -47,4 +44,3 @@ def test_demo_runs_revokes_and_stops_cleanly(tmp_path: Path) -> None:
     assert re.search(r"REVOKED \S+ grant=\S+ denied=\S+ rule=\S+", proc.stdout)
     assert "DEAD-LETTER" in proc.stdout
     assert not list(tmp_path.glob("vigil-demo-*")), "temp dir left behind"
-    assert elapsed < 60, f"demo took {elapsed:.0f}s"

@@ -100,7 +100,7 @@ class Worker:
         )
         await ensure_topics(self.bootstrap, [], 1, compacted=[self.topics["bundles"]])
 
-    async def start(self, timeout: float = 60.0) -> None:
+    async def start(self, timeout: float = 180.0) -> None:
         await self.create_topics()
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(

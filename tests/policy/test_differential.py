@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from streams.policy import PolicyEngine
 from streams.policy.loader import load_directory
@@ -56,8 +57,10 @@ def _server(
     globals_: dict[str, Any],
     engine_conf: dict[str, Any] | None = None,
     args: Sequence[str] = (),
+    aux_data: dict[str, Any] | None = None,
 ) -> Iterator[str]:
-    """A stock PDP serving ``policy_dir``; ``args`` go to ``cerbos server`` (``--log-level``)."""
+    """A stock PDP serving ``policy_dir``; ``args`` go to ``cerbos server`` (``--log-level``);
+    ``aux_data`` is its ``auxData`` configuration block (JWT key sets)."""
     port = _free_port()
     conf = tmp / "cerbos.json"  # JSON is valid YAML
     conf.write_text(
@@ -70,6 +73,7 @@ def _server(
                 "storage": {"driver": "disk", "disk": {"directory": str(policy_dir)}},
                 "engine": {"globals": globals_, **(engine_conf or {})},
                 "audit": {"enabled": False},
+                **({"auxData": aux_data} if aux_data is not None else {}),
             }
         )
     )
@@ -180,11 +184,16 @@ def test_default_bundle_matches_stock_cerbos(tmp_path: Path) -> None:
         {"kind": "document", "id": "d2", "attr": {"owner": "carol"}},
         {"kind": "document", "id": "d3", "attr": {}},
         {"kind": "tool", "id": "t1", "attr": {}},
+        {"kind": "mailbox", "id": "m1", "attr": {}},
         {"kind": "unknown", "id": "u1", "attr": {}},
     ]
     actions = ["read", "write", "delete", "share", "invoke", "admin", "admin:reset", "zzz"]
+    actions += ["send", "triage"]
+    # the delegated principals of the mailbox suite (delegation chains, credential changes)
+    suite = yaml.safe_load((POLICIES / "tests" / "mailbox_test.yaml").read_text())
+    principals = [*_default_principals(), *suite["principals"].values()]
     with _server(binary, bundle, tmp_path, {}) as url:
-        n = _compare(engine, url, _default_principals(), resources, actions)
+        n = _compare(engine, url, principals, resources, actions)
     assert n > 1000
 
 

@@ -56,7 +56,7 @@ def post_check(url: str, body: Any) -> tuple[int, Any]:
     )
     for attempt in range(3):  # a check is idempotent: a connection the PDP reset is retried
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
+            with urllib.request.urlopen(req, timeout=60) as resp:
                 return resp.status, json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read())

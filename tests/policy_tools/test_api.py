@@ -19,6 +19,7 @@ from streams.policy.api import (
     new_call_id,
     to_json_value,
 )
+from streams.policy.auxdata import UNVERIFIED
 
 from .helpers import DATA
 
@@ -106,7 +107,8 @@ def test_json_text_is_accepted(album: PolicyEngine) -> None:
         (_req(bogus=1), "unknown field 'bogus'"),
         (_req(requestId=5), "invalid value for string field requestId"),
         (_req(includeMeta="yes"), "invalid value for bool field includeMeta"),
-        (_req(auxData={"jwt": {"token": "a.b.c"}}), "JWT verification is not supported"),
+        (_req(auxData={"jwt": {"token": "a.b.c"}}), "invalid auxData: cannot determine keyset"),
+        (_req(auxData={"jwt": {"keySetId": "ks"}}), "aux_data.jwt.token: value is required"),
         ([1], "request must be a JSON object"),
         ("{", "invalid JSON"),
     ],
@@ -125,13 +127,13 @@ def test_unverified_jwt_claims_reach_the_policy(album: PolicyEngine) -> None:
     claims = base64.urlsafe_b64encode(
         json.dumps({"iss": "my.domain", "scopes": ["audit"]}).encode()
     )
-    token = "e30." + claims.decode().rstrip("=") + ".sig"
+    token = "eyJhbGciOiJub25lIn0." + claims.decode().rstrip("=") + "."  # {"alg":"none"}
     body = _req(
         principal={"id": "ivan", "roles": ["auditor"]},
         resources=[{"resource": {"kind": "album:object", "id": "A"}, "actions": ["audit"]}],
         auxData={"jwt": {"token": token}},
     )
-    resp = check_resources(album, body, unverified_jwt=True)
+    resp = check_resources(album, body, aux_data=UNVERIFIED)
     assert resp["results"][0]["actions"] == {"audit": "EFFECT_ALLOW"}
 
 

@@ -39,8 +39,10 @@ def _checks(report: dict[str, Any]) -> dict[tuple[str, str, str, str, str], str]
 def test_project_policy_suites_pass() -> None:
     proc = vigil("policy", "test", "policies")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "VigilDocumentAndToolSuite" in proc.stdout
-    assert " 0 failed" in proc.stdout and "29 passed" in proc.stdout
+    assert (
+        "VigilDocumentAndToolSuite" in proc.stdout and "VigilDelegatedMailboxSuite" in proc.stdout
+    )
+    assert " 0 failed" in proc.stdout and "122 passed" in proc.stdout
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
@@ -121,9 +123,9 @@ def test_run_selects_tests_by_regex() -> None:
 def test_compile_summary_then_tests() -> None:
     proc = vigil("policy", "compile", "policies")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Compiled 3 policy file(s)" in proc.stdout
+    assert "Compiled 4 policy file(s)" in proc.stdout
     assert "digest sha256:" in proc.stdout
-    assert "29 passed" in proc.stdout
+    assert "122 passed" in proc.stdout
     skipped = vigil("policy", "compile", "--skip-tests", "policies")
     assert skipped.returncode == 0 and "passed" not in skipped.stdout
 
