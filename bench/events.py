@@ -40,6 +40,33 @@ def subject_key(i: int) -> bytes:
     return f"user:{subject_id(i)}".encode()
 
 
+def partition_of_key(key: bytes, partitions: int = PARTITIONS) -> int:
+    all_parts = list(range(partitions))
+    return int(DefaultPartitioner()(key, all_parts, all_parts))
+
+
+def agent_key(i: int) -> bytes:
+    """The agent acting for user ``i`` in the cross-subject latency run."""
+    return f"agent:a{i:07d}".encode()
+
+
+def delegated_grant(i: int, issued_at: int) -> bytes:
+    """Agent ``a<i>`` reads a document on behalf of user ``u<i>`` (docs/delegation.md): the
+    grant lives on the agent's partition and depends on the user's, joined through Kafka."""
+    return orjson.dumps(
+        {
+            "op": "issued",
+            "grant_id": f"g-a{i:07d}",
+            "principal": {"id": f"a{i:07d}", "type": "agent", "roles": ["employee"], "attr": {}},
+            "resource": {"kind": "document", "id": f"doc-a{i:07d}", "attr": {}},
+            "actions": ["read"],
+            "issued_at": issued_at,
+            "expires_at": issued_at + 24 * 3600 * 1000,
+            "on_behalf_of": [f"user:{subject_id(i)}"],
+        }
+    )
+
+
 def partition_table(subjects: int, partitions: int = PARTITIONS) -> list[int]:
     """Partition of every subject key, computed once with the Java-compatible murmur2."""
     part = DefaultPartitioner()
@@ -197,9 +224,30 @@ class World:
                 out.append(self.toggle(i, rng))
         return out
 
+    # -- delegation: users beyond ``subjects`` with no grants of their own, each with an agent --
+
+    def delegations(self, users: range) -> Iterator[Out]:
+        """One agent grant on behalf of each of these users (indices at or beyond
+        ``subjects``: users with no state and no grants, so that a signal about them revokes
+        only the agent's grant, on another partition as a rule)."""
+        issued = int(time.time() * 1000) - 60_000
+        for i in users:
+            key = agent_key(i)
+            yield Out("grants", partition_of_key(key), key, delegated_grant(i, issued))
+
+    def delegator_disabled(self, i: int) -> Out:
+        """The user's account is disabled: the agent's grant made for that user is revoked
+        (a chain member disabled, docs/delegation.md), on the agent's partition."""
+        eid, t = self._next()
+        body = _signal(eid, "account-disabled", subject_id(i), "idp", t, {})
+        key = subject_key(i)
+        return Out("identity", partition_of_key(key), key, body, eid)
+
     def live(self, subject: int, kind: str, rng: random.Random) -> Out:
         """One signal for the latency run, stamped with the wall clock as event time."""
         self.clock = max(self.clock, int(time.time() * 1000))
+        if kind == "cross":
+            return self.delegator_disabled(subject)
         if kind == "revoke":
             return self.device(subject, False)
         if kind == "toggle":

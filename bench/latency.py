@@ -104,10 +104,16 @@ async def paced_run(
     toggle_share: float,
     drained: Callable[[int], Awaitable[Any]] | None = None,
     settle: float = 1.0,
+    cross_subjects: range = range(0),
+    cross_share: float = 0.0,
 ) -> dict[str, Any]:
     """Offer ``rate`` signals/s for ``seconds``: ``revoke_share`` of them turn a fresh subject's
     device not-compliant (→ its read+write grants are revoked), ``toggle_share`` change risk or
-    zone (→ decisions only), the rest are no-op telemetry (→ nothing).
+    zone (→ decisions only), ``cross_share`` disable the account of a user an agent acts for
+    (``cross_subjects``, loaded with ``World.delegations``: → the agent's grant, on the agent's
+    partition, is revoked through the subscriptions topic), the rest are no-op telemetry.
+    ``revocation.same_subject`` and ``revocation.cross_subject`` are the first-revocation
+    latencies of the two revoking kinds.
 
     ``drained(sent)`` waits until the worker has consumed every signal, so an overloaded run
     reports its real tail instead of dropping the late outputs.
@@ -124,6 +130,7 @@ async def paced_run(
     prod = producer(bootstrap, linger_ms=2)
     await prod.start()
     fresh = iter(fresh_subjects)
+    cross = iter(cross_subjects)
     tick = 0.01
     per_tick = rate * tick
     owed = 0.0
@@ -138,7 +145,9 @@ async def paced_run(
                 r = rng.random()
                 if r < revoke_share:
                     kind, subject = "revoke", next(fresh)
-                elif r < revoke_share + toggle_share:
+                elif r < revoke_share + cross_share:
+                    kind, subject = "cross", next(cross)
+                elif r < revoke_share + cross_share + toggle_share:
                     kind, subject = "toggle", rng.choice(noop_subjects)
                 else:
                     kind, subject = "noop", rng.choice(noop_subjects)
@@ -161,7 +170,8 @@ async def paced_run(
         await prod.stop()
         for w in watchers.values():
             await w.stop()
-    counts = {k: sum(1 for v in kinds.values() if v == k) for k in ("revoke", "toggle", "noop")}
+    names = ("revoke", "cross", "toggle", "noop")
+    counts = {k: sum(1 for v in kinds.values() if v == k) for k in names}
     result: dict[str, Any] = {
         "offered_rate": rate,
         "achieved_send_rate": round(len(sent) / elapsed, 1),
@@ -178,8 +188,18 @@ async def paced_run(
             "per_record": percentiles(w.latencies),
             "first_per_signal": percentiles(list(w.first.values())),
         }
+    first = watchers["revocation"].first
     revoking = [e for e, k in kinds.items() if k == "revoke"]
+    crossing = [e for e, k in kinds.items() if k == "cross"]
     result["revocation"]["revoking_signals_without_revocation"] = sum(
-        1 for e in revoking if e not in watchers["revocation"].first
+        1 for e in revoking if e not in first
     )
+    result["revocation"]["same_subject"] = percentiles([first[e] for e in revoking if e in first])
+    if crossing:
+        result["revocation"]["cross_subject"] = percentiles(
+            [first[e] for e in crossing if e in first]
+        )
+        result["revocation"]["cross_signals_without_revocation"] = sum(
+            1 for e in crossing if e not in first
+        )
     return result

@@ -40,10 +40,18 @@ def fmt_drain(d: dict[str, Any]) -> str:
 
 def fmt_latency(lat: dict[str, Any]) -> str:
     r, d = lat["revocation"]["first_per_signal"], lat["decision"]["first_per_signal"]
-    return (
+    text = (
         f"sent {lat['achieved_send_rate']:,.0f}/s; revocation p50 {r.get('p50_ms')} ms "
         f"p99 {r.get('p99_ms')} ms; decision p50 {d.get('p50_ms')} ms p99 {d.get('p99_ms')} ms"
     )
+    cross = lat["revocation"].get("cross_subject")
+    if cross is not None:
+        same = lat["revocation"].get("same_subject", {})
+        text += (
+            f"; same-subject revocation p50 {same.get('p50_ms')} ms p99 {same.get('p99_ms')} ms, "
+            f"cross-subject (delegation) p50 {cross.get('p50_ms')} ms p99 {cross.get('p99_ms')} ms"
+        )
+    return text
 
 
 def _ratio(a: float | None, b: float | None) -> str:
@@ -177,6 +185,15 @@ def markdown(res: dict[str, Any]) -> str:
             + ("**met**" if ok else "**not met**")
             + "."
         )
+        cross = lat["revocation"].get("cross_subject")
+        if cross is not None:
+            same = lat["revocation"].get("same_subject", {})
+            lines.append(
+                f"- Cross-subject (a delegating user's signal → the agent's revocation, "
+                f"docs/delegation.md): p50 {cross.get('p50_ms')} ms, p99 {cross.get('p99_ms')} ms "
+                f"beside same-subject p50 {same.get('p50_ms')} ms, p99 {same.get('p99_ms')} ms "
+                "(both are in the p99 above)."
+            )
     if quix and "error" in quix:
         lines.append(f"- Quix Streams failed on this broker: `{quix['error']}`")
     return "\n".join(lines)
@@ -221,9 +238,26 @@ def _latency_table(lat: dict[str, Any]) -> list[str]:
             f"| {label} (every record) | {d['records']:,} | | {p.get('p50_ms')} | "
             f"{p.get('p90_ms')} | {p.get('p99_ms')} | {p.get('max_ms')} |"
         )
+    for label, key in (
+        ("same-subject signal → revocation", "same_subject"),
+        ("cross-subject (delegation) signal → revocation", "cross_subject"),
+    ):
+        f = rv.get(key)
+        if f is not None and "cross_subject" in rv:
+            lines.append(
+                f"| {label} (first per signal) | | | {f.get('p50_ms')} | {f.get('p90_ms')} | "
+                f"{f.get('p99_ms')} | {f.get('max_ms')} |"
+            )
     lines.append(
         f"\nRevoking signals without a revocation seen: {rv.get('revoking_signals_without_revocation')}."
     )
+    if "cross_subject" in rv:
+        lines.append(
+            f"Cross-subject: {k.get('cross', 0):,} signals disabled the account of a user an agent "
+            "acts for (the agent's grant, on the agent's partition, is revoked through "
+            "`vigil.subscriptions`, docs/delegation.md); without a revocation seen: "
+            f"{rv.get('cross_signals_without_revocation')}."
+        )
     return lines
 
 

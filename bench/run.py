@@ -65,6 +65,7 @@ MIX_CHANGING = 0.20  # share of signals that change policy-visible state
 MIX_REVOKING = 0.05  # share of those that turn the device not-compliant (→ revocations)
 LAT_REVOKE = 0.05  # latency run: share of signals that revoke (fresh subject's device)
 LAT_TOGGLE = 0.15  # latency run: share that toggle risk/zone (decisions, no revocation)
+LAT_CROSS = 0.05  # latency run: share that disable a delegating user (agent's grant revoked)
 LOW_RATE = 500  # second latency run, below the worker's capacity
 
 
@@ -146,6 +147,23 @@ async def preload(worker: Worker, world: World, plan: Plan, topics: dict[str, st
     return loaded
 
 
+async def preload_delegations(
+    worker: Worker, world: World, users: range, topics: dict[str, str], plan: Plan
+) -> None:
+    """One agent grant on behalf of each of ``users`` (``World.delegations``), applied before
+    the latency runs; their subscriptions reach the users' partitions meanwhile."""
+    prod = producer(worker.bootstrap)
+    await prod.start()
+    try:
+        base = await worker.counters()
+        n = await produce_batched(prod, world.delegations(users), topics)
+        await worker.wait_for("grants", base.counts["grants"] + n, plan.drain_timeout_s)
+    finally:
+        await prod.stop()
+    await asyncio.sleep(1.0)  # the users' first state records reach the agents' partitions
+    say(f"preload: {n} delegated agent grants")
+
+
 async def drain_mix(
     worker: Worker,
     world: World,
@@ -210,6 +228,12 @@ async def run_vigil(
         low_n = int(LOW_RATE * plan.latency_seconds / 2 * LAT_REVOKE * 1.3) + 50
         fresh_low = range(fresh.start - low_n, fresh.start)
         pool = range(0, fresh_low.start)
+        # users beyond the world, each with an agent acting for them (cross-subject latency)
+        cross_n = int(plan.latency_rate * plan.latency_seconds * LAT_CROSS * 1.3) + 50
+        cross_low_n = int(LOW_RATE * plan.latency_seconds / 2 * LAT_CROSS * 1.3) + 50
+        cross = range(plan.subjects, plan.subjects + cross_n)
+        cross_low = range(cross.stop, cross.stop + cross_low_n)
+        await preload_delegations(worker, world, range(cross.start, cross_low.stop), topics, plan)
 
         say(
             f"(b) mix {1 - MIX_CHANGING:.0%} no-op / {MIX_CHANGING:.0%} changing, {plan.mix_n} signals"
@@ -240,9 +264,9 @@ async def run_vigil(
             results["profile"] = {"drain_under_pyspy": pm, **top_functions(prof.raw)}
             say(f"(profile) {report.fmt_drain(pm)}; {results['profile']['samples']} samples")
 
-        for key, rate, secs, fresh_pool in (
-            ("latency", plan.latency_rate, plan.latency_seconds, fresh),
-            ("latency_low", LOW_RATE, plan.latency_seconds / 2, fresh_low),
+        for key, rate, secs, fresh_pool, cross_pool in (
+            ("latency", plan.latency_rate, plan.latency_seconds, fresh, cross),
+            ("latency_low", LOW_RATE, plan.latency_seconds / 2, fresh_low, cross_low),
         ):
             say(f"(c) latency: {rate}/s for {secs:.0f}s")
             base = (await worker.counters()).counts["signals"]
@@ -261,6 +285,8 @@ async def run_vigil(
                 revoke_share=LAT_REVOKE,
                 toggle_share=LAT_TOGGLE,
                 drained=drained,
+                cross_subjects=cross_pool,
+                cross_share=LAT_CROSS,
             )
             results[key] = lat
             say(f"(c) {report.fmt_latency(lat)}")
@@ -342,6 +368,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "revoking_of_changing": MIX_REVOKING,
             "latency_revoke": LAT_REVOKE,
             "latency_toggle": LAT_TOGGLE,
+            "latency_cross": LAT_CROSS,
         },
     }
     started = time.perf_counter()

@@ -39,6 +39,7 @@ def topic_names(prefix: str) -> dict[str, str]:
         "revocations": f"{prefix}authz.revocations",
         "deadletter": f"{prefix}signals.deadletter",
         "changelog": f"{prefix}vigil.state-changelog",
+        "subscriptions": f"{prefix}vigil.subscriptions",
     }
 
 

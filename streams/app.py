@@ -55,6 +55,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
         revocations=settings.topic_revocations,
         deadletter=settings.topic_deadletter,
         signal_roles=settings.signal_topic_roles,
+        subscriptions=settings.topic_subscriptions,
     )
     return Pipeline(
         topics,

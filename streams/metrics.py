@@ -11,6 +11,12 @@ SIGNALS = Counter(
     ["topic", "type", "outcome"],
 )
 GRANT_EVENTS = Counter("vigil_grant_events_total", "Grant events consumed, by op", ["op"])
+DELEGATION_RECORDS = Counter(
+    "vigil_delegation_records_total",
+    "Records applied from the subscriptions topic (docs/delegation.md), by op: subscribe, "
+    "unsubscribe, state, cascade",
+    ["op"],
+)
 DEADLETTERS = Counter(
     "vigil_deadletters_total",
     "Input records sent to the dead-letter topic, by error kind",
@@ -172,6 +178,7 @@ signals_by = LabelCache(SIGNALS)
 decisions_by = LabelCache(DECISIONS)
 revocations_by = LabelCache(REVOCATIONS)
 grant_events_by = LabelCache(GRANT_EVENTS)
+delegation_records_by = LabelCache(DELEGATION_RECORDS)
 state_pruned_by = LabelCache(STATE_PRUNED)
 decision_actions_by = LabelCache(DECISION_ACTIONS)
 evaluation_errors_by = LabelCache(EVALUATION_ERRORS)
@@ -224,7 +231,7 @@ CHECK_ACTIONS = Counter(
 )
 CHECK_SPOOFED_ATTRIBUTES = Counter(
     "vigil_check_spoofed_attributes_total",
-    "Reserved principal attributes (signals, grant) sent by a caller and discarded",
+    "Reserved principal attributes (signals, grant, delegation) sent by a caller and discarded",
     ["attribute"],
 )
 CHECK_AUX_DATA_REJECTED = Counter(

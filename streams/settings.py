@@ -185,6 +185,7 @@ class Settings(BaseSettings):
     topic_revocations: str = "authz.revocations"
     topic_deadletter: str = "signals.deadletter"
     topic_changelog: str = "vigil.state-changelog"
+    topic_subscriptions: str = "vigil.subscriptions"
     topic_bundles: str = "vigil.policy-bundles"
     topic_ssf_received: str = "vigil.ssf-received"
     topic_ssf_outbound: str = "vigil.ssf-outbound"
@@ -499,8 +500,9 @@ class Settings(BaseSettings):
 
     @property
     def input_topics(self) -> list[str]:
-        """Every topic a worker consumes: signals plus grants."""
-        return [*self.signal_topics, self.topic_grants]
+        """Every topic a worker consumes: signals, grants, and the internal subscriptions topic
+        of cross-subject grant dependencies (docs/delegation.md), which workers also write."""
+        return [*self.signal_topics, self.topic_grants, self.topic_subscriptions]
 
     @property
     def output_topics(self) -> list[str]:

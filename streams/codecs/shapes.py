@@ -213,6 +213,7 @@ def grant_to_avro(rec: JsonDict) -> JsonDict:
         "issued_at": to_millis(rec.get("issued_at"), "issued_at"),
         "expires_at": to_millis(rec.get("expires_at"), "expires_at"),
         "on_behalf_of": rec.get("on_behalf_of") or [],
+        "parent_grant_id": rec.get("parent_grant_id"),
     }
 
 

@@ -27,8 +27,13 @@ def _free_form(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-# Keys under principal.attr that only the pipeline may set (live signal state, grant facts).
-RESERVED_PRINCIPAL_ATTRS = frozenset({"signals", "grant"})
+# Keys under principal.attr that only the pipeline may set (live signal state, grant facts, the
+# delegation chain with its members' live state: docs/delegation.md).
+RESERVED_PRINCIPAL_ATTRS = frozenset({"signals", "grant", "delegation"})
+
+# A chain member is a subject key: ``type:id`` (``user:alice``, ``workload:spiffe://...``).
+_SUBJECT_KEY = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*:.+$"
+SubjectKey = Annotated[str, Field(max_length=MAX_ID_CHARS, pattern=_SUBJECT_KEY)]
 
 
 class PrincipalIn(BaseModel):
@@ -70,7 +75,10 @@ class GrantEventIn(BaseModel):
     device_id: Name | None = None
     issued_at: int | None = None
     expires_at: int | None = None
-    on_behalf_of: Names = Field(default_factory=list)
+    on_behalf_of: Annotated[list[SubjectKey], Field(max_length=MAX_LIST_ITEMS)] = Field(
+        default_factory=list
+    )
+    parent_grant_id: Name | None = None
 
     @field_validator("issued_at", "expires_at", mode="before")
     @classmethod
@@ -115,6 +123,11 @@ def validate_grant_event(raw: dict[str, Any]) -> GrantEvent:
     assert ev.principal is not None and ev.resource is not None and ev.issued_at is not None
     if ev.expires_at is not None and ev.expires_at <= ev.issued_at:
         raise SignalInvalid("expires_at: must be later than issued_at")
+    if ev.parent_grant_id is not None and not ev.on_behalf_of:
+        raise SignalInvalid(
+            "parent_grant_id: a grant made under a delegation needs on_behalf_of (the parent "
+            "grant is held by its last member)"
+        )
     principal_attr = {
         k: v for k, v in ev.principal.attr.items() if k not in RESERVED_PRINCIPAL_ATTRS
     }
@@ -134,6 +147,7 @@ def validate_grant_event(raw: dict[str, Any]) -> GrantEvent:
         "issued_at": ev.issued_at,
         "expires_at": ev.expires_at,
         "on_behalf_of": ev.on_behalf_of,
+        "parent_grant_id": ev.parent_grant_id,
     }
     key = f"{ev.principal.type}:{ev.principal.id}"
     return GrantEvent(op="issued", grant_id=ev.grant_id, subject_key=key, grant=grant)

@@ -5,8 +5,10 @@ Request parsing, evaluation and response shapes are `streams.policy.api`'s (the 
 
 * the reserved principal attributes are replaced: ``signals`` is built by
   `streams.processing.evaluation.signal_attributes` from the subject's current signal state,
-  exactly as for a grant's re-evaluation, and ``grant`` is empty (a check is not a grant);
-  whatever the caller sent under these names is discarded and counted, never used;
+  exactly as for a grant's re-evaluation, ``grant`` is empty (a check is not a grant) and
+  ``delegation`` is the empty chain (depth 0, no initiator: a check carries no ``on_behalf_of``;
+  docs/delegation.md); whatever the caller sent under these names is discarded and counted,
+  never used;
 * one Decision record per checked action (cause ``check``, ids derived from the call id), with
   the effective request, the bundle digest, the matched policy, rule and scope, and the time;
 * ``vigil.watch``: the allowed actions as grant events for ``authz.grants``;
@@ -133,13 +135,14 @@ def live_principal(
     session_id: str | None,
 ) -> dict[str, Any]:
     """The principal as the policies see it: caller attributes minus the reserved ones, plus
-    the live ``signals`` and an empty ``grant``."""
+    the live ``signals``, an empty ``grant`` and an empty ``delegation`` chain."""
     attr = dict(principal["attr"])
     for name in RESERVED_PRINCIPAL_ATTRS:
         if attr.pop(name, None) is not None:
             metrics.CHECK_SPOOFED_ATTRIBUTES.labels(name).inc()
     attr["signals"] = signal_attributes(subject_snapshot(state, risk), state, device_id, session_id)
     attr["grant"] = dict(NO_GRANT)
+    attr["delegation"] = {"chain": [], "depth": 0}
     return {**principal, "attr": attr}
 
 

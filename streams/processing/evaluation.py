@@ -44,7 +44,8 @@ def decision_id(grant_id: str, cause_kind: str, cause_id: str, digest: str) -> s
 
 @dataclass(slots=True)
 class Cause:
-    kind: str  # signal | grant-issued | release | expiry | policy-change | time | check
+    kind: str  # signal | grant-issued | release | expiry | policy-change | time | check |
+    # dependency | cascade (docs/delegation.md)
     event_id: str
     event_time: int
     # cause ``signal`` only: its type (in the record, and a metrics label) and Kafka record
@@ -54,6 +55,10 @@ class Cause:
     # a ``credential-change`` signal only: what a CAEP credential-change SET needs
     credential_type: str | None = None
     change_type: str | None = None
+    # delegation only: the original cause (signal event id or root grant id) and the path through
+    # the chain (subject keys from the member to the holder, or grant ids from the root grant)
+    root_cause: str | None = None
+    path: tuple[str, ...] | None = None
     record: dict[str, Any] = field(init=False, repr=False, compare=False)
     """The ``cause`` of the Decision and Revocation records: built once and shared by every
     record of this cause (one signal may re-evaluate many grants); never mutated. Fields that
@@ -67,6 +72,10 @@ class Cause:
                 record["credential_type"] = self.credential_type
             if self.change_type is not None:
                 record["change_type"] = self.change_type
+        if self.root_cause is not None:
+            record["root_cause"] = self.root_cause
+        if self.path is not None:
+            record["path"] = list(self.path)
         self.record = record
 
 
@@ -77,9 +86,15 @@ class Evaluation:
 
 
 def effective_request(
-    grant: dict[str, Any], subject: dict[str, Any], state: SignalState
+    grant: dict[str, Any],
+    subject: dict[str, Any],
+    state: SignalState,
+    delegation: dict[str, Any] | None = None,
+    device_replica: list[Any] | None = None,
 ) -> dict[str, Any]:
-    """The request the policy sees: the grant's principal with live signals merged in."""
+    """The request the policy sees: the grant's principal with live signals merged in, and its
+    delegation chain with each member's replicated state (``streams.state.delegation``);
+    ``device_replica`` is the state of the grant's device subject, when one was forwarded."""
     principal = grant["principal"]
     attr = dict(principal["attr"])
     attr["signals"] = signal_attributes(
@@ -89,8 +104,10 @@ def effective_request(
         grant.get("session_id"),
         grant["grant_id"],
         grant.get("issued_at"),
+        device_replica,
     )
     attr["grant"] = grant_attributes(grant)
+    attr["delegation"] = delegation if delegation is not None else {"chain": [], "depth": 0}
     return {
         "principal": {"id": principal["id"], "roles": principal["roles"], "attr": attr},
         "resource": grant["resource"],
@@ -105,13 +122,14 @@ def signal_attributes(
     session_id: str | None,
     grant_id: str | None = None,
     issued_at: int | None = None,
+    device_replica: list[Any] | None = None,
 ) -> dict[str, Any]:
     """``request.principal.attr.signals``: the one place it is built, for a grant's
     re-evaluation and for a check (``streams.processing.check``) alike, so a policy sees the
     same live state whichever way it is asked. ``subject`` is ``subject_snapshot(state, risk)``."""
     return {
         **subject,
-        "device": device_snapshot(state, device_id),
+        "device": device_snapshot(state, device_id, device_replica),
         "session": session_snapshot(state, session_id, grant_id, device_id, issued_at),
         "token": token_snapshot(state, grant_id),
     }
@@ -142,9 +160,11 @@ def evaluate_grant(
     now_ms: int,
     memo: CheckMemo,
     previous_digest: str | None = None,
+    delegation: dict[str, Any] | None = None,
+    device_replica: list[Any] | None = None,
 ) -> Evaluation:
     """Evaluate every action of a grant; DENY on any action means the grant no longer holds."""
-    request = effective_request(grant, subject, state)
+    request = effective_request(grant, subject, state, delegation, device_replica)
     started = time.perf_counter()
     # The memo's now() is the batch's clock, the same instant recorded as evaluated_at; it lets
     # grants of a batch share condition results whose inputs are equal.
@@ -275,5 +295,29 @@ def expiry_outputs(
     decision = lifecycle_decision(grant, subject_key, cause, now_ms, policy_digest)
     revocation = revocation_record(
         grant, subject_key, decision, list(grant["actions"]), None, None, now_ms
+    )
+    return Evaluation(decision=decision, revocation=revocation)
+
+
+def delegation_revocation(
+    grant: dict[str, Any],
+    subject_key: str,
+    request: dict[str, Any],
+    cause: Cause,
+    rule: str,
+    now_ms: int,
+    policy_digest: str,
+) -> Evaluation:
+    """Decision (DENY) and Revocation of a grant ended by its delegation, not by a policy: a
+    chain member was disabled or compromised (``rule`` ``vigil.delegation.member-disabled`` |
+    ``vigil.delegation.member-compromised``, ``request`` the effective request that shows it),
+    or the grant it was made under ended (cause ``cascade``, rule ``vigil.delegation.cascade``).
+    Like ``expiry``, no policy decided: every action is denied, ``policy`` is empty."""
+    decision = lifecycle_decision(grant, subject_key, cause, now_ms, policy_digest)
+    decision["request"] = request
+    for action in decision["actions"]:
+        action["rule"] = rule
+    revocation = revocation_record(
+        grant, subject_key, decision, list(grant["actions"]), None, rule, now_ms
     )
     return Evaluation(decision=decision, revocation=revocation)

@@ -22,17 +22,28 @@ from streams.codecs import DecodeError, InputDecoder, OutputEncoder, TransientEr
 from streams.models.grant import GrantEvent, validate_grant_event
 from streams.models.limits import short
 from streams.models.signal import Signal, SignalInvalid, check_signal_topic, validate_signal
+from streams.models.subscription import (
+    CASCADE,
+    STATE,
+    SUBSCRIBE,
+    SubscriptionEvent,
+    validate_subscription,
+)
+from streams.models.subscription import encode as encode_subscription
 from streams.models.timeparse import to_rfc3339
 from streams.policy import CheckMemo, PolicyEngine
 from streams.processing.evaluation import (
     ALLOW,
     Cause,
     Evaluation,
+    delegation_revocation,
+    effective_request,
     evaluate_grant,
     expiry_outputs,
     lifecycle_decision,
 )
 from streams.processing.records import BatchResult, InRecord, OutRecord
+from streams.state import delegation
 from streams.state.risk import RiskModel
 from streams.state.store import (
     GRANT_PREFIX,
@@ -61,6 +72,9 @@ from streams.state.subject import (
 
 log = logging.getLogger(__name__)
 
+_Item = Signal | GrantEvent | SubscriptionEvent
+_JSON_HEADERS = [("content-type", b"application/json")]
+
 # Revocation tombstones are kept this long after the grant would have expired (or was revoked).
 TOMBSTONE_RETENTION_MS = 7 * 24 * 3600 * 1000
 # Default slot of time re-evaluation (settings: time_reevaluation_seconds).
@@ -86,6 +100,9 @@ class Topics:
     # topic is configured for several); a signal type of another role is dead-lettered. Empty:
     # no topic/type check.
     signal_roles: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # the internal topic of cross-subject grant dependencies (docs/delegation.md); None: grants
+    # with an on_behalf_of chain see their members as subjects without signals
+    subscriptions: str | None = None
 
 
 class Pipeline:
@@ -126,6 +143,8 @@ class Pipeline:
             "DeadLetter", fmt, registry_url=registry_url, topic=topics.deadletter
         )
         self._memo = engine.new_memo()  # replaced per batch (its now() is the batch clock)
+        # what a chain member's signals look like before its state reached this partition
+        self._no_signals = subject_snapshot(new_signal_state(), risk)
         self._tally = metrics.Tally()  # metric increments of the current batch
 
     # -- decoding -------------------------------------------------------------------------
@@ -155,9 +174,11 @@ class Pipeline:
         )
         return OutRecord(self.topics.deadletter, rec.key, value, self._deadletter_enc.headers)
 
-    def _decode(self, rec: InRecord) -> Signal | GrantEvent:
+    def _decode(self, rec: InRecord) -> Signal | GrantEvent | SubscriptionEvent:
         """Decode and validate one record; raise DecodeError or SignalInvalid with a reason.
         A ``released`` event without a principal comes back with ``subject_key`` None."""
+        if rec.topic == self.topics.subscriptions:
+            return validate_subscription(rec.value)
         if rec.topic == self.topics.grants:
             return validate_grant_event(self._grant_decoder.decode(rec.value, rec.headers))
         signal = validate_signal(self._signal_decoder.decode(rec.value, rec.headers))
@@ -166,7 +187,9 @@ class Pipeline:
             check_signal_topic(signal.type, rec.topic, roles)
         return signal
 
-    def _key_mismatch(self, item: Signal | GrantEvent, rec: InRecord) -> str | None:
+    def _key_mismatch(
+        self, item: Signal | GrantEvent | SubscriptionEvent, rec: InRecord
+    ) -> str | None:
         """Why the record's Kafka key is not its subject's key, or None when it is.
 
         Keys decide partitions: a record under another key sits on another partition than its
@@ -196,7 +219,7 @@ class Pipeline:
         self, records: Sequence[InRecord], store: PartitionStore, now_ms: int
     ) -> BatchResult:
         result = BatchResult()
-        by_subject: dict[str, list[tuple[Signal | GrantEvent, InRecord]]] = {}
+        by_subject: dict[str, list[tuple[_Item, InRecord]]] = {}
         next_offsets = result.next_offsets
         for rec in records:
             if rec.offset >= next_offsets.get(rec.topic, 0):  # never backwards
@@ -228,7 +251,7 @@ class Pipeline:
                 self._process_one_by_one(key, store, raw, items, result, now_ms)
         return result
 
-    def _admit(self, rec: InRecord, result: BatchResult, now_ms: int) -> Signal | GrantEvent | None:
+    def _admit(self, rec: InRecord, result: BatchResult, now_ms: int) -> _Item | None:
         """Decode, validate and check one record; dead-letter it (and return None) when it cannot
         be applied. Nothing raised by one record's bytes gets past this."""
         try:
@@ -285,7 +308,7 @@ class Pipeline:
         key: str,
         store: PartitionStore,
         raw: bytes | None,
-        items: list[tuple[Signal | GrantEvent, InRecord]],
+        items: list[tuple[_Item, InRecord]],
         result: BatchResult,
         now_ms: int,
     ) -> None:
@@ -335,7 +358,7 @@ class Pipeline:
 
     def _refuse_all(
         self,
-        items: list[tuple[Signal | GrantEvent, InRecord]],
+        items: list[tuple[_Item, InRecord]],
         why: str,
         result: BatchResult,
         now_ms: int,
@@ -350,7 +373,7 @@ class Pipeline:
     def _process_subject(
         self,
         subject: _Subject,
-        items: list[tuple[Signal | GrantEvent, InRecord]],
+        items: list[tuple[_Item, InRecord]],
         result: BatchResult,
         now_ms: int,
     ) -> None:
@@ -380,10 +403,25 @@ class Pipeline:
                 cause = _signal_cause(item, rec.timestamp)
                 for grant in grants_seeing(grants, dim, visible):
                     self._evaluate(subject, grant, snapshot, cause, result, now_ms)
-            else:
+                # a device subject's own compliance (dimension ``device:<id>`` of subject
+                # ``device:<id>``) matters to the grants bound to that device
+                if (visible or dim == subject.key) and grants.get("subscribers"):
+                    forwarded = {
+                        "kind": "signal",
+                        "event_id": item.event_id,
+                        "event_time": item.event_time,
+                        "signal_type": item.type,
+                        "arrival": rec.timestamp,
+                    }
+                    self._forward(subject, grants, snapshot, forwarded, result)
+            elif isinstance(item, GrantEvent):
                 if snapshot is None:
                     snapshot = subject_snapshot(signals, self.risk)
                 self._apply_grant_event(subject, item, rec, snapshot, result, now_ms)
+            else:
+                if snapshot is None:
+                    snapshot = subject_snapshot(signals, self.risk)
+                self._apply_subscription(subject, item, rec, snapshot, result, now_ms)
 
     def _apply_grant_event(
         self,
@@ -441,6 +479,8 @@ class Pipeline:
             result.active_grants_delta += 1
         state["grants"][ev.grant_id] = grant
         subject.grants_dirty = True
+        self._subscribe(subject, grant, result)
+        self._remember_roles(subject, state, grant, snapshot, result)
         cause = Cause("grant-issued", f"{ev.grant_id}@{grant['issued_at']}", grant["issued_at"])
         self._evaluate(subject, grant, snapshot, cause, result, now_ms)
 
@@ -474,6 +514,7 @@ class Pipeline:
         released[grant_id] = [grant["issued_at"], keep_until, rec.offset]
         cause = Cause("release", f"{grant_id}@{grant['issued_at']}", rec.timestamp)
         self._lifecycle_decision(subject, grant, cause, result, now_ms)
+        self._ended(subject, state, grant, grant_id, [grant_id], rec.timestamp, result)
 
     def _lifecycle_decision(
         self,
@@ -488,6 +529,259 @@ class Pipeline:
         self._publish(
             subject.key, Evaluation(decision=decision, revocation=None), cause.kind, result
         )
+
+    # -- delegation (docs/delegation.md) ---------------------------------------------------
+
+    def _subscription_out(self, key: str, record: dict[str, Any], result: BatchResult) -> None:
+        """A record for ``key``'s partition on the subscriptions topic."""
+        topic = self.topics.subscriptions
+        if topic is None:
+            return
+        result.outputs.append(
+            OutRecord(topic, key.encode(), encode_subscription(record), _JSON_HEADERS, True)
+        )
+
+    def _subscribe(self, subject: _Subject, grant: dict[str, Any], result: BatchResult) -> None:
+        """A new grant subscribes to the partition of each member of its ``on_behalf_of``
+        chain and of its device subject; the last member also learns the ``parent_grant_id``
+        it was made under."""
+        chain = grant.get("on_behalf_of") or []
+        last = chain[-1] if chain else None
+        for member in delegation.dependencies(grant):
+            self._subscription_out(
+                member,
+                {
+                    "op": SUBSCRIBE,
+                    "member": member,
+                    "home": subject.key,
+                    "grant_id": grant["grant_id"],
+                    "parent_grant_id": grant.get("parent_grant_id") if member == last else None,
+                },
+                result,
+            )
+
+    def _remember_roles(
+        self,
+        subject: _Subject,
+        state: GrantState,
+        grant: dict[str, Any],
+        snapshot: dict[str, Any],
+        result: BatchResult,
+    ) -> None:
+        """This subject's roles as a chain member are those of its last issued grant; a change
+        is forwarded to the grants that depend on it."""
+        roles = grant["principal"]["roles"]
+        if state.get("roles") == roles:
+            return
+        state["roles"] = roles
+        subject.grants_dirty = True
+        if state.get("subscribers"):
+            cause = {
+                "kind": "dependency",
+                "event_id": f"{subject.key}@{grant['grant_id']}",
+                "event_time": grant["issued_at"],
+            }
+            self._forward(subject, state, snapshot, cause, result)
+
+    def _forward(
+        self,
+        subject: _Subject,
+        state: GrantState,
+        snapshot: dict[str, Any],
+        cause: dict[str, Any],
+        result: BatchResult,
+        homes: list[str] | None = None,
+    ) -> None:
+        """Send this subject's policy-visible state to the partitions of the grants that
+        depend on it (every subscriber's home, or ``homes``)."""
+        own_device = subject.signals["dims"].get(subject.key)  # a device subject's compliance
+        device = None if own_device is None else [own_device[0], own_device[2]["status"]]
+        for home in delegation.homes(state) if homes is None else homes:
+            record = {
+                "op": STATE,
+                "member": subject.key,
+                "home": home,
+                "roles": state.get("roles") or [],
+                "signals": snapshot,
+                "cause": cause,
+                "device": device,
+            }
+            self._subscription_out(home, record, result)
+
+    def _ended(
+        self,
+        subject: _Subject,
+        state: GrantState,
+        grant: dict[str, Any],
+        root: str,
+        path: list[str],
+        event_time: int,
+        result: BatchResult,
+    ) -> None:
+        """A grant left the active set (revoked, expired, released): its subscriptions go, its
+        members' replicas go when no other grant names them, and every grant made under it is
+        revoked (``cascade``, naming ``root`` and the ``path`` of grant ids down to it)."""
+        grant_id = grant["grant_id"]
+        for member in delegation.dependencies(grant):
+            self._subscription_out(
+                member,
+                {"op": "unsubscribe", "member": member, "home": subject.key, "grant_id": grant_id},
+                result,
+            )
+        if delegation.forget_members(state, grant):
+            subject.grants_dirty = True
+        for child, home in delegation.children_of(state, grant_id):
+            self._subscription_out(
+                home,
+                {
+                    "op": CASCADE,
+                    "home": home,
+                    "grant_id": child,
+                    "root_cause": root,
+                    "path": [*path, child],
+                    "event_time": event_time,
+                },
+                result,
+            )
+
+    def _apply_subscription(
+        self,
+        subject: _Subject,
+        ev: SubscriptionEvent,
+        rec: InRecord,
+        snapshot: dict[str, Any],
+        result: BatchResult,
+        now_ms: int,
+    ) -> None:
+        self._tally.add(metrics.delegation_records_by(ev.op))
+        state = self._grant_state(subject, result, now_ms)
+        body = ev.body
+        if ev.op == SUBSCRIBE:
+            self._on_subscribe(subject, state, body, rec, snapshot, result)
+        elif ev.op == STATE:
+            self._on_state(subject, state, body, snapshot, result, now_ms)
+        elif ev.op == CASCADE:
+            self._on_cascade(subject, state, body, snapshot, result, now_ms)
+        elif delegation.subscribers(state).pop(body["grant_id"], None) is not None:
+            subject.grants_dirty = True  # unsubscribe
+
+    def _on_subscribe(
+        self,
+        subject: _Subject,
+        state: GrantState,
+        body: dict[str, Any],
+        rec: InRecord,
+        snapshot: dict[str, Any],
+        result: BatchResult,
+    ) -> None:
+        """At the member's partition: remember the dependent grant and send it this subject's
+        state. A grant made under a parent grant this subject does not hold (any more) is
+        revoked at once: its delegation is not active."""
+        grant_id, home, parent = body["grant_id"], body["home"], body["parent_grant_id"]
+        if parent is not None and parent not in state["grants"]:
+            cascade = {
+                "op": CASCADE,
+                "home": home,
+                "grant_id": grant_id,
+                "root_cause": parent,
+                "path": [parent, grant_id],
+                "event_time": rec.timestamp,
+            }
+            self._subscription_out(home, cascade, result)
+            return
+        subs = delegation.subscribers(state)
+        if subs.get(grant_id) != [home, parent]:
+            subs[grant_id] = [home, parent]
+            subject.grants_dirty = True
+        cause = {
+            "kind": "dependency",
+            "event_id": f"{subject.key}@{grant_id}",
+            "event_time": rec.timestamp,
+        }
+        self._forward(subject, state, snapshot, cause, result, [home])
+
+    def _on_state(
+        self,
+        subject: _Subject,
+        state: GrantState,
+        body: dict[str, Any],
+        snapshot: dict[str, Any],
+        result: BatchResult,
+        now_ms: int,
+    ) -> None:
+        """At the home partition: update the member's replica and re-evaluate the grants whose
+        chain names it, when what they see of it changed."""
+        member = body["member"]
+        dependents = delegation.dependents(state, member)
+        if not dependents:
+            return  # the grants that subscribed ended since: nothing to keep
+        members = state.setdefault("members", {})
+        device = body["device"]
+        new = {
+            "roles": body["roles"],
+            "signals": body["signals"],
+            "device": None if device is None else list(device),
+        }
+        seen = members.get(member) or {"roles": [], "signals": self._no_signals, "device": None}
+        if members.get(member) != new:
+            members[member] = new
+            subject.grants_dirty = True
+        if seen == new:
+            return
+        fwd = body["cause"]
+        is_signal = fwd["kind"] == "signal"
+        for grant in dependents:
+            path = tuple(delegation.path_from(grant, subject.key, member))
+            cause = Cause(
+                fwd["kind"],
+                fwd["event_id"],
+                fwd["event_time"],
+                fwd["signal_type"] if is_signal else "none",
+                fwd["arrival"] if is_signal else -1,
+                root_cause=fwd["event_id"] if is_signal else None,
+                path=path,
+            )
+            if grant["grant_id"] in state["grants"]:  # a cascade may have ended it meanwhile
+                self._evaluate(subject, grant, snapshot, cause, result, now_ms)
+
+    def _on_cascade(
+        self,
+        subject: _Subject,
+        state: GrantState,
+        body: dict[str, Any],
+        snapshot: dict[str, Any],
+        result: BatchResult,
+        now_ms: int,
+    ) -> None:
+        """At the home partition: the grant was made under a delegation that ended; revoke it
+        (terminal, no policy consulted) and pass the cascade on to the grants made under it."""
+        grant_id = body["grant_id"]
+        grant = state["grants"].get(grant_id)
+        if grant is None:
+            return  # ended already (or a replay): revocation is terminal, nothing to repeat
+        path = tuple(body["path"])
+        root = body["root_cause"]
+        cause = Cause("cascade", root, body["event_time"], root_cause=root, path=path)
+        members = state.get("members") or {}
+        chain = delegation.delegation_attributes(grant, members, self._no_signals)
+        device = delegation.device_replica(grant, members)
+        request = effective_request(grant, snapshot, subject.signals, chain, device)
+        ev = delegation_revocation(
+            grant,
+            subject.key,
+            request,
+            cause,
+            "vigil.delegation.cascade",
+            now_ms,
+            self.engine.digest,
+        )
+        del state["grants"][grant_id]
+        subject.grants_dirty = True
+        result.active_grants_delta -= 1
+        keep_until = (grant.get("expires_at") or now_ms) + TOMBSTONE_RETENTION_MS
+        state["revoked"][grant_id] = [grant["issued_at"], keep_until]
+        self._publish(subject.key, ev, cause.kind, result, cause)
+        self._ended(subject, state, grant, root, list(path), body["event_time"], result)
 
     # -- policy change ----------------------------------------------------------------------
 
@@ -569,7 +863,24 @@ class Pipeline:
                     if expires_at and expires_at <= now_ms:
                         continue
                     active += 1
-                    ev = evaluate_grant(engine, grant, key, snapshot, signals, cause, now_ms, memo)
+                    members = grants.get("members") or {}
+                    chain = None
+                    if grant.get("on_behalf_of"):
+                        chain = delegation.delegation_attributes(grant, members, self._no_signals)
+                    device = delegation.device_replica(grant, members)
+                    ev = evaluate_grant(
+                        engine,
+                        grant,
+                        key,
+                        snapshot,
+                        signals,
+                        cause,
+                        now_ms,
+                        memo,
+                        None,
+                        chain,
+                        device,
+                    )
                     if ev.revocation is not None:
                         revoked.append(_would_revoke(key, ev.decision))
             except Exception:  # as in reevaluate: a broken subject is skipped, not revoked
@@ -698,6 +1009,8 @@ class Pipeline:
                     keep_until = grant["expires_at"] + TOMBSTONE_RETENTION_MS
                     state["revoked"][grant["grant_id"]] = [grant["issued_at"], keep_until]
                 self._publish(subject.key, ev, "expiry", result)
+                gid = grant["grant_id"]
+                self._ended(subject, state, grant, gid, [gid], grant["expires_at"], result)
         return state
 
     def _publish(
@@ -754,17 +1067,34 @@ class Pipeline:
         memo: CheckMemo | None = None,
     ) -> None:
         key = subject.key
-        ev = evaluate_grant(
-            self.engine,
-            grant,
-            key,
-            snapshot,
-            subject.signals,
-            cause,
-            now_ms,
-            self._memo if memo is None else memo,
-            previous_digest,
-        )
+        members: dict[str, Any] = {}
+        chain = None
+        device = None
+        if grant.get("on_behalf_of") or grant.get("device_id"):
+            members = subject.grants(now_ms).get("members") or {}
+            device = delegation.device_replica(grant, members)
+        if grant.get("on_behalf_of"):
+            chain = delegation.delegation_attributes(grant, members, self._no_signals)
+        broken = delegation.broken_member(grant, members) if members else None
+        if broken is not None:
+            # a disabled or compromised chain member ends the grant whatever the policies say
+            request = effective_request(grant, snapshot, subject.signals, chain, device)
+            rule = f"vigil.delegation.{broken[1]}"
+            ev = delegation_revocation(grant, key, request, cause, rule, now_ms, self.engine.digest)
+        else:
+            ev = evaluate_grant(
+                self.engine,
+                grant,
+                key,
+                snapshot,
+                subject.signals,
+                cause,
+                now_ms,
+                self._memo if memo is None else memo,
+                previous_digest,
+                chain,
+                device,
+            )
         if grant.get("digest") != self.engine.digest:
             grant["digest"] = self.engine.digest  # which bundle last judged this grant
             subject.grants_dirty = True
@@ -787,6 +1117,10 @@ class Pipeline:
             result.active_grants_delta -= 1
             keep_until = (grant.get("expires_at") or now_ms) + TOMBSTONE_RETENTION_MS
             state["revoked"][grant_id] = [grant["issued_at"], keep_until]
+            self._publish(key, ev, cause.kind, result, cause)
+            root, path = _root_of(cause, grant_id)
+            self._ended(subject, state, grant, root, path, cause.event_time, result)
+            return
         self._publish(key, ev, cause.kind, result, cause)
 
 
@@ -907,7 +1241,20 @@ def _signal_cause(item: Signal, arrival: int) -> Cause:
     return Cause("signal", item.event_id, item.event_time, item.type, arrival)
 
 
-def _signal_type(item: Signal | GrantEvent) -> str:
+def _root_of(cause: Cause, grant_id: str) -> tuple[str, list[str]]:
+    """The root cause and path prefix a revoked grant passes on to the grants made under it:
+    the cascade's own when it was itself cascaded, else the signal that revoked it (or the
+    grant itself for any other cause) and the grant."""
+    if cause.kind == "cascade" and cause.path is not None:
+        return cause.root_cause or cause.event_id, list(cause.path)
+    if cause.root_cause is not None:
+        return cause.root_cause, [grant_id]
+    if cause.kind == "signal":
+        return cause.event_id, [grant_id]
+    return grant_id, [grant_id]
+
+
+def _signal_type(item: _Item) -> str:
     return item.type if type(item) is Signal else "unknown"
 
 

@@ -24,6 +24,10 @@ class OutRecord:
     key: bytes | None
     value: bytes
     headers: Headers
+    # False: to the input partition it came from (outputs keyed by that partition's subject);
+    # True: to the partition Kafka's default partitioner gives ``key`` (a record for another
+    # subject's partition: the subscriptions topic, docs/delegation.md)
+    by_key: bool = False
 
 
 @dataclass(slots=True)

@@ -51,6 +51,7 @@ from streams.processing.outage import TRANSIENT_ERRORS, Outages, probe_broker
 from streams.processing.pipeline import Pipeline
 from streams.processing.records import BatchResult, InRecord, OutRecord
 from streams.processing.switch import GuardLimits, PendingSwitch
+from streams.state.replica import partition_of
 from streams.state.store import (
     CHANGELOG_OFFSET,
     GRANT_PREFIX,
@@ -171,6 +172,7 @@ class PipelineRunner:
         self._subjects: dict[int, int] = {}  # partition -> subjects with signal state
         self._grants: dict[int, int] = {}  # partition -> active grants
         self._lag = LagGauges()
+        self._partition_counts: dict[str, int] = {}  # topic -> partitions (records by key)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -634,6 +636,8 @@ class PipelineRunner:
         batches: dict[tuple[str, int], Any] = {}
         futures = []
         for partition, out in items:
+            if out.by_key:  # for another subject's partition (docs/delegation.md)
+                partition = await self._partition_by_key(out)
             slot = (out.topic, partition)
             batch = batches.get(slot)
             if batch is None:
@@ -650,6 +654,16 @@ class PipelineRunner:
             for outcome in await asyncio.gather(*futures, return_exceptions=True):
                 if isinstance(outcome, BaseException):
                     raise outcome
+
+    async def _partition_by_key(self, out: OutRecord) -> int:
+        """The partition Kafka's default partitioner gives ``out.key`` on ``out.topic``: where
+        the subject named by the key lives (same partition count as the inputs)."""
+        assert self.producer is not None and out.key is not None
+        count = self._partition_counts.get(out.topic)
+        if count is None:
+            count = len(await self.producer.partitions_for(out.topic))
+            self._partition_counts[out.topic] = count
+        return partition_of(out.key, count)
 
     async def _send_changelog(self, results: dict[int, BatchResult]) -> dict[int, int]:
         """Send changed states to the changelog; return the next changelog offset per partition."""

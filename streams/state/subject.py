@@ -192,12 +192,19 @@ def subject_snapshot(state: SignalState, risk: RiskModel) -> dict[str, Any]:
     }
 
 
-def device_snapshot(state: SignalState, device_id: str | None) -> dict[str, Any]:
-    """``signals.device`` for a grant: unknown devices are never compliant (default deny)."""
+def device_snapshot(
+    state: SignalState, device_id: str | None, replica: list[Any] | None = None
+) -> dict[str, Any]:
+    """``signals.device`` for a grant: unknown devices are never compliant (default deny).
+    ``replica`` is ``[event_time, status]`` of the device's own subject (``device:<id>``,
+    forwarded through the subscriptions topic, docs/delegation.md); the newer of it and the
+    subject's own entry for the device wins (invariant 4)."""
     if not device_id:
         return {"id": "", "compliant": False, "status": "unknown"}
-    value = _dim_value(state, f"device:{device_id}")
-    status = value["status"] if value else "unknown"
+    entry = state["dims"].get(f"device:{device_id}")
+    status = entry[2]["status"] if entry is not None else "unknown"
+    if replica is not None and (entry is None or replica[0] > entry[0]):
+        status = replica[1]
     return {"id": device_id, "compliant": status == "compliant", "status": status}
 
 
@@ -292,9 +299,16 @@ def ephemeral(grant: dict[str, Any]) -> bool:
 
 
 def grant_state_empty(state: GrantState) -> bool:
-    """No active grant and no tombstone: the state says nothing a new one would not, so its
-    key is deleted (a changelog tombstone) rather than kept forever."""
-    return not state["grants"] and not state["revoked"] and not state.get("released")
+    """No active grant, no tombstone and no grant of another subject subscribed to this one
+    (docs/delegation.md): the state says nothing a new one would not, so its key is deleted (a
+    changelog tombstone) rather than kept forever. The subject's roles as a chain member go
+    with it."""
+    return (
+        not state["grants"]
+        and not state["revoked"]
+        and not state.get("released")
+        and not state.get("subscribers")
+    )
 
 
 def named_entries(state: GrantState) -> set[str]:

@@ -66,6 +66,7 @@ def test_defaults() -> None:
         "signals.network",
         "signals.risk",
         "authz.grants",
+        "vigil.subscriptions",
         "authz.decisions",
         "authz.revocations",
         "signals.deadletter",

@@ -46,6 +46,7 @@ def grant() -> dict[str, Any]:
         "issued_at": T0,
         "expires_at": T0 + 3_600_000,
         "on_behalf_of": [],
+        "parent_grant_id": None,
     }
 
 

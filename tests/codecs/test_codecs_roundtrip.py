@@ -152,6 +152,7 @@ def test_grant_rfc3339_times_and_defaults(grant: dict[str, Any]) -> None:
         "issued_at": T0,
         "expires_at": None,
         "on_behalf_of": [],
+        "parent_grant_id": None,
     }
 
 

@@ -109,9 +109,20 @@ def test_released_grant_needs_only_its_id() -> None:
         ({"principal": None}, "principal"),
         ({"expires_at": "2026-11-29T09:00:00Z"}, "expires_at"),
         ({"op": "granted"}, "op"),
+        ({"on_behalf_of": ["alice"]}, "on_behalf_of"),
+        ({"on_behalf_of": [":alice"]}, "on_behalf_of"),
+        ({"parent_grant_id": "g0"}, "parent_grant_id"),
     ],
 )
 def test_invalid_grants_say_why(overrides: dict[str, Any], fragment: str) -> None:
     with pytest.raises(SignalInvalid) as info:
         validate_grant_event(grant_event(**overrides))
     assert fragment in str(info.value)
+
+
+def test_a_delegated_grant_keeps_its_chain_and_parent() -> None:
+    chain = ["user:bob", "agent:mail-bot", "workload:spiffe://example.org/job"]
+    ev = validate_grant_event(grant_event(on_behalf_of=chain, parent_grant_id="g0"))
+    assert ev.grant is not None
+    assert ev.grant["on_behalf_of"] == chain
+    assert ev.grant["parent_grant_id"] == "g0"

@@ -36,6 +36,7 @@ TOPIC_SETTINGS = {
     "network": "signals.network",
     "risk": "signals.risk",
     "grants": "authz.grants",
+    "subscriptions": "vigil.subscriptions",
     "decisions": "authz.decisions",
     "revocations": "authz.revocations",
     "deadletter": "signals.deadletter",
@@ -68,7 +69,8 @@ class Worker:
 
     @property
     def inputs(self) -> list[str]:
-        return [self.topics[n] for n in ("identity", "device", "network", "risk", "grants")]
+        names = ("identity", "device", "network", "risk", "grants", "subscriptions")
+        return [self.topics[n] for n in names]
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)

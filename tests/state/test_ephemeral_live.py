@@ -79,7 +79,8 @@ async def test_a_burst_of_workload_grants_expires_back_to_the_baseline(
     try:
         await harness.wait_processed(timeout=60)
         baseline = state_keys(runner)
-        assert baseline == {f"g:user:u-{tag}".encode()}
+        # the user's grant, and its device D1's subscription to it (docs/delegation.md)
+        assert baseline == {f"g:user:u-{tag}".encode(), b"g:device:D1"}
         assert await changelog_keys(harness) == baseline
 
         before = expired_total()

@@ -54,6 +54,17 @@ def test_spoofed_signal_attributes_are_discarded_and_counted() -> None:
     assert metrics.CHECK_SPOOFED_ATTRIBUTES.labels("grant")._value.get() == before_grant + 1
 
 
+def test_spoofed_delegation_is_discarded_and_counted() -> None:
+    """A check carries no on_behalf_of chain: the policies see the empty chain (depth 0, no
+    initiator) whatever the caller sent under ``delegation`` (docs/delegation.md)."""
+    before = metrics.CHECK_SPOOFED_ATTRIBUTES.labels("delegation")._value.get()
+    forged = {"delegation": {"depth": 1, "initiator": {"id": "ceo", "roles": ["admin"]}}}
+    out = checker({}).check(request("bob", attr=forged), "c")
+    seen = orjson.loads(orjson.dumps(out.decisions[0]["request"]))["principal"]["attr"]
+    assert seen["delegation"] == {"chain": [], "depth": 0}
+    assert metrics.CHECK_SPOOFED_ATTRIBUTES.labels("delegation")._value.get() == before + 1
+
+
 def test_check_sees_exactly_what_a_grant_evaluation_sees() -> None:
     """One builder of `attr.signals` for grants and checks: same state, same attributes."""
     device = signal(
