@@ -368,7 +368,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         if "g" in args.only:
             await memory.run_memory(broker.bootstrap, plan, results, tmp)
         if "h" in args.only:
-            await restore.run_restore(broker.bootstrap, plan, results, tmp)
+            scale = (
+                args.restore_subjects
+                if args.restore_subjects >= 0
+                else 0
+                if args.quick
+                else 1_000_000
+            )
+            await restore.run_restore(broker.bootstrap, plan, results, tmp, scale_to=scale)
     results["elapsed_s"] = round(time.perf_counter() - started, 1)
     results["machine"]["loadavg_end"] = Path("/proc/loadavg").read_text().strip()
     return results
@@ -381,6 +388,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small smoke run (≈2 min)")
     parser.add_argument("--profile", action="store_true", help="py-spy the worker during (b)")
     parser.add_argument("--subjects", type=int, default=0, help="override the subject count")
+    parser.add_argument(
+        "--restore-subjects",
+        type=int,
+        default=-1,
+        help="(h): grow the state (g) loaded to this many signal-only subjects (+ a tenth as many "
+        "with grants) by copies of its changelog records before the restore; default 1000000 "
+        "(full run), 0 with --quick",
+    )
     parser.add_argument(
         "--only",
         default="abdefgh",
