@@ -133,10 +133,16 @@ def parse_metric(text: str, name: str) -> float:
 
 
 async def run_restore(
-    bootstrap: str, plan: Any, results: dict[str, Any], tmp: Path, scale_to: int = 0
+    bootstrap: str,
+    plan: Any,
+    results: dict[str, Any],
+    tmp: Path,
+    scale_to: int = 0,
+    source: Path | None = None,
 ) -> None:
     """Part (h); see the module docstring. Fills ``results["restore"]``. ``scale_to``: grow the
-    state to this many signal-only subjects (and a tenth as many grant subjects) first."""
+    state to this many signal-only subjects (and a tenth as many grant subjects) first;
+    ``source``: run the restoring worker from this snapshot of the code (``--ref``)."""
     state = results.get("memory", {}).get("state")
     if state is None:
         say("(h) loading the state with (g) first")
@@ -176,12 +182,13 @@ async def run_restore(
     templates.clear()
     expected_grants = (state["grant_subjects"] + extra_grants) * 10
 
-    worker = Worker(bootstrap, tmp / "restored", topics, group=state["group"])
+    worker = Worker(bootstrap, tmp / "restored", topics, group=state["group"], source=source)
     started = time.monotonic()
     worker.start()
     try:
         await worker.wait_healthy(timeout=max(300.0, plan.drain_timeout_s))
         out["start_to_healthy_s"] = round(time.monotonic() - started, 2)
+        out["slowest_health_probe_s"] = round(worker.slowest_probe_s, 2)
         out["cpu_s_to_healthy"] = round(cpu_seconds(worker.pid), 2)
         out["loadavg_at_healthy"] = Path("/proc/loadavg").read_text().split()[0]
         async with worker.session().get(f"http://127.0.0.1:{worker.port}/metrics") as resp:
@@ -261,6 +268,8 @@ def markdown(res: dict[str, Any]) -> list[str]:
         f"| process start → `/healthz` 200 (load average then) | **{r['start_to_healthy_s']} s** "
         f"({r.get('loadavg_at_healthy', '?')}) |",
         f"| worker CPU seconds at `/healthz` 200 (user + system) | {r.get('cpu_s_to_healthy')} s |",
+        f"| slowest `/healthz` answer while restoring (10 s = none: event loop blocked) "
+        f"| {r.get('slowest_health_probe_s')} s |",
         f"| of which changelog replay (worker's `vigil_changelog_restore_seconds`) "
         f"| {r['replay_seconds']} s |",
         f"| records replayed, records/s during replay (start → healthy) "

@@ -375,7 +375,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 if args.quick
                 else 1_000_000
             )
-            await restore.run_restore(broker.bootstrap, plan, results, tmp, scale_to=scale)
+            source = None
+            if args.ref:  # the restoring worker runs that version of the code
+                source = tmp / "restore-source"
+                results["restore_source"] = snapshot(args.ref, source)
+            await restore.run_restore(
+                broker.bootstrap, plan, results, tmp, scale_to=scale, source=source
+            )
     results["elapsed_s"] = round(time.perf_counter() - started, 1)
     results["machine"]["loadavg_end"] = Path("/proc/loadavg").read_text().strip()
     return results
@@ -405,8 +411,9 @@ def main() -> None:
     parser.add_argument(
         "--ref",
         default="",
-        help="run the worker from this git ref (git archive of streams/, policies/, schemas/) instead of "
-        "the working tree, e.g. HEAD while others edit streams/",
+        help="run the worker of (b) and the restoring worker of (h) from this git ref (git archive "
+        "of streams/, policies/, schemas/) instead of the working tree, e.g. HEAD while others "
+        "edit streams/",
     )
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.md")
     args = parser.parse_args()
