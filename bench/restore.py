@@ -186,7 +186,7 @@ async def run_restore(
     started = time.monotonic()
     worker.start()
     try:
-        await worker.wait_healthy(timeout=max(300.0, plan.drain_timeout_s))
+        await worker.wait_healthy(timeout=max(900.0, plan.drain_timeout_s))
         out["start_to_healthy_s"] = round(time.monotonic() - started, 2)
         out["slowest_health_probe_s"] = round(worker.slowest_probe_s, 2)
         out["cpu_s_to_healthy"] = round(cpu_seconds(worker.pid), 2)

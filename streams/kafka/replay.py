@@ -53,7 +53,7 @@ class Record(Protocol):
     def value(self) -> bytes | None: ...
 
 
-#: Called with a partition and the records of one fetch response for it, in offset order.
+#: Called with a partition and the records of one record batch of it, in offset order.
 Apply = Callable[[TopicPartition, Sequence[Record]], None]
 
 
@@ -69,8 +69,8 @@ async def replay(
     """Read ``partitions`` from ``start`` (default: the log start) to their end, concurrently.
 
     ``consumer`` is any started consumer: only its network client is used (its assignment and
-    positions are left alone). ``apply`` runs synchronously for each response's records of one
-    partition. ``progress`` gets the records still to read per unfinished partition, at the start
+    positions are left alone). ``apply`` runs synchronously for the records of each record
+    batch, with a turn of the event loop after each. ``progress`` gets the records still to read per unfinished partition, at the start
     and after every response. Returns the position reached per partition (>= its end at the
     start). Raises ``KafkaError`` when a partition keeps failing, ``TimeoutError`` after
     ``timeout`` seconds.
@@ -93,7 +93,7 @@ async def replay(
         failures = 0
         while positions[tp] < ends[tp]:
             try:
-                records, next_offset = await _fetch(consumer, tp, positions[tp])
+                batches, next_offset = await _fetch(consumer, tp, positions[tp])
             except OffsetOutOfRangeError:
                 # below the log start (retention deleted it): go on from the first record kept
                 first = (await consumer.beginning_offsets([tp]))[tp]
@@ -109,8 +109,14 @@ async def replay(
                 await asyncio.sleep(0.1 * failures)
                 continue
             failures = 0
-            if records:
-                apply(tp, records)
+            begin = positions[tp]
+            for batch in batches:
+                records = [r for r in batch if r.offset >= begin]
+                if records:
+                    apply(tp, records)
+                # A response can hold a whole partition (Tansu ignores the byte limits): give the
+                # event loop a turn after every batch (health checks, heartbeats, other loops).
+                await asyncio.sleep(0)
             positions[tp] = max(positions[tp], next_offset)
             report()
 
@@ -127,9 +133,10 @@ async def replay(
 
 async def _fetch(
     consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int
-) -> tuple[list[Record], int]:
-    """One Fetch of ``tp`` at ``offset``: its records at or after ``offset`` and the offset
-    to fetch next (past the last batch, control batches included)."""
+) -> tuple[list[Any], int]:
+    """One Fetch of ``tp`` at ``offset``: its data record batches (CRC checked, records not
+    parsed yet; the first may start before ``offset``) and the offset to fetch next (past the
+    last batch, control batches included)."""
     client = consumer._client
     node = client.cluster.leader_for_partition(tp)
     if node is None or node < 0:
@@ -143,7 +150,7 @@ async def _fetch(
     )
     started = time.monotonic()
     response: Any = await client.send(node, request)
-    records: list[Record] = []
+    batches: list[Any] = []
     next_offset = offset
     for _topic, rows in response.topics:
         for partition, error_code, _highwater, *data in rows:
@@ -151,17 +158,16 @@ async def _fetch(
                 continue
             if error_code:
                 raise for_code(error_code)(f"fetch of {tp} at {offset}")
-            batches = MemoryRecords(data[-1])
-            while batches.has_next():
-                batch = batches.next_batch()
+            fetched = MemoryRecords(data[-1])
+            while fetched.has_next():
+                batch = fetched.next_batch()
                 if batch is None:
                     break  # a partial batch at the end of the response: fetched again next time
                 if not batch.validate_crc():
                     raise CorruptRecordException(f"invalid CRC in {tp} at {offset}")
                 next_offset = max(next_offset, batch.next_offset)
-                if batch.is_control_batch:
-                    continue
-                records.extend(r for r in batch if r.offset >= offset)
+                if not batch.is_control_batch:
+                    batches.append(batch)
     if next_offset == offset and time.monotonic() - started < FETCH_MAX_WAIT_MS / 1000 / 2:
         await asyncio.sleep(FETCH_MAX_WAIT_MS / 1000)  # an empty answer at once: do not spin
-    return records, next_offset
+    return batches, next_offset

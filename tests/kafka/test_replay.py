@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import pytest
@@ -41,3 +42,30 @@ async def test_replay_reads_every_partition_to_the_end_from_its_start(
     assert seen[2] == []
     assert left[0] == {tps[0]: total - 250, tps[1]: 2 * PER_BATCH}
     assert left[-1] == {}
+
+
+async def test_replay_gives_the_event_loop_a_turn_after_every_batch(
+    broker: str, topic_factory
+) -> None:
+    """A response can hold a whole partition: applying it must not block the loop (a worker's
+    health endpoint went unanswered for over 10 s during a 1M-subject restore)."""
+    (topic,) = await topic_factory("replay-turns", partitions=1)
+    await produce_batches(broker, topic, 0, BATCHES)  # one response holds all five batches
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    seen: list[int] = []
+    running = asyncio.create_task(ticker())
+    consumer = await new_consumer(broker)
+    try:
+        await replay(consumer, [TopicPartition(topic, 0)], lambda tp, records: seen.append(ticks))
+    finally:
+        running.cancel()
+        await consumer.stop()
+    assert len(seen) == BATCHES
+    assert all(a < b for a, b in zip(seen, seen[1:], strict=False))  # the loop ran in between
