@@ -9,13 +9,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.kafka.quirks import read_to_end
-from streams.kafka.replay import Record, replay
 from streams.kafka.security import PLAINTEXT, KafkaSecurity
 
 log = logging.getLogger(__name__)
@@ -23,14 +21,6 @@ log = logging.getLogger(__name__)
 
 class TopicFollower:
     """Subclasses implement ``_apply(record)``; ``following`` is False while catching up."""
-
-    #: Catch up with ``streams.kafka.replay`` (every partition at once, records straight from the
-    #: fetched batches: ``offset``, ``key``, ``value``, ``timestamp``; no ``topic``,
-    #: ``partition`` or consumer-record fields) instead of consumer records, for a follower whose
-    #: ``_apply`` reads only those fields while catching up. Measured: the signal replica's
-    #: catch-up of a 1M-subject changelog ran beside the worker's own restore and cost it more CPU
-    #: than the restore itself (docs/performance.md "Memory and restore").
-    raw_catch_up = False
 
     def __init__(
         self,
@@ -93,12 +83,7 @@ class TopicFollower:
         tps = [TopicPartition(self.topic, p) for p in sorted(found)]
         consumer.assign(tps)
         start = await self._start_offsets(consumer, tps)
-        if self.raw_catch_up:
-            positions = await replay(consumer, tps, self._apply_records, start=start)
-            for tp, offset in positions.items():
-                consumer.seek(tp, offset)  # follow from there
-        else:
-            positions = await read_to_end(consumer, tps, self._apply_safely, start=start)
+        positions = await read_to_end(consumer, tps, self._apply_safely, start=start)
         self._caught_up(positions)
         self.following = True
         self.ready.set()
@@ -111,10 +96,6 @@ class TopicFollower:
                 await self._task
         if self._consumer is not None:
             await self._consumer.stop()
-
-    def _apply_records(self, tp: TopicPartition, records: Sequence[Record]) -> None:
-        for record in records:
-            self._apply_safely(record)
 
     def _apply_safely(self, record: Any) -> None:
         try:

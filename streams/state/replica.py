@@ -33,8 +33,6 @@ def partition_of(key: bytes, partitions: int) -> int:
 class SignalReplica(TopicFollower):
     """``get(subject_key)``: the newest signal state bytes the changelog holds for a subject."""
 
-    raw_catch_up = True  # ``_apply`` reads key and value (and the timestamp once following)
-
     def __init__(
         self,
         *,
