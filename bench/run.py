@@ -395,7 +395,20 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         if "g" in args.only:
             await memory.run_memory(broker.bootstrap, plan, results, tmp)
         if "h" in args.only:
-            await restore.run_restore(broker.bootstrap, plan, results, tmp)
+            scale = (
+                args.restore_subjects
+                if args.restore_subjects >= 0
+                else 0
+                if args.quick
+                else 1_000_000
+            )
+            source = None
+            if args.ref:  # the restoring worker runs that version of the code
+                source = tmp / "restore-source"
+                results["restore_source"] = snapshot(args.ref, source)
+            await restore.run_restore(
+                broker.bootstrap, plan, results, tmp, scale_to=scale, source=source
+            )
         if "i" in args.only:
             eph_plan = ephemeral.QUICK if args.quick else ephemeral.FULL
             await ephemeral.run_ephemeral(broker.bootstrap, eph_plan, results, tmp)
@@ -412,6 +425,14 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="py-spy the worker during (b)")
     parser.add_argument("--subjects", type=int, default=0, help="override the subject count")
     parser.add_argument(
+        "--restore-subjects",
+        type=int,
+        default=-1,
+        help="(h): grow the state (g) loaded to this many signal-only subjects (+ a tenth as many "
+        "with grants) by copies of its changelog records before the restore; default 1000000 "
+        "(full run), 0 with --quick",
+    )
+    parser.add_argument(
         "--only",
         default="abdefghi",
         help="parts to run: a (baselines), b (vigil, incl. c), d (quix), e (check API vs Cerbos), "
@@ -421,8 +442,9 @@ def main() -> None:
     parser.add_argument(
         "--ref",
         default="",
-        help="run the worker from this git ref (git archive of streams/, policies/, schemas/) instead of "
-        "the working tree, e.g. HEAD while others edit streams/",
+        help="run the worker of (b) and the restoring worker of (h) from this git ref (git archive "
+        "of streams/, policies/, schemas/) instead of the working tree, e.g. HEAD while others "
+        "edit streams/",
     )
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.md")
     args = parser.parse_args()

@@ -103,6 +103,8 @@ class Worker:
         self.proc: subprocess.Popen[bytes] | None = None
         self._http: aiohttp.ClientSession | None = None
         self.log_path = data_dir / "worker.log"
+        # longest /healthz probe while waiting for healthy (10 s = no answer: its loop was busy)
+        self.slowest_probe_s = 0.0
 
     @property
     def pid(self) -> int:
@@ -153,12 +155,14 @@ class Worker:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited ({self.proc.returncode}):\n{self.log_tail()}")
+            asked = time.monotonic()
             try:
                 async with self.session().get(url) as resp:
                     if resp.status == 200:
                         return time.monotonic() - started
-            except aiohttp.ClientError:
+            except (aiohttp.ClientError, TimeoutError):  # not listening yet, or its loop is busy
                 pass
+            self.slowest_probe_s = max(self.slowest_probe_s, time.monotonic() - asked)
             if time.monotonic() - started > timeout:
                 raise TimeoutError(f"worker not healthy after {timeout}s; see {self.log_path}")
             await asyncio.sleep(0.25)

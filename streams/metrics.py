@@ -151,11 +151,12 @@ REBALANCES = Counter(
 )
 RESTORE_REMAINING = Gauge(
     "vigil_changelog_restore_remaining_records",
-    "Changelog records still to replay before the partition being restored is ready (0: none)",
+    "Changelog records still to replay before the partitions being restored are ready (0: none)",
 )
 RESTORE_SECONDS = Histogram(
     "vigil_changelog_restore_seconds",
-    "Time to restore one partition's state from the changelog",
+    "Time to restore the state of the partitions of one assignment (restored together) "
+    "from the changelog",
     buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0),
 )
 

@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ from aiokafka.errors import KafkaError
 from streams import metrics
 from streams.bundles.watcher import BundleWatcher, Offer
 from streams.kafka.lag import has_unfetched
-from streams.kafka.quirks import read_to_end
+from streams.kafka.replay import Record, replay
 from streams.kafka.security import PLAINTEXT, KafkaSecurity
 from streams.processing.lag_metrics import LagGauges
 from streams.processing.merge import PartitionMerger
@@ -51,17 +51,16 @@ from streams.processing.outage import TRANSIENT_ERRORS, Outages, probe_broker
 from streams.processing.pipeline import Pipeline
 from streams.processing.records import BatchResult, InRecord, OutRecord
 from streams.processing.switch import GuardLimits, PendingSwitch
+from streams.state.counting import StateCount
 from streams.state.replica import partition_of
 from streams.state.store import (
     CHANGELOG_OFFSET,
     GRANT_PREFIX,
     SIGNAL_PREFIX,
     PartitionStore,
-    count_keys,
     offset_key,
     open_store,
 )
-from streams.state.subject import count_active_grants
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +170,8 @@ class PipelineRunner:
         self._start_position: dict[TopicPartition, int | None] = {}
         self._subjects: dict[int, int] = {}  # partition -> subjects with signal state
         self._grants: dict[int, int] = {}  # partition -> active grants
+        # partition -> count of its state as restored, still running (streams.state.counting)
+        self._counting: dict[int, StateCount] = {}
         self._lag = LagGauges()
         self._partition_counts: dict[str, int] = {}  # topic -> partitions (records by key)
 
@@ -228,6 +229,7 @@ class PipelineRunner:
                 task.cancel()
         async with self._lock:
             await self._commit_offsets()
+            self._counting.clear()  # releases the snapshots before their stores close
             for client in (self.consumer, self._restorer, self.producer):
                 if client is not None:
                     await client.stop()
@@ -266,6 +268,8 @@ class PipelineRunner:
                     if self._scans:
                         await self._reevaluation_step()
                     await self._expiry_step(yielding=not applied)
+                    if self._counting:
+                        self._count_step()
                 except TRANSIENT_ERRORS as exc:  # an outage: same records again, after a pause
                     self._rewind()
                     self.pipeline.discard_metrics()
@@ -486,7 +490,9 @@ class PipelineRunner:
     def _poll_timeout_ms(self) -> int:
         """How long the next fetch may wait: never past the moment a merge stops waiting for a
         lagging input, and not at all while re-evaluating or counting a pending bundle."""
-        if self._scans or (self.pending is not None and self.pending.state == "evaluating"):
+        if self._scans or self._counting:
+            return 0
+        if self.pending is not None and self.pending.state == "evaluating":
             return 0
         clock = self._poll_clock
         waits = [w for m in self._mergers.values() if (w := m.wait_left(clock)) is not None]
@@ -623,9 +629,21 @@ class PipelineRunner:
         self._set_state_gauges()
         self.outages.recovered()
 
+    def _count_step(self) -> None:
+        """Count one chunk of a restored partition's snapshot; at its end, add the count to the
+        deltas committed since the restore (``streams.state.counting``)."""
+        partition, count = next(iter(self._counting.items()))
+        if not count.step():
+            return
+        del self._counting[partition]
+        self._subjects[partition] = self._subjects.get(partition, 0) + count.subjects
+        self._grants[partition] = self._grants.get(partition, 0) + count.grants
+        self._set_state_gauges()
+
     def _set_state_gauges(self) -> None:
-        """Subjects and active grants of the owned partitions: counted when a partition is
-        restored, then moved by every committed batch (so they follow partitions around)."""
+        """Subjects and active grants of the owned partitions: counted from a snapshot taken
+        when a partition is restored (after it is ready), plus every batch committed since (so
+        they follow partitions around)."""
         metrics.STATE_SUBJECTS.set(sum(self._subjects.values()))
         metrics.ACTIVE_GRANTS.set(sum(self._grants.values()))
 
@@ -718,6 +736,7 @@ class PipelineRunner:
                 self._sweep.pop(partition, None)
                 self._subjects.pop(partition, None)
                 self._grants.pop(partition, None)
+                self._counting.pop(partition, None)  # its snapshot, before the store closes
                 store = self.stores.pop(partition, None)
                 if store is not None:
                     store.close()
@@ -730,11 +749,12 @@ class PipelineRunner:
         metrics.REBALANCES.labels("assigned").inc()
         async with self._lock:
             self._generation += 1
-            for partition in sorted({tp.partition for tp in assigned}):
-                if partition not in self.stores:
-                    store = await self._restore_or_fail(partition)
-                    if store is None:
-                        return  # stopping, or a failure that run() raises next
+            new = sorted({tp.partition for tp in assigned} - set(self.stores))
+            if new:
+                restored = await self._restore_or_fail(new)
+                if restored is None:
+                    return  # stopping, or a failure that run() raises next
+                for partition, store in restored.items():
                     self.stores[partition] = store
                     # Grants judged by another bundle (a switch while this worker was down, or
                     # before the partition moved here) are found and re-evaluated by a scan.
@@ -771,58 +791,70 @@ class PipelineRunner:
         if beginning:
             await consumer.seek_to_beginning(*beginning)
 
-    async def _restore_or_fail(self, partition: int) -> PartitionStore | None:
+    async def _restore_or_fail(self, partitions: list[int]) -> dict[int, PartitionStore] | None:
         """Restore, backing off in place while the broker is down. Any other failure (a store
         that cannot be opened) stops the worker: a partition it owns without its state would
         skip that partition's records, unseen, until the next rebalance. None when stopping."""
         while not self._stopping.is_set():
             try:
-                store = await self._restore(partition)
+                stores = await self._restore(partitions)
             except TRANSIENT_ERRORS as exc:
                 delay = self.outages.failed(exc)
                 log.warning(
-                    "partition %d: restore failed (%s); retrying in %.1fs", partition, exc, delay
+                    "partitions %s: restore failed (%s); retrying in %.1fs", partitions, exc, delay
                 )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
                 continue
             except Exception as exc:
-                log.critical("partition %d: cannot restore its state: %r", partition, exc)
+                log.critical("partitions %s: cannot restore their state: %r", partitions, exc)
                 self._fatal = exc
                 return None
             self.outages.recovered()
-            return store
+            return stores
         return None
 
-    async def _restore(self, partition: int) -> PartitionStore:
-        """Open the partition's store and bring it up to date from the changelog."""
-        store = open_store(self.config.data_dir, f"p{partition}")
+    async def _restore(self, partitions: list[int]) -> dict[int, PartitionStore]:
+        """Open the partitions' stores and bring them up to date from the changelog, all
+        partitions at once (``streams.kafka.replay``: one fetch loop per partition)."""
+        stores: dict[int, PartitionStore] = {}
         try:
-            return await self._restore_into(store, partition)
+            for partition in partitions:
+                stores[partition] = open_store(self.config.data_dir, f"p{partition}")
+            await self._restore_into(stores)
         except BaseException:
-            store.close()  # a retry opens it again (RocksDB holds a lock per open store)
+            for partition in stores:
+                self._counting.pop(partition, None)
+            for store in stores.values():
+                store.close()  # a retry opens them again (RocksDB holds a lock per open store)
             raise
+        return stores
 
-    async def _restore_into(self, store: PartitionStore, partition: int) -> PartitionStore:
-        stored = store.get(CHANGELOG_OFFSET)
-        start = int(stored) if stored is not None else 0
-        tp = TopicPartition(self.config.changelog_topic, partition)
-        pending: dict[bytes, bytes | None] = {}
+    async def _restore_into(self, stores: dict[int, PartitionStore]) -> None:
+        topic = self.config.changelog_topic
+        start: dict[TopicPartition, int] = {}
+        for partition, store in stores.items():
+            stored = store.get(CHANGELOG_OFFSET)
+            start[TopicPartition(topic, partition)] = int(stored) if stored is not None else 0
+        pending: dict[int, dict[bytes, bytes | None]] = {p: {} for p in stores}
         restored = 0
 
-        def apply(record: Any) -> None:
+        def apply(tp: TopicPartition, records: Sequence[Record]) -> None:
             # Written to RocksDB every RESTORE_WRITE_RECORDS records with the changelog position
-            # reached, so memory stays bounded by one chunk (not by the whole state) and a restore
-            # that stops half-way resumes from there.
+            # reached, so memory stays bounded by one chunk per partition (not by the whole
+            # state) and a restore that stops half-way resumes from there.
             nonlocal restored
-            if record.key is not None:
-                # changelog keys are store keys; a tombstone (null value) deletes the key
-                pending[record.key] = record.value
-                restored += 1
-                if len(pending) >= RESTORE_WRITE_RECORDS:
-                    pending[CHANGELOG_OFFSET] = str(record.offset + 1).encode()
-                    store.write(pending)
-                    pending.clear()
+            puts = pending[tp.partition]
+            for record in records:
+                key, value = record.key, record.value
+                if key is not None:
+                    # changelog keys are store keys; a tombstone (null value) deletes the key
+                    puts[key] = value
+                    restored += 1
+                    if len(puts) >= RESTORE_WRITE_RECORDS:
+                        puts[CHANGELOG_OFFSET] = str(record.offset + 1).encode()
+                        stores[tp.partition].write(puts)
+                        puts.clear()
 
         def progress(behind: dict[TopicPartition, int]) -> None:
             metrics.RESTORE_REMAINING.set(sum(behind.values()))
@@ -830,26 +862,27 @@ class PipelineRunner:
         assert self._restorer is not None
         began = time.perf_counter()
         try:
-            positions = await read_to_end(
-                self._restorer, [tp], apply, start={tp: start}, progress=progress
-            )
+            positions = await replay(self._restorer, start, apply, start=start, progress=progress)
         finally:
             metrics.RESTORE_REMAINING.set(0)
-        pending[CHANGELOG_OFFSET] = str(positions[tp]).encode()
-        store.write(pending)
-        self._restorer.assign([])
-        self._subjects[partition] = count_keys(store, SIGNAL_PREFIX)
-        self._grants[partition] = count_active_grants(raw for _, raw in store.items(GRANT_PREFIX))
+        for tp, position in positions.items():
+            puts = pending[tp.partition]
+            puts[CHANGELOG_OFFSET] = str(position).encode()
+            stores[tp.partition].write(puts)
+        for partition, store in stores.items():
+            # counted after ready, from this snapshot; later batches add their deltas to 0
+            self._subjects[partition] = self._grants[partition] = 0
+            self._counting[partition] = StateCount(store, store.snapshot())
+        took = time.perf_counter() - began
         metrics.RESTORED_RECORDS.inc(restored)
-        metrics.RESTORE_SECONDS.observe(time.perf_counter() - began)
+        metrics.RESTORE_SECONDS.observe(took)
         log.info(
-            "partition %d: restored %d changelog records from offset %d in %.2fs",
-            partition,
+            "partitions %s: restored %d changelog records from offsets %s in %.2fs",
+            sorted(stores),
             restored,
-            start,
-            time.perf_counter() - began,
+            {tp.partition: offset for tp, offset in start.items()},
+            took,
         )
-        return store
 
 
 def _unfetched(consumer: AIOKafkaConsumer, partition: int) -> Callable[[str], bool]:

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, cast
 
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import Options, Rdict, Snapshot, WriteBatch
 
 SIGNAL_PREFIX = b"s:"  # subject key -> signal state (dimensions, recent event ids)
 GRANT_PREFIX = b"g:"  # subject key -> grant state (active grants, revocation tombstones)
@@ -33,7 +33,14 @@ def offset_key(topic: str) -> bytes:
     return OFFSET_PREFIX + topic.encode()
 
 
+class StoreView(Protocol):
+    """A frozen view of a store (a RocksDB snapshot): later writes do not change its reads."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+
 class PartitionStore(Protocol):
+    def snapshot(self) -> StoreView: ...
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]: ...
     def get(self, key: bytes) -> bytes | None: ...
     def write(self, puts: Mapping[bytes, bytes | None]) -> None: ...
@@ -71,6 +78,11 @@ class MemoryStore:
             k for k in self._data if k.startswith(prefix) and (after is None or k > after)
         )
         return keys[:limit]
+
+    def snapshot(self) -> StoreView:
+        frozen = MemoryStore()
+        frozen._data = dict(self._data)
+        return frozen
 
     def close(self) -> None:
         pass
@@ -123,8 +135,30 @@ class RocksStore:
             out.append(key)
         return out
 
+    def snapshot(self) -> StoreView:
+        """Reads as of now; release it (drop every reference) before ``close``."""
+        return RocksView(self._db.snapshot())
+
     def close(self) -> None:
         self._db.close()
+
+
+class RocksView:
+    """``StoreView`` of a RocksDB snapshot. Point reads only: rocksdict 0.3's snapshot iterators
+    (``keys``, ``items``, ``iter``) read the live database, not the snapshot (measured)."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+
+    def get(self, key: bytes) -> bytes | None:
+        try:
+            value = self._snapshot[key]
+        except Exception as exc:  # rocksdict raises a bare Exception("key not found")
+            if str(exc) == "key not found":
+                return None
+            raise
+        assert isinstance(value, bytes)  # raw mode
+        return value
 
 
 def count_keys(store: PartitionStore, prefix: bytes, chunk: int = 10_000) -> int:

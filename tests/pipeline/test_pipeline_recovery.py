@@ -6,6 +6,7 @@ ListOffsets, see streams.kafka.quirks)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -99,9 +100,15 @@ async def test_empty_data_dir_restores_state_from_changelog(
     second = start_worker(tmp_path / "fresh", like=first)  # nothing on disk
     await second.start()
     # The state gauges count what was restored (not what this process added since it started):
-    # 2 grants per user, minus the 75 read+write grants revoked by non-compliance.
-    assert second.metric("vigil_active_grants") == 2 * USERS - USERS // 2
-    assert second.metric("vigil_state_subjects") == USERS
+    # 2 grants per user, minus the 75 read+write grants revoked by non-compliance. They are
+    # counted after the worker is ready (streams.state.counting): wait for the count.
+    restored = (2 * USERS - USERS // 2, USERS)
+    for _ in range(300):
+        gauges = (second.metric("vigil_active_grants"), second.metric("vigil_state_subjects"))
+        if gauges == restored:
+            break
+        await asyncio.sleep(0.1)
+    assert gauges == restored
     # Evidence that state came back: (1) an older event changes nothing for the healthy half;
     # (2) a write grant on a device known to be non-compliant is revoked at issuance;
     # (3) the grants still active for the healthy half are revoked by a new signal.

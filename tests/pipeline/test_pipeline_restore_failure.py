@@ -21,4 +21,4 @@ async def test_a_store_that_cannot_be_opened_stops_the_worker(
     (worker.data_dir / "state" / "p0").write_text("not a RocksDB directory")
     with pytest.raises(RuntimeError, match="exited with 70"):
         await worker.start(timeout=90)
-    assert "partition 0: cannot restore its state" in worker.log()
+    assert "partitions [0, 1]: cannot restore their state" in worker.log()

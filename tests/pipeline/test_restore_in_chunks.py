@@ -60,7 +60,7 @@ async def test_restore_writes_in_chunks_with_the_position_reached(
     runner._restorer = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
     await runner._restorer.start()
     try:
-        store = await runner._restore(0)
+        store = (await runner._restore([0]))[0]
         assert count_keys(store, SIGNAL_PREFIX) == RECORDS
         assert store.get(CHANGELOG_OFFSET) == str(RECORDS).encode()
         store.close()
