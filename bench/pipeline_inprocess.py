@@ -55,9 +55,7 @@ def signal(user: int, eid: str, kind: str, at: int, attrs: dict[str, Any]) -> di
     }
 
 
-def run(
-    pipeline: Pipeline, store: RocksStore, records: list[InRecord]
-) -> tuple[float, float, int]:
+def run(pipeline: Pipeline, store: RocksStore, records: list[InRecord]) -> tuple[float, float, int]:
     """Wall seconds, CPU seconds of this process and outputs of processing ``records``. The CPU
     time is the steadier figure on a shared machine: other processes do not inflate it."""
     started = time.perf_counter()
