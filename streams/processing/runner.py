@@ -45,6 +45,7 @@ from streams.bundles.watcher import BundleWatcher, Offer
 from streams.kafka.lag import has_unfetched
 from streams.kafka.quirks import read_to_end
 from streams.kafka.security import PLAINTEXT, KafkaSecurity
+from streams.processing.fetch_trace import FetchTrace
 from streams.processing.lag_metrics import LagGauges
 from streams.processing.merge import PartitionMerger
 from streams.processing.outage import TRANSIENT_ERRORS, Outages, probe_broker
@@ -90,7 +91,9 @@ class RunnerConfig:
         guard: GuardLimits | None = None,
         security: KafkaSecurity = PLAINTEXT,
         max_task_idle_ms: int = 500,
+        fetch_trace: Path | None = None,
     ) -> None:
+        self.fetch_trace = fetch_trace  # a JSON-lines timing trace (streams.processing.fetch_trace)
         self.guard = guard or GuardLimits()
         self.security = security
         self.max_task_idle_ms = max_task_idle_ms
@@ -166,6 +169,8 @@ class PipelineRunner:
         self._subjects: dict[int, int] = {}  # partition -> subjects with signal state
         self._grants: dict[int, int] = {}  # partition -> active grants
         self._lag = LagGauges()
+        self._trace: FetchTrace | None = None
+        self._outputs_acked_at = 0.0  # when the last batch's outputs were acknowledged
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -209,6 +214,9 @@ class PipelineRunner:
         )
         self.consumer.subscribe(cfg.input_topics, listener=_Rebalance(self))
         await self.consumer.start()
+        if cfg.fetch_trace is not None:
+            self._trace = FetchTrace(cfg.fetch_trace)
+            self._trace.wrap_fetcher(self.consumer)
         self._committer = asyncio.create_task(self._commit_periodically())
         self._prober = asyncio.create_task(probe_broker(self.consumer, self.outages))
 
@@ -228,6 +236,8 @@ class PipelineRunner:
                 store.close()
             self.stores.clear()
             metrics.ASSIGNED_PARTITIONS.set(0)
+            if self._trace is not None:
+                self._trace.close()
 
     async def run(self) -> None:
         """Consume and process batches until ``stop()``; between batches, switch to a newer
@@ -241,6 +251,8 @@ class PipelineRunner:
                 timeout_ms=self._poll_timeout_ms(), max_records=self.config.max_batch
             )
             self._poll_clock += time.monotonic() - polled
+            if self._trace is not None and data:
+                self._trace.handover(data)
             self._lag.update(self.consumer)
             # aiokafka returns records of the active assignment only; a rebalance before the
             # lock below makes them stale (positions are set again in _on_assigned)
@@ -513,9 +525,11 @@ class PipelineRunner:
         started = time.perf_counter()
         consumer = self.consumer
         assert consumer is not None
-        now_ms = int(time.time() * 1000)
+        wall = time.time()
+        now_ms = int(wall * 1000)
         results: dict[int, BatchResult] = {}
         count = 0
+        stamps: list[int] = []
         for partition, merger in self._mergers.items():
             gave_up = merger.gave_up
             records = merger.take(
@@ -531,11 +545,16 @@ class PipelineRunner:
                 )
             if records:
                 count += len(records)
+                if self._trace is not None:
+                    stamps.extend(r.timestamp for r in records)
                 results[partition] = self.pipeline.process(records, self.stores[partition], now_ms)
         if results:
             await self._commit_effects(results)
             metrics.BATCH_RECORDS.observe(count)
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+            if self._trace is not None:
+                held = sum(len(m) for m in self._mergers.values())
+                self._trace.batch(wall, self._outputs_acked_at, stamps, held)
         self._bound_buffers()
 
     def _bound_buffers(self) -> None:
@@ -565,7 +584,7 @@ class PipelineRunner:
         await self._send_and_wait(
             (partition, out) for partition, res in results.items() for out in res.outputs
         )
-        after_send = time.time()
+        after_send = self._outputs_acked_at = time.time()
         since_event = metrics.SIGNAL_TO_REVOCATION_SECONDS.labels("event_time")
         since_arrival = metrics.SIGNAL_TO_REVOCATION_SECONDS.labels("arrival")
         changelog_offsets = await self._send_changelog(results)
