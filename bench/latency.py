@@ -262,4 +262,10 @@ def trace_summary(path: Path, start: float, end: float) -> dict[str, Any]:
         "batch_start_to_outputs_acked": percentiles([b["sent"] - b["start"] for b in batches]),
         "batch_start_to_end": percentiles([b["end"] - b["start"] for b in batches]),
         "batches_holding_records": sum(1 for b in batches if b["held"]),
+        "record_age_at_handover": percentiles(
+            [a / 1000 for b in batches for a in b.get("age", ())]
+        ),
+        "record_handover_to_batch_start": percentiles(
+            [w / 1000 for b in batches for w in b.get("wait", ())]
+        ),
     }

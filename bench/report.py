@@ -62,7 +62,9 @@ def fmt_trace(tr: dict[str, Any]) -> str:
         f"oldest {pp('oldest_age_at_handover')}; {tr['batches']} batches of {tr['records_per_batch']}: "
         f"newest age at start {pp('newest_age_at_batch_start')}, oldest {pp('oldest_age_at_batch_start')}, "
         f"start → outputs acked {pp('batch_start_to_outputs_acked')}, start → end {pp('batch_start_to_end')}; "
-        f"{tr['batches_holding_records']} batches left records buffered (ms p50/p99)"
+        f"{tr['batches_holding_records']} batches left records buffered; per record: "
+        f"produced → handed over {pp('record_age_at_handover')}, handed over → batch start "
+        f"{pp('record_handover_to_batch_start')} (ms p50/p99)"
     )
 
 

@@ -370,6 +370,7 @@ async def run_per_host(bootstrap: str, plan: Plan, results: dict[str, Any], tmp:
         worker.start()
         try:
             await worker.wait_healthy()
+            await worker.wait_assigned(PARTITIONS)
             world = World.create(small.subjects)
             loaded = await preload(worker, world, small, topics)
             say(f"(b') {n} process(es): {loaded} subjects; mix of {plan.mix_n} signals")

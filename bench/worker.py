@@ -218,6 +218,28 @@ class Worker:
         """Web ports of the worker's processes (one unless ``processes`` > 1)."""
         return [self.port + i for i in range(self.processes)]
 
+    async def wait_assigned(self, partitions: int, timeout: float = 120.0) -> None:
+        """Wait until the processes together own ``partitions`` partitions, each at least one
+        (the group has settled: no rebalance will move state in the middle of a measurement)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            owned = []
+            for port in self.ports:
+                async with self.session().get(f"http://127.0.0.1:{port}/metrics") as resp:
+                    text = await resp.text()
+                owned.append(
+                    sum(
+                        float(line.rsplit(" ", 1)[1])
+                        for line in text.splitlines()
+                        if line.startswith("vigil_assigned_partitions ")
+                    )
+                )
+            if sum(owned) == partitions and all(owned):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"partitions owned per process {owned} after {timeout}s")
+            await asyncio.sleep(0.5)
+
     async def counters(self) -> Sample:
         """The counters summed over every process of the worker."""
         sums: dict[str, float] = {}

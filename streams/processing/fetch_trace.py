@@ -10,7 +10,12 @@ wall-clock seconds (``time.time()``, the clock producers stamp records with on o
 - ``batch``: the pipeline started a batch of ``n`` records at ``start`` (their timestamps
   ``ts_min``/``ts_max``), its outputs were acknowledged at ``sent`` and the batch (changelog,
   RocksDB) ended at ``end``; ``held`` is how many fetched records stayed buffered (the merge
-  waits for another input of the same partition number).
+  waits for another input of the same partition number). Per record of the batch, in ms:
+  ``age`` = hand-over − its timestamp (before the loop had it: producer, broker, fetch) and
+  ``wait`` = batch start − hand-over (in the worker: merge, the previous batch);
+  ``blocking`` lists the inputs that hold buffered records back (nothing buffered, but the
+  consumer's position is below the last fetch high watermark, or either is unknown) as
+  ``[topic, partition, position, high watermark]``.
 
 Lines are buffered and written every ``FLUSH_EVERY`` events and at stop. Wrapping the fetch
 request uses aiokafka's private ``Fetcher._proc_fetch_request``: if a newer aiokafka renames it,
@@ -27,6 +32,8 @@ from typing import Any
 
 import orjson
 
+from streams.processing.records import InRecord
+
 log = logging.getLogger(__name__)
 
 FLUSH_EVERY = 50
@@ -37,6 +44,7 @@ class FetchTrace:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = path.open("ab")
         self._lines: list[bytes] = []
+        self._handed: dict[tuple[str, int, int], float] = {}  # record -> hand-over time
 
     def _add(self, event: dict[str, Any]) -> None:
         self._lines.append(orjson.dumps(event))
@@ -73,6 +81,11 @@ class FetchTrace:
         fetcher._proc_fetch_request = traced
 
     def handover(self, data: dict[Any, Sequence[Any]]) -> None:
+        now = time.time()
+        handed = self._handed
+        for tp, messages in data.items():
+            for m in messages:
+                handed[(tp.topic, tp.partition, m.offset)] = now
         stamps = [m.timestamp for messages in data.values() for m in messages]
         if stamps:
             self._add(
@@ -85,17 +98,38 @@ class FetchTrace:
                 }
             )
 
-    def batch(self, start: float, sent: float, stamps: Sequence[int], held: int) -> None:
-        if stamps:
-            self._add(
-                {
-                    "e": "batch",
-                    "start": start,
-                    "sent": sent,
-                    "end": time.time(),
-                    "n": len(stamps),
-                    "ts_min": min(stamps),
-                    "ts_max": max(stamps),
-                    "held": held,
-                }
-            )
+    def batch(
+        self,
+        start: float,
+        sent: float,
+        records: Sequence[InRecord],
+        held: int,
+        blocking: Sequence[tuple[str, int, int | None, int | None]] = (),
+    ) -> None:
+        if not records:
+            return
+        stamps = [r.timestamp for r in records]
+        handed = self._handed
+        ages, waits = [], []
+        for r in records:
+            at = handed.pop((r.topic, r.partition, r.offset), None)
+            if at is not None:
+                ages.append(round(at * 1000 - r.timestamp, 1))
+                waits.append(round((start - at) * 1000, 1))
+        if len(handed) > 1_000_000:  # records dropped by a rebalance or rewind: forget them
+            handed.clear()
+        self._add(
+            {
+                "e": "batch",
+                "start": start,
+                "sent": sent,
+                "end": time.time(),
+                "n": len(stamps),
+                "ts_min": min(stamps),
+                "ts_max": max(stamps),
+                "held": held,
+                "age": ages,
+                "wait": waits,
+                "blocking": list(blocking),
+            }
+        )

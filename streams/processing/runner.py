@@ -42,7 +42,7 @@ from aiokafka.errors import KafkaError
 
 from streams import metrics
 from streams.bundles.watcher import BundleWatcher, Offer
-from streams.kafka.lag import has_unfetched
+from streams.kafka.lag import fetch_state, has_unfetched
 from streams.kafka.quirks import read_to_end
 from streams.kafka.security import PLAINTEXT, KafkaSecurity
 from streams.processing.fetch_trace import FetchTrace
@@ -529,7 +529,7 @@ class PipelineRunner:
         now_ms = int(wall * 1000)
         results: dict[int, BatchResult] = {}
         count = 0
-        stamps: list[int] = []
+        traced: list[InRecord] = []
         for partition, merger in self._mergers.items():
             gave_up = merger.gave_up
             records = merger.take(
@@ -546,7 +546,7 @@ class PipelineRunner:
             if records:
                 count += len(records)
                 if self._trace is not None:
-                    stamps.extend(r.timestamp for r in records)
+                    traced.extend(records)
                 results[partition] = self.pipeline.process(records, self.stores[partition], now_ms)
         if results:
             await self._commit_effects(results)
@@ -554,8 +554,25 @@ class PipelineRunner:
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
             if self._trace is not None:
                 held = sum(len(m) for m in self._mergers.values())
-                self._trace.batch(wall, self._outputs_acked_at, stamps, held)
+                self._trace.batch(wall, self._outputs_acked_at, traced, held, self._blocking())
         self._bound_buffers()
+
+    def _blocking(self) -> list[tuple[str, int, int | None, int | None]]:
+        """For the fetch trace: inputs with nothing buffered that hold back a merge with
+        records, as (topic, partition, position, fetch high watermark)."""
+        consumer = self.consumer
+        assert consumer is not None
+        out = []
+        for partition, merger in self._mergers.items():
+            if not len(merger):
+                continue
+            for topic, buf in merger.buffers.items():
+                if buf or not has_unfetched(consumer, TopicPartition(topic, partition)):
+                    continue
+                out.append(
+                    (topic, partition, *fetch_state(consumer, TopicPartition(topic, partition)))
+                )
+        return out
 
     def _bound_buffers(self) -> None:
         """Pause fetching a partition whose buffer holds a full batch (it waits on another

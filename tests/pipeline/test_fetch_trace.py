@@ -37,6 +37,9 @@ async def test_the_trace_times_fetches_handovers_and_batches(
     assert handovers[0]["t"] <= batches[0]["start"]
     assert all(b["start"] <= b["sent"] <= b["end"] for b in batches)
     assert batches[-1]["held"] == 0
+    # every applied record's time split: produced -> handed over -> its batch's start
+    assert sum(len(b["age"]) for b in batches) == sum(len(b["wait"]) for b in batches) == 3
+    assert all(w >= 0 for b in batches for w in b["wait"])
 
 
 async def test_no_trace_without_the_setting(
