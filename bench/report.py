@@ -282,15 +282,18 @@ def _per_host_lines(ph: dict[str, Any], quix_rate: float | None) -> list[str]:
         f"(b′) Per host (`vigil worker --processes N`, one consumer group; {cores} cores; the broker "
         "and the load generator share them):",
         "",
-        "| processes | subjects | mix signals/s (drain-only) | decisions/s | vs 1 process | vs Quix |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| processes | subjects | mix signals/s (drain-only) | decisions/s | revocations | vs 1 process | vs Quix |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for n, d in sorted(((k, v) for k, v in ph.items() if k != "cores"), key=lambda kv: int(kv[0])):
         rate = headline(d)
         lines.append(
             f"| {n} | {_n(d.get('subjects'))} | {_n(rate)} | {_n(headline(d, 'decisions_rate'))} | "
-            f"{_ratio(rate, headline(one))} | {_ratio(rate, quix_rate)} |"
+            f"{_n(d.get('revocations_total'))} | {_ratio(rate, headline(one))} | {_ratio(rate, quix_rate)} |"
         )
+    lines.append(
+        "\nBoth drain the same mix over the same state: their revocation counts must be equal."
+    )
     return lines
 
 
