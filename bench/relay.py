@@ -18,6 +18,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 
+from streams.kafka.security import PLAINTEXT
+
 
 class _Ready(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: Any) -> None:
@@ -37,8 +39,11 @@ async def relay(broker: str, group: str, output: str, inputs: list[str]) -> None
         max_partition_fetch_bytes=4 * 1024 * 1024,
         session_timeout_ms=6000,
         heartbeat_interval_ms=1000,
+        **PLAINTEXT.client_kwargs(),  # the bench's embedded broker
     )
-    producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all", linger_ms=0)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=broker, acks="all", linger_ms=0, **PLAINTEXT.client_kwargs()
+    )
     await producer.start()
     consumer.subscribe(inputs, listener=_Ready())
     await consumer.start()
