@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,27 @@ def fmt_latency(lat: dict[str, Any]) -> str:
             f"cross-subject (delegation) p50 {cross.get('p50_ms')} ms p99 {cross.get('p99_ms')} ms"
         )
     return text
+
+
+def fmt_trace(tr: dict[str, Any]) -> str:
+    """The fetch trace in one line: p50/p99 of each step (ms)."""
+    if not tr:
+        return "no trace"
+
+    def pp(name: str) -> str:
+        d = tr.get(name, {})
+        return f"{d.get('p50_ms')}/{d.get('p99_ms')}"
+
+    return (
+        f"{tr['fetches']} fetches ({tr['fetches_with_data']} with data), round trip {pp('fetch_round_trip')}, "
+        f"gap {pp('fetch_gap')}; newest record age at hand-over {pp('newest_age_at_handover')}, "
+        f"oldest {pp('oldest_age_at_handover')}; {tr['batches']} batches of {tr['records_per_batch']}: "
+        f"newest age at start {pp('newest_age_at_batch_start')}, oldest {pp('oldest_age_at_batch_start')}, "
+        f"start → outputs acked {pp('batch_start_to_outputs_acked')}, start → end {pp('batch_start_to_end')}; "
+        f"{tr['batches_holding_records']} batches left records buffered; per record: "
+        f"produced → handed over {pp('record_age_at_handover')}, handed over → batch start "
+        f"{pp('record_handover_to_batch_start')} (ms p50/p99)"
+    )
 
 
 def _ratio(a: float | None, b: float | None) -> str:
@@ -131,9 +153,15 @@ def markdown(res: dict[str, Any]) -> str:
             f"{_n(d.get('drain_rate'))} ({d.get('drain_seconds', '—')}) | {_n(d.get('decisions_total'))} | "
             f"{_n(d.get('revocations_total'))} | {_n(d.get('produce_rate'))} |"
         )
-    for lat_run in (lat, res.get("latency_low", {})):
+    lines += _per_host_lines(res.get("per_host", {}), quix_rate)
+    for lat_run, relay_run in (
+        (lat, res.get("relay_latency", {})),
+        (res.get("latency_low", {}), res.get("relay_latency_low", {})),
+    ):
         if lat_run:
             lines += _latency_table(lat_run)
+        if relay_run:
+            lines += _relay_lines(lat_run, relay_run)
     lines += ssf_lines(res.get("ssf", {}))
     prof = res.get("profile")
     if prof and prof.get("own"):
@@ -171,6 +199,17 @@ def markdown(res: dict[str, Any]) -> str:
                 if mix_rate >= TARGET_RATE and (not quix_rate or mix_rate >= quix_rate)
                 else "**not met**"
             )
+            + "."
+        )
+    relay = res.get("relay_latency", {})
+    if lat and relay:
+        p99 = lat["revocation"]["first_per_signal"].get("p99_ms")
+        floor = relay["revocation"]["first_per_signal"].get("p99_ms")
+        ratio = p99 / floor if p99 and floor else None
+        lines.append(
+            f"- Latency vs the relay floor: signal → revocation p99 {p99} ms, relay p99 {floor} ms "
+            f"at {lat['offered_rate']:,}/s = {_ratio(p99, floor)} (target ≤ 2×) → "
+            + ("**met**" if ratio is not None and ratio <= 2.0 else "**not met**")
             + "."
         )
     if lat:
@@ -222,8 +261,9 @@ def _latency_table(lat: dict[str, Any]) -> list[str]:
         "",
         f"(c) Latency at {lat['offered_rate']:,} signals/s offered for {lat['seconds']} s "
         f"(achieved {lat['achieved_send_rate']:,.0f}/s, {lat['signals_sent']:,} signals: {k['revoke']:,} "
-        f"revoking, {k['toggle']:,} risk/zone toggles, {k['noop']:,} no-op telemetry; producer linger 2 ms; "
-        "measuring consumers `fetch_max_wait_ms`=5; waited until the worker had consumed every signal):",
+        f"revoking, {k.get('cross', 0):,} cross-subject, {k['toggle']:,} risk/zone toggles, {k['noop']:,} no-op telemetry; generator in its own "
+        "process, producer linger 2 ms; measuring consumers `fetch_max_wait_ms`=5, records decoded "
+        "after the run; waited until the worker had consumed every signal):",
         "",
         "| path | records | signals | p50 ms | p90 ms | p99 ms | max ms |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -258,7 +298,58 @@ def _latency_table(lat: dict[str, Any]) -> list[str]:
             "`vigil.subscriptions`, docs/delegation.md); without a revocation seen: "
             f"{rv.get('cross_signals_without_revocation')}."
         )
+    if lat.get("fetch_trace"):
+        lines.append(
+            f"\nWorker fetch trace (`VIGIL_FETCH_TRACE`): {fmt_trace(lat['fetch_trace'])}."
+        )
     return lines
+
+
+def _per_host_lines(ph: dict[str, Any], quix_rate: float | None) -> list[str]:
+    """(b′) one process vs one per core, same mix and state size."""
+    if not ph:
+        return []
+    cores = ph["cores"]
+    one = ph.get("1", {})
+    lines = [
+        "",
+        f"(b′) Per host (`vigil worker --processes N`, one consumer group; {cores} cores; the broker "
+        "and the load generator share them):",
+        "",
+        "| processes | subjects | mix signals/s (drain-only) | decisions/s | revocations | vs 1 process | vs Quix |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n, d in sorted(((k, v) for k, v in ph.items() if k != "cores"), key=lambda kv: int(kv[0])):
+        rate = headline(d)
+        lines.append(
+            f"| {n} | {_n(d.get('subjects'))} | {_n(rate)} | {_n(headline(d, 'decisions_rate'))} | "
+            f"{_n(d.get('revocations_total'))} | {_ratio(rate, headline(one))} | {_ratio(rate, quix_rate)} |"
+        )
+    lines.append(
+        "\nBoth drain the same mix over the same state: their revocation counts must be equal."
+    )
+    return lines
+
+
+def _relay_lines(lat: dict[str, Any], relay: dict[str, Any]) -> list[str]:
+    """The relay floor at the same offered rate, the ratio, and who took how much CPU."""
+    f = relay["revocation"]["first_per_signal"]
+    vigil_p99 = lat.get("revocation", {}).get("first_per_signal", {}).get("p99_ms") if lat else None
+    cpu, rcpu = lat.get("cpu", {}) if lat else {}, relay.get("cpu", {})
+    return [
+        "",
+        f"Minimal aiokafka relay (`bench/relay.py`: group consumer → `orjson.loads` → producer, "
+        f"the worker's fetch and producer settings, own process) at {relay['offered_rate']:,}/s "
+        f"offered (achieved {relay['achieved_send_rate']:,.0f}/s, {relay['signals_sent']:,} "
+        f"signals, every one relayed): signal → output p50 {f.get('p50_ms')} ms, p90 "
+        f"{f.get('p90_ms')} ms, p99 **{f.get('p99_ms')} ms**, max {f.get('max_ms')} ms. "
+        f"**Vigil revocation p99 / relay p99 = {_ratio(vigil_p99, f.get('p99_ms'))}**.",
+        "",
+        f"CPU during the runs (share of one core; the machine has {os.cpu_count()}): load "
+        f"generator {cpu.get('generator_core_share', '—')} (Vigil run) / "
+        f"{rcpu.get('generator_core_share', '—')} (relay run), Vigil worker "
+        f"{cpu.get('worker_core_share', '—')}, relay {rcpu.get('relay_core_share', '—')}.",
+    ]
 
 
 def write_docs(path: Path, text: str) -> None:

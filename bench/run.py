@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import datetime as dt
 import logging
+import os
 import platform
 import subprocess
 import sys
@@ -29,7 +30,7 @@ import orjson
 from bench import check_api, ephemeral, memory, report, restore, ssf
 from bench.events import GRANTS_PER_SUBJECT, PARTITIONS, World
 from bench.kafka import baseline_consume, baseline_produce, produce_batched, producer
-from bench.latency import paced_run
+from bench.latency import json_record, paced_run, trace_summary
 from bench.measure import measure_drain
 from bench.profile import Profiler, top_functions
 from bench.quix import QuixPeer
@@ -67,6 +68,7 @@ LAT_REVOKE = 0.05  # latency run: share of signals that revoke (fresh subject's 
 LAT_TOGGLE = 0.15  # latency run: share that toggle risk/zone (decisions, no revocation)
 LAT_CROSS = 0.05  # latency run: share that disable a delegating user (agent's grant revoked)
 LOW_RATE = 500  # second latency run, below the worker's capacity
+PER_HOST_SUBJECTS = 20_000  # state of the per-host comparison (two preloads)
 
 
 def say(msg: str) -> None:
@@ -107,11 +109,21 @@ async def run_baselines(bootstrap: str, plan: Plan, results: dict[str, Any]) -> 
     say(f"(a) produce {prod:,.0f}/s, consume {raw:,.0f}/s, consume+orjson {dec:,.0f}/s")
 
 
+def latency_pools(plan: Plan) -> tuple[int, int]:
+    """Fresh subjects the two latency runs revoke (each signal of kind ``revoke`` takes one)."""
+    fresh_n = int(plan.latency_rate * plan.latency_seconds * LAT_REVOKE * 1.3) + 50
+    low_n = int(LOW_RATE * plan.latency_seconds / 2 * LAT_REVOKE * 1.3) + 50
+    return fresh_n, low_n
+
+
 async def preload(worker: Worker, world: World, plan: Plan, topics: dict[str, str]) -> int:
     """Per chunk of subjects: their state signals, then (once applied) their 10 grants each.
 
-    Stops adding chunks once the projected time exceeds the budget; returns subjects loaded.
+    Stops adding chunks once the projected time exceeds the budget, but not before the latency
+    runs have their fresh subjects and a pool of 1,000 others; returns subjects loaded.
     """
+    fresh_n, low_n = latency_pools(plan)
+    minimum = min(plan.subjects, fresh_n + low_n + 1_000)
     prod = producer(worker.bootstrap)
     await prod.start()
     loaded = 0
@@ -133,7 +145,8 @@ async def preload(worker: Worker, world: World, plan: Plan, topics: dict[str, st
             say(
                 f"preload: {loaded} subjects ({loaded * GRANTS_PER_SUBJECT} grants) in {spent:.0f}s"
             )
-            if spent + per_chunk > plan.preload_budget_s and loaded < plan.subjects:
+            over = spent + per_chunk > plan.preload_budget_s
+            if over and minimum <= loaded < plan.subjects:
                 say(f"preload: budget {plan.preload_budget_s:.0f}s reached; scaling down")
                 break
     finally:
@@ -208,7 +221,10 @@ async def run_vigil(
     else:
         results["source"] = "working tree"
     say(f"worker code: {results['source']}")
-    worker = Worker(bootstrap, tmp / "vigil", topics, group="bench-vigil", source=source)
+    trace = tmp / "vigil" / "fetch-trace.jsonl"
+    worker = Worker(
+        bootstrap, tmp / "vigil", topics, group="bench-vigil", source=source, fetch_trace=trace
+    )
     await ensure_topics(
         bootstrap,
         [t for r, t in topics.items() if r != "changelog"],
@@ -223,9 +239,8 @@ async def run_vigil(
         loaded = await preload(worker, world, plan, topics)
         results["preload"] = worker.preload_stats  # type: ignore[attr-defined]
         say(f"preload: {results['preload']}")
-        fresh_n = int(plan.latency_rate * plan.latency_seconds * LAT_REVOKE * 1.3) + 50
+        fresh_n, low_n = latency_pools(plan)
         fresh = range(loaded - fresh_n, loaded)
-        low_n = int(LOW_RATE * plan.latency_seconds / 2 * LAT_REVOKE * 1.3) + 50
         fresh_low = range(fresh.start - low_n, fresh.start)
         pool = range(0, fresh_low.start)
         # users beyond the world, each with an agent acting for them (cross-subject latency)
@@ -264,35 +279,145 @@ async def run_vigil(
             results["profile"] = {"drain_under_pyspy": pm, **top_functions(prof.raw)}
             say(f"(profile) {report.fmt_drain(pm)}; {results['profile']['samples']} samples")
 
-        for key, rate, secs, fresh_pool, cross_pool in (
-            ("latency", plan.latency_rate, plan.latency_seconds, fresh, cross),
-            ("latency_low", LOW_RATE, plan.latency_seconds / 2, fresh_low, cross_low),
-        ):
-            say(f"(c) latency: {rate}/s for {secs:.0f}s")
-            base = (await worker.counters()).counts["signals"]
+        relay = await Relay.start(bootstrap, tmp)
+        try:
+            for key, rate, secs, fresh_pool, cross_pool in (
+                ("latency", plan.latency_rate, plan.latency_seconds, fresh, cross),
+                ("latency_low", LOW_RATE, plan.latency_seconds / 2, fresh_low, cross_low),
+            ):
+                say(f"(c) latency: {rate}/s for {secs:.0f}s")
+                base = (await worker.counters()).counts["signals"]
 
-            async def drained(sent: int, base: float = base) -> None:
-                await worker.wait_for("signals", base + sent, plan.drain_timeout_s, every=0.2)
+                async def drained(sent: int, base: float = base) -> None:
+                    await worker.wait_for("signals", base + sent, plan.drain_timeout_s, every=0.2)
 
-            lat = await paced_run(
-                bootstrap,
-                topics,
-                world,
-                rate=rate,
-                seconds=secs,
-                noop_subjects=pool,
-                fresh_subjects=fresh_pool,
-                revoke_share=LAT_REVOKE,
-                toggle_share=LAT_TOGGLE,
-                drained=drained,
-                cross_subjects=cross_pool,
-                cross_share=LAT_CROSS,
-            )
-            results[key] = lat
-            say(f"(c) {report.fmt_latency(lat)}")
+                window = time.time()
+                lat = await paced_run(
+                    bootstrap,
+                    topics,
+                    world,
+                    rate=rate,
+                    seconds=secs,
+                    noop_subjects=pool,
+                    fresh_subjects=fresh_pool,
+                    revoke_share=LAT_REVOKE,
+                    toggle_share=LAT_TOGGLE,
+                    tmp=tmp,
+                    drained=drained,
+                    cross_subjects=cross_pool,
+                    cross_share=LAT_CROSS,
+                    server_pids={"worker": worker.pid},
+                )
+                lat["fetch_trace"] = trace_summary(trace, window, time.time())
+                results[key] = lat
+                say(f"(c) {report.fmt_latency(lat)}")
+                say(f"(c) fetch trace: {report.fmt_trace(lat['fetch_trace'])}")
+                say(f"(c) relay baseline: {rate}/s for {secs:.0f}s")
+                rl = await paced_run(  # the same mix, cross-subject signals included
+                    bootstrap,
+                    relay.topics,
+                    world,
+                    rate=rate,
+                    seconds=secs,
+                    noop_subjects=pool,
+                    fresh_subjects=fresh_pool,
+                    revoke_share=LAT_REVOKE,
+                    toggle_share=LAT_TOGGLE,
+                    tmp=tmp,
+                    settle=2.0,
+                    decode=json_record,
+                    cross_subjects=cross_pool,
+                    cross_share=LAT_CROSS,
+                    server_pids={"relay": relay.pid},
+                )
+                results[f"relay_{key}"] = rl
+                say(f"(c) relay {report.fmt_latency(rl)}")
+        finally:
+            await relay.stop()
         results["worker_counters_end"] = (await worker.counters()).counts
     finally:
         await worker.stop()
+
+
+class Relay:
+    """``bench.relay`` as a subprocess on its own topics (the latency floor of part (c))."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, topics: dict[str, str]) -> None:
+        self.proc = proc
+        self.topics = topics
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @classmethod
+    async def start(cls, bootstrap: str, tmp: Path) -> Relay:
+        topics = {k: f"bench.relay.signals.{k}" for k in ("identity", "device", "network", "risk")}
+        topics["revocations"] = topics["decisions"] = "bench.relay.out"
+        await ensure_topics(bootstrap, sorted(set(topics.values())), PARTITIONS)
+        inputs = [topics[k] for k in ("identity", "device", "network", "risk")]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.relay",
+            bootstrap,
+            "bench-relay",
+            topics["revocations"],
+            *inputs,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 90)
+        if line.strip() != b"ready":
+            raise RuntimeError(f"relay did not start: {line!r}")
+        await asyncio.sleep(1.0)  # a second beat: the group settled
+        return cls(proc, topics)
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.terminate()
+            await self.proc.wait()
+
+
+async def run_per_host(bootstrap: str, plan: Plan, results: dict[str, Any], tmp: Path) -> None:
+    """(b′) per host: the realistic mix drained by one worker process, then by ``vigil worker
+    --processes N`` with N = the core count (one consumer group, own topics and state each),
+    on the same smaller state (so both preloads fit the budget)."""
+    cores = os.cpu_count() or 1
+    small = Plan(**{**asdict(plan), "subjects": min(plan.subjects, PER_HOST_SUBJECTS)})
+    out: dict[str, Any] = {"cores": cores}
+    for n in sorted({1, cores}):
+        topics = topic_names(f"bench.host{n}.")
+        await ensure_topics(
+            bootstrap,
+            [t for r, t in topics.items() if r != "changelog"],
+            PARTITIONS,
+            compacted=[topics["changelog"]],
+        )
+        worker = Worker(bootstrap, tmp / f"host{n}", topics, group=f"bench-host{n}", processes=n)
+        worker.start()
+        try:
+            await worker.wait_healthy()
+            await worker.wait_assigned(PARTITIONS)
+            world = World.create(small.subjects)
+            loaded = await preload(worker, world, small, topics)
+            say(f"(b') {n} process(es): {loaded} subjects; mix of {plan.mix_n} signals")
+            mix = await drain_mix(
+                worker,
+                world,
+                topics,
+                plan.mix_n,
+                range(loaded),
+                MIX_CHANGING,
+                plan.drain_timeout_s,
+                31,
+            )
+            mix["subjects"] = loaded
+            out[str(n)] = mix
+            say(f"(b') {n} process(es): {report.fmt_drain(mix)}")
+        finally:
+            await worker.stop()
+    results["per_host"] = out
 
 
 async def run_quix(bootstrap: str, plan: Plan, results: dict[str, Any], tmp: Path) -> None:
@@ -379,6 +504,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             await run_baselines(broker.bootstrap, plan, results)
         if "b" in args.only:
             await run_vigil(broker.bootstrap, plan, args, results, tmp)
+        if "p" in args.only:
+            await run_per_host(broker.bootstrap, plan, results, tmp)
         if "d" in args.only:
             await run_quix(broker.bootstrap, plan, results, tmp)
         if "e" in args.only:
@@ -434,10 +561,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        default="abdefghi",
-        help="parts to run: a (baselines), b (vigil, incl. c), d (quix), e (check API vs Cerbos), "
-        "f (Shared Signals), g (memory), h (restore), i (ephemeral workloads: state size around "
-        "a burst of short-lived grants)",
+        default="abpdefghi",
+        help="parts to run: a (baselines), b (vigil, incl. c), p (per host: 1 vs one process per "
+        "core), d (quix), e (check API vs Cerbos), f (Shared Signals), g (memory), h (restore), "
+        "i (ephemeral workloads: state size around a burst of short-lived grants)",
     )
     parser.add_argument(
         "--ref",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +26,22 @@ COUNTERS = {
     "revocations": "vigil_revocations_total",
     "deadletters": "vigil_deadletters_total",
 }
+
+
+def free_ports(n: int) -> int:
+    """A port p such that p … p + n - 1 are all free now (one per worker process)."""
+    while True:
+        port = free_port()
+        taken = False
+        for extra in range(1, n):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port + extra))
+                except OSError:
+                    taken = True
+                    break
+        if not taken:
+            return port
 
 
 def topic_names(prefix: str) -> dict[str, str]:
@@ -91,14 +108,18 @@ class Worker:
         group: str,
         source: Path | None = None,
         env: dict[str, str] | None = None,
+        fetch_trace: Path | None = None,
+        processes: int = 1,
     ) -> None:
+        self.fetch_trace = fetch_trace  # VIGIL_FETCH_TRACE of the worker (None: off)
+        self.processes = processes  # ``--processes``: ports self.port + 0 … processes - 1
         self.source = source  # a ``git archive`` of streams/ + policies/, or None = working tree
         self.extra_env = env or {}  # e.g. the loop probe (bench/loop_probe)
         self.bootstrap = bootstrap
         self.data_dir = data_dir
         self.topics = topics
         self.group = group
-        self.port = free_port()
+        self.port = free_ports(processes)
         self.api_port = free_port()  # the check API (``--api-port``)
         self.proc: subprocess.Popen[bytes] | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -119,6 +140,8 @@ class Worker:
         env["VIGIL_GROUP_ID"] = self.group
         # several workers per host (older code ignores it)
         env["VIGIL_API_PORT"] = str(self.api_port)
+        if self.fetch_trace is not None:
+            env["VIGIL_FETCH_TRACE"] = str(self.fetch_trace)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         root = self.source or REPO
         if self.source is None:
@@ -144,22 +167,28 @@ class Worker:
             "--policies",
             str(root / "policies"),
         ]
+        if self.processes > 1:
+            self.api_port = free_ports(self.processes)
+            cmd += ["--processes", str(self.processes), "--api-port", str(self.api_port)]
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(cmd, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT)
 
     async def wait_healthy(self, timeout: float = 90.0) -> float:
         """Wait for ``/healthz`` = 200 (partitions assigned and restored); return seconds taken."""
         started = time.monotonic()
-        url = f"http://127.0.0.1:{self.port}/healthz"
+        urls = [f"http://127.0.0.1:{p}/healthz" for p in self.ports]
         while True:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited ({self.proc.returncode}):\n{self.log_tail()}")
             asked = time.monotonic()
             try:
-                async with self.session().get(url) as resp:
-                    if resp.status == 200:
-                        return time.monotonic() - started
+                healthy = 0
+                for url in urls:
+                    async with self.session().get(url) as resp:
+                        healthy += resp.status == 200
+                if healthy == len(urls):
+                    return time.monotonic() - started
             except (aiohttp.ClientError, TimeoutError):  # not listening yet, or its loop is busy
                 pass
             self.slowest_probe_s = max(self.slowest_probe_s, time.monotonic() - asked)
@@ -194,13 +223,45 @@ class Worker:
 
     def session(self) -> aiohttp.ClientSession:
         if self._http is None:
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         return self._http
 
+    @property
+    def ports(self) -> list[int]:
+        """Web ports of the worker's processes (one unless ``processes`` > 1)."""
+        return [self.port + i for i in range(self.processes)]
+
+    async def wait_assigned(self, partitions: int, timeout: float = 120.0) -> None:
+        """Wait until the processes together own ``partitions`` partitions, each at least one
+        (the group has settled: no rebalance will move state in the middle of a measurement)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            owned = []
+            for port in self.ports:
+                async with self.session().get(f"http://127.0.0.1:{port}/metrics") as resp:
+                    text = await resp.text()
+                owned.append(
+                    sum(
+                        float(line.rsplit(" ", 1)[1])
+                        for line in text.splitlines()
+                        if line.startswith("vigil_assigned_partitions ")
+                    )
+                )
+            if sum(owned) == partitions and all(owned):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"partitions owned per process {owned} after {timeout}s")
+            await asyncio.sleep(0.5)
+
     async def counters(self) -> Sample:
-        async with self.session().get(f"http://127.0.0.1:{self.port}/metrics") as resp:
-            text = await resp.text()
-        return Sample(time.perf_counter(), parse_counters(text))
+        """The counters summed over every process of the worker."""
+        sums: dict[str, float] = {}
+        for port in self.ports:
+            async with self.session().get(f"http://127.0.0.1:{port}/metrics") as resp:
+                text = await resp.text()
+            for key, value in parse_counters(text).items():
+                sums[key] = sums.get(key, 0.0) + value
+        return Sample(time.perf_counter(), sums)
 
     async def wait_for(self, key: str, target: float, timeout: float, every: float = 0.5) -> Sample:
         """Poll until counter ``key`` reaches ``target``; raise on timeout with the last value."""

@@ -84,6 +84,7 @@ def runner_config(settings: Settings, security: KafkaSecurity) -> RunnerConfig:
         reevaluation_rate=settings.reevaluation_rate,
         expiry_sweep_rate=settings.expiry_sweep_rate,
         max_task_idle_ms=settings.max_task_idle_ms,
+        fetch_trace=settings.fetch_trace,
         guard=GuardLimits(settings.bundle_max_revoke_share, settings.bundle_max_revoke_count),
     )
 

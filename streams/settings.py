@@ -224,6 +224,11 @@ class Settings(BaseSettings):
         "unfetched records before applying the other inputs of that partition number without "
         "it (Kafka Streams' max.task.idle.ms).",
     )
+    fetch_trace: Path | None = Field(
+        default=None,
+        description="Diagnostics: append a JSON-lines timing trace of the worker's fetch "
+        "requests, record hand-overs and batches to this file (docs/performance.md).",
+    )
 
     max_future_skew_seconds: int = Field(
         default=300,

@@ -108,6 +108,15 @@ def wait_for_kafka(broker: str, timeout: float = BROKER_WAIT_SECONDS) -> None:
 )
 @engine_options
 @click.option(
+    "--processes",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    help="Worker processes to run on this host, all in the same consumer group (one per core "
+    "uses every core). Process i gets <data-dir>/process-<i>, --web-port + i and --api-port + i; "
+    "SIGTERM/SIGINT stop them all (docs/operations.md).",
+)
+@click.option(
     "--loglevel",
     type=click.Choice(["crit", "error", "warn", "info", "debug"]),
     default="warn",
@@ -127,6 +136,7 @@ def command(
     webhooks: Path | None,
     aux_data_config: Path | None,
     ssf_config: Path | None,
+    processes: int,
     loglevel: str,
     **engine: Any,
 ) -> None:
@@ -172,6 +182,23 @@ def command(
         settings, files = with_resolved_files(settings)
     except MissingFileError as exc:
         raise click.UsageError(str(exc)) from None
+    if processes > 1:  # settings and files are checked once, here; each child checks again
+        from streams.commands.supervise import child_args, executable, supervise
+
+        err(f"vigil worker: {processes} processes in group {settings.group_id}")
+        sys.exit(
+            supervise(
+                [
+                    [
+                        *executable(),
+                        *child_args(
+                            sys.argv[1:], i, settings.data_dir, settings.web_port, settings.api_port
+                        ),
+                    ]
+                    for i in range(processes)
+                ]
+            )
+        )
     err(f"vigil worker: {files.describe()}; web port {settings.web_port}")
     try:
         app = create_app(settings)

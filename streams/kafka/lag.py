@@ -40,3 +40,16 @@ def fetch_lag(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
     if state is None or state.highwater is None or not state.has_valid_position:
         return None
     return max(0, int(state.highwater) - int(state.position))
+
+
+def fetch_state(consumer: AIOKafkaConsumer, tp: TopicPartition) -> tuple[int | None, int | None]:
+    """(position, fetch high watermark) of ``tp`` as the consumer knows them, None where unknown
+    (diagnostics: the fetch trace)."""
+    subscription = consumer._subscription
+    if not subscription.is_assigned(tp):
+        return None, None
+    state = subscription.subscription.assignment.state_value(tp)
+    if state is None:
+        return None, None
+    position = state.position if state.has_valid_position else None
+    return position, state.highwater

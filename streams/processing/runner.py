@@ -42,9 +42,10 @@ from aiokafka.errors import KafkaError
 
 from streams import metrics
 from streams.bundles.watcher import BundleWatcher, Offer
-from streams.kafka.lag import has_unfetched
+from streams.kafka.lag import fetch_state, has_unfetched
 from streams.kafka.replay import Record, replay
 from streams.kafka.security import PLAINTEXT, KafkaSecurity
+from streams.processing.fetch_trace import FetchTrace
 from streams.processing.lag_metrics import LagGauges
 from streams.processing.merge import PartitionMerger
 from streams.processing.outage import TRANSIENT_ERRORS, Outages, probe_broker
@@ -95,7 +96,9 @@ class RunnerConfig:
         guard: GuardLimits | None = None,
         security: KafkaSecurity = PLAINTEXT,
         max_task_idle_ms: int = 500,
+        fetch_trace: Path | None = None,
     ) -> None:
+        self.fetch_trace = fetch_trace  # a JSON-lines timing trace (streams.processing.fetch_trace)
         self.guard = guard or GuardLimits()
         self.security = security
         self.max_task_idle_ms = max_task_idle_ms
@@ -174,6 +177,8 @@ class PipelineRunner:
         self._counting: dict[int, StateCount] = {}
         self._lag = LagGauges()
         self._partition_counts: dict[str, int] = {}  # topic -> partitions (records by key)
+        self._trace: FetchTrace | None = None
+        self._outputs_acked_at = 0.0  # when the last batch's outputs were acknowledged
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -217,6 +222,9 @@ class PipelineRunner:
         )
         self.consumer.subscribe(cfg.input_topics, listener=_Rebalance(self))
         await self.consumer.start()
+        if cfg.fetch_trace is not None:
+            self._trace = FetchTrace(cfg.fetch_trace)
+            self._trace.wrap_fetcher(self.consumer)
         self._committer = asyncio.create_task(self._commit_periodically())
         self._prober = asyncio.create_task(probe_broker(self.consumer, self.outages))
 
@@ -237,6 +245,8 @@ class PipelineRunner:
                 store.close()
             self.stores.clear()
             metrics.ASSIGNED_PARTITIONS.set(0)
+            if self._trace is not None:
+                self._trace.close()
 
     async def run(self) -> None:
         """Consume and process batches until ``stop()``; between batches, switch to a newer
@@ -250,6 +260,8 @@ class PipelineRunner:
                 timeout_ms=self._poll_timeout_ms(), max_records=self.config.max_batch
             )
             self._poll_clock += time.monotonic() - polled
+            if self._trace is not None and data:
+                self._trace.handover(data)
             self._lag.update(self.consumer)
             # aiokafka returns records of the active assignment only; a rebalance before the
             # lock below makes them stale (positions are set again in _on_assigned)
@@ -541,9 +553,11 @@ class PipelineRunner:
         started = time.perf_counter()
         consumer = self.consumer
         assert consumer is not None
-        now_ms = int(time.time() * 1000)
+        wall = time.time()
+        now_ms = int(wall * 1000)
         results: dict[int, BatchResult] = {}
         count = 0
+        traced: list[InRecord] = []
         for partition, merger in self._mergers.items():
             gave_up = merger.gave_up
             records = merger.take(
@@ -559,13 +573,35 @@ class PipelineRunner:
                 )
             if records:
                 count += len(records)
+                if self._trace is not None:
+                    traced.extend(records)
                 results[partition] = self.pipeline.process(records, self.stores[partition], now_ms)
         if results:
             await self._commit_effects(results)
             metrics.BATCH_RECORDS.observe(count)
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+            if self._trace is not None:
+                held = sum(len(m) for m in self._mergers.values())
+                self._trace.batch(wall, self._outputs_acked_at, traced, held, self._blocking())
         self._bound_buffers()
         return count
+
+    def _blocking(self) -> list[tuple[str, int, int | None, int | None]]:
+        """For the fetch trace: inputs with nothing buffered that hold back a merge with
+        records, as (topic, partition, position, fetch high watermark)."""
+        consumer = self.consumer
+        assert consumer is not None
+        out = []
+        for partition, merger in self._mergers.items():
+            if not len(merger):
+                continue
+            for topic, buf in merger.buffers.items():
+                if buf or not has_unfetched(consumer, TopicPartition(topic, partition)):
+                    continue
+                out.append(
+                    (topic, partition, *fetch_state(consumer, TopicPartition(topic, partition)))
+                )
+        return out
 
     def _bound_buffers(self) -> None:
         """Pause fetching a partition whose buffer holds a full batch (it waits on another
@@ -594,7 +630,7 @@ class PipelineRunner:
         await self._send_and_wait(
             (partition, out) for partition, res in results.items() for out in res.outputs
         )
-        after_send = time.time()
+        after_send = self._outputs_acked_at = time.time()
         since_event = metrics.SIGNAL_TO_REVOCATION_SECONDS.labels("event_time")
         since_arrival = metrics.SIGNAL_TO_REVOCATION_SECONDS.labels("arrival")
         changelog_offsets = await self._send_changelog(results)

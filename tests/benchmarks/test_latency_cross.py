@@ -57,6 +57,7 @@ async def test_cross_subject_latency_runs_end_to_end(broker: str, tmp_path: Path
             fresh_subjects=range(0),
             revoke_share=0.0,
             toggle_share=0.0,
+            tmp=tmp_path,
             drained=drained,
             settle=3.0,
             cross_subjects=users,
