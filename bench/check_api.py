@@ -44,8 +44,7 @@ import orjson
 from bench.events import Out, World, subject_id
 from bench.kafka import produce_batched, producer
 from bench.profile import Profiler, top_functions
-from bench.worker import REPO, Worker, snapshot, topic_names
-from streams.kafka.admin import ensure_topics
+from bench.worker import REPO, Worker, create_worker_topics, snapshot, topic_names
 from streams.models.signal import validate_signal
 from streams.processing.check import DEVICE_ID, NO_GRANT, SESSION_ID
 from streams.processing.evaluation import signal_attributes
@@ -403,12 +402,7 @@ async def run_check_api(
     out: dict[str, Any] = {"plan": asdict(plan)}
     results["check_api"] = out
     topics = topic_names(prefix)
-    await ensure_topics(
-        bootstrap,
-        [t for r, t in topics.items() if r != "changelog"],
-        PARTITIONS,
-        compacted=[topics["changelog"]],
-    )
+    await create_worker_topics(bootstrap, topics, PARTITIONS)
     probe_env = (
         {"PYTHONPATH": str(PROBE_DIR), "VIGIL_LOOP_PROBE": str(loop_probe)} if loop_probe else {}
     )

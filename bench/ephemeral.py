@@ -35,8 +35,7 @@ from bench.events import PARTITIONS, Out
 from bench.kafka import produce_batched, producer
 from bench.memory import disk_bytes
 from bench.restore import changelog_size, parse_metric
-from bench.worker import Worker, topic_names
-from streams.kafka.admin import ensure_topics
+from bench.worker import Worker, create_worker_topics, topic_names
 from streams.processing.dryrun import read_changelog
 from streams.state.store import GRANT_PREFIX, SIGNAL_PREFIX
 
@@ -131,12 +130,7 @@ async def run_ephemeral(
 ) -> None:
     """Part (i); see the module docstring. Fills ``results["ephemeral"]``."""
     topics = topic_names(PREFIX)
-    await ensure_topics(
-        bootstrap,
-        [t for r, t in topics.items() if r != "changelog"],
-        PARTITIONS,
-        compacted=[topics["changelog"]],
-    )
+    await create_worker_topics(bootstrap, topics, PARTITIONS)
     worker = Worker(bootstrap, tmp / "eph", topics, group=GROUP)
     worker.start()
     out: dict[str, Any] = {"plan": asdict(plan)}

@@ -27,8 +27,7 @@ from typing import Any
 
 from bench.events import GRANTS_PER_SUBJECT, PARTITIONS, Out, World
 from bench.kafka import produce_batched, producer
-from bench.worker import Worker, topic_names
-from streams.kafka.admin import ensure_topics
+from bench.worker import Worker, create_worker_topics, topic_names
 
 TARGET_SUBJECTS = 1_000_000
 TARGET_RSS_BYTES = 1 << 30  # issue 10: 1M subjects in ≤ 1 GiB RSS
@@ -104,12 +103,7 @@ async def run_memory(bootstrap: str, plan: Any, results: dict[str, Any], tmp: Pa
     """Part (g); see the module docstring. Fills ``results["memory"]``."""
     n_signal, n_grant, budget, chunk = sizes(plan)
     topics = topic_names(PREFIX)
-    await ensure_topics(
-        bootstrap,
-        [t for r, t in topics.items() if r != "changelog"],
-        PARTITIONS,
-        compacted=[topics["changelog"]],
-    )
+    await create_worker_topics(bootstrap, topics, PARTITIONS)
     worker = Worker(bootstrap, tmp / "mem", topics, group=GROUP)
     worker.start()
     out: dict[str, Any] = {"planned_signal_subjects": n_signal, "planned_grant_subjects": n_grant}

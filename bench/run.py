@@ -34,7 +34,7 @@ from bench.latency import json_record, paced_run, trace_summary
 from bench.measure import measure_drain
 from bench.profile import Profiler, top_functions
 from bench.quix import QuixPeer
-from bench.worker import REPO, Worker, snapshot, topic_names
+from bench.worker import REPO, Worker, create_worker_topics, snapshot, topic_names
 from streams.kafka.admin import ensure_topics
 from streams.kafka.broker import EmbeddedBroker
 
@@ -225,12 +225,7 @@ async def run_vigil(
     worker = Worker(
         bootstrap, tmp / "vigil", topics, group="bench-vigil", source=source, fetch_trace=trace
     )
-    await ensure_topics(
-        bootstrap,
-        [t for r, t in topics.items() if r != "changelog"],
-        PARTITIONS,
-        compacted=[topics["changelog"]],
-    )
+    await create_worker_topics(bootstrap, topics, PARTITIONS)
     worker.start()
     try:
         took = await worker.wait_healthy()
@@ -291,22 +286,26 @@ async def run_vigil(
                 async def drained(sent: int, base: float = base) -> None:
                     await worker.wait_for("signals", base + sent, plan.drain_timeout_s, every=0.2)
 
+                # the same offered load for the worker and the relay baseline
+                load: dict[str, Any] = {
+                    "rate": rate,
+                    "seconds": secs,
+                    "noop_subjects": pool,
+                    "fresh_subjects": fresh_pool,
+                    "revoke_share": LAT_REVOKE,
+                    "toggle_share": LAT_TOGGLE,
+                    "tmp": tmp,
+                    "cross_subjects": cross_pool,
+                    "cross_share": LAT_CROSS,
+                }
                 window = time.time()
                 lat = await paced_run(
                     bootstrap,
                     topics,
                     world,
-                    rate=rate,
-                    seconds=secs,
-                    noop_subjects=pool,
-                    fresh_subjects=fresh_pool,
-                    revoke_share=LAT_REVOKE,
-                    toggle_share=LAT_TOGGLE,
-                    tmp=tmp,
                     drained=drained,
-                    cross_subjects=cross_pool,
-                    cross_share=LAT_CROSS,
                     server_pids={"worker": worker.pid},
+                    **load,
                 )
                 lat["fetch_trace"] = trace_summary(trace, window, time.time())
                 results[key] = lat
@@ -317,18 +316,10 @@ async def run_vigil(
                     bootstrap,
                     relay.topics,
                     world,
-                    rate=rate,
-                    seconds=secs,
-                    noop_subjects=pool,
-                    fresh_subjects=fresh_pool,
-                    revoke_share=LAT_REVOKE,
-                    toggle_share=LAT_TOGGLE,
-                    tmp=tmp,
                     settle=2.0,
                     decode=json_record,
-                    cross_subjects=cross_pool,
-                    cross_share=LAT_CROSS,
                     server_pids={"relay": relay.pid},
+                    **load,
                 )
                 results[f"relay_{key}"] = rl
                 say(f"(c) relay {report.fmt_latency(rl)}")
@@ -388,12 +379,7 @@ async def run_per_host(bootstrap: str, plan: Plan, results: dict[str, Any], tmp:
     out: dict[str, Any] = {"cores": cores}
     for n in sorted({1, cores}):
         topics = topic_names(f"bench.host{n}.")
-        await ensure_topics(
-            bootstrap,
-            [t for r, t in topics.items() if r != "changelog"],
-            PARTITIONS,
-            compacted=[topics["changelog"]],
-        )
+        await create_worker_topics(bootstrap, topics, PARTITIONS)
         worker = Worker(bootstrap, tmp / f"host{n}", topics, group=f"bench-host{n}", processes=n)
         worker.start()
         try:

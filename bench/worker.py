@@ -16,6 +16,7 @@ from pathlib import Path
 
 import aiohttp
 
+from streams.kafka.admin import ensure_topics
 from streams.kafka.broker import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,6 +43,16 @@ def free_ports(n: int) -> int:
                     break
         if not taken:
             return port
+
+
+async def create_worker_topics(bootstrap: str, topics: dict[str, str], partitions: int) -> None:
+    """The topics of ``topic_names``: the changelog compacted, the rest with delete retention."""
+    await ensure_topics(
+        bootstrap,
+        [t for r, t in topics.items() if r != "changelog"],
+        partitions,
+        compacted=[topics["changelog"]],
+    )
 
 
 def topic_names(prefix: str) -> dict[str, str]:

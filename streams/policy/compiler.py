@@ -36,7 +36,7 @@ from .substitute import CONSTANT_ROOTS, Inliner, SubstitutionError, rewrite
 _NAME_RE = re.compile(r"^[A-Za-z][\w\-.@]*$")
 _SCOPE_RE = re.compile(r"^([0-9A-Za-z][\w\-]*)(\.[\w\-]+)*$")
 _RUNTIME_RE = re.compile(r"\bruntime\b")
-_SUPPORTED_KINDS = (
+POLICY_KINDS = (
     "resourcePolicy",
     "derivedRoles",
     "principalPolicy",
@@ -808,9 +808,9 @@ def compile_files(env: cel.Env, files: list[LoadedFile]) -> CompiledBundle:
     import them. Documents with `disabled: true` are skipped."""
     c = Compiler(env)
     derived: dict[str, _DerivedRoleSet] = {}
-    by_kind: dict[str, list[LoadedFile]] = {k: [] for k in _SUPPORTED_KINDS}
+    by_kind: dict[str, list[LoadedFile]] = {k: [] for k in POLICY_KINDS}
     for lf in files:
-        kinds = [k for k in _SUPPORTED_KINDS if k in lf.document]
+        kinds = [k for k in POLICY_KINDS if k in lf.document]
         if len(kinds) != 1:
             c._issue(
                 lf.rel_path,

@@ -25,29 +25,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from streams.models.grant import RESERVED_PRINCIPAL_ATTRS
 from streams.models.live_state import LiveState
 
 from . import cel_env
-from .compiler import compile_files
+from .compiler import POLICY_KINDS, compile_files
 from .deps import read_paths, tokenize
 from .loader import load_directory
 from .model import EFFECT_ALLOW, Condition, PolicyCompileError, ResourcePolicy, Rule
 
-#: `request.principal.attr` keys only the pipeline writes (docs/policies.md).
-RESERVED = ("signals", "grant", "delegation")
 _PRINCIPAL_ATTR = ("P", "attr")
 _DEPTH = ("P", "attr", "delegation", "depth")
 _CHAIN = ("P", "attr", "delegation", "chain")
 _COMPARISONS = {"<", "<=", ">", ">=", "=="}
 _FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "=="}
-_POLICY_KINDS = (
-    "resourcePolicy",
-    "derivedRoles",
-    "principalPolicy",
-    "rolePolicy",
-    "exportVariables",
-    "exportConstants",
-)
 
 
 @dataclass(slots=True)
@@ -130,7 +121,7 @@ def _document_name(kind: str, body: Any) -> str:
 def _attribute(path: tuple[str, ...]) -> str:
     """`("P", "attr", "signals", "risk", "level")` -> `signals.risk.level` for reserved
     attributes; other paths keep their root (`R.attr.owner`)."""
-    if path[:2] == _PRINCIPAL_ATTR and len(path) > 2 and path[2] in RESERVED:
+    if path[:2] == _PRINCIPAL_ATTR and len(path) > 2 and path[2] in RESERVED_PRINCIPAL_ATTRS:
         return ".".join(path[2:])
     return ".".join(path)
 
@@ -247,7 +238,8 @@ def _entry(policy: ResourcePolicy, action: str, owner: str) -> ActionEntry:
                 continue
             for p in paths:
                 name = _attribute(p)
-                (signals if name.split(".")[0] in RESERVED else attributes).add(name)
+                reserved = name.split(".")[0] in RESERVED_PRINCIPAL_ATTRS
+                (signals if reserved else attributes).add(name)
             signals.update(_member_paths(cond.source))
     # `has(P.attr.delegation.initiator)` next to `P.attr.delegation.initiator.signals...`:
     # report the specific reads, the bare prefix only when nothing under it is read.
@@ -290,7 +282,7 @@ def build_inventory(directory: str | Path, live: LiveState | None = None) -> Inv
     for file, doc in sorted(documents.items()):
         if doc.get("disabled") is True:
             continue
-        kind = next((k for k in _POLICY_KINDS if k in doc), "")
+        kind = next((k for k in POLICY_KINDS if k in doc), "")
         entry = PolicyEntry(file, kind, _document_name(kind, doc.get(kind)), _owner(doc))
         entries.append(entry)
         if not entry.owner:
