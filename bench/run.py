@@ -520,7 +520,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 source = tmp / "restore-source"
                 results["restore_source"] = snapshot(args.ref, source)
             await restore.run_restore(
-                broker.bootstrap, plan, results, tmp, scale_to=scale, source=source
+                broker.bootstrap,
+                plan,
+                results,
+                tmp,
+                scale_to=scale,
+                source=source,
+                profile=RESULTS / "restore-profile" if args.profile else None,
             )
         if "i" in args.only:
             eph_plan = ephemeral.QUICK if args.quick else ephemeral.FULL
@@ -535,7 +541,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="small smoke run (≈2 min)")
-    parser.add_argument("--profile", action="store_true", help="py-spy the worker during (b)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the worker during (b), and the restoring worker of (h) "
+        "(bench/results/restore-profile/)",
+    )
     parser.add_argument("--subjects", type=int, default=0, help="override the subject count")
     parser.add_argument(
         "--restore-subjects",
