@@ -193,6 +193,11 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _p50_p99(lat: dict[str, Any]) -> str:
+    f = lat.get("revocation", {}).get("first_per_signal", {}) if lat else {}
+    return f"{f['p50_ms']} / {f['p99_ms']}" if f.get("p99_ms") is not None else "—"
+
+
 def _verdict(ok: bool | None) -> str:
     return "—" if ok is None else ("**met**" if ok else "**not met**")
 
@@ -250,6 +255,22 @@ def goals_lines(res: dict[str, Any]) -> list[str]:
                 _ratio(vp, rp),
                 "≤ 2×" if label != "reported" else "reported",
                 _verdict(None if r is None else r <= 2.0) if label != "reported" else "—",
+            )
+        )
+    floor = _p99(res.get("relay_latency", {}))
+    for n, d in sorted(((k, v) for k, v in ph.items() if k.isdigit()), key=lambda kv: int(kv[0])):
+        vp = _p99(d.get("latency", {}))
+        if vp is None:
+            continue
+        rows.append(
+            (
+                f"2. Same at {d['latency'].get('offered_rate', 0):,}/s, {n} process(es), "
+                f"{_n(d.get('subjects'))} subjects (c′)",
+                f"{vp} ms",
+                "relay p99 —" if floor is None else f"relay p99 {floor} ms",
+                _ratio(vp, floor),
+                "reported",
+                "—",
             )
         )
     m = res.get("memory", {})
@@ -416,17 +437,19 @@ def _per_host_lines(ph: dict[str, Any], quix_rate: float | None) -> list[str]:
         f"(b′) Per host (`vigil worker --processes N`, one consumer group; {cores} cores; the broker "
         "and the load generator share them):",
         "",
-        "| processes | subjects | mix signals/s (drain-only) | decisions/s | revocations | vs 1 process | vs Quix |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| processes | subjects | mix signals/s (drain-only) | decisions/s | revocations | vs 1 process | vs Quix | (c′) revocation p50 / p99 ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for n, d in sorted(((k, v) for k, v in ph.items() if k != "cores"), key=lambda kv: int(kv[0])):
         rate = headline(d)
         lines.append(
             f"| {n} | {_n(d.get('subjects'))} | {_n(rate)} | {_n(headline(d, 'decisions_rate'))} | "
-            f"{_n(d.get('revocations_total'))} | {_ratio(rate, headline(one))} | {_ratio(rate, quix_rate)} |"
+            f"{_n(d.get('revocations_total'))} | {_ratio(rate, headline(one))} | {_ratio(rate, quix_rate)} | "
+            f"{_p50_p99(d.get('latency', {}))} |"
         )
     lines.append(
-        "\nBoth drain the same mix over the same state: their revocation counts must be equal."
+        "\nBoth drain the same mix over the same state: their revocation counts must be equal. "
+        "(c′): the latency run of (c) (same rate, seconds and mix) on each deployment."
     )
     return lines
 

@@ -375,7 +375,8 @@ class Relay:
 async def run_per_host(bootstrap: str, plan: Plan, results: dict[str, Any], tmp: Path) -> None:
     """(b′) per host: the realistic mix drained by one worker process, then by ``vigil worker
     --processes N`` with N = the core count (one consumer group, own topics and state each),
-    on the same smaller state (so both preloads fit the budget)."""
+    on the same smaller state (so both preloads fit the budget); then (c′) the latency run of
+    (c) at its rate on each."""
     cores = os.cpu_count() or 1
     small = Plan(**{**asdict(plan), "subjects": min(plan.subjects, PER_HOST_SUBJECTS)})
     out: dict[str, Any] = {"cores": cores}
@@ -389,13 +390,20 @@ async def run_per_host(bootstrap: str, plan: Plan, results: dict[str, Any], tmp:
             await worker.wait_assigned(PARTITIONS)
             world = World.create(small.subjects)
             loaded = await preload(worker, world, small, topics)
+            fresh_n, _ = latency_pools(small)
+            fresh = range(
+                loaded - fresh_n, loaded
+            )  # kept out of the mix: the latency run revokes them
+            cross_n = int(plan.latency_rate * plan.latency_seconds * LAT_CROSS * 1.3) + 50
+            cross = range(small.subjects, small.subjects + cross_n)
+            await preload_delegations(worker, world, cross, topics, small)
             say(f"(b') {n} process(es): {loaded} subjects; mix of {plan.mix_n} signals")
             mix = await drain_mix(
                 worker,
                 world,
                 topics,
                 plan.mix_n,
-                range(loaded),
+                range(fresh.start),
                 MIX_CHANGING,
                 plan.drain_timeout_s,
                 31,
@@ -403,6 +411,29 @@ async def run_per_host(bootstrap: str, plan: Plan, results: dict[str, Any], tmp:
             mix["subjects"] = loaded
             out[str(n)] = mix
             say(f"(b') {n} process(es): {report.fmt_drain(mix)}")
+            # (c′) the latency run of (c), same rate and mix, on this deployment
+            base = (await worker.counters()).counts["signals"]
+
+            async def drained(sent: int, base: float = base, worker: Worker = worker) -> None:
+                await worker.wait_for("signals", base + sent, plan.drain_timeout_s, every=0.2)
+
+            mix["latency"] = lat = await paced_run(
+                bootstrap,
+                topics,
+                world,
+                rate=plan.latency_rate,
+                seconds=plan.latency_seconds,
+                noop_subjects=range(fresh.start),
+                fresh_subjects=fresh,
+                revoke_share=LAT_REVOKE,
+                toggle_share=LAT_TOGGLE,
+                cross_subjects=cross,
+                cross_share=LAT_CROSS,
+                tmp=tmp,
+                drained=drained,
+                server_pids={"worker": worker.pid},
+            )
+            say(f"(c′) {n} process(es): {report.fmt_latency(lat)}")
         finally:
             await worker.stop()
     results["per_host"] = out
