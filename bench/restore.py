@@ -40,7 +40,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
@@ -92,14 +91,10 @@ async def changelog_size(
 def clones(templates: dict[bytes, bytes], signal_only: int, grant_subjects: int) -> list[Out]:
     """Changelog records for ``signal_only`` + ``grant_subjects`` new subjects (``user:c…``),
     each a copy of a loaded subject's states (see the module docstring, step 2)."""
-    # subjects with signal state and grants (a device's grant state may hold only the grants
-    # subscribed to it, and a device may have no signal state)
-    with_grants = [
-        k[2:]
-        for k, v in templates.items()
-        if k.startswith(b"g:") and b"s:" + k[2:] in templates and orjson.loads(v).get("grants")
-    ]
-    grant_set = set(with_grants)
+    # subjects holding grants and signal state (a device subject's grant state, its list of
+    # subscribers, has no signal state of its own: not a template of either kind)
+    with_grants = [k[2:] for k in templates if k.startswith(b"g:") and b"s:" + k[2:] in templates]
+    grant_set = {k[2:] for k in templates if k.startswith(b"g:")}
     only = [k[2:] for k in templates if k.startswith(b"s:") and k[2:] not in grant_set]
     n = signal_only + grant_subjects
     part = DefaultPartitioner()  # the producers' murmur2, as for every subject key

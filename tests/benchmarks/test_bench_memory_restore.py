@@ -36,8 +36,8 @@ async def test_memory_then_restore_of_the_same_state(broker: str, tmp_path: Path
     assert "(g) Memory" in text and "(h) Restore" in text
     assert "(g) Memory" in report.markdown(_minimal_run(results))
 
-    # grown by copies (the load's devices have grant states without grants or signal state:
-    # not templates), under py-spy: the CPU split by thread and component
+    # grown by copies (the load's devices hold grant state alone: not templates), under
+    # py-spy: the CPU split by thread and component
     state = results["restore"]["state"]
     await restore.run_restore(
         broker, TINY, results, tmp_path / "grown", scale_to=300, profile=tmp_path / "profile"
