@@ -538,7 +538,10 @@ async def run_restore(
     if args.ref:  # the restoring worker runs that version of the code
         source = tmp / "restore-source"
         results["restore_source"] = snapshot(args.ref, source)
-    await restore.run_restore(bootstrap, plan, results, tmp, scale_to=scale, source=source)
+    profile = RESULTS / "restore-profile" if args.profile else None
+    await restore.run_restore(
+        bootstrap, plan, results, tmp, scale_to=scale, source=source, profile=profile
+    )
 
 
 async def run_ephemeral(bootstrap: str, quick: bool, results: dict[str, Any], tmp: Path) -> None:
@@ -596,7 +599,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="small smoke run (≈2 min)")
-    parser.add_argument("--profile", action="store_true", help="py-spy the worker during (b)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the worker during (b), and the restoring worker of (h) "
+        "(bench/results/restore-profile/)",
+    )
     parser.add_argument("--subjects", type=int, default=0, help="override the subject count")
     parser.add_argument(
         "--restore-subjects",

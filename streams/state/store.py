@@ -9,7 +9,7 @@ compacted topic drops), so state that ends leaves no key behind.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, cast
 
@@ -39,13 +39,22 @@ class StoreView(Protocol):
     def get(self, key: bytes) -> bytes | None: ...
 
 
+#: Called after every ``write`` with its puts (``PartitionStore.on_write``; e.g. a running count).
+WriteHook = Callable[[Mapping[bytes, bytes | None]], None]
+
+
 class PartitionStore(Protocol):
+    on_write: WriteHook | None
+
     def snapshot(self) -> StoreView: ...
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]: ...
     def get(self, key: bytes) -> bytes | None: ...
     def write(self, puts: Mapping[bytes, bytes | None]) -> None: ...
     def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]: ...
     def keys_after(self, prefix: bytes, after: bytes | None, limit: int) -> list[bytes]: ...
+    def items_after(
+        self, prefix: bytes, after: bytes | None, limit: int
+    ) -> list[tuple[bytes, bytes]]: ...
     def close(self) -> None: ...
 
 
@@ -54,6 +63,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._data: dict[bytes, bytes] = {}
+        self.on_write: WriteHook | None = None
 
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         return [self._data.get(k) for k in keys]
@@ -67,6 +77,8 @@ class MemoryStore:
                 self._data.pop(key, None)
             else:
                 self._data[key] = value
+        if self.on_write is not None:
+            self.on_write(puts)
 
     def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         for key in sorted(self._data):
@@ -78,6 +90,11 @@ class MemoryStore:
             k for k in self._data if k.startswith(prefix) and (after is None or k > after)
         )
         return keys[:limit]
+
+    def items_after(
+        self, prefix: bytes, after: bytes | None, limit: int
+    ) -> list[tuple[bytes, bytes]]:
+        return [(k, self._data[k]) for k in self.keys_after(prefix, after, limit)]
 
     def snapshot(self) -> StoreView:
         frozen = MemoryStore()
@@ -97,6 +114,7 @@ class RocksStore:
         options.create_if_missing(True)
         options.increase_parallelism(2)
         self._db = Rdict(str(path), options)
+        self.on_write: WriteHook | None = None
 
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         if not keys:
@@ -115,6 +133,8 @@ class RocksStore:
             else:
                 batch.put(key, value)
         self._db.write(batch)
+        if self.on_write is not None:
+            self.on_write(puts)
 
     def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         for key, value in self._db.items(from_key=prefix):
@@ -133,6 +153,19 @@ class RocksStore:
             if not key.startswith(prefix) or len(out) >= limit:
                 break
             out.append(key)
+        return out
+
+    def items_after(
+        self, prefix: bytes, after: bytes | None, limit: int
+    ) -> list[tuple[bytes, bytes]]:
+        """``keys_after`` with the values, read by one iterator (no point read per key)."""
+        out: list[tuple[bytes, bytes]] = []
+        start = prefix if after is None else after + b"\x00"
+        for key, value in self._db.items(from_key=start):
+            assert isinstance(key, bytes) and isinstance(value, bytes)  # raw mode
+            if not key.startswith(prefix) or len(out) >= limit:
+                break
+            out.append((key, value))
         return out
 
     def snapshot(self) -> StoreView:
