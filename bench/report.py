@@ -96,7 +96,8 @@ def markdown(res: dict[str, Any]) -> str:
         f"- Machine: `nproc` = {m['nproc']}, {m['cpu']}, Python {m['python']}; load average at "
         f"start `{m['loadavg_start']}`, end `{m.get('loadavg_end', '?')}`",
         "- `free -g`: `" + " / ".join(" ".join(x.split()) for x in m["free_g"].splitlines()) + "`",
-        "- One embedded Tansu broker (memory storage); broker, worker and load generator share the cores.",
+        "- One embedded Tansu broker (memory storage), and a fresh one per latency run of (c); broker, "
+        "worker and load generator share the cores.",
     ]
     if pre:
         lines.append(
@@ -263,7 +264,12 @@ def _latency_table(lat: dict[str, Any]) -> list[str]:
         f"(achieved {lat['achieved_send_rate']:,.0f}/s, {lat['signals_sent']:,} signals: {k['revoke']:,} "
         f"revoking, {k.get('cross', 0):,} cross-subject, {k['toggle']:,} risk/zone toggles, {k['noop']:,} no-op telemetry; generator in its own "
         "process, producer linger 2 ms; measuring consumers `fetch_max_wait_ms`=5, records decoded "
-        "after the run; waited until the worker had consumed every signal):",
+        "after the run; waited until the worker had consumed every signal"
+        + (
+            f"; on a fresh broker, {lat['subjects']:,} subjects × 10 grants preloaded):"
+            if "subjects" in lat
+            else "):"
+        ),
         "",
         "| path | records | signals | p50 ms | p90 ms | p99 ms | max ms |",
         "|---|---:|---:|---:|---:|---:|---:|",
