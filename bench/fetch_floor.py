@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from bench.latency import cpu_seconds, percentiles
 from streams.kafka.admin import ensure_topics
 from streams.kafka.broker import EmbeddedBroker
+from streams.kafka.quirks import end_offsets
 
 TOPIC = "in"
 FETCH_WAIT_MS = 10  # the worker's (streams.processing.runner.RunnerConfig)
@@ -56,14 +57,16 @@ async def measure(
 ) -> dict[str, Any]:
     """Offer ``rate`` records/s; per record: send, acknowledgement and receive times."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=FETCH_WAIT_MS
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=FETCH_WAIT_MS,
+        max_partition_fetch_bytes=4 * 1024 * 1024,  # the worker's
     )
     await consumer.start()
     tps = [TopicPartition(TOPIC, p) for p in range(partitions)]
     consumer.assign(tps)
-    await consumer.seek_to_end(*tps)  # Tansu's is one batch short: old records never match
-    for tp in tps:
-        await consumer.position(tp)
+    for tp, end in (await end_offsets(consumer, tps)).items():  # not Tansu's short ListOffsets
+        consumer.seek(tp, end)
     round_trips = _time_fetches(consumer)
     received: dict[bytes, float] = {}
 
