@@ -116,6 +116,25 @@ class RunnerConfig:
         self.session_timeout_ms = session_timeout_ms
         self.heartbeat_interval_ms = heartbeat_interval_ms
 
+    def consumer_tuning(self) -> dict[str, Any]:
+        """The group consumer's fetch and session settings (the bench's relay floor, bench/relay.py,
+        uses the same: what it measures is what these settings allow)."""
+        return {
+            "fetch_max_wait_ms": self.fetch_max_wait_ms,
+            "max_partition_fetch_bytes": 4 * 1024 * 1024,
+            "session_timeout_ms": self.session_timeout_ms,
+            "heartbeat_interval_ms": self.heartbeat_interval_ms,
+        }
+
+    def producer_tuning(self) -> dict[str, Any]:
+        """The output producer's settings (also the relay floor's)."""
+        return {
+            "acks": "all",
+            "linger_ms": self.linger_ms,
+            "max_batch_size": 256 * 1024,
+            "max_request_size": 4 * 1024 * 1024,
+        }
+
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, runner: PipelineRunner) -> None:
@@ -193,10 +212,7 @@ class PipelineRunner:
         metrics.POLICY_BUNDLE_INFO.labels(self.pipeline.engine.digest).set(1)
         self.producer = AIOKafkaProducer(
             bootstrap_servers=cfg.bootstrap,
-            acks="all",
-            linger_ms=cfg.linger_ms,
-            max_batch_size=256 * 1024,
-            max_request_size=4 * 1024 * 1024,
+            **cfg.producer_tuning(),
             **cfg.security.client_kwargs(),
         )
         await self.producer.start()
@@ -213,10 +229,7 @@ class PipelineRunner:
             group_id=cfg.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=cfg.fetch_max_wait_ms,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-            session_timeout_ms=cfg.session_timeout_ms,
-            heartbeat_interval_ms=cfg.heartbeat_interval_ms,
+            **cfg.consumer_tuning(),
             partition_assignment_strategy=(RangePartitionAssignor,),
             **cfg.security.client_kwargs(),
         )
