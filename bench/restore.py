@@ -83,8 +83,10 @@ async def changelog_size(
 def clones(templates: dict[bytes, bytes], signal_only: int, grant_subjects: int) -> list[Out]:
     """Changelog records for ``signal_only`` + ``grant_subjects`` new subjects (``user:c…``),
     each a copy of a loaded subject's states (see the module docstring, step 2)."""
-    with_grants = [k[2:] for k in templates if k.startswith(b"g:")]
-    grant_set = set(with_grants)
+    # subjects holding grants and signal state (a device subject's grant state, its list of
+    # subscribers, has no signal state of its own: not a template of either kind)
+    with_grants = [k[2:] for k in templates if k.startswith(b"g:") and b"s:" + k[2:] in templates]
+    grant_set = {k[2:] for k in templates if k.startswith(b"g:")}
     only = [k[2:] for k in templates if k.startswith(b"s:") and k[2:] not in grant_set]
     n = signal_only + grant_subjects
     part = DefaultPartitioner()  # the producers' murmur2, as for every subject key

@@ -21,6 +21,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -373,7 +375,8 @@ class Relay:
 async def run_per_host(bootstrap: str, plan: Plan, results: dict[str, Any], tmp: Path) -> None:
     """(b′) per host: the realistic mix drained by one worker process, then by ``vigil worker
     --processes N`` with N = the core count (one consumer group, own topics and state each),
-    on the same smaller state (so both preloads fit the budget)."""
+    on the same smaller state (so both preloads fit the budget); then (c′) the latency run of
+    (c) at its rate on each."""
     cores = os.cpu_count() or 1
     small = Plan(**{**asdict(plan), "subjects": min(plan.subjects, PER_HOST_SUBJECTS)})
     out: dict[str, Any] = {"cores": cores}
@@ -387,13 +390,20 @@ async def run_per_host(bootstrap: str, plan: Plan, results: dict[str, Any], tmp:
             await worker.wait_assigned(PARTITIONS)
             world = World.create(small.subjects)
             loaded = await preload(worker, world, small, topics)
+            fresh_n, _ = latency_pools(small)
+            fresh = range(
+                loaded - fresh_n, loaded
+            )  # kept out of the mix: the latency run revokes them
+            cross_n = int(plan.latency_rate * plan.latency_seconds * LAT_CROSS * 1.3) + 50
+            cross = range(small.subjects, small.subjects + cross_n)
+            await preload_delegations(worker, world, cross, topics, small)
             say(f"(b') {n} process(es): {loaded} subjects; mix of {plan.mix_n} signals")
             mix = await drain_mix(
                 worker,
                 world,
                 topics,
                 plan.mix_n,
-                range(loaded),
+                range(fresh.start),
                 MIX_CHANGING,
                 plan.drain_timeout_s,
                 31,
@@ -401,6 +411,29 @@ async def run_per_host(bootstrap: str, plan: Plan, results: dict[str, Any], tmp:
             mix["subjects"] = loaded
             out[str(n)] = mix
             say(f"(b') {n} process(es): {report.fmt_drain(mix)}")
+            # (c′) the latency run of (c), same rate and mix, on this deployment
+            base = (await worker.counters()).counts["signals"]
+
+            async def drained(sent: int, base: float = base, worker: Worker = worker) -> None:
+                await worker.wait_for("signals", base + sent, plan.drain_timeout_s, every=0.2)
+
+            mix["latency"] = lat = await paced_run(
+                bootstrap,
+                topics,
+                world,
+                rate=plan.latency_rate,
+                seconds=plan.latency_seconds,
+                noop_subjects=range(fresh.start),
+                fresh_subjects=fresh,
+                revoke_share=LAT_REVOKE,
+                toggle_share=LAT_TOGGLE,
+                cross_subjects=cross,
+                cross_share=LAT_CROSS,
+                tmp=tmp,
+                drained=drained,
+                server_pids={"worker": worker.pid},
+            )
+            say(f"(c′) {n} process(es): {report.fmt_latency(lat)}")
         finally:
             await worker.stop()
     results["per_host"] = out
@@ -465,6 +498,55 @@ async def run_check(
         say(f"(e) check API bench failed: {results['check_api']['error']}")
 
 
+async def run_part(
+    part: str, key: str, run: Callable[[], Awaitable[None]], results: dict[str, Any]
+) -> None:
+    """One part of the run; a failure is recorded under ``key`` (and in ``failed``) and the run
+    goes on, so one broken part does not throw away half an hour of figures."""
+    try:
+        await run()
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        entry = results.get(key)
+        if not isinstance(entry, dict):
+            entry = results[key] = {}
+        entry["error"] = error
+        entry["traceback"] = traceback.format_exc(limit=8)
+        results.setdefault("failed", []).append(f"({part}) {error}")
+        say(f"({part}) FAILED: {error}")
+
+
+async def run_ssf(bootstrap: str, quick: bool, results: dict[str, Any]) -> None:
+    """(f) Shared Signals: SETs accepted/s, SET → revocation latency (``bench.ssf``)."""
+    say("(f) Shared Signals: SETs pushed to one worker")
+    n, latency_n = ssf.sizes(quick)
+    results["ssf"] = r = await ssf.run(n, 16, latency_n, bootstrap)
+    lat = r["revocation_latency_ms"]
+    say(
+        f"(f) {r['push_accepted_per_s']:,} SETs/s accepted; SET -> revocation p50 "
+        f"{lat['p50']} ms, p99 {lat['p99']} ms"
+    )
+
+
+async def run_restore(
+    bootstrap: str, plan: Plan, args: argparse.Namespace, results: dict[str, Any], tmp: Path
+) -> None:
+    """(h) restore into an empty data dir, at the target size unless told otherwise."""
+    default = 0 if args.quick else 1_000_000
+    scale = args.restore_subjects if args.restore_subjects >= 0 else default
+    source = None
+    if args.ref:  # the restoring worker runs that version of the code
+        source = tmp / "restore-source"
+        results["restore_source"] = snapshot(args.ref, source)
+    await restore.run_restore(bootstrap, plan, results, tmp, scale_to=scale, source=source)
+
+
+async def run_ephemeral(bootstrap: str, quick: bool, results: dict[str, Any], tmp: Path) -> None:
+    """(i) ephemeral workloads (``bench.ephemeral``)."""
+    eph_plan = ephemeral.QUICK if quick else ephemeral.FULL
+    await ephemeral.run_ephemeral(bootstrap, eph_plan, results, tmp)
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     plan = QUICK if args.quick else FULL
     if args.subjects:
@@ -486,45 +568,24 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="vigil-bench-") as tmpdir, EmbeddedBroker() as broker:
         tmp = Path(tmpdir)
         say(f"broker {broker.bootstrap}; plan {plan.name}")
-        if "a" in args.only:
-            await run_baselines(broker.bootstrap, plan, results)
-        if "b" in args.only:
-            await run_vigil(broker.bootstrap, plan, args, results, tmp)
-        if "p" in args.only:
-            await run_per_host(broker.bootstrap, plan, results, tmp)
-        if "d" in args.only:
-            await run_quix(broker.bootstrap, plan, results, tmp)
-        if "e" in args.only:
-            await run_check(broker.bootstrap, args.quick, results, tmp, args.ref)
-        if "f" in args.only:  # Shared Signals: SETs accepted/s, SET -> revocation latency
-            say("(f) Shared Signals: SETs pushed to one worker")
-            n, latency_n = ssf.sizes(args.quick)
-            results["ssf"] = r = await ssf.run(n, 16, latency_n, broker.bootstrap)
-            lat = r["revocation_latency_ms"]
-            say(
-                f"(f) {r['push_accepted_per_s']:,} SETs/s accepted; SET -> revocation p50 "
-                f"{lat['p50']} ms, p99 {lat['p99']} ms"
-            )
-        if "g" in args.only:
-            await memory.run_memory(broker.bootstrap, plan, results, tmp)
-        if "h" in args.only:
-            scale = (
-                args.restore_subjects
-                if args.restore_subjects >= 0
-                else 0
-                if args.quick
-                else 1_000_000
-            )
-            source = None
-            if args.ref:  # the restoring worker runs that version of the code
-                source = tmp / "restore-source"
-                results["restore_source"] = snapshot(args.ref, source)
-            await restore.run_restore(
-                broker.bootstrap, plan, results, tmp, scale_to=scale, source=source
-            )
-        if "i" in args.only:
-            eph_plan = ephemeral.QUICK if args.quick else ephemeral.FULL
-            await ephemeral.run_ephemeral(broker.bootstrap, eph_plan, results, tmp)
+        parts: list[tuple[str, str, Callable[[], Awaitable[None]]]] = [
+            ("a", "baseline", lambda: run_baselines(broker.bootstrap, plan, results)),
+            ("b", "vigil_mix", lambda: run_vigil(broker.bootstrap, plan, args, results, tmp)),
+            ("p", "per_host", lambda: run_per_host(broker.bootstrap, plan, results, tmp)),
+            ("d", "quix", lambda: run_quix(broker.bootstrap, plan, results, tmp)),
+            (
+                "e",
+                "check_api",
+                lambda: run_check(broker.bootstrap, args.quick, results, tmp, args.ref),
+            ),
+            ("f", "ssf", lambda: run_ssf(broker.bootstrap, args.quick, results)),
+            ("g", "memory", lambda: memory.run_memory(broker.bootstrap, plan, results, tmp)),
+            ("h", "restore", lambda: run_restore(broker.bootstrap, plan, args, results, tmp)),
+            ("i", "ephemeral", lambda: run_ephemeral(broker.bootstrap, args.quick, results, tmp)),
+        ]
+        for part, key, run in parts:
+            if part in args.only:
+                await run_part(part, key, run, results)
     results["elapsed_s"] = round(time.perf_counter() - started, 1)
     results["machine"]["loadavg_end"] = Path("/proc/loadavg").read_text().strip()
     return results
@@ -572,6 +633,9 @@ def main() -> None:
     if not args.no_docs and not args.quick:
         report.write_docs(REPO / "docs" / "performance.md", text)
         say("docs/performance.md results section rewritten")
+    if results.get("failed"):
+        say("parts failed: " + "; ".join(results["failed"]))
+        sys.exit(1)
 
 
 if __name__ == "__main__":
