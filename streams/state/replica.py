@@ -38,10 +38,12 @@ from streams.state.store import SIGNAL_PREFIX, RocksMemory, RocksStore
 
 log = logging.getLogger(__name__)
 
-#: The replica's RocksDB memory: two 8 MiB memtables and a 16 MiB block cache (which also holds
-#: the index and filter blocks) — at most ≈32 MiB whatever the number of subjects.
+#: The replica's RocksDB memory: two 32 MiB memtables and a 16 MiB block cache (which also holds
+#: the index and filter blocks) — at most ≈80 MiB whatever the number of subjects. Smaller
+#: memtables cost more compaction: at 480k records 8 MiB ones took 3.6 CPU s of RocksDB's
+#: background threads, 32 MiB ones 1.1 s (bench/replica_catchup.py, docs/performance.md).
 REPLICA_MEMORY = RocksMemory(
-    write_buffer_bytes=8 << 20, write_buffers=2, block_cache_bytes=16 << 20
+    write_buffer_bytes=32 << 20, write_buffers=2, block_cache_bytes=16 << 20
 )
 #: A stored replica older than this is rebuilt, not resumed: a compacted changelog drops a
 #: tombstone ``delete.retention.ms`` (Kafka's default: 24 h) after cleaning it, so a replica that
