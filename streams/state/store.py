@@ -10,10 +10,19 @@ compacted topic drops), so state that ends leaves no key behind.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, cast
 
-from rocksdict import Options, Rdict, Snapshot, WriteBatch
+from rocksdict import (
+    BlockBasedOptions,
+    Cache,
+    DBCompressionType,
+    Options,
+    Rdict,
+    Snapshot,
+    WriteBatch,
+)
 
 SIGNAL_PREFIX = b"s:"  # subject key -> signal state (dimensions, recent event ids)
 GRANT_PREFIX = b"g:"  # subject key -> grant state (active grants, revocation tombstones)
@@ -105,14 +114,39 @@ class MemoryStore:
         pass
 
 
+@dataclass(frozen=True)
+class RocksMemory:
+    """A bound on one store's RocksDB memory: at most ``write_buffers`` memtables of
+    ``write_buffer_bytes`` each, and one block cache of ``block_cache_bytes`` that also holds the
+    index and bloom-filter blocks (so they are inside the bound, not beside it). Without one a
+    store runs on RocksDB's defaults (two 64 MiB memtables). Values are LZ4-compressed on disk."""
+
+    write_buffer_bytes: int
+    write_buffers: int
+    block_cache_bytes: int
+
+    def apply(self, options: Options) -> None:
+        options.set_write_buffer_size(self.write_buffer_bytes)
+        options.set_max_write_buffer_number(self.write_buffers)
+        options.set_compression_type(DBCompressionType.lz4())
+        table = BlockBasedOptions()
+        table.set_block_cache(Cache(self.block_cache_bytes))
+        table.set_cache_index_and_filter_blocks(True)
+        table.set_pin_l0_filter_and_index_blocks_in_cache(True)
+        table.set_bloom_filter(10, False)  # a missing key (a new subject) costs no block read
+        options.set_block_based_table_factory(table)
+
+
 class RocksStore:
     """RocksDB in raw-bytes mode; ``write`` is one atomic WriteBatch."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, memory: RocksMemory | None = None) -> None:
         path.mkdir(parents=True, exist_ok=True)
         options = Options(raw_mode=True)
         options.create_if_missing(True)
         options.increase_parallelism(2)
+        if memory is not None:
+            memory.apply(options)
         self._db = Rdict(str(path), options)
         self.on_write: WriteHook | None = None
 
