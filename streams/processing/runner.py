@@ -857,6 +857,11 @@ class PipelineRunner:
                 continue
             self._next_offset.pop(tp, None)  # buffers were dropped: from the new position on
             self._start_position[tp] = position
+            if stored is not None:
+                # The group's offset may lag what the state holds (a crash before the background
+                # commit): commit the stored position too, or a partition with nothing new to
+                # apply would show that lag to lag tools and alerts for ever.
+                self._uncommitted.setdefault(tp, position)
             if position is None:
                 beginning.append(tp)
             else:

@@ -140,3 +140,20 @@ async def test_empty_data_dir_restores_state_from_changelog(
     for u in users[USERS // 2 :]:
         assert revoked[f"{u}-g1"]["cause"]["event_id"] == f"{u}-bad"
     assert len(revoked) == USERS + USERS // 2
+
+
+async def test_positions_restored_from_the_state_are_committed_to_the_group(
+    start_worker: Callable[..., Worker], tmp_path: Path
+) -> None:
+    """The group's committed offsets follow the state's positions even when a partition has
+    nothing new to apply: here a second group takes over a data dir whose state is ahead of
+    everything that group ever committed (as after a kill -9 before the background commit)."""
+    first = start_worker()
+    await first.start()
+    await seed(first, "pc")
+    first.stop()
+
+    second = start_worker(first.data_dir, like=first)
+    second.group = f"{first.group}-other"  # nothing committed: only the state knows positions
+    await second.start()
+    await second.wait_processed(timeout=60)  # committed offsets reach the ends, no new records
