@@ -1,9 +1,10 @@
 """The latency floor: a minimal aiokafka relay, group consumer → producer, in its own process.
 
 ``python -m bench.relay BROKER GROUP OUTPUT INPUT...``: joins ``GROUP`` on the input topics with
-the worker's consumer settings (``fetch_max_wait_ms`` 10, session timeout 6 s, heartbeat 1 s),
-parses each record's JSON and produces ``{"cause": {"event_id": ...}}`` to ``OUTPUT`` with the
-worker's producer settings (acks all, no linger), one ``getmany`` batch at a time, waiting for
+the worker's consumer settings (``RunnerConfig.consumer_tuning``: ``fetch_max_wait_ms`` 10, session
+timeout 6 s, heartbeat 1 s), parses each record's JSON and produces ``{"cause": {"event_id":
+...}}`` to ``OUTPUT`` with the worker's producer settings (``RunnerConfig.producer_tuning``: acks
+all, no linger), one ``getmany`` batch at a time, waiting for
 the acknowledgements before the next fetch (as the worker does). Prints ``ready`` once it owns
 partitions. What Vigil adds on top of this is its own latency.
 """
@@ -19,6 +20,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 
 from streams.kafka.security import PLAINTEXT
+from streams.processing.runner import RunnerConfig
 
 
 class _Ready(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -30,20 +32,25 @@ class _Ready(ConsumerRebalanceListener):  # type: ignore[misc]
             print("ready", flush=True)
 
 
+def client_kwargs(broker: str, group: str, inputs: list[str]) -> tuple[dict[str, Any], ...]:
+    """Consumer and producer settings: the worker's (``RunnerConfig`` defaults), plaintext."""
+    worker = RunnerConfig(
+        bootstrap=broker, group_id=group, input_topics=inputs, changelog_topic="", data_dir=None
+    )
+    common = {"bootstrap_servers": broker, **PLAINTEXT.client_kwargs()}  # the embedded broker
+    consumer = {
+        **common,
+        "group_id": group,
+        "auto_offset_reset": "latest",
+        **worker.consumer_tuning(),
+    }
+    return consumer, {**common, **worker.producer_tuning()}
+
+
 async def relay(broker: str, group: str, output: str, inputs: list[str]) -> None:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=broker,
-        group_id=group,
-        auto_offset_reset="latest",
-        fetch_max_wait_ms=10,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-        session_timeout_ms=6000,
-        heartbeat_interval_ms=1000,
-        **PLAINTEXT.client_kwargs(),  # the bench's embedded broker
-    )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=broker, acks="all", linger_ms=0, **PLAINTEXT.client_kwargs()
-    )
+    consumer_kwargs, producer_kwargs = client_kwargs(broker, group, inputs)
+    consumer = AIOKafkaConsumer(**consumer_kwargs)
+    producer = AIOKafkaProducer(**producer_kwargs)
     await producer.start()
     consumer.subscribe(inputs, listener=_Ready())
     await consumer.start()

@@ -96,7 +96,8 @@ def markdown(res: dict[str, Any]) -> str:
         f"- Machine: `nproc` = {m['nproc']}, {m['cpu']}, Python {m['python']}; load average at "
         f"start `{m['loadavg_start']}`, end `{m.get('loadavg_end', '?')}`",
         "- `free -g`: `" + " / ".join(" ".join(x.split()) for x in m["free_g"].splitlines()) + "`",
-        "- One embedded Tansu broker (memory storage); broker, worker and load generator share the cores.",
+        "- One embedded Tansu broker (memory storage), and a fresh one per latency run of (c); broker, "
+        "worker and load generator share the cores.",
     ]
     if pre:
         lines.append(
@@ -110,53 +111,55 @@ def markdown(res: dict[str, Any]) -> str:
                 f"{res['plan']['preload_budget_s']:.0f} s budget"
             )
         )
-    mx = res["mix"]
-    lines += [
-        f"- Realistic mix: {1 - mx['changing']:.0%} telemetry that changes no policy-visible state "
-        "(half network-context repeating the subject's zone/IP/country/ASN, half risk-level-change "
-        f"repeating its level) and {mx['changing']:.0%} that change it (risk LOW↔MEDIUM or zone "
-        f"corp↔vpn → all grants re-evaluated; {mx['revoking_of_changing']:.0%} of them device "
-        "not-compliant → read+write grants revoked). Events ≈"
-        f"{base.get('avg_bytes', '?')} bytes of JSON.",
-        "",
-        "| measurement | events/s | decisions/s | vs consume+decode | vs Quix |",
-        "|---|---:|---:|---:|---:|",
-        f"| (a) raw aiokafka producer, `send()` keyed, linger 20 ms, 256 KiB | {_n(base.get('produce_rate'))} | | | |",
-        f"| (a) raw aiokafka consumer, `getmany`, no decode | {_n(base.get('consume_rate'))} | | | |",
-        f"| (a) raw aiokafka consumer, `getmany` + `orjson.loads` | {_n(dec_base)} | | 1.00× | |",
-        f"| (b) Vigil worker, realistic mix ({1 - mx['changing']:.0%}/{mx['changing']:.0%}) | **{_n(mix_rate)}** "
-        f"| {_n(headline(mix, 'decisions_rate'))} | {_ratio(mix_rate, dec_base)} | **{_ratio(mix_rate, quix_rate)}** |",
-        f"| (b) Vigil worker, 100% state-changing | {_n(hot_rate)} | {_n(headline(hot, 'decisions_rate'))} "
-        f"| {_ratio(hot_rate, dec_base)} | {_ratio(hot_rate, quix_rate)} |",
-        f"| (d) Quix Streams: JSON decode + RocksDB per-subject update + 1 output | {_n(quix_rate)} | "
-        f"| {_ratio(quix_rate, dec_base)} | 1.00× |",
-        "",
-        "Worker rates are drain-only (backlog produced, producer finished, worker still draining; "
-        "counters polled every 0.25 s) when that window lasted ≥ 1 s, else first→last progress:",
-        "",
-        "| run | signals | overall /s (s) | drain-only /s (s) | decisions | revocations | backlog produced at /s |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, d in (
-        ("(b) mix", mix),
-        ("(b) 100% changing", hot),
-        ("(d) Quix", quix),
-        ("(b) mix under py-spy", res.get("profile", {}).get("drain_under_pyspy", {})),
-    ):
-        if not d:
-            continue
-        if "error" in d:
-            lines.append(f"| {name} | error: {d['error']} | | | | | |")
-            continue
-        lines.append(
-            f"| {name} | {_n(d.get('processed'))} | {_n(d.get('rate'))} ({d.get('seconds')}) | "
-            f"{_n(d.get('drain_rate'))} ({d.get('drain_seconds', '—')}) | {_n(d.get('decisions_total'))} | "
-            f"{_n(d.get('revocations_total'))} | {_n(d.get('produce_rate'))} |"
-        )
+    if base or mix or hot or quix:  # parts (a), (b), (d): a run of other parts skips these
+        mx = res["mix"]
+        lines += [
+            f"- Realistic mix: {1 - mx['changing']:.0%} telemetry that changes no policy-visible state "
+            "(half network-context repeating the subject's zone/IP/country/ASN, half risk-level-change "
+            f"repeating its level) and {mx['changing']:.0%} that change it (risk LOW↔MEDIUM or zone "
+            f"corp↔vpn → all grants re-evaluated; {mx['revoking_of_changing']:.0%} of them device "
+            "not-compliant → read+write grants revoked). Events ≈"
+            f"{base.get('avg_bytes', '?')} bytes of JSON.",
+            "",
+            "| measurement | events/s | decisions/s | vs consume+decode | vs Quix |",
+            "|---|---:|---:|---:|---:|",
+            f"| (a) raw aiokafka producer, `send()` keyed, linger 20 ms, 256 KiB | {_n(base.get('produce_rate'))} | | | |",
+            f"| (a) raw aiokafka consumer, `getmany`, no decode | {_n(base.get('consume_rate'))} | | | |",
+            f"| (a) raw aiokafka consumer, `getmany` + `orjson.loads` | {_n(dec_base)} | | 1.00× | |",
+            f"| (b) Vigil worker, realistic mix ({1 - mx['changing']:.0%}/{mx['changing']:.0%}) | **{_n(mix_rate)}** "
+            f"| {_n(headline(mix, 'decisions_rate'))} | {_ratio(mix_rate, dec_base)} | **{_ratio(mix_rate, quix_rate)}** |",
+            f"| (b) Vigil worker, 100% state-changing | {_n(hot_rate)} | {_n(headline(hot, 'decisions_rate'))} "
+            f"| {_ratio(hot_rate, dec_base)} | {_ratio(hot_rate, quix_rate)} |",
+            f"| (d) Quix Streams: JSON decode + RocksDB per-subject update + 1 output | {_n(quix_rate)} | "
+            f"| {_ratio(quix_rate, dec_base)} | 1.00× |",
+            "",
+            "Worker rates are drain-only (backlog produced, producer finished, worker still draining; "
+            "counters polled every 0.25 s) when that window lasted ≥ 1 s, else first→last progress:",
+            "",
+            "| run | signals | overall /s (s) | drain-only /s (s) | decisions | revocations | backlog produced at /s |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, d in (
+            ("(b) mix", mix),
+            ("(b) 100% changing", hot),
+            ("(d) Quix", quix),
+            ("(b) mix under py-spy", res.get("profile", {}).get("drain_under_pyspy", {})),
+        ):
+            if not d:
+                continue
+            if "error" in d:
+                lines.append(f"| {name} | error: {d['error']} | | | | | |")
+                continue
+            lines.append(
+                f"| {name} | {_n(d.get('processed'))} | {_n(d.get('rate'))} ({d.get('seconds')}) | "
+                f"{_n(d.get('drain_rate'))} ({d.get('drain_seconds', '—')}) | {_n(d.get('decisions_total'))} | "
+                f"{_n(d.get('revocations_total'))} | {_n(d.get('produce_rate'))} |"
+            )
     lines += _per_host_lines(res.get("per_host", {}), quix_rate)
     for lat_run, relay_run in (
         (lat, res.get("relay_latency", {})),
         (res.get("latency_low", {}), res.get("relay_latency_low", {})),
+        (res.get("latency_host", {}), res.get("relay_latency_host", {})),
     ):
         if lat_run:
             lines += _latency_table(lat_run)
@@ -184,45 +187,149 @@ def markdown(res: dict[str, Any]) -> str:
         lines += [f"| `{f['function']}` | {f['pct']} |" for f in prof.get("streams_total", [])]
     lines += check_api.markdown(res)
     lines += memory.markdown(res) + restore.markdown(res) + ephemeral.markdown(res)
-    lines += [
+    lines += goals_lines(res)
+    if res.get("failed"):
+        lines += ["", "Parts that failed in this run: " + "; ".join(res["failed"]) + "."]
+    if quix and "error" in quix:
+        lines.append(f"- Quix Streams failed on this broker: `{quix['error']}`")
+    return "\n".join(lines)
+
+
+def _verdict(ok: bool | None) -> str:
+    return "—" if ok is None else ("**met**" if ok else "**not met**")
+
+
+def _p99(lat: dict[str, Any]) -> float | None:
+    return lat.get("revocation", {}).get("first_per_signal", {}).get("p99_ms") if lat else None
+
+
+def goals_lines(res: dict[str, Any]) -> list[str]:
+    """Issue 10's goals, each as this run's figure, its baseline from the same run, the ratio and
+    the target; a goal whose part did not run (or failed) says so instead of a verdict."""
+    mix_rate, quix_rate = headline(res.get("vigil_mix", {})), headline(res.get("quix", {}))
+    hot_rate = headline(res.get("vigil_hot", {}))
+    rows: list[tuple[str, str, str, str, str, str]] = []
+    ratio = mix_rate / quix_rate if mix_rate and quix_rate else None
+    if mix_rate or quix_rate:
+        rows.append(
+            (
+                "1. Throughput, one worker process, realistic mix",
+                f"{_n(mix_rate)} signals/s (100 % changing: {_n(hot_rate)}/s)",
+                f"Quix Streams {_n(quix_rate)}/s",
+                _ratio(mix_rate, quix_rate),
+                "≥ 1.0×",
+                _verdict(None if ratio is None else ratio >= 1.0),
+            )
+        )
+    ph = res.get("per_host", {})
+    if ph and "error" not in ph:
+        n = max((k for k in ph if k.isdigit()), key=int, default=None)
+        one, many = headline(ph.get("1", {})), headline(ph.get(n, {})) if n else None
+        rows.append(
+            (
+                f"1. Per host, {n} processes (`--processes {n}`, {ph.get('cores')} cores)",
+                f"{_n(many)} signals/s",
+                f"1 process {_n(one)}/s; Quix {_n(quix_rate)}/s",
+                f"{_ratio(many, one)}; {_ratio(many, quix_rate)}",
+                "reported",
+                "—",
+            )
+        )
+    for lat_key, label in (
+        ("latency", "target ≤ 2×"),
+        ("latency_low", "reported"),
+        ("latency_host", "reported"),
+    ):
+        lat, relay = res.get(lat_key, {}), res.get(f"relay_{lat_key}", {})
+        if not lat or "error" in lat:
+            continue
+        vp, rp = _p99(lat), _p99(relay)
+        r = vp / rp if vp and rp else None
+        procs = lat.get("processes", 1)
+        rows.append(
+            (
+                f"2. Signal → revocation p99 at {lat.get('offered_rate', 0):,}/s"
+                + (f", {procs} worker processes (c′)" if procs > 1 else ""),
+                "—" if vp is None else f"{vp} ms",
+                "relay p99 —" if rp is None else f"relay p99 {rp} ms",
+                _ratio(vp, rp),
+                "≤ 2×" if label != "reported" else "reported",
+                _verdict(None if r is None else r <= 2.0) if label != "reported" else "—",
+            )
+        )
+    m = res.get("memory", {})
+    if m and "rss_at_1m_subjects" in m:
+        loaded = m.get("subjects", {}).get("count", 0)
+        how = f"extrapolated from {loaded:,}" if m.get("rss_at_1m_extrapolated") else "measured"
+        rss = m["rss_at_1m_subjects"]
+        rows.append(
+            (
+                "3. Memory: RSS with 1M subjects' signal state, loaded live (g)",
+                f"{rss / 2**20:,.0f} MiB ({how})",
+                "1 GiB",
+                f"{rss / memory.TARGET_RSS_BYTES:.2f}×",
+                "≤ 1.00×",
+                _verdict(rss <= memory.TARGET_RSS_BYTES),
+            )
+        )
+    r = res.get("restore", {})
+    if r and "rss" in r and r.get("subjects", 0) >= restore.FULL_STATE_SUBJECTS:
+        rss = r["rss"]["VmRSS"]
+        rows.append(
+            (
+                f"3. Memory: RSS of the restored worker, {r['subjects']:,} subjects (h)",
+                f"{rss / 2**20:,.0f} MiB",
+                "1 GiB",
+                f"{rss / memory.TARGET_RSS_BYTES:.2f}×",
+                "≤ 1.00×",
+                _verdict(rss <= memory.TARGET_RSS_BYTES),
+            )
+        )
+    if r and r.get("projected_1m_s") is not None:
+        proj = r["projected_1m_s"]
+        measured = r.get("subjects", 0) >= restore.FULL_STATE_SUBJECTS
+        rows.append(
+            (
+                "4. Restore of 1M subjects, empty data dir → `/healthz` 200",
+                f"{proj} s ({'measured' if measured else 'projected'}; "
+                f"{r.get('cpu_s_to_healthy')} CPU s)",
+                f"{restore.TARGET_SECONDS:.0f} s",
+                f"{proj / restore.TARGET_SECONDS:.2f}×",
+                "≤ 1.00×",
+                _verdict(proj <= restore.TARGET_SECONDS),
+            )
+        )
+    lines = [
         "",
-        "Reading against the targets (≥ 20k signals/s per worker process, ≥ 1.0× Quix; "
-        "p99 ≤ 50 ms at 2k/s):",
+        "**Issue 10 goals in this run** (every baseline measured in this run, on this broker):",
         "",
+        "| goal | Vigil | baseline | ratio | target | verdict |",
+        "|---|---|---|---:|---|---|",
     ]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    for name, key in (("(g) memory", "memory"), ("(h) restore", "restore")):
+        if "error" in res.get(key, {}):
+            lines.append(f"\n{name} did not complete: `{res[key]['error']}`")
+    lat = res.get("latency", {})
+    if mix_rate or lat:
+        lines += [
+            "",
+            f"Older absolute targets (≥ {TARGET_RATE:,} signals/s, p99 ≤ {TARGET_P99_MS} ms at 2k/s):",
+        ]
     if mix_rate:
         lines.append(
-            f"- Throughput: {_n(mix_rate)} signals/s on the realistic mix = "
-            f"{mix_rate / TARGET_RATE:.2f}× the 20k target, {_ratio(mix_rate, quix_rate)} Quix → "
-            + (
-                "**met**"
-                if mix_rate >= TARGET_RATE and (not quix_rate or mix_rate >= quix_rate)
-                else "**not met**"
-            )
-            + "."
+            f"- Throughput: {_n(mix_rate)} signals/s = {mix_rate / TARGET_RATE:.2f}× the 20k target "
+            f"→ {_verdict(mix_rate >= TARGET_RATE)}."
         )
-    relay = res.get("relay_latency", {})
-    if lat and relay:
-        p99 = lat["revocation"]["first_per_signal"].get("p99_ms")
-        floor = relay["revocation"]["first_per_signal"].get("p99_ms")
-        ratio = p99 / floor if p99 and floor else None
-        lines.append(
-            f"- Latency vs the relay floor: signal → revocation p99 {p99} ms, relay p99 {floor} ms "
-            f"at {lat['offered_rate']:,}/s = {_ratio(p99, floor)} (target ≤ 2×) → "
-            + ("**met**" if ratio is not None and ratio <= 2.0 else "**not met**")
-            + "."
-        )
-    if lat:
-        p99 = lat["revocation"]["first_per_signal"].get("p99_ms")
+    if lat and "error" not in lat:
+        p99 = _p99(lat)
         ok = (
             p99 is not None
             and p99 <= TARGET_P99_MS
             and lat["achieved_send_rate"] >= 0.95 * lat["offered_rate"]
         )
         lines.append(
-            f"- Latency: signal → revocation p99 {p99} ms at {lat['achieved_send_rate']:,.0f}/s → "
-            + ("**met**" if ok else "**not met**")
-            + "."
+            f"- Latency: signal → revocation p99 {p99} ms at {lat['achieved_send_rate']:,.0f}/s → {_verdict(ok)}."
         )
         cross = lat["revocation"].get("cross_subject")
         if cross is not None:
@@ -233,9 +340,7 @@ def markdown(res: dict[str, Any]) -> str:
                 f"beside same-subject p50 {same.get('p50_ms')} ms, p99 {same.get('p99_ms')} ms "
                 "(both are in the p99 above)."
             )
-    if quix and "error" in quix:
-        lines.append(f"- Quix Streams failed on this broker: `{quix['error']}`")
-    return "\n".join(lines)
+    return lines
 
 
 def ssf_lines(r: dict[str, Any]) -> list[str]:
@@ -259,11 +364,22 @@ def _latency_table(lat: dict[str, Any]) -> list[str]:
     k = lat["signals_by_kind"]
     lines = [
         "",
-        f"(c) Latency at {lat['offered_rate']:,} signals/s offered for {lat['seconds']} s "
+        ("(c′)" if lat.get("processes", 1) > 1 else "(c)")
+        + (
+            f" {lat['processes']} worker processes (`--processes`)"
+            if lat.get("processes", 1) > 1
+            else ""
+        )
+        + f" Latency at {lat['offered_rate']:,} signals/s offered for {lat['seconds']} s "
         f"(achieved {lat['achieved_send_rate']:,.0f}/s, {lat['signals_sent']:,} signals: {k['revoke']:,} "
         f"revoking, {k.get('cross', 0):,} cross-subject, {k['toggle']:,} risk/zone toggles, {k['noop']:,} no-op telemetry; generator in its own "
         "process, producer linger 2 ms; measuring consumers `fetch_max_wait_ms`=5, records decoded "
-        "after the run; waited until the worker had consumed every signal):",
+        "after the run; waited until the worker had consumed every signal"
+        + (
+            f"; on a fresh broker, {lat['subjects']:,} subjects × 10 grants preloaded):"
+            if "subjects" in lat
+            else "):"
+        ),
         "",
         "| path | records | signals | p50 ms | p90 ms | p99 ms | max ms |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -336,6 +452,8 @@ def _relay_lines(lat: dict[str, Any], relay: dict[str, Any]) -> list[str]:
     f = relay["revocation"]["first_per_signal"]
     vigil_p99 = lat.get("revocation", {}).get("first_per_signal", {}).get("p99_ms") if lat else None
     cpu, rcpu = lat.get("cpu", {}) if lat else {}, relay.get("cpu", {})
+    workers = [v for k, v in cpu.items() if k.startswith("worker") and k.endswith("_core_share")]
+    worker_share = f"{sum(workers):.3f}" if workers else "—"
     return [
         "",
         f"Minimal aiokafka relay (`bench/relay.py`: group consumer → `orjson.loads` → producer, "
@@ -348,7 +466,9 @@ def _relay_lines(lat: dict[str, Any], relay: dict[str, Any]) -> list[str]:
         f"CPU during the runs (share of one core; the machine has {os.cpu_count()}): load "
         f"generator {cpu.get('generator_core_share', '—')} (Vigil run) / "
         f"{rcpu.get('generator_core_share', '—')} (relay run), Vigil worker "
-        f"{cpu.get('worker_core_share', '—')}, relay {rcpu.get('relay_core_share', '—')}.",
+        f"{worker_share}"
+        + (f" ({len(workers)} processes)" if len(workers) > 1 else "")
+        + f", relay {rcpu.get('relay_core_share', '—')}.",
     ]
 
 

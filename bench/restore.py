@@ -23,13 +23,20 @@ first into a scratch result to write it. Then:
    (``VmHWM``) shows what the replay costs in memory. The subject and grant gauges are counted
    after ready (``streams.state.counting``): the bench waits for them and reports when they
    were complete, and the RSS of the worker holding the whole state.
+
+With ``profile`` (``bench.run --profile``), py-spy samples the restoring worker from just after
+its start to ready, and again from ready until the counts are done; ``cpu_components`` splits
+the worker's CPU seconds by what was on each sampled stack (``COMPONENTS``) and by thread
+(native RocksDB threads are invisible to py-spy but not to ``/proc/<pid>/task``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +46,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from bench import memory
 from bench.events import PARTITIONS, Out
 from bench.kafka import produce_batched, producer
+from bench.profile import Profiler, _short
 from bench.worker import Worker, topic_names
 from streams.kafka.quirks import read_to_end
 from streams.kafka.security import PLAINTEXT
@@ -83,8 +91,10 @@ async def changelog_size(
 def clones(templates: dict[bytes, bytes], signal_only: int, grant_subjects: int) -> list[Out]:
     """Changelog records for ``signal_only`` + ``grant_subjects`` new subjects (``user:c…``),
     each a copy of a loaded subject's states (see the module docstring, step 2)."""
-    with_grants = [k[2:] for k in templates if k.startswith(b"g:")]
-    grant_set = set(with_grants)
+    # subjects holding grants and signal state (a device subject's grant state, its list of
+    # subscribers, has no signal state of its own: not a template of either kind)
+    with_grants = [k[2:] for k in templates if k.startswith(b"g:") and b"s:" + k[2:] in templates]
+    grant_set = {k[2:] for k in templates if k.startswith(b"g:")}
     only = [k[2:] for k in templates if k.startswith(b"s:") and k[2:] not in grant_set]
     n = signal_only + grant_subjects
     part = DefaultPartitioner()  # the producers' murmur2, as for every subject key
@@ -119,8 +129,7 @@ async def grow_changelog(
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process so far (``/proc/<pid>/stat``, clock ticks)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds_of(Path(f"/proc/{pid}/stat"))
 
 
 def parse_metric(text: str, name: str) -> float:
@@ -132,6 +141,97 @@ def parse_metric(text: str, name: str) -> float:
     return total
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far per thread name (digits dropped: ``rocksdb:low0`` and ``rocksdb:low1``
+    add up); the main thread, whose id is the process id, is ``main``."""
+    out: Counter[str] = Counter()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = "main" if task.name == str(pid) else (task / "comm").read_text().strip()
+            out[re.sub(r"\d+$", "", name)] += cpu_seconds_of(task / "stat")
+        except OSError:  # the thread ended meanwhile
+            continue
+    return {name: round(seconds, 2) for name, seconds in out.most_common()}
+
+
+def cpu_seconds_of(stat: Path) -> float:
+    """User + system CPU seconds in a ``/proc`` ``stat`` file (a process's or a thread's)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+#: What a sample of the worker's main thread was doing, by the frames on its stack: the first
+#: rule (in this order) with a marker in any frame names it; a stack no rule matches is named
+#: by the package of its innermost frame (``leaf: asyncio``, ``leaf: faust``, ...). Markers
+#: are substrings of frames as ``bench.profile._short`` prints them (``path:Qual.name``).
+COMPONENTS: list[tuple[str, tuple[str, ...]]] = [
+    ("imports (module code, bytecode compile)", ("<frozen importlib",)),
+    ("restore: RocksDB writes (store.write)", ("store.py:RocksStore.write",)),
+    ("restore: runner apply loop", ("runner.py:PipelineRunner._restore_into.<locals>.apply",)),
+    ("restore: replay fetch + batch parse", ("streams/kafka/replay.py:",)),
+    ("counting after ready", ("streams/state/counting.py:",)),
+    ("re-evaluation scan", ("runner.py:PipelineRunner._reevaluation_step",)),
+    ("policy bundle (compile, evaluation)", ("streams/policy/",)),
+    ("signal replica catch-up / follow", ("streams/state/replica.py:",)),
+    ("other topic followers (subscriptions, SSF)", ("streams/kafka/follow.py:", "streams/ssf/")),
+    ("aiokafka fetcher (group consumers)", ("aiokafka/consumer/fetcher.py:",)),
+    ("aiokafka group join / coordinator", ("aiokafka/consumer/group_coordinator.py:",)),
+    ("runner batch loop", ("streams/processing/",)),
+    ("web (/metrics, /healthz)", ("streams/app.py:", "prometheus_client/", "aiohttp/")),
+    (
+        "Kafka network I/O (socket reads, response decode; every client)",
+        (
+            "asyncio/streams.py:",
+            "asyncio/selector_events.py:",
+            "aiokafka/protocol/",
+            "aiokafka/conn",
+        ),
+    ),
+    ("event loop poll (epoll)", ("selectors.py:",)),
+]
+
+
+def classify(frames: list[str]) -> str:
+    """The ``COMPONENTS`` label of one stack (frames as ``_short`` prints them)."""
+    for label, markers in COMPONENTS:
+        if any(m in frame for frame in frames for m in markers):
+            return label
+    leaf = frames[-1] if frames else "?"
+    return "leaf: " + re.split(r"[/:.]", leaf.lstrip("<"), maxsplit=1)[0]
+
+
+def cpu_components(raw: Path, main_cpu_s: float) -> list[dict[str, Any]]:
+    """py-spy's collapsed stacks (``--format raw``) of the main thread, as shares of its
+    ``main_cpu_s`` CPU seconds per component (idle samples are not recorded by py-spy)."""
+    counts: Counter[str] = Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            counts[classify([_short(f) for f in stack.split(";") if f.strip()])] += int(count)
+    total = sum(counts.values()) or 1
+    return [
+        {"component": label, "samples": n, "cpu_s": round(main_cpu_s * n / total, 2)}
+        for label, n in counts.most_common()
+    ]
+
+
+async def attach_profiler(pid: int, out_dir: Path) -> tuple[Profiler, float]:
+    """py-spy on a process that may just have started (its interpreter may not be up yet:
+    retry); also the process's main-thread CPU seconds when the sampler attached."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for attempt in range(20):
+        prof = Profiler(pid, out_dir)
+        attached_at = cpu_seconds_of(Path(f"/proc/{pid}/task/{pid}/stat"))
+        try:
+            await prof.start()
+            return prof, attached_at
+        except RuntimeError:
+            if attempt == 19:
+                raise
+            await asyncio.sleep(0.1)
+    raise AssertionError("unreachable")
+
+
 async def run_restore(
     bootstrap: str,
     plan: Any,
@@ -139,10 +239,12 @@ async def run_restore(
     tmp: Path,
     scale_to: int = 0,
     source: Path | None = None,
+    profile: Path | None = None,
 ) -> None:
     """Part (h); see the module docstring. Fills ``results["restore"]``. ``scale_to``: grow the
     state to this many signal-only subjects (and a tenth as many grant subjects) first;
-    ``source``: run the restoring worker from this snapshot of the code (``--ref``)."""
+    ``source``: run the restoring worker from this snapshot of the code (``--ref``);
+    ``profile``: py-spy the worker into ``profile/ready`` and ``profile/counted``."""
     state = results.get("memory", {}).get("state")
     if state is None:
         say("(h) loading the state with (g) first")
@@ -185,11 +287,21 @@ async def run_restore(
     worker = Worker(bootstrap, tmp / "restored", topics, group=state["group"], source=source)
     started = time.monotonic()
     worker.start()
+    prof: Profiler | None = None
     try:
+        if profile is not None:
+            prof, attached_at = await attach_profiler(worker.pid, profile / "ready")
+            out["main_cpu_s_before_profile"] = round(attached_at, 2)
         await worker.wait_healthy(timeout=max(900.0, plan.drain_timeout_s))
         out["start_to_healthy_s"] = round(time.monotonic() - started, 2)
         out["slowest_health_probe_s"] = round(worker.slowest_probe_s, 2)
         out["cpu_s_to_healthy"] = round(cpu_seconds(worker.pid), 2)
+        out["cpu_s_by_thread_to_healthy"] = thread_cpu(worker.pid)
+        if prof is not None and profile is not None:
+            await prof.stop()
+            main = out["cpu_s_by_thread_to_healthy"].get("main", 0.0)
+            out["cpu_components_to_healthy"] = cpu_components(prof.raw, main - attached_at)
+            prof, attached_at = await attach_profiler(worker.pid, profile / "counted")
         out["loadavg_at_healthy"] = Path("/proc/loadavg").read_text().split()[0]
         async with worker.session().get(f"http://127.0.0.1:{worker.port}/metrics") as resp:
             text = await resp.text()
@@ -208,6 +320,12 @@ async def run_restore(
             await asyncio.sleep(0.5)
         out["start_to_counted_s"] = round(time.monotonic() - started, 2)
         out["cpu_s_to_counted"] = round(cpu_seconds(worker.pid), 2)
+        out["cpu_s_by_thread_to_counted"] = thread_cpu(worker.pid)
+        if prof is not None:
+            await prof.stop()
+            main = out["cpu_s_by_thread_to_counted"].get("main", 0.0)
+            out["cpu_components_after_healthy"] = cpu_components(prof.raw, main - attached_at)
+            prof = None
         out["rss"] = memory.rss(worker.pid)
         if out["replay_seconds"]:
             out["records_per_s"] = round(out["restored_records"] / out["replay_seconds"])
@@ -220,6 +338,8 @@ async def run_restore(
             f"({out['restored_records']:,} records replayed in {out['replay_seconds']} s)"
         )
     finally:
+        if prof is not None:
+            await prof.stop()
         await worker.stop()
 
 
@@ -281,6 +401,7 @@ def markdown(res: dict[str, Any]) -> list[str]:
         f"| restored worker VmRSS / VmHWM, whole state counted | "
         f"**{r['rss']['VmRSS'] / 2**20:,.1f}** / {r['rss']['VmHWM'] / 2**20:,.1f} MiB |",
     ]
+    lines += cpu_lines(r)
     if proj is not None:
         how = (
             "measured at that size"
@@ -292,4 +413,29 @@ def markdown(res: dict[str, Any]) -> list[str]:
             f"against the {TARGET_SECONDS:.0f} s target → "
             f"**{'met' if proj <= TARGET_SECONDS else 'not met'}**."
         )
+    return lines
+
+
+def cpu_lines(r: dict[str, Any]) -> list[str]:
+    """The worker's CPU by thread and, under ``--profile``, by component (start → ready)."""
+    threads = r.get("cpu_s_by_thread_to_healthy")
+    if not threads:
+        return []
+    lines = [
+        "",
+        "Worker CPU seconds from start to `/healthz` 200 by thread: "
+        + ", ".join(f"{name} {cpu}" for name, cpu in threads.items())
+        + ".",
+    ]
+    parts = r.get("cpu_components_to_healthy")
+    if parts:
+        lines += [
+            "",
+            f"Main thread by component (py-spy, attached after "
+            f"{r.get('main_cpu_s_before_profile')} CPU s):",
+            "",
+            "| component | samples | CPU s |",
+            "|---|---:|---:|",
+            *(f"| {c['component']} | {c['samples']:,} | {c['cpu_s']} |" for c in parts),
+        ]
     return lines

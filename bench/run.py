@@ -21,6 +21,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +70,7 @@ LAT_REVOKE = 0.05  # latency run: share of signals that revoke (fresh subject's 
 LAT_TOGGLE = 0.15  # latency run: share that toggle risk/zone (decisions, no revocation)
 LAT_CROSS = 0.05  # latency run: share that disable a delegating user (agent's grant revoked)
 LOW_RATE = 500  # second latency run, below the worker's capacity
+LATENCY_SUBJECTS = 3_000  # (c): subjects with state and grants besides those a run revokes
 PER_HOST_SUBJECTS = 20_000  # state of the per-host comparison (two preloads)
 
 
@@ -210,21 +213,24 @@ async def drain_mix(
     return summary
 
 
+def worker_source(args: argparse.Namespace, tmp: Path, results: dict[str, Any]) -> Path | None:
+    """The code the workers of (b) and (c) run: ``--ref`` archived once, else the working tree."""
+    if not args.ref:
+        results["source"] = "working tree"
+        return None
+    source = tmp / "source"
+    if not source.exists():
+        results["source"] = snapshot(args.ref, source)
+        say(f"worker code: {results['source']}")
+    return source
+
+
 async def run_vigil(
     bootstrap: str, plan: Plan, args: argparse.Namespace, results: dict[str, Any], tmp: Path
 ) -> None:
     topics = topic_names("bench.vigil.")
-    source = None
-    if args.ref:
-        source = tmp / "source"
-        results["source"] = snapshot(args.ref, source)
-    else:
-        results["source"] = "working tree"
-    say(f"worker code: {results['source']}")
-    trace = tmp / "vigil" / "fetch-trace.jsonl"
-    worker = Worker(
-        bootstrap, tmp / "vigil", topics, group="bench-vigil", source=source, fetch_trace=trace
-    )
+    source = worker_source(args, tmp, results)
+    worker = Worker(bootstrap, tmp / "vigil", topics, group="bench-vigil", source=source)
     await create_worker_topics(bootstrap, topics, PARTITIONS)
     worker.start()
     try:
@@ -234,16 +240,7 @@ async def run_vigil(
         loaded = await preload(worker, world, plan, topics)
         results["preload"] = worker.preload_stats  # type: ignore[attr-defined]
         say(f"preload: {results['preload']}")
-        fresh_n, low_n = latency_pools(plan)
-        fresh = range(loaded - fresh_n, loaded)
-        fresh_low = range(fresh.start - low_n, fresh.start)
-        pool = range(0, fresh_low.start)
-        # users beyond the world, each with an agent acting for them (cross-subject latency)
-        cross_n = int(plan.latency_rate * plan.latency_seconds * LAT_CROSS * 1.3) + 50
-        cross_low_n = int(LOW_RATE * plan.latency_seconds / 2 * LAT_CROSS * 1.3) + 50
-        cross = range(plan.subjects, plan.subjects + cross_n)
-        cross_low = range(cross.stop, cross.stop + cross_low_n)
-        await preload_delegations(worker, world, range(cross.start, cross_low.stop), topics, plan)
+        pool = range(0, loaded)
 
         say(
             f"(b) mix {1 - MIX_CHANGING:.0%} no-op / {MIX_CHANGING:.0%} changing, {plan.mix_n} signals"
@@ -274,58 +271,136 @@ async def run_vigil(
             results["profile"] = {"drain_under_pyspy": pm, **top_functions(prof.raw)}
             say(f"(profile) {report.fmt_drain(pm)}; {results['profile']['samples']} samples")
 
+        results["worker_counters_end"] = (await worker.counters()).counts
+    finally:
+        await worker.stop()
+
+
+def pool_size(rate: float, seconds: float, share: float) -> int:
+    """Subjects a latency run uses up: each signal of a kind with ``share`` takes a new one."""
+    return int(rate * seconds * share * 1.3) + 50
+
+
+async def run_latency(
+    plan: Plan, args: argparse.Namespace, results: dict[str, Any], tmp: Path
+) -> None:
+    """(c) Each latency run on a broker of its own, with a worker of its own and a small preload.
+
+    Tansu (memory storage) answers a fetch in time that grows with the record batches stored in
+    the fetched partition (docs/performance.md, goal 2), and a paced generator writes about one
+    batch per partition per tick: on the broker of (b), a run would be measured on top of the
+    batches of every earlier part and run, and so would the relay floor. Real Kafka finds a fetch
+    offset through its index whatever the log holds.
+    """
+    source = worker_source(args, tmp, results)
+    cores = os.cpu_count() or 1
+    runs = [
+        ("latency", plan.latency_rate, plan.latency_seconds, 1),
+        ("latency_low", LOW_RATE, plan.latency_seconds / 2, 1),
+    ]
+    if cores > 1:  # (c′) the first run again with one worker process per core
+        runs.append(("latency_host", plan.latency_rate, plan.latency_seconds, cores))
+    for key, rate, secs, processes in runs:
+        with EmbeddedBroker() as broker:
+            say(f"(c) {key}: fresh broker {broker.bootstrap}")
+            await latency_run(
+                broker.bootstrap, plan, key, rate, secs, results, tmp, source, processes
+            )
+
+
+async def latency_run(
+    bootstrap: str,
+    plan: Plan,
+    key: str,
+    rate: int,
+    secs: float,
+    results: dict[str, Any],
+    tmp: Path,
+    source: Path | None,
+    processes: int = 1,
+) -> None:
+    """One latency run: preload ``LATENCY_SUBJECTS`` subjects (+ the fresh subjects the run
+    revokes, + agents acting for the users it disables), offer ``rate`` signals/s to the worker
+    (``processes`` worker processes in one group), then the same load to the relay floor on its
+    own topics of the same broker."""
+    topics = topic_names(f"bench.{key}.")
+    # the fetch trace is one process's file: traced only when there is one process
+    trace = tmp / key / "fetch-trace.jsonl" if processes == 1 else None
+    worker = Worker(
+        bootstrap,
+        tmp / key,
+        topics,
+        group=f"bench-{key}",
+        source=source,
+        fetch_trace=trace,
+        processes=processes,
+    )
+    await create_worker_topics(bootstrap, topics, PARTITIONS)
+    worker.start()
+    try:
+        took = await worker.wait_healthy()
+        if processes > 1:
+            await worker.wait_assigned(PARTITIONS)
+        say(f"(c) worker pid {worker.pid} healthy after {took:.1f}s")
+        fresh_n = pool_size(rate, secs, LAT_REVOKE)
+        subjects = min(plan.subjects, LATENCY_SUBJECTS) + fresh_n
+        world = World.create(subjects)
+        sized = Plan(**{**asdict(plan), "subjects": subjects})
+        loaded = await preload(worker, world, sized, topics)
+        results[f"{key}_preload"] = worker.preload_stats  # type: ignore[attr-defined]
+        fresh = range(loaded - fresh_n, loaded)
+        # users beyond the world, each with an agent acting for them (cross-subject latency)
+        cross = range(subjects, subjects + pool_size(rate, secs, LAT_CROSS))
+        await preload_delegations(worker, world, cross, topics, sized)
         relay = await Relay.start(bootstrap, tmp)
         try:
-            for key, rate, secs, fresh_pool, cross_pool in (
-                ("latency", plan.latency_rate, plan.latency_seconds, fresh, cross),
-                ("latency_low", LOW_RATE, plan.latency_seconds / 2, fresh_low, cross_low),
-            ):
-                say(f"(c) latency: {rate}/s for {secs:.0f}s")
-                base = (await worker.counters()).counts["signals"]
+            say(f"(c) latency: {rate}/s for {secs:.0f}s")
+            base = (await worker.counters()).counts["signals"]
 
-                async def drained(sent: int, base: float = base) -> None:
-                    await worker.wait_for("signals", base + sent, plan.drain_timeout_s, every=0.2)
+            async def drained(sent: int) -> None:
+                await worker.wait_for("signals", base + sent, plan.drain_timeout_s, every=0.2)
 
-                # the same offered load for the worker and the relay baseline
-                load: dict[str, Any] = {
-                    "rate": rate,
-                    "seconds": secs,
-                    "noop_subjects": pool,
-                    "fresh_subjects": fresh_pool,
-                    "revoke_share": LAT_REVOKE,
-                    "toggle_share": LAT_TOGGLE,
-                    "tmp": tmp,
-                    "cross_subjects": cross_pool,
-                    "cross_share": LAT_CROSS,
-                }
-                window = time.time()
-                lat = await paced_run(
-                    bootstrap,
-                    topics,
-                    world,
-                    drained=drained,
-                    server_pids={"worker": worker.pid},
-                    **load,
-                )
+            # the same offered load for the worker and the relay baseline
+            load: dict[str, Any] = {
+                "rate": rate,
+                "seconds": secs,
+                "noop_subjects": range(0, fresh.start),
+                "fresh_subjects": fresh,
+                "revoke_share": LAT_REVOKE,
+                "toggle_share": LAT_TOGGLE,
+                "tmp": tmp,
+                "cross_subjects": cross,
+                "cross_share": LAT_CROSS,
+            }
+            window = time.time()
+            lat = await paced_run(
+                bootstrap,
+                topics,
+                world,
+                drained=drained,
+                server_pids=worker.server_pids(),
+                **load,
+            )
+            lat["subjects"], lat["processes"] = loaded, processes
+            results[key] = lat
+            say(f"(c) {report.fmt_latency(lat)}")
+            if trace is not None:
                 lat["fetch_trace"] = trace_summary(trace, window, time.time())
-                results[key] = lat
-                say(f"(c) {report.fmt_latency(lat)}")
                 say(f"(c) fetch trace: {report.fmt_trace(lat['fetch_trace'])}")
-                say(f"(c) relay baseline: {rate}/s for {secs:.0f}s")
-                rl = await paced_run(  # the same mix, cross-subject signals included
-                    bootstrap,
-                    relay.topics,
-                    world,
-                    settle=2.0,
-                    decode=json_record,
-                    server_pids={"relay": relay.pid},
-                    **load,
-                )
-                results[f"relay_{key}"] = rl
-                say(f"(c) relay {report.fmt_latency(rl)}")
+            say(f"(c) relay baseline: {rate}/s for {secs:.0f}s")
+            rl = await paced_run(  # the same mix, cross-subject signals included
+                bootstrap,
+                relay.topics,
+                world,
+                settle=2.0,
+                decode=json_record,
+                server_pids={"relay": relay.pid},
+                **load,
+            )
+            results[f"relay_{key}"] = rl
+            say(f"(c) relay {report.fmt_latency(rl)}")
         finally:
             await relay.stop()
-        results["worker_counters_end"] = (await worker.counters()).counts
     finally:
         await worker.stop()
 
@@ -465,6 +540,58 @@ async def run_check(
         say(f"(e) check API bench failed: {results['check_api']['error']}")
 
 
+async def run_part(
+    part: str, key: str, run: Callable[[], Awaitable[None]], results: dict[str, Any]
+) -> None:
+    """One part of the run; a failure is recorded under ``key`` (and in ``failed``) and the run
+    goes on, so one broken part does not throw away half an hour of figures."""
+    try:
+        await run()
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        entry = results.get(key)
+        if not isinstance(entry, dict):
+            entry = results[key] = {}
+        entry["error"] = error
+        entry["traceback"] = traceback.format_exc(limit=8)
+        results.setdefault("failed", []).append(f"({part}) {error}")
+        say(f"({part}) FAILED: {error}")
+
+
+async def run_ssf(bootstrap: str, quick: bool, results: dict[str, Any]) -> None:
+    """(f) Shared Signals: SETs accepted/s, SET → revocation latency (``bench.ssf``)."""
+    say("(f) Shared Signals: SETs pushed to one worker")
+    n, latency_n = ssf.sizes(quick)
+    results["ssf"] = r = await ssf.run(n, 16, latency_n, bootstrap)
+    lat = r["revocation_latency_ms"]
+    say(
+        f"(f) {r['push_accepted_per_s']:,} SETs/s accepted; SET -> revocation p50 "
+        f"{lat['p50']} ms, p99 {lat['p99']} ms"
+    )
+
+
+async def run_restore(
+    bootstrap: str, plan: Plan, args: argparse.Namespace, results: dict[str, Any], tmp: Path
+) -> None:
+    """(h) restore into an empty data dir, at the target size unless told otherwise."""
+    default = 0 if args.quick else 1_000_000
+    scale = args.restore_subjects if args.restore_subjects >= 0 else default
+    source = None
+    if args.ref:  # the restoring worker runs that version of the code
+        source = tmp / "restore-source"
+        results["restore_source"] = snapshot(args.ref, source)
+    profile = RESULTS / "restore-profile" if args.profile else None
+    await restore.run_restore(
+        bootstrap, plan, results, tmp, scale_to=scale, source=source, profile=profile
+    )
+
+
+async def run_ephemeral(bootstrap: str, quick: bool, results: dict[str, Any], tmp: Path) -> None:
+    """(i) ephemeral workloads (``bench.ephemeral``)."""
+    eph_plan = ephemeral.QUICK if quick else ephemeral.FULL
+    await ephemeral.run_ephemeral(bootstrap, eph_plan, results, tmp)
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     plan = QUICK if args.quick else FULL
     if args.subjects:
@@ -486,45 +613,25 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="vigil-bench-") as tmpdir, EmbeddedBroker() as broker:
         tmp = Path(tmpdir)
         say(f"broker {broker.bootstrap}; plan {plan.name}")
-        if "a" in args.only:
-            await run_baselines(broker.bootstrap, plan, results)
-        if "b" in args.only:
-            await run_vigil(broker.bootstrap, plan, args, results, tmp)
-        if "p" in args.only:
-            await run_per_host(broker.bootstrap, plan, results, tmp)
-        if "d" in args.only:
-            await run_quix(broker.bootstrap, plan, results, tmp)
-        if "e" in args.only:
-            await run_check(broker.bootstrap, args.quick, results, tmp, args.ref)
-        if "f" in args.only:  # Shared Signals: SETs accepted/s, SET -> revocation latency
-            say("(f) Shared Signals: SETs pushed to one worker")
-            n, latency_n = ssf.sizes(args.quick)
-            results["ssf"] = r = await ssf.run(n, 16, latency_n, broker.bootstrap)
-            lat = r["revocation_latency_ms"]
-            say(
-                f"(f) {r['push_accepted_per_s']:,} SETs/s accepted; SET -> revocation p50 "
-                f"{lat['p50']} ms, p99 {lat['p99']} ms"
-            )
-        if "g" in args.only:
-            await memory.run_memory(broker.bootstrap, plan, results, tmp)
-        if "h" in args.only:
-            scale = (
-                args.restore_subjects
-                if args.restore_subjects >= 0
-                else 0
-                if args.quick
-                else 1_000_000
-            )
-            source = None
-            if args.ref:  # the restoring worker runs that version of the code
-                source = tmp / "restore-source"
-                results["restore_source"] = snapshot(args.ref, source)
-            await restore.run_restore(
-                broker.bootstrap, plan, results, tmp, scale_to=scale, source=source
-            )
-        if "i" in args.only:
-            eph_plan = ephemeral.QUICK if args.quick else ephemeral.FULL
-            await ephemeral.run_ephemeral(broker.bootstrap, eph_plan, results, tmp)
+        parts: list[tuple[str, str, Callable[[], Awaitable[None]]]] = [
+            ("a", "baseline", lambda: run_baselines(broker.bootstrap, plan, results)),
+            ("b", "vigil_mix", lambda: run_vigil(broker.bootstrap, plan, args, results, tmp)),
+            ("c", "latency", lambda: run_latency(plan, args, results, tmp)),  # own brokers
+            ("p", "per_host", lambda: run_per_host(broker.bootstrap, plan, results, tmp)),
+            ("d", "quix", lambda: run_quix(broker.bootstrap, plan, results, tmp)),
+            (
+                "e",
+                "check_api",
+                lambda: run_check(broker.bootstrap, args.quick, results, tmp, args.ref),
+            ),
+            ("f", "ssf", lambda: run_ssf(broker.bootstrap, args.quick, results)),
+            ("g", "memory", lambda: memory.run_memory(broker.bootstrap, plan, results, tmp)),
+            ("h", "restore", lambda: run_restore(broker.bootstrap, plan, args, results, tmp)),
+            ("i", "ephemeral", lambda: run_ephemeral(broker.bootstrap, args.quick, results, tmp)),
+        ]
+        for part, key, run in parts:
+            if part in args.only:
+                await run_part(part, key, run, results)
     results["elapsed_s"] = round(time.perf_counter() - started, 1)
     results["machine"]["loadavg_end"] = Path("/proc/loadavg").read_text().strip()
     return results
@@ -535,7 +642,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="small smoke run (≈2 min)")
-    parser.add_argument("--profile", action="store_true", help="py-spy the worker during (b)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the worker during (b), and the restoring worker of (h) "
+        "(bench/results/restore-profile/)",
+    )
     parser.add_argument("--subjects", type=int, default=0, help="override the subject count")
     parser.add_argument(
         "--restore-subjects",
@@ -547,8 +659,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        default="abpdefghi",
-        help="parts to run: a (baselines), b (vigil, incl. c), p (per host: 1 vs one process per "
+        default="abcpdefghi",
+        help="parts to run: a (baselines), b (vigil throughput), c (latency and its relay floor, "
+        "each run on a fresh broker), p (per host: 1 vs one process per "
         "core), d (quix), e (check API vs Cerbos), f (Shared Signals), g (memory), h (restore), "
         "i (ephemeral workloads: state size around a burst of short-lived grants)",
     )
@@ -572,6 +685,9 @@ def main() -> None:
     if not args.no_docs and not args.quick:
         report.write_docs(REPO / "docs" / "performance.md", text)
         say("docs/performance.md results section rewritten")
+    if results.get("failed"):
+        say("parts failed: " + "; ".join(results["failed"]))
+        sys.exit(1)
 
 
 if __name__ == "__main__":

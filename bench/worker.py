@@ -143,6 +143,14 @@ class Worker:
         assert self.proc is not None
         return self.proc.pid
 
+    def server_pids(self) -> dict[str, int]:
+        """The processes doing the work, for CPU shares: the worker, or with ``processes`` > 1
+        the supervisor's children (``/proc/<pid>/task/<pid>/children``)."""
+        if self.processes == 1:
+            return {"worker": self.pid}
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        return {f"worker_{i}": int(pid) for i, pid in enumerate(children, 1)}
+
     def start(self) -> None:
         # the bench's own embedded broker is plaintext: drop TLS/SASL meant for a real cluster
         env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_KAFKA_")}

@@ -89,6 +89,11 @@ def runner_config(settings: Settings, security: KafkaSecurity) -> RunnerConfig:
     )
 
 
+def replica_dir(settings: Settings) -> Path | None:
+    """The check API's signal replica (RocksDB); None: a temporary one (``:memory:``)."""
+    return None if in_memory(settings) else settings.data_dir / "replica"
+
+
 def faust_dir(settings: Settings) -> Path:
     """faust's data folder: inside the worker's data dir, never the current directory."""
     if in_memory(settings):
@@ -146,7 +151,7 @@ class PipelineService(Service):
         self._freezer: asyncio.Task[None] | None = None
         # The check API (off with api_port 0); built now so a bad token or TLS file fails early.
         self.api = (
-            CheckApiService(settings, pipeline, self.runner, security)
+            CheckApiService(settings, pipeline, self.runner, security, replica_dir(settings))
             if settings.api_port
             else None
         )

@@ -66,6 +66,10 @@ class TopicFollower:
         """Where catching up begins per partition; None: at the beginning."""
         return None
 
+    def _catching_up(self, remaining: dict[TopicPartition, int]) -> None:
+        """While catching up: at the start and after each fetch (``remaining``: records still
+        to read per unfinished partition), e.g. to write what the fetch brought in one batch."""
+
     def _caught_up(self, positions: dict[TopicPartition, int]) -> None:
         """Called once every partition was read to its end (``positions``: next offsets)."""
 
@@ -87,7 +91,9 @@ class TopicFollower:
         tps = [TopicPartition(self.topic, p) for p in sorted(found)]
         consumer.assign(tps)
         start = await self._start_offsets(consumer, tps)
-        positions = await read_to_end(consumer, tps, self._apply_safely, start=start)
+        positions = await read_to_end(
+            consumer, tps, self._apply_safely, start=start, progress=self._catching_up
+        )
         self._caught_up(positions)
         self.following = True
         self.ready.set()

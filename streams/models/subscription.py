@@ -19,12 +19,12 @@ any other bad input (Kafka ACLs keep others from writing it, docs/security.md).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeGuard
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
-from streams.models.grant import SubjectKey
+from streams.models.grant import SubjectKey, is_subject_key, text_list
 from streams.models.limits import MAX_ID_CHARS, MAX_LIST_ITEMS, check_free_form
 from streams.models.signal import SignalInvalid, _errors_text
 
@@ -108,11 +108,20 @@ class SubscriptionEvent:
 
 
 def validate_subscription(raw: bytes) -> SubscriptionEvent:
-    """Decode (JSON) and validate one record; raise ``SignalInvalid`` with the reason."""
+    """Decode (JSON) and validate one record; raise ``SignalInvalid`` with the reason.
+
+    Well-formed records take a hand-written fast path (``_fast_record``); anything it is not
+    sure about goes through the pydantic models, which also produce the error messages. Both
+    give the same event (tests/models/test_models_subscription_fast_path.py)."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise SignalInvalid(f"subscription record is not JSON: {exc}") from None
+    fast = _fast_record(data)
+    return fast if fast is not None else _validate_with_models(data)
+
+
+def _validate_with_models(data: Any) -> SubscriptionEvent:
     try:
         rec = _RECORD.validate_python(data)
     except Exception as exc:
@@ -120,6 +129,140 @@ def validate_subscription(raw: bytes) -> SubscriptionEvent:
     body = rec.model_dump()
     key = body["member"] if rec.op in (SUBSCRIBE, UNSUBSCRIBE) else body["home"]
     return SubscriptionEvent(op=rec.op, subject_key=key, body=body)
+
+
+# -- fast path ------------------------------------------------------------------------------
+
+_KEYS = {
+    SUBSCRIBE: frozenset(SubscribeIn.model_fields),
+    UNSUBSCRIBE: frozenset(UnsubscribeIn.model_fields),
+    STATE: frozenset(StateIn.model_fields),
+    CASCADE: frozenset(CascadeIn.model_fields),
+}
+_CAUSE_KEYS = frozenset(ForwardCauseIn.model_fields)
+_CAUSE_KINDS = frozenset({"signal", "dependency"})
+_SIGNAL_PARTS = ("risk", "identity", "network")
+
+
+def _name(value: object, min_len: int = 0) -> TypeGuard[str]:
+    return type(value) is str and min_len <= len(value) <= MAX_ID_CHARS
+
+
+def _fast_cause(cause: object) -> dict[str, Any] | None:
+    if type(cause) is not dict or not cause.keys() <= _CAUSE_KEYS:
+        return None
+    kind, event_id, event_time = cause.get("kind"), cause.get("event_id"), cause.get("event_time")
+    signal_type, arrival = cause.get("signal_type", "none"), cause.get("arrival", -1)
+    if not (
+        type(kind) is str
+        and kind in _CAUSE_KINDS
+        and _name(event_id)
+        and type(event_time) is int
+        and _name(signal_type)
+        and type(arrival) is int
+    ):
+        return None
+    return {
+        "kind": kind,
+        "event_id": event_id,
+        "event_time": event_time,
+        "signal_type": signal_type,
+        "arrival": arrival,
+    }
+
+
+def _fast_signals(signals: object) -> bool:
+    if type(signals) is not dict:
+        return False
+    for part in _SIGNAL_PARTS:
+        if type(signals.get(part)) is not dict:
+            return False
+    try:
+        check_free_form(signals)
+    except ValueError:
+        return False
+    return True
+
+
+def _fast_body(op: str, data: dict[str, Any]) -> dict[str, Any] | None:
+    """The record exactly as ``model_dump`` of its model gives it, or None."""
+    if op in (SUBSCRIBE, UNSUBSCRIBE):
+        member, home, grant_id = data.get("member"), data.get("home"), data.get("grant_id")
+        if not (is_subject_key(member) and is_subject_key(home) and _name(grant_id, 1)):
+            return None
+        body: dict[str, Any] = {"op": op, "member": member, "home": home, "grant_id": grant_id}
+        if op == SUBSCRIBE:
+            parent = data.get("parent_grant_id")
+            if parent is not None and not _name(parent):
+                return None
+            body["parent_grant_id"] = parent
+        return body
+    if op == STATE:
+        member, home, roles = data.get("member"), data.get("home"), data.get("roles")
+        signals, device = data.get("signals"), data.get("device")
+        cause = _fast_cause(data.get("cause"))
+        if not (
+            cause is not None
+            and is_subject_key(member)
+            and is_subject_key(home)
+            and text_list(roles)
+            and _fast_signals(signals)
+        ):
+            return None
+        if device is not None:
+            if not (
+                type(device) is list
+                and len(device) == 2
+                and type(device[0]) is int
+                and _name(device[1])
+            ):
+                return None
+            device = (device[0], device[1])
+        return {
+            "op": op,
+            "member": member,
+            "home": home,
+            "roles": list(roles),
+            "signals": signals,
+            "cause": cause,
+            "device": device,
+        }
+    home, grant_id, root = data.get("home"), data.get("grant_id"), data.get("root_cause")
+    path, event_time = data.get("path"), data.get("event_time")
+    if not (
+        is_subject_key(home)
+        and _name(grant_id, 1)
+        and _name(root, 1)
+        and text_list(path, 2)
+        and type(event_time) is int
+    ):
+        return None
+    return {
+        "op": op,
+        "home": home,
+        "grant_id": grant_id,
+        "root_cause": root,
+        "path": list(path),
+        "event_time": event_time,
+    }
+
+
+def _fast_record(data: Any) -> SubscriptionEvent | None:
+    """The event of a well-formed record exactly as ``_validate_with_models`` gives it, or None
+    when the record needs the models (missing or unknown keys, coercions, errors)."""
+    if type(data) is not dict:
+        return None
+    op = data.get("op")
+    if type(op) is not str:
+        return None
+    keys = _KEYS.get(op)
+    if keys is None or not data.keys() <= keys:
+        return None
+    body = _fast_body(op, data)
+    if body is None:
+        return None
+    key = body["member"] if op in (SUBSCRIBE, UNSUBSCRIBE) else body["home"]
+    return SubscriptionEvent(op=op, subject_key=key, body=body)
 
 
 def encode(record: dict[str, Any]) -> bytes:

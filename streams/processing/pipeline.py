@@ -719,20 +719,22 @@ class Pipeline:
         """At the home partition: update the member's replica and re-evaluate the grants whose
         chain names it, when what they see of it changed."""
         member = body["member"]
-        dependents = delegation.dependents(state, member)
-        if not dependents:
-            return  # the grants that subscribed ended since: nothing to keep
-        members = state.setdefault("members", {})
         device = body["device"]
         new = {
             "roles": body["roles"],
             "signals": body["signals"],
             "device": None if device is None else list(device),
         }
+        known = state.get("members")
+        if known is not None and known.get(member) == new:
+            return  # the replica holds this already (each subscribe is answered with a state)
+        dependents = delegation.dependents(state, member)
+        if not dependents:
+            return  # the grants that subscribed ended since: nothing to keep
+        members = state.setdefault("members", {})
         seen = members.get(member) or {"roles": [], "signals": self._no_signals, "device": None}
-        if members.get(member) != new:
-            members[member] = new
-            subject.grants_dirty = True
+        members[member] = new
+        subject.grants_dirty = True
         if seen == new:
             return
         fwd = body["cause"]

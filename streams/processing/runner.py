@@ -72,6 +72,30 @@ RESTORE_WRITE_RECORDS = 10_000
 SWEEP_CHUNK = 25
 #: Chunks per sweep step with a yield after each; the rest of a larger budget goes in one piece.
 SWEEP_YIELDS = 4
+#: Keys whose partition ``KeyPartitions`` remembers (forgotten all at once beyond it): a few
+#: batches' worth of subscription records, a few MB at most.
+KEY_PARTITIONS_KEPT = 16_384
+
+
+class KeyPartitions:
+    """``partition_of`` remembered: murmur2 is pure Python (µs per key) and a pure function of
+    the key bytes, and a grant's subscription records name the same few subjects again and
+    again (each of a subject's grants subscribes to its device; each subscribe is answered)."""
+
+    def __init__(self, kept: int = KEY_PARTITIONS_KEPT) -> None:
+        self._kept = kept
+        self._known: dict[int, dict[bytes, int]] = {}  # partition count -> {key: partition}
+
+    def of(self, key: bytes, count: int) -> int:
+        known = self._known.get(count)
+        if known is None:
+            known = self._known[count] = {}
+        partition = known.get(key)
+        if partition is None:
+            if len(known) >= self._kept:
+                known.clear()
+            partition = known[key] = partition_of(key, count)
+        return partition
 
 
 class RunnerConfig:
@@ -115,6 +139,25 @@ class RunnerConfig:
         self.linger_ms = linger_ms
         self.session_timeout_ms = session_timeout_ms
         self.heartbeat_interval_ms = heartbeat_interval_ms
+
+    def consumer_tuning(self) -> dict[str, Any]:
+        """The group consumer's fetch and session settings (the bench's relay floor, bench/relay.py,
+        uses the same: what it measures is what these settings allow)."""
+        return {
+            "fetch_max_wait_ms": self.fetch_max_wait_ms,
+            "max_partition_fetch_bytes": 4 * 1024 * 1024,
+            "session_timeout_ms": self.session_timeout_ms,
+            "heartbeat_interval_ms": self.heartbeat_interval_ms,
+        }
+
+    def producer_tuning(self) -> dict[str, Any]:
+        """The output producer's settings (also the relay floor's)."""
+        return {
+            "acks": "all",
+            "linger_ms": self.linger_ms,
+            "max_batch_size": 256 * 1024,
+            "max_request_size": 4 * 1024 * 1024,
+        }
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -177,6 +220,7 @@ class PipelineRunner:
         self._counting: dict[int, StateCount] = {}
         self._lag = LagGauges()
         self._partition_counts: dict[str, int] = {}  # topic -> partitions (records by key)
+        self._key_partitions = KeyPartitions()
         self._trace: FetchTrace | None = None
         self._outputs_acked_at = 0.0  # when the last batch's outputs were acknowledged
 
@@ -193,10 +237,7 @@ class PipelineRunner:
         metrics.POLICY_BUNDLE_INFO.labels(self.pipeline.engine.digest).set(1)
         self.producer = AIOKafkaProducer(
             bootstrap_servers=cfg.bootstrap,
-            acks="all",
-            linger_ms=cfg.linger_ms,
-            max_batch_size=256 * 1024,
-            max_request_size=4 * 1024 * 1024,
+            **cfg.producer_tuning(),
             **cfg.security.client_kwargs(),
         )
         await self.producer.start()
@@ -213,10 +254,7 @@ class PipelineRunner:
             group_id=cfg.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=cfg.fetch_max_wait_ms,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-            session_timeout_ms=cfg.session_timeout_ms,
-            heartbeat_interval_ms=cfg.heartbeat_interval_ms,
+            **cfg.consumer_tuning(),
             partition_assignment_strategy=(RangePartitionAssignor,),
             **cfg.security.client_kwargs(),
         )
@@ -717,7 +755,7 @@ class PipelineRunner:
         if count is None:
             count = len(await self.producer.partitions_for(out.topic))
             self._partition_counts[out.topic] = count
-        return partition_of(out.key, count)
+        return self._key_partitions.of(out.key, count)
 
     async def _send_changelog(self, results: dict[int, BatchResult]) -> dict[int, int]:
         """Send changed states to the changelog; return the next changelog offset per partition."""

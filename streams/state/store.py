@@ -9,11 +9,20 @@ compacted topic drops), so state that ends leaves no key behind.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, cast
 
-from rocksdict import Options, Rdict, Snapshot, WriteBatch
+from rocksdict import (
+    BlockBasedOptions,
+    Cache,
+    DBCompressionType,
+    Options,
+    Rdict,
+    Snapshot,
+    WriteBatch,
+)
 
 SIGNAL_PREFIX = b"s:"  # subject key -> signal state (dimensions, recent event ids)
 GRANT_PREFIX = b"g:"  # subject key -> grant state (active grants, revocation tombstones)
@@ -39,13 +48,22 @@ class StoreView(Protocol):
     def get(self, key: bytes) -> bytes | None: ...
 
 
+#: Called after every ``write`` with its puts (``PartitionStore.on_write``; e.g. a running count).
+WriteHook = Callable[[Mapping[bytes, bytes | None]], None]
+
+
 class PartitionStore(Protocol):
+    on_write: WriteHook | None
+
     def snapshot(self) -> StoreView: ...
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]: ...
     def get(self, key: bytes) -> bytes | None: ...
     def write(self, puts: Mapping[bytes, bytes | None]) -> None: ...
     def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]: ...
     def keys_after(self, prefix: bytes, after: bytes | None, limit: int) -> list[bytes]: ...
+    def items_after(
+        self, prefix: bytes, after: bytes | None, limit: int
+    ) -> list[tuple[bytes, bytes]]: ...
     def close(self) -> None: ...
 
 
@@ -54,6 +72,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._data: dict[bytes, bytes] = {}
+        self.on_write: WriteHook | None = None
 
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         return [self._data.get(k) for k in keys]
@@ -67,6 +86,8 @@ class MemoryStore:
                 self._data.pop(key, None)
             else:
                 self._data[key] = value
+        if self.on_write is not None:
+            self.on_write(puts)
 
     def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         for key in sorted(self._data):
@@ -79,6 +100,11 @@ class MemoryStore:
         )
         return keys[:limit]
 
+    def items_after(
+        self, prefix: bytes, after: bytes | None, limit: int
+    ) -> list[tuple[bytes, bytes]]:
+        return [(k, self._data[k]) for k in self.keys_after(prefix, after, limit)]
+
     def snapshot(self) -> StoreView:
         frozen = MemoryStore()
         frozen._data = dict(self._data)
@@ -88,15 +114,41 @@ class MemoryStore:
         pass
 
 
+@dataclass(frozen=True)
+class RocksMemory:
+    """A bound on one store's RocksDB memory: at most ``write_buffers`` memtables of
+    ``write_buffer_bytes`` each, and one block cache of ``block_cache_bytes`` that also holds the
+    index and bloom-filter blocks (so they are inside the bound, not beside it). Without one a
+    store runs on RocksDB's defaults (two 64 MiB memtables). Values are LZ4-compressed on disk."""
+
+    write_buffer_bytes: int
+    write_buffers: int
+    block_cache_bytes: int
+
+    def apply(self, options: Options) -> None:
+        options.set_write_buffer_size(self.write_buffer_bytes)
+        options.set_max_write_buffer_number(self.write_buffers)
+        options.set_compression_type(DBCompressionType.lz4())
+        table = BlockBasedOptions()
+        table.set_block_cache(Cache(self.block_cache_bytes))
+        table.set_cache_index_and_filter_blocks(True)
+        table.set_pin_l0_filter_and_index_blocks_in_cache(True)
+        table.set_bloom_filter(10, False)  # a missing key (a new subject) costs no block read
+        options.set_block_based_table_factory(table)
+
+
 class RocksStore:
     """RocksDB in raw-bytes mode; ``write`` is one atomic WriteBatch."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, memory: RocksMemory | None = None) -> None:
         path.mkdir(parents=True, exist_ok=True)
         options = Options(raw_mode=True)
         options.create_if_missing(True)
         options.increase_parallelism(2)
+        if memory is not None:
+            memory.apply(options)
         self._db = Rdict(str(path), options)
+        self.on_write: WriteHook | None = None
 
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         if not keys:
@@ -115,6 +167,8 @@ class RocksStore:
             else:
                 batch.put(key, value)
         self._db.write(batch)
+        if self.on_write is not None:
+            self.on_write(puts)
 
     def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         for key, value in self._db.items(from_key=prefix):
@@ -133,6 +187,19 @@ class RocksStore:
             if not key.startswith(prefix) or len(out) >= limit:
                 break
             out.append(key)
+        return out
+
+    def items_after(
+        self, prefix: bytes, after: bytes | None, limit: int
+    ) -> list[tuple[bytes, bytes]]:
+        """``keys_after`` with the values, read by one iterator (no point read per key)."""
+        out: list[tuple[bytes, bytes]] = []
+        start = prefix if after is None else after + b"\x00"
+        for key, value in self._db.items(from_key=start):
+            assert isinstance(key, bytes) and isinstance(value, bytes)  # raw mode
+            if not key.startswith(prefix) or len(out) >= limit:
+                break
+            out.append((key, value))
         return out
 
     def snapshot(self) -> StoreView:

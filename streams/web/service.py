@@ -3,12 +3,14 @@ server.
 
 Started by ``streams.app.PipelineService`` after the pipeline runner, stopped before it. A
 subject's signal state comes from the worker's own partition store when it owns the subject's
-partition, else from the changelog-fed ``SignalReplica`` (docs/check-api.md).
+partition, else from the changelog-fed ``SignalReplica`` (its own RocksDB under the data dir,
+resumed across restarts; docs/check-api.md).
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from streams.kafka.security import KafkaSecurity
@@ -40,13 +42,16 @@ class CheckApiService:
         pipeline: Pipeline,
         runner: PipelineRunner,
         security: KafkaSecurity,
+        replica_dir: Path | None,
     ) -> None:
-        """Reads the token file and TLS files now: a bad one stops the worker at startup."""
+        """Reads the token file and TLS files now: a bad one stops the worker at startup.
+        ``replica_dir``: where the signal replica keeps its RocksDB (None: a temporary dir)."""
         self.settings = settings
         self.runner = runner
         self.replica = SignalReplica(
             bootstrap=settings.bootstrap_servers,
             topic=settings.topic_changelog,
+            path=replica_dir,
             security=security,
         )
         self.audit = AuditPublisher(
