@@ -2,6 +2,14 @@
 real RocksDB store, real policies and codecs. Separates Vigil's own cost from broker and client
 cost; run with ``.venv/bin/python -m bench.pipeline_inprocess [--subjects N]``.
 
+The default mode (``signals``) runs the records of part (b) (``bench.events.World``: 10 grants
+per subject, each with its own session, one device per subject; no-op telemetry repeating
+network context or risk level; risk/zone toggles; 5 % of the changing signals turn the device
+not-compliant), per phase (``--phases noop,mix,changing``: no-op telemetry only, the realistic
+mix, 100 % state-changing), ``--repeat`` runs of each from the same seed (so two versions of the
+code process the same records; A/B: run both, alternating), and prints CPU µs per signal, per
+output and per decision of the run with the least CPU per decision, and every run's µs/signal.
+
 ``--mode grants`` measures the grant-event path as ``make bench`` part (b) preloads it: per chunk
 of subjects their three state signals, then their 10 grants each (the bench's grant shape), and
 the ``vigil.subscriptions`` records those produce fed back in (all subjects on one partition)
@@ -11,7 +19,6 @@ subscription round trips (docs/performance.md)."""
 from __future__ import annotations
 
 import argparse
-import random
 import shutil
 import tempfile
 import time
@@ -20,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from bench.events import Out, World
 from streams.policy import PolicyEngine
 from streams.processing.pipeline import Pipeline, Topics
 from streams.processing.records import InRecord
@@ -163,17 +171,74 @@ def grant_load(pipeline: Pipeline, store: RocksStore, subjects: int, rounds: int
 def run(pipeline: Pipeline, store: RocksStore, records: list[InRecord]) -> tuple[float, float, int]:
     """Wall seconds, CPU seconds of this process and outputs of processing ``records``. The CPU
     time is the steadier figure on a shared machine: other processes do not inflate it."""
+    return run_at(pipeline, store, records, NOW)[:3]
+
+
+def run_at(
+    pipeline: Pipeline, store: RocksStore, records: list[InRecord], now_ms: int
+) -> tuple[float, float, int, int]:
+    """``run`` at the clock ``now_ms``; also counts the decisions."""
     started = time.perf_counter()
     cpu = time.process_time()
-    outputs = 0
+    outputs = decisions = 0
     del _last_outputs[:]
     for i in range(0, len(records), BATCH):
-        result = pipeline.process(records[i : i + BATCH], store, NOW)
+        result = pipeline.process(records[i : i + BATCH], store, now_ms)
         store.write(result.changed_states)
         pipeline.flush_metrics()
         outputs += len(result.outputs)
+        decisions += sum(1 for o in result.outputs if o.topic == TOPICS.decisions)
         _last_outputs.extend(result.outputs)
-    return time.perf_counter() - started, time.process_time() - cpu, outputs
+    return time.perf_counter() - started, time.process_time() - cpu, outputs, decisions
+
+
+PHASES = {
+    "noop": ("no-op telemetry", 0.0),
+    "mix": ("mix 80/20", 0.2),
+    "changing": ("100% changing", 1.0),
+}
+REVOKING = 0.05  # as part (b): share of the changing signals that turn the device not-compliant
+WORLD_TOPIC = {kind: f"signals.{kind}" for kind in ("device", "network", "risk")}
+WORLD_TOPIC["grants"] = "authz.grants"
+
+
+def world_records(outs: list[Out], offsets: dict[str, int], now_ms: int) -> list[InRecord]:
+    """``bench.events.Out`` -> ``InRecord`` on one partition, offsets counting up per topic."""
+    records = []
+    for out in outs:
+        topic = WORLD_TOPIC[out.kind]
+        offset = offsets.get(topic, 0)
+        offsets[topic] = offset + 1
+        records.append(InRecord(topic, 0, offset, out.key, out.value, [], now_ms))
+    return records
+
+
+def signal_phases(
+    pipeline: Pipeline, store: RocksStore, subjects: int, n: int, phases: str, repeat: int
+) -> None:
+    """The default mode: part (b)'s records, phase by phase (module docstring)."""
+    now_ms = int(time.time() * 1000)
+    world = World.create(subjects)
+    offsets: dict[str, int] = {}
+    everyone = range(subjects)
+    setup = list(world.preload_signals(everyone)) + list(world.grants(everyone))
+    took, _, _, _ = run_at(pipeline, store, world_records(setup, offsets, now_ms), now_ms)
+    print(f"setup: {len(setup):,} records in {took:.1f}s ({len(setup) / took:,.0f}/s)")
+    for phase in phases.split(","):
+        name, share = PHASES[phase]
+        runs = []
+        for _ in range(repeat):
+            outs = world.mix(n, everyone, share, REVOKING, seed=7)
+            runs.append(run_at(pipeline, store, world_records(outs, offsets, now_ms), now_ms))
+        took, cpu, outputs, decisions = min(runs, key=lambda r: r[1] / max(r[3], 1))
+        print(
+            f"{name}: {n / took:,.0f} signals/s wall; CPU {cpu / n * 1e6:.1f} µs/signal, "
+            f"{cpu / max(outputs, 1) * 1e6:.1f} µs/output, "
+            f"{cpu / max(decisions, 1) * 1e6:.1f} µs/decision "
+            f"({outputs:,} outputs, {decisions:,} decisions; the run of {repeat} with the "
+            "least CPU per decision); every run, µs/signal: "
+            + " ".join(f"{r[1] / n * 1e6:.1f}" for r in runs)
+        )
 
 
 def main() -> None:
@@ -182,6 +247,8 @@ def main() -> None:
     parser.add_argument("--signals", type=int, default=20000)
     parser.add_argument("--mode", choices=["signals", "grants"], default="signals")
     parser.add_argument("--rounds", type=int, default=3, help="grants mode: min over rounds")
+    parser.add_argument("--repeat", type=int, default=1, help="signals mode: runs per phase")
+    parser.add_argument("--phases", default="noop,mix,changing", help="signals mode: a subset")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="vigil-inprocess-"))
     try:
@@ -195,61 +262,7 @@ def main() -> None:
             grant_load(pipeline, store, args.subjects, args.rounds)
             store.close()
             return
-        feed = Feed()
-        setup: list[InRecord] = []
-        for u in range(args.subjects):
-            for kind, attrs in (
-                ("device-compliance-change", {"device_id": "D1", "current_status": "compliant"}),
-                ("network-context", {"ip": "10.0.0.1", "zone": "corp", "country": "DE"}),
-            ):
-                setup.append(feed("signals.device", u, signal(u, f"s{u}{kind}", kind, T0, attrs)))
-            for g in range(10):
-                grant = {
-                    "op": "issued",
-                    "grant_id": f"u{u}-g{g}",
-                    "principal": {"id": f"u{u}", "type": "user", "roles": ["employee"]},
-                    "resource": {"kind": "document", "id": f"d{g}", "attr": {"owner": "x"}},
-                    "actions": ["read", "write"] if g % 2 else ["read"],
-                    "session_id": "s1",
-                    "device_id": "D1",
-                    "issued_at": T0,
-                }
-                setup.append(feed("authz.grants", u, grant))
-        took, _, outs = run(pipeline, store, setup)
-        print(f"setup: {len(setup):,} records in {took:.1f}s ({len(setup) / took:,.0f}/s)")
-        rng = random.Random(1)
-        for share in (0.0, 0.2, 1.0):
-            records = []
-            for i in range(args.signals):
-                u = rng.randrange(args.subjects)
-                at = T0 + 1000 + i
-                if rng.random() < share:
-                    attrs = {
-                        "current_level": rng.choice(["LOW", "MEDIUM"]),
-                        "score": rng.randrange(60),
-                    }
-                    records.append(
-                        feed(
-                            "signals.risk",
-                            u,
-                            signal(u, f"r{share}{i}", "risk-level-change", at, attrs),
-                        )
-                    )
-                else:
-                    attrs = {"ip": "10.0.0.1", "zone": "corp", "country": "DE"}
-                    records.append(
-                        feed(
-                            "signals.network",
-                            u,
-                            signal(u, f"n{share}{i}", "network-context", at, attrs),
-                        )
-                    )
-            took, cpu, outs = run(pipeline, store, records)
-            print(
-                f"{share:.0%} state-changing: {len(records) / took:,.0f} signals/s, "
-                f"{outs / took:,.0f} outputs/s ({outs:,} outputs); CPU {cpu / len(records) * 1e6:.1f} "
-                f"µs/signal, {cpu / max(outs, 1) * 1e6:.1f} µs/output"
-            )
+        signal_phases(pipeline, store, args.subjects, args.signals, args.phases, args.repeat)
         store.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

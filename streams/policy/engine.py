@@ -32,6 +32,7 @@ from .compiler import (
 )
 from .deps import reads_clock
 from .loader import load_directory
+from .memokey import KeyFunction, compile_key_function
 from .model import (
     DEFAULT_VERSION,
     EFFECT_ALLOW,
@@ -725,6 +726,14 @@ class PolicyEngine:
                         break
                     ids.update(i for i in c.dep_ids if i not in self._runtime_deps)
             self._chain_deps[chain_key] = None if ids is None else tuple(sorted(ids))
+        # The values at those paths read in one walk of the request (`memokey`).
+        key_runtime = {"_resolve": _resolve, "_freeze": _freeze, "_MISSING": _MISSING}
+        key_runtime["_EMPTY"] = _EMPTY
+        self._key_fns: dict[tuple[str, str, str], KeyFunction] = {
+            chain_key: compile_key_function([self._dep_paths[d] for d in deps], key_runtime)
+            for chain_key, deps in self._chain_deps.items()
+            if deps is not None
+        }
         # Projection of the request onto every known dependency path (see `_Check`).
         known = [c for c in self._conditions() if c.deps is not None]
         self._proj: _Trie = _trie([p for p in self._dep_paths if p[0] in ("P", "R")])
@@ -910,9 +919,11 @@ class PolicyEngine:
                 {a: ActionResult(EFFECT_DENY, NO_MATCH, None, "") for a in actions}, [], []
             )
         check_key = None
+        values = None
         if memo is not None:
-            check_key = self._check_key((kind, version, scope), principal, resource, roles, actions)
-            if check_key is not None:
+            values = self._chain_values((kind, version, scope), principal, resource)
+            if values is not None:
+                check_key = ((kind, version, scope), tuple(roles), tuple(actions), *values)
                 hit = memo._checks.get(check_key)
                 if hit is not None:
                     memo.check_hits += 1
@@ -920,6 +931,10 @@ class PolicyEngine:
                         dict(hit.actions), list(hit.effective_derived_roles), list(hit.errors)
                     )
         st = _Check(self, principal, resource, aux_data, kind, version, scope, roles, now, memo)
+        if values is not None:  # the conditions' memo keys read the same values
+            dep_values = st.dep_values
+            for d, v in zip(self._chain_deps[(kind, version, scope)] or (), values, strict=True):
+                dep_values[d] = v
         main_key = chain[0].key
         out: dict[str, ActionResult] = {}
         for action in actions:
@@ -931,26 +946,26 @@ class PolicyEngine:
             memo._store_check(check_key, CheckResult(dict(out), list(edr), list(st.errors)))
         return result
 
-    def _check_key(
+    def _chain_values(
         self,
         chain_key: tuple[str, str, str],
         principal: Mapping[str, Any],
         resource: Mapping[str, Any],
-        roles: list[str],
-        actions: Sequence[str],
     ) -> tuple[Any, ...] | None:
-        """Key of a whole check: None when the chain reads something not statically known."""
+        """The values at every dependency path of the chain (in `_chain_deps` order), which with
+        the roles and actions key a whole check; None when the chain reads something not
+        statically known or a value cannot be keyed exactly."""
         deps = self._chain_deps.get(chain_key)
         if deps is None:
             return None
-        parts: list[Any] = [chain_key, tuple(roles), tuple(actions)]
-        paths = self._dep_paths
         try:
-            for d in deps:
-                parts.append(_resolve(paths[d], principal, resource))
+            values = self._key_fns[chain_key](principal, resource)
+            if values is None:  # not plain dicts all the way: path by path
+                paths = self._dep_paths
+                values = tuple(_resolve(paths[d], principal, resource) for d in deps)
         except _Uncacheable:
             return None
-        return tuple(parts)
+        return values
 
     def _decide(
         self,

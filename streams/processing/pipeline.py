@@ -379,11 +379,15 @@ class Pipeline:
     ) -> None:
         """Apply a subject's events in order, re-evaluating grants where policies see a change."""
         signals = subject.signals
+        # The policy-visible snapshot of the state, built when first needed: most telemetry
+        # repeats a value and needs none. Until then it is the snapshot of the state as read
+        # (values change only where ``value_changed``, which builds it first).
         snapshot: dict[str, Any] | None = None
         for item, rec in items:
             if isinstance(item, Signal):
-                if snapshot is None:
-                    snapshot = subject_snapshot(signals, self.risk)
+                before = None
+                if snapshot is None:  # the state before this signal, in case it changes a value
+                    before = {**signals, "dims": dict(signals["dims"])}
                 outcome, dim, value_changed = apply_signal(signals, item)
                 self._tally.add(metrics.signals_by(rec.topic, item.type, outcome.value))
                 if outcome is Applied.DUPLICATE:
@@ -394,6 +398,9 @@ class Pipeline:
                 result.signal_timestamps.append(rec.timestamp)
                 if not value_changed:
                     continue  # only the event time moved: nothing a policy reads changed
+                if snapshot is None:
+                    assert before is not None
+                    snapshot = subject_snapshot(before, self.risk)
                 after = subject_snapshot(signals, self.risk)
                 visible = after != snapshot
                 snapshot = after
