@@ -89,32 +89,31 @@ def _signal(
     )
 
 
-def grant(i: int, j: int, issued_at: int) -> bytes:
+def grant_event(i: int, j: int, issued_at: int) -> dict[str, Any]:
     """One ``authz.grants`` issue event: odd grants are read+write (need a compliant device)."""
     sid = subject_id(i)
-    return orjson.dumps(
-        {
-            "op": "issued",
-            "grant_id": f"g-{sid}-{j}",
-            "principal": {
-                "id": sid,
-                "type": "user",
-                "roles": ["employee"],
-                "attr": {"department": "eng"},
-            },
-            "resource": {
-                "kind": "document",
-                "id": f"doc-{sid}-{j}",
-                "attr": {"owner": "someone-else"},
-            },
-            "actions": ["read"] if j % 2 == 0 else ["read", "write"],
-            "session_id": f"s-{sid}-{j}",
-            "device_id": f"D-{sid}",
-            "issued_at": issued_at,
-            "expires_at": issued_at + 24 * 3600 * 1000,
-            "on_behalf_of": [],
-        }
-    )
+    return {
+        "op": "issued",
+        "grant_id": f"g-{sid}-{j}",
+        "principal": {
+            "id": sid,
+            "type": "user",
+            "roles": ["employee"],
+            "attr": {"department": "eng"},
+        },
+        "resource": {"kind": "document", "id": f"doc-{sid}-{j}", "attr": {"owner": "someone-else"}},
+        "actions": ["read"] if j % 2 == 0 else ["read", "write"],
+        "session_id": f"s-{sid}-{j}",
+        "device_id": f"D-{sid}",
+        "issued_at": issued_at,
+        "expires_at": issued_at + 24 * 3600 * 1000,
+        "on_behalf_of": [],
+    }
+
+
+def grant(i: int, j: int, issued_at: int) -> bytes:
+    """``grant_event`` as the JSON bytes the bench produces."""
+    return orjson.dumps(grant_event(i, j, issued_at))
 
 
 @dataclass(slots=True)

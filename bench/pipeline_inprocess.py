@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from bench.events import Out, World
+from bench.events import Out, World, grant_event, subject_id
 from streams.policy import PolicyEngine
 from streams.processing.pipeline import Pipeline, Topics
 from streams.processing.records import InRecord
@@ -59,7 +59,7 @@ class Feed:
     def __call__(self, topic: str, user: int, value: dict[str, Any]) -> InRecord:
         self.offset += 1
         return InRecord(
-            topic, 0, self.offset, f"user:u{user}".encode(), orjson.dumps(value), [], NOW
+            topic, 0, self.offset, f"user:{subject_id(user)}".encode(), orjson.dumps(value), [], NOW
         )
 
 
@@ -67,39 +67,16 @@ def signal(user: int, eid: str, kind: str, at: int, attrs: dict[str, Any]) -> di
     return {
         "event_id": eid,
         "type": kind,
-        "subject": {"type": "user", "id": f"u{user}"},
+        "subject": {"type": "user", "id": subject_id(user)},
         "source": "bench",
         "event_time": at,
         "attributes": attrs,
     }
 
 
-def bench_grant(user: int, j: int, issued_at: int) -> dict[str, Any]:
-    """``bench.events.grant``: odd grants are read+write, every grant names a session and the
-    subject's device."""
-    sid = f"u{user}"
-    return {
-        "op": "issued",
-        "grant_id": f"g-{sid}-{j}",
-        "principal": {
-            "id": sid,
-            "type": "user",
-            "roles": ["employee"],
-            "attr": {"department": "eng"},
-        },
-        "resource": {"kind": "document", "id": f"doc-{sid}-{j}", "attr": {"owner": "someone-else"}},
-        "actions": ["read"] if j % 2 == 0 else ["read", "write"],
-        "session_id": f"s-{sid}-{j}",
-        "device_id": f"D-{sid}",
-        "issued_at": issued_at,
-        "expires_at": issued_at + 24 * 3600 * 1000,
-        "on_behalf_of": [],
-    }
-
-
 def state_signals(feed: Feed, user: int, at: int) -> list[InRecord]:
     """``bench.events.World.preload_signals``: device compliant, risk LOW, zone corp."""
-    sid = f"u{user}"
+    sid = subject_id(user)
     network = {"ip": "10.20.30.40", "country": "NL", "asn": 64500, "anomalies": [], "zone": "corp"}
     device = {
         "device_id": f"D-{sid}",
@@ -134,7 +111,7 @@ def grant_load(pipeline: Pipeline, store: RocksStore, subjects: int, rounds: int
             signals = [rec for u in users for rec in state_signals(feed, u, T0 + u)]
             run(pipeline, store, signals)
             grants = [
-                feed("authz.grants", u, bench_grant(u, j, NOW - 60_000))
+                feed("authz.grants", u, grant_event(u, j, NOW - 60_000))
                 for u in users
                 for j in range(10)
             ]
@@ -231,10 +208,13 @@ def signal_phases(
             outs = world.mix(n, everyone, share, REVOKING, seed=7)
             runs.append(run_at(pipeline, store, world_records(outs, offsets, now_ms), now_ms))
         took, cpu, outputs, decisions = min(runs, key=lambda r: r[1] / max(r[3], 1))
+
+        def per(count: int) -> str:
+            return f"{cpu / count * 1e6:.1f}" if count else "—"
+
         print(
             f"{name}: {n / took:,.0f} signals/s wall; CPU {cpu / n * 1e6:.1f} µs/signal, "
-            f"{cpu / max(outputs, 1) * 1e6:.1f} µs/output, "
-            f"{cpu / max(decisions, 1) * 1e6:.1f} µs/decision "
+            f"{per(outputs)} µs/output, {per(decisions)} µs/decision "
             f"({outputs:,} outputs, {decisions:,} decisions; the run of {repeat} with the "
             "least CPU per decision); every run, µs/signal: "
             + " ".join(f"{r[1] / n * 1e6:.1f}" for r in runs)
