@@ -209,7 +209,7 @@ def signal_phases(
             runs.append(run_at(pipeline, store, world_records(outs, offsets, now_ms), now_ms))
         took, cpu, outputs, decisions = min(runs, key=lambda r: r[1] / max(r[3], 1))
 
-        def per(count: int) -> str:
+        def per(count: int, cpu: float = cpu) -> str:
             return f"{cpu / count * 1e6:.1f}" if count else "—"
 
         print(
