@@ -27,6 +27,7 @@ from bench.latency import cpu_seconds, percentiles
 from streams.kafka.admin import ensure_topics
 from streams.kafka.broker import EmbeddedBroker
 from streams.kafka.quirks import end_offsets
+from streams.kafka.security import PLAINTEXT
 
 TOPIC = "in"
 FETCH_WAIT_MS = 10  # the worker's (streams.processing.runner.RunnerConfig)
@@ -34,7 +35,9 @@ FETCH_WAIT_MS = 10  # the worker's (streams.processing.runner.RunnerConfig)
 
 async def fill(bootstrap: str, batches: int, per_batch: int, partitions: int) -> None:
     """``batches`` more batches of ``per_batch`` records in every partition of ``TOPIC``."""
-    prod = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=0)
+    prod = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks=1, linger_ms=0, **PLAINTEXT.client_kwargs()
+    )
     await prod.start()
     try:
         futures: list[Any] = []
@@ -61,6 +64,7 @@ async def measure(
         enable_auto_commit=False,
         fetch_max_wait_ms=FETCH_WAIT_MS,
         max_partition_fetch_bytes=4 * 1024 * 1024,  # the worker's
+        **PLAINTEXT.client_kwargs(),
     )
     await consumer.start()
     tps = [TopicPartition(TOPIC, p) for p in range(partitions)]
@@ -80,7 +84,9 @@ async def measure(
 
     reader = asyncio.create_task(consume())
     await asyncio.sleep(0.5)
-    prod = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=2)
+    prod = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks=1, linger_ms=2, **PLAINTEXT.client_kwargs()
+    )
     await prod.start()
     sent: dict[bytes, float] = {}
     acked: dict[bytes, float] = {}

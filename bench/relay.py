@@ -37,7 +37,7 @@ def client_kwargs(broker: str, group: str, inputs: list[str]) -> tuple[dict[str,
     worker = RunnerConfig(
         bootstrap=broker, group_id=group, input_topics=inputs, changelog_topic="", data_dir=None
     )
-    common = {"bootstrap_servers": broker, **PLAINTEXT.client_kwargs()}  # the embedded broker
+    common = {"bootstrap_servers": broker}  # security: plaintext, the embedded broker (below)
     consumer = {
         **common,
         "group_id": group,
@@ -49,8 +49,8 @@ def client_kwargs(broker: str, group: str, inputs: list[str]) -> tuple[dict[str,
 
 async def relay(broker: str, group: str, output: str, inputs: list[str]) -> None:
     consumer_kwargs, producer_kwargs = client_kwargs(broker, group, inputs)
-    consumer = AIOKafkaConsumer(**consumer_kwargs)
-    producer = AIOKafkaProducer(**producer_kwargs)
+    consumer = AIOKafkaConsumer(**consumer_kwargs, **PLAINTEXT.client_kwargs())
+    producer = AIOKafkaProducer(**producer_kwargs, **PLAINTEXT.client_kwargs())
     await producer.start()
     consumer.subscribe(inputs, listener=_Ready())
     await consumer.start()
