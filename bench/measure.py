@@ -34,6 +34,10 @@ class Drain:
         """Overall (first progress → done) and drain-only (producer finished → done) rates."""
         key = self.key
         moved = [s for s in self.samples if s.counts[key] > self.base.counts[key]]
+        if len(moved) == 1:
+            # the worker's counters move once per batch: a backlog drained in one or two batches
+            # shows one step; measure from the poll before it (the rate is then a lower bound)
+            moved.insert(0, self.samples[self.samples.index(moved[0]) - 1])
         if len(moved) < 2:
             return {"error": "too few progress samples"}
         first, last = moved[0], moved[-1]

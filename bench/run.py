@@ -61,8 +61,8 @@ class Plan:
     drain_timeout_s: float
 
 
-QUICK = Plan("quick", 5_000, 50_000, 20_000, 2_000, 2_000, 8, 50_000, 45, 1_000, 120)
-FULL = Plan("full", 100_000, 200_000, 60_000, 6_000, 2_000, 20, 200_000, 210, 5_000, 240)
+QUICK = Plan("quick", 5_000, 50_000, 20_000, 5_000, 2_000, 8, 50_000, 45, 1_000, 120)
+FULL = Plan("full", 100_000, 200_000, 60_000, 20_000, 2_000, 20, 200_000, 210, 5_000, 240)
 
 MIX_CHANGING = 0.20  # share of signals that change policy-visible state
 MIX_REVOKING = 0.05  # share of those that turn the device not-compliant (→ revocations)

@@ -58,3 +58,15 @@ def test_a_failing_part_is_recorded_and_the_run_goes_on() -> None:
     assert results["failed"] == ["(h) KeyError: 's:device:D-1'"]
     assert results["ephemeral"] == {"ok": True}
     assert "did not complete" in "\n".join(report.goals_lines(results))
+
+
+def test_a_drain_counted_in_one_step_still_gives_a_rate() -> None:
+    """Counters move once per batch: a backlog drained in one batch shows a single step."""
+    from bench.measure import Drain
+    from bench.worker import Sample
+
+    base = Sample(10.0, {"signals": 100.0})
+    polls = [base, Sample(10.25, {"signals": 100.0}), Sample(10.5, {"signals": 6100.0})]
+    summary = Drain("signals", base, polls, produced_at=10.1).summary()
+    assert summary["processed"] == 6000
+    assert summary["rate"] == 6000 / 0.25  # from the poll before the step
