@@ -20,7 +20,10 @@ from streams.settings import parse_bootstrap
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM → KeyboardInterrupt, so ``kill`` stops Tansu too instead of orphaning it."""
+    """SIGTERM or SIGINT → KeyboardInterrupt, so ``kill`` stops Tansu too instead of orphaning
+    it. SIGINT is set explicitly: a process started in the background of a non-interactive shell
+    (``vigil broker &`` in a script or CI job) inherits SIGINT ignored, and Ctrl-C / ``kill -INT``
+    would otherwise do nothing."""
     raise KeyboardInterrupt
 
 
@@ -59,7 +62,7 @@ def command(
         bootstrap = embedded.start()
     except (OSError, RuntimeError, TimeoutError) as exc:
         raise click.ClickException(f"cannot start the broker: {exc}") from None
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         if create_topics:
             asyncio.run(
@@ -82,4 +85,5 @@ def command(
         err("stopping the broker")
     finally:
         embedded.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -20,8 +20,14 @@ pytestmark = pytest.mark.broker
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _ignore_sigint() -> None:
+    """As for ``vigil broker &`` in a non-interactive shell: the child starts with SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("background", [False, True], ids=["foreground", "sigint-ignored"])
 @pytest.mark.parametrize("stop_with", [signal.SIGINT, signal.SIGTERM])
-async def test_broker_command_runs_and_stops(stop_with: signal.Signals) -> None:
+async def test_broker_command_runs_and_stops(stop_with: signal.Signals, background: bool) -> None:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "streams.cli", "broker", "--port", str(port), "--partitions", "2"],
@@ -30,6 +36,7 @@ async def test_broker_command_runs_and_stops(stop_with: signal.Signals) -> None:
         text=True,
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
+        preexec_fn=_ignore_sigint if background else None,
     )
     try:
         assert proc.stdout is not None
