@@ -74,6 +74,17 @@ LATENCY_SUBJECTS = 3_000  # (c): subjects with state and grants besides those a 
 PER_HOST_SUBJECTS = 20_000  # state of the per-host comparison (two preloads)
 
 
+ALL_PARTS = "abcpdefghi"
+
+
+def results_name(quick: bool, only: str) -> str:
+    """``latest.json`` belongs to a full run: a run of some parts writes ``partial.json`` so it
+    never replaces the full run's figures that docs/performance.md reads."""
+    if quick:
+        return "quick.json"
+    return "latest.json" if set(ALL_PARTS) <= set(only) else "partial.json"
+
+
 def say(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -659,7 +670,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        default="abcpdefghi",
+        default=ALL_PARTS,
         help="parts to run: a (baselines), b (vigil throughput), c (latency and its relay floor, "
         "each run on a fresh broker), p (per host: 1 vs one process per "
         "core), d (quix), e (check API vs Cerbos), f (Shared Signals), g (memory), h (restore), "
@@ -677,12 +688,12 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     results = asyncio.run(main_async(args))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "latest.json" if not args.quick else "quick.json"
+    name = results_name(args.quick, args.only)
     (RESULTS / name).write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     text = report.markdown(results)
     print()
     print(text)
-    if not args.no_docs and not args.quick:
+    if not args.no_docs and name == "latest.json":  # only a full run rewrites the docs
         report.write_docs(REPO / "docs" / "performance.md", text)
         say("docs/performance.md results section rewritten")
     if results.get("failed"):

@@ -70,3 +70,11 @@ def test_a_drain_counted_in_one_step_still_gives_a_rate() -> None:
     summary = Drain("signals", base, polls, produced_at=10.1).summary()
     assert summary["processed"] == 6000
     assert summary["rate"] == 6000 / 0.25  # from the poll before the step
+
+
+def test_only_a_full_run_writes_latest_json() -> None:
+    from bench.run import ALL_PARTS, results_name
+
+    assert results_name(quick=False, only=ALL_PARTS) == "latest.json"
+    assert results_name(quick=False, only="b") == "partial.json"
+    assert results_name(quick=True, only=ALL_PARTS) == "quick.json"
